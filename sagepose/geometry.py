@@ -1,0 +1,158 @@
+"""The one geometry module: boxes, center/scale, affine crops, flips.
+
+Conventions (those of MMPose 1.x, so published numbers reproduce):
+
+* A box is ``(x1, y1, x2, y2)`` in image pixels, or COCO's ``(x, y, w, h)``.
+* ``center`` is the box centre ``(cx, cy)``; ``scale`` is the crop size ``(w, h)`` in
+  image pixels -- the box size times :data:`BBOX_PADDING`, then widened or heightened
+  to the model's input aspect ratio. (No HRNet-style ``/200``: scales are pixels.)
+* Crops are taken with ONE affine matrix per sample: :func:`warp_matrix` for MSRA
+  configs, :func:`udp_warp_matrix` for UDP ones. UDP maps pixel centres with the
+  ``(size - 1)`` convention (Huang et al., CVPR 2020); it is fixed here once.
+* Predictions go back to the image with :func:`crop_to_image`, the inverse of the
+  test-time (rotation-free) crop, in MMPose's form ``kp / input * scale + center - scale / 2``
+  for both codecs.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+BBOX_PADDING = 1.25  # MMPose's default `padding` in bbox_xyxy2cs / GetBBoxCenterScale
+
+
+def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
+    box = np.asarray(box, np.float32)
+    return np.concatenate([box[..., :2], box[..., :2] + box[..., 2:4]], axis=-1)
+
+
+def xyxy_to_xywh(box: np.ndarray) -> np.ndarray:
+    box = np.asarray(box, np.float32)
+    return np.concatenate([box[..., :2], box[..., 2:4] - box[..., :2]], axis=-1)
+
+
+def box_to_center_scale(box_xyxy: np.ndarray, padding: float = BBOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 4) xyxy boxes -> centers (..., 2), scales (..., 2) = box size * padding."""
+    box = np.asarray(box_xyxy, np.float32)
+    center = (box[..., :2] + box[..., 2:4]) * 0.5
+    scale = (box[..., 2:4] - box[..., :2]) * padding
+    return center, scale
+
+
+def fix_aspect_ratio(scale: np.ndarray, aspect_ratio: float) -> np.ndarray:
+    """Grow the short side of (..., 2) scales (w, h) so that w / h == aspect_ratio."""
+    scale = np.asarray(scale, np.float32)
+    w, h = scale[..., 0], scale[..., 1]
+    wide = w > h * aspect_ratio
+    return np.stack([np.where(wide, w, h * aspect_ratio), np.where(wide, w / aspect_ratio, h)],
+                    axis=-1).astype(np.float32)
+
+
+def _rotate(pt: np.ndarray, rad: float) -> np.ndarray:
+    s, c = math.sin(rad), math.cos(rad)
+    return np.array([c * pt[0] - s * pt[1], s * pt[0] + c * pt[1]])
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    return b + np.array([-d[1], d[0]])
+
+
+def warp_matrix(center: Sequence[float], scale: Sequence[float], rot: float,
+                output_size: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0),
+                inv: bool = False) -> np.ndarray:
+    """2x3 affine taking the (rotated) crop ``center +- scale / 2`` to an ``output_size`` (w, h) image.
+
+    Built from three point pairs exactly as MMPose's ``get_warp_matrix`` (fixed aspect
+    ratio), in float32, so crops are bit-compatible with the reference.
+    """
+    center = np.asarray(center, np.float64)
+    scale = np.asarray(scale, np.float64)
+    shift = np.asarray(shift, np.float64)
+    dst_w, dst_h = output_size
+    rad = math.radians(rot)
+    src = np.zeros((3, 2), np.float32)
+    dst = np.zeros((3, 2), np.float32)
+    src[0] = center + scale * shift
+    src[1] = center + _rotate(np.array([scale[0] * -0.5, 0.0]), rad) + scale * shift
+    dst[0] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1] = [0.0, dst_h * 0.5]
+    src[2] = _third_point(src[0], src[1])
+    dst[2] = _third_point(dst[0], dst[1])
+    if inv:
+        return cv2.getAffineTransform(dst, src)
+    return cv2.getAffineTransform(src, dst)
+
+
+def udp_warp_matrix(center: Sequence[float], scale: Sequence[float], rot: float,
+                    output_size: tuple[int, int]) -> np.ndarray:
+    """UDP's unbiased 2x3 affine: pixel centres map with (output - 1) / scale (MMPose's get_udp_warp_matrix)."""
+    cx, cy = float(center[0]), float(center[1])
+    sw, sh = float(scale[0]), float(scale[1])
+    rad = math.radians(rot)
+    c, s = math.cos(rad), math.sin(rad)
+    sx = (output_size[0] - 1) / sw
+    sy = (output_size[1] - 1) / sh
+    m = np.zeros((2, 3), np.float32)
+    m[0, 0], m[0, 1] = c * sx, -s * sx
+    m[0, 2] = sx * (-cx * c + cy * s + 0.5 * sw)
+    m[1, 0], m[1, 1] = s * sy, c * sy
+    m[1, 2] = sy * (-cx * s - cy * c + 0.5 * sh)
+    return m
+
+
+def crop_matrix(center, scale, rot, output_size, udp: bool) -> np.ndarray:
+    """The crop affine for a codec family: UDP's unbiased one or MSRA's three-point one."""
+    if udp:
+        return udp_warp_matrix(center, scale, rot, output_size)
+    return warp_matrix(center, scale, rot, output_size)
+
+
+def warp_image(img: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """The one per-sample warp: bilinear, constant black border (as MMPose's TopdownAffine)."""
+    return cv2.warpAffine(img, matrix, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR)
+
+
+def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(..., 2) points through a 2x3 affine matrix."""
+    pts = np.asarray(points, np.float32)
+    m = np.asarray(matrix, np.float32)
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(matrix, np.float64)).astype(np.float32)
+
+
+def crop_to_image(keypoints, input_size: tuple[int, int], center, scale):
+    """Keypoints (N, K, 2) in crop pixels -> image pixels, for rotation-free test crops.
+
+    Works for numpy arrays and torch tensors; ``center`` / ``scale`` are (N, 2).
+    MMPose applies this same linear map for MSRA and UDP crops alike (so a UDP
+    round trip carries its known ~0.5 px quirk; kept for parity).
+    """
+    if isinstance(keypoints, torch.Tensor):
+        size = torch.as_tensor(input_size, dtype=keypoints.dtype, device=keypoints.device)
+        center = torch.as_tensor(center, dtype=keypoints.dtype, device=keypoints.device)[:, None]
+        scale = torch.as_tensor(scale, dtype=keypoints.dtype, device=keypoints.device)[:, None]
+    else:
+        size = np.asarray(input_size, np.float32)
+        center = np.asarray(center, np.float32)[:, None]
+        scale = np.asarray(scale, np.float32)[:, None]
+    return keypoints / size * scale + center - 0.5 * scale
+
+
+def flip_keypoints_lr(keypoints: np.ndarray, visible: np.ndarray, width: float,
+                      flip_indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror (..., K, 2) keypoints in an image of ``width`` px and swap left/right joints.
+
+    Uses MMPose's ``flip_keypoints`` convention ``x' = width - 1 - x``.
+    """
+    kp = np.asarray(keypoints, np.float32)[..., flip_indices, :].copy()
+    vis = np.asarray(visible)[..., flip_indices].copy()
+    kp[..., 0] = width - 1 - kp[..., 0]
+    return kp, vis
