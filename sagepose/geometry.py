@@ -124,6 +124,18 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 affine applying ``inner`` first, then ``outer`` (float64)."""
+    a = np.vstack([np.asarray(outer, np.float64), [0.0, 0.0, 1.0]])
+    b = np.vstack([np.asarray(inner, np.float64), [0.0, 0.0, 1.0]])
+    return (a @ b)[:2]
+
+
+def hflip_matrix(width: float) -> np.ndarray:
+    """2x3 affine of a horizontal image flip, ``x' = width - 1 - x`` (cv2.flip / flip_keypoints_lr)."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])
+
+
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, np.float64)).astype(np.float32)
 

@@ -1,0 +1,28 @@
+"""sagepose infer MODEL INPUT [--checkpoint F] [--det-json D] [--out DIR]"""
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("model", help="zoo name (e.g. vitpose-b) or YAML recipe")
+    p.add_argument("input", help="image, folder of images, or video")
+    p.add_argument("--checkpoint", default=None, help="weights (sagepose .ckpt, MMPose or ViTPose file)")
+    p.add_argument("--det-json", default=None, help="person boxes: COCO results json (with --images-json) "
+                                                    "or {file_name: [[x1,y1,x2,y2,score], ...]}")
+    p.add_argument("--images-json", default=None, help="COCO json whose images map ids to file names")
+    p.add_argument("--det-thr", type=float, default=0.3, help="minimum detection score")
+    p.add_argument("--kpt-thr", type=float, default=0.3, help="minimum keypoint score to draw")
+    p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-render", action="store_true")
+
+
+def run(args) -> int:
+    import sagepose
+    from sagepose.infer import load_boxes, run_inference
+
+    model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device)
+    boxes = load_boxes(args.det_json, args.images_json, args.det_thr) if args.det_json else None
+    rows = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
+                         score_thr=args.kpt_thr)
+    print(f"{len(rows)} poses -> {args.out}/results.json" + ("" if args.no_render else f", {args.out}/vis/"))
+    return 0
