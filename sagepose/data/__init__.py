@@ -1,0 +1,17 @@
+"""Data: annotation readers, top-down sampling, the dataset and batched device augmentation."""
+from sagepose.data.batch_aug import (
+    CoarseDropoutConfig,
+    PhotometricConfig,
+    coarse_dropout,
+    normalize,
+    photometric,
+)
+from sagepose.data.coco import ImageReadError, Record, load_coco, load_detections, read_image
+from sagepose.data.dataset import TopDownDataset, collate
+from sagepose.data.transforms import Sample, TopDownSampler
+
+__all__ = [
+    "CoarseDropoutConfig", "ImageReadError", "PhotometricConfig", "Record", "Sample", "TopDownDataset",
+    "TopDownSampler", "coarse_dropout", "collate", "load_coco", "load_detections", "normalize",
+    "photometric", "read_image",
+]

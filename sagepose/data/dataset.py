@@ -1,0 +1,83 @@
+"""Top-down dataset: records + sampler -> per-sample dicts, and their collate.
+
+Randomness is a pure function of ``(seed, epoch, index)``, so a run gives the same
+samples with any ``num_workers``. The epoch lives in a shared-memory tensor: set it
+with :meth:`TopDownDataset.set_epoch` before iterating the DataLoader, and
+persistent workers see it too. Images are decoded on every access (no cache):
+JPEG decode is the cheap part next to a DataLoader's IPC for the crop.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sagepose.data.coco import ImageReadError, Record, read_image
+from sagepose.data.transforms import TopDownSampler
+
+MAX_SUBSTITUTIONS = 10  # consecutive unreadable images tolerated per item with skip_bad_images
+
+
+class TopDownDataset(torch.utils.data.Dataset):
+    """Person records -> dicts of one sample each (see :meth:`__getitem__`).
+
+    An unreadable image raises :class:`ImageReadError` naming the file; with
+    ``skip_bad_images=True`` another random record is used instead and the event is
+    counted (``bad_images``, per process) and warned about.
+    """
+
+    def __init__(self, records: Sequence[Record], sampler: TopDownSampler, train: bool, seed: int = 0,
+                 skip_bad_images: bool = False):
+        if not records:
+            raise ValueError("TopDownDataset: no records")
+        k = sampler.schema.num_keypoints
+        if records[0].keypoints.shape != (k, 2):
+            raise ValueError(f"TopDownDataset: records have {records[0].keypoints.shape[0]} keypoints, "
+                             f"schema {sampler.schema.name} has {k}")
+        self.records = list(records)
+        self.sampler = sampler
+        self.train = train
+        self.seed = seed
+        self.skip_bad_images = skip_bad_images
+        self.joint_weights = np.asarray(sampler.schema.joint_weights, np.float32)
+        self.bad_images = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        """-> ``img`` (H, W, 3) uint8 BGR, ``keypoints`` (K, 2) float32 crop px, ``visible`` (K,),
+        ``joint_weights`` (K,), ``center`` / ``scale`` (2,), ``rotation``, ``flipped``, ``matrix``
+        (2, 3), ``image_id``, ``ann_id``, ``bbox_score``, ``index``."""
+        rng = np.random.default_rng([self.seed, int(self._epoch), index])
+        record = self.records[index]
+        for _ in range(MAX_SUBSTITUTIONS):
+            try:
+                image = read_image(record.image_path)
+                break
+            except ImageReadError as e:
+                if not self.skip_bad_images:
+                    raise
+                self.bad_images += 1
+                warnings.warn(f"{e}; substituted another sample ({self.bad_images} bad images so far)",
+                              stacklevel=2)
+                record = self.records[int(rng.integers(len(self.records)))]
+        else:
+            raise ImageReadError(f"{record.image_path}: {MAX_SUBSTITUTIONS} unreadable images in a row "
+                                 f"while substituting for index {index}")
+        s = self.sampler(image, record, rng, self.train)
+        return dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, joint_weights=self.joint_weights,
+                    center=s.center, scale=s.scale, rotation=np.float32(s.rotation), flipped=s.flipped,
+                    matrix=s.matrix, image_id=s.image_id, ann_id=s.ann_id,
+                    bbox_score=np.float32(s.bbox_score), index=index)
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack samples -> tensors: ``img`` (B, H, W, 3) uint8, ``keypoints`` (B, K, 2), ..."""
+    return {key: torch.as_tensor(np.stack([s[key] for s in samples])) for key in samples[0]}
