@@ -42,14 +42,17 @@ class TopDownModule(L.LightningModule):
         gen = torch.Generator(device=crops.device)
         gen.manual_seed(self.cfg.trainer.seed * 1_000_003 + self.global_step)
         if d.photometric_prob > 0:
-            crops = batch_aug.photometric_distortion(crops, gen, prob=d.photometric_prob)
-        x = self.model.normalize(crops)
+            crops = batch_aug.photometric(crops, gen, batch_aug.PhotometricConfig(p=d.photometric_prob))
         if d.coarse_dropout_prob > 0:
-            x = batch_aug.coarse_dropout(x, gen, prob=d.coarse_dropout_prob)
-        return x
+            crops = batch_aug.coarse_dropout(crops, gen, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
+        return self.model.normalize(crops)
+
+    def on_train_epoch_start(self):
+        # per-sample randomness is a function of (seed, epoch, index): tell the dataset the epoch
+        self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)
 
     def training_step(self, batch, batch_idx):
-        x = self._augment(batch["crops"])
+        x = self._augment(batch["img"])
         targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
         if self.cfg.trainer.use_joint_weights:
             weights = weights * self.joint_weights
@@ -62,7 +65,7 @@ class TopDownModule(L.LightningModule):
 
     # ---- validation ------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
-        x = self.model.normalize(batch["crops"])
+        x = self.model.normalize(batch["img"])
         heatmaps = self.model.predict_heatmaps(x)
         kpts, scores = self.model.decode(heatmaps)
         kpts = crop_to_image(kpts, self.model.input_size, batch["center"], batch["scale"])

@@ -19,7 +19,7 @@ def build_loaders(cfg: Config, model, train: bool = True):
 
     d = cfg.data
     schema = model.schema
-    common = dict(input_size=tuple(model.input_size), udp=model.codec.udp)
+    common = dict(schema=schema, input_size=tuple(model.input_size), udp=model.codec.udp)
     loaders = {}
     if train:
         if not d.train_json:
@@ -29,7 +29,7 @@ def build_loaders(cfg: Config, model, train: bool = True):
                                  rotate_prob=d.rotate_prob, shift_factor=d.shift_factor,
                                  shift_prob=d.shift_prob)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
-        ds = TopDownDataset(records, sampler, schema, train=True, seed=cfg.trainer.seed)
+        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed)
         loaders["train"] = torch.utils.data.DataLoader(
             ds, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers, collate_fn=collate,
             drop_last=len(ds) > d.batch_size, persistent_workers=d.num_workers > 0,
@@ -37,10 +37,10 @@ def build_loaders(cfg: Config, model, train: bool = True):
     if d.val_json:
         sampler = TopDownSampler(**common)
         if d.det_json:
-            records = load_detections(d.det_json, d.val_json, image_root=d.image_root)
+            records = load_detections(d.det_json, d.val_json, schema=schema, image_root=d.image_root)
         else:
             records = load_coco(d.val_json, schema=schema, image_root=d.image_root, mode="val")
-        ds = TopDownDataset(records, sampler, schema, train=False, seed=cfg.trainer.seed)
+        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed)
         loaders["val"] = torch.utils.data.DataLoader(
             ds, batch_size=d.val_batch_size, shuffle=False, num_workers=d.num_workers, collate_fn=collate,
             persistent_workers=d.num_workers > 0)
