@@ -1,0 +1,217 @@
+"""COCO-format reader, bad-input handling and the TopDownDataset."""
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sagepose.data.coco import ImageReadError, load_coco, load_detections, read_image
+from sagepose.data.dataset import TopDownDataset, collate
+from sagepose.data.transforms import TopDownSampler
+from sagepose.keypoints import COCO17
+
+REALDATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realdata")
+needs_realdata = pytest.mark.skipif(not os.path.isdir(REALDATA), reason="../shared/realdata absent")
+
+
+def _coco(tmp_path, annotations=None, images=None, name="ann.json"):
+    """A small valid COCO keypoint file with two people in one 64x48 image; returns its path."""
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((48, 64, 3), 128, np.uint8))
+    kp = [10, 10, 2] * 17
+    data = {
+        "images": images if images is not None else [{"id": 1, "file_name": "a.jpg", "width": 64,
+                                                      "height": 48}],
+        "annotations": annotations if annotations is not None else [
+            {"id": 11, "image_id": 1, "bbox": [4, 4, 30, 40], "keypoints": kp, "num_keypoints": 17,
+             "area": 1000.0, "iscrowd": 0},
+            {"id": 12, "image_id": 1, "bbox": [30, 2, 40, 30], "keypoints": kp, "num_keypoints": 17,
+             "area": 900.0, "iscrowd": 0},
+        ],
+    }
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _ann(ann_id=11, **kw):
+    a = {"id": ann_id, "image_id": 1, "bbox": [4, 4, 30, 40], "keypoints": [10, 10, 2] * 17,
+         "num_keypoints": 17}
+    a.update(kw)
+    return a
+
+
+# ---- real samples -------------------------------------------------------------------------------
+
+@needs_realdata
+def test_real_coco_counts_match_mmpose():
+    path = os.path.join(REALDATA, "coco", "test_coco.json")
+    train, val = load_coco(path, mode="train"), load_coco(path, mode="val")
+    assert (len(train), len(val)) == (12, 14)  # two instances have num_keypoints == 0
+    r = train[0]
+    assert (r.ann_id, r.image_id, r.width, r.height) == (442619, 785, 640, 425)
+    np.testing.assert_allclose(r.bbox_xywh, [280.79, 44.73, 218.7, 346.68], rtol=1e-6)
+    assert r.keypoints.shape == (17, 2) and r.keypoints.dtype == np.float32
+    assert r.flags.max() == 2 and r.visible.max() == 1 and r.num_keypoints == 17
+    assert os.path.exists(r.image_path)
+    assert read_image(r.image_path).shape == (425, 640, 3)
+
+
+@needs_realdata
+def test_real_aic_without_area_or_iscrowd_fields():
+    path = os.path.join(REALDATA, "aic", "test_aic.json")
+    records = load_coco(path, schema="aic")
+    assert len(records) == 9 and records[0].keypoints.shape == (14, 2)
+    r = records[0]  # area missing: MMPose's 0.53 x box area
+    assert r.area == pytest.approx(0.53 * r.bbox_xywh[2] * r.bbox_xywh[3], rel=1e-5)
+    # box [279, 55, 213, 544] in a 900x600 image: bottom clipped to height - 1
+    np.testing.assert_allclose(r.bbox_xywh, [279, 55, 213, 599 - 55])
+
+
+@needs_realdata
+def test_real_crowdpose_and_detections():
+    path = os.path.join(REALDATA, "crowdpose", "test_crowdpose.json")
+    assert len(load_coco(path, schema="crowdpose", mode="val")) == 5
+    assert len(load_coco(path, schema="crowdpose", mode="train")) == 4
+    coco = os.path.join(REALDATA, "coco", "test_coco.json")
+    dets = load_detections(os.path.join(REALDATA, "coco", "test_coco_det_AP_H_56.json"), coco)
+    assert len(dets) == 118 and dets[0].image_id == 785 and 0.99 < dets[0].bbox_score <= 1
+    assert dets[0].visible.sum() == 0 and dets[0].keypoints.shape == (17, 2)
+    assert len(load_detections(os.path.join(REALDATA, "coco", "test_coco_det_AP_H_56.json"), coco,
+                               score_thr=0.5)) < 118
+
+
+# ---- bad input: one test per case ----------------------------------------------------------------
+
+def test_missing_annotation_file_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json: annotation file not found"):
+        load_coco(tmp_path / "nope.json")
+
+
+def test_file_that_is_not_json(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{'images': [")
+    with pytest.raises(ValueError, match=r"broken\.json: not valid JSON: "):
+        load_coco(path)
+
+
+def test_missing_top_level_field(tmp_path):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match=r"ann\.json: missing required field 'annotations'"):
+        load_coco(path)
+
+
+@pytest.mark.parametrize("field", ["bbox", "keypoints", "image_id"])
+def test_annotation_missing_a_required_field_names_file_and_id(tmp_path, field):
+    ann = _ann(ann_id=77)
+    del ann[field]
+    path = _coco(tmp_path, annotations=[_ann(), ann])
+    with pytest.raises(ValueError, match=rf"ann\.json: annotation 77: missing required field '{field}'"):
+        load_coco(path)
+
+
+def test_wrong_keypoint_count_names_file_and_id(tmp_path):
+    path = _coco(tmp_path, annotations=[_ann(ann_id=5, keypoints=[1, 1, 2] * 16)])
+    with pytest.raises(ValueError) as e:
+        load_coco(path)
+    assert str(e.value) == f"{path}: annotation 5: expected 51 keypoint values, got 48"
+
+
+def test_zero_area_box_is_skipped_and_counted_in_one_warning(tmp_path):
+    anns = [_ann(1), _ann(2, bbox=[5, 5, 0, 10]), _ann(3, bbox=[5, 5, 10, 0]),
+            _ann(4, bbox=[70, 10, 5, 5])]  # the last one lies right of the 64-px image: clipped to nothing
+    path = _coco(tmp_path, annotations=anns)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.warns(UserWarning) as w:
+        records = load_coco(path, mode="val")
+    assert [r.ann_id for r in records] == [1]
+    assert len(w) == 1 and str(w[0].message) == f"skipped 3 annotations in {path}: 3 zero-area boxes"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # input untouched
+
+
+def test_annotation_whose_image_entry_is_missing(tmp_path):
+    path = _coco(tmp_path, annotations=[_ann(9, image_id=42)])
+    with pytest.raises(ValueError, match=r"ann\.json: annotation 9: image_id 42 has no entry in 'images'"):
+        load_coco(path)
+
+
+def test_crowd_and_unlabelled_instances_follow_mmpose_filtering(tmp_path):
+    anns = [_ann(1), _ann(2, iscrowd=1), _ann(3, keypoints=[0, 0, 0] * 17, num_keypoints=0)]
+    path = _coco(tmp_path, annotations=anns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # dropped by design: no warning
+        assert [r.ann_id for r in load_coco(path, mode="train")] == [1]
+        assert [r.ann_id for r in load_coco(path, mode="val")] == [1, 3]
+
+
+def test_missing_image_raises_with_the_path(tmp_path):
+    with pytest.raises(ImageReadError, match=r"gone\.jpg: missing"):
+        read_image(str(tmp_path / "gone.jpg"))
+
+
+def test_corrupt_image_raises_with_the_path(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not really a jpeg")
+    with pytest.raises(ImageReadError, match=r"bad\.jpg: cannot decode \(corrupt or not an image\)"):
+        read_image(str(bad))
+
+
+def _dataset(tmp_path, **kw):
+    records = load_coco(_coco(tmp_path))
+    sampler = TopDownSampler(COCO17, input_size=(48, 64))
+    return TopDownDataset(records, sampler, train=True, **kw), records
+
+
+def test_dataset_raises_on_unreadable_image_by_default(tmp_path):
+    ds, _ = _dataset(tmp_path)
+    (tmp_path / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(ImageReadError, match=r"a\.jpg: cannot decode"):
+        ds[0]
+
+
+def test_dataset_can_skip_and_count_unreadable_images(tmp_path):
+    cv2.imwrite(str(tmp_path / "b.jpg"), np.full((48, 64, 3), 50, np.uint8))
+    ds, records = _dataset(tmp_path, skip_bad_images=True)
+    ds.records[1] = dataclasses.replace(records[1], image_path=str(tmp_path / "missing.jpg"))
+    ds.records.append(dataclasses.replace(records[0], image_path=str(tmp_path / "b.jpg")))
+    with pytest.warns(UserWarning, match=r"missing\.jpg: missing; substituted another sample"):
+        for i in range(20):
+            ds.set_epoch(i)
+            assert ds[1]["img"].shape == (64, 48, 3)
+    assert ds.bad_images >= 20
+
+
+# ---- dataset ------------------------------------------------------------------------------------
+
+def test_dataset_sample_fields_and_collate(tmp_path):
+    ds, _ = _dataset(tmp_path)
+    batch = collate([ds[0], ds[1]])
+    assert batch["img"].dtype == torch.uint8 and batch["img"].shape == (2, 64, 48, 3)
+    assert batch["keypoints"].shape == (2, 17, 2) and batch["visible"].shape == (2, 17)
+    assert batch["joint_weights"][0].tolist() == pytest.approx(list(COCO17.joint_weights))
+    assert batch["ann_id"].tolist() == [11, 12] and batch["matrix"].shape == (2, 2, 3)
+
+
+def test_dataset_is_reproducible_with_any_num_workers_and_changes_per_epoch(tmp_path):
+    ds, _ = _dataset(tmp_path)
+    ds.records = ds.records * 4
+
+    def run(workers):
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate,
+                                             persistent_workers=workers > 0,
+                                             multiprocessing_context="fork" if workers else None)
+        out = []
+        for epoch in (0, 1):
+            ds.set_epoch(epoch)
+            out.append(torch.cat([b["keypoints"] for b in loader]))
+        return out
+
+    single, multi = run(0), run(2)
+    for a, b in zip(single, multi):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(single[0], single[1])
