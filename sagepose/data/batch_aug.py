@@ -74,7 +74,7 @@ def photometric(crops: torch.Tensor, generator: torch.Generator,
     x = (x + view(beta)).clamp(0, 255)
     x = (x * view(torch.where(contrast_last, 1.0, alpha))).clamp(0, 255)
     h, s, v = _bgr_to_hsv(x)
-    x = _hsv_to_bgr((h + view(hue)) % 360.0, (s * view(sat)).clamp(0, 1), v)
+    x = _hsv_to_bgr((h + hue.view(b, 1, 1)) % 360.0, (s * sat.view(b, 1, 1)).clamp(0, 1), v)
     x = (x * view(torch.where(contrast_last, alpha, 1.0))).clamp(0, 255)
     perm = torch.where(swap[:, None], perm, torch.arange(3, device=dev))
     x = torch.gather(x, 3, perm.view(b, 1, 1, 3).expand_as(x))
