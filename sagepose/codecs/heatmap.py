@@ -1,0 +1,373 @@
+"""Heatmap codecs: MSRA Gaussians (optionally DARK), UDP Gaussians, and flip-test fusion.
+
+Every function works on whole batches in torch: ``keypoints (B, K, 2)`` in input-crop
+pixels <-> ``heatmaps (B, K, H, W)``. The numbers equal MMPose 1.3.2's codecs (which
+run one instance at a time in numpy), quirks included; each kept quirk is marked
+"parity". Sizes are ``(w, h)`` as in MMPose configs.
+
+References: Xiao et al. 2018 (MSRA heatmaps), Zhang et al. 2020 (DARK), Huang et al.
+2020 (UDP).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_tensor(x) -> tuple[torch.Tensor, bool]:
+    """A tensor view of ``x`` and whether it came in as numpy (to hand numpy back)."""
+    if isinstance(x, torch.Tensor):
+        return x, False
+    return torch.from_numpy(np.asarray(x)), True
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    """float64 stays float64; everything else is computed in float32."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _pixel_grid(heatmap_size: tuple[int, int], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column (1, 1, 1, W) and row (1, 1, H, 1) pixel indices in ``like``'s dtype and device."""
+    w, h = heatmap_size
+    xs = torch.arange(w, dtype=like.dtype, device=like.device).view(1, 1, 1, w)
+    ys = torch.arange(h, dtype=like.dtype, device=like.device).view(1, 1, h, 1)
+    return xs, ys
+
+
+# ----------------------------------------------------------------------------- encode
+
+
+def window_gaussian_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor, heatmap_size: tuple[int, int],
+                             sigma: float, subpixel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """keypoints (B, K, 2) in heatmap pixels, visible (B, K) -> heatmaps (B, K, H, W), weights (B, K).
+
+    A Gaussian of peak 1 cut to a ``(2 * 3 sigma + 1)``-wide window around the rounded
+    keypoint. MSRA (``subpixel=False``) centres it on the rounded pixel; UDP
+    (``subpixel=True``) on the exact keypoint. Keypoints with ``visible < 0.5`` get an
+    all-zero map and keep ``visible`` as weight; those whose window misses the map get
+    weight 0.
+    """
+    w, h = heatmap_size
+    radius = 3 * sigma
+    # parity: MMPose rounds with int(x + 0.5) and places the window with int(), both
+    # truncating toward zero, so keypoints just left of / above the map still count
+    # and fractional radii shift the window of keypoints near the top-left border.
+    centre = torch.trunc(keypoints + 0.5)
+    lo = torch.trunc(centre - radius)
+    hi = torch.trunc(centre + radius + 1)
+    labelled = visible >= 0.5
+    missed = (lo[..., 0] >= w) | (lo[..., 1] >= h) | (hi[..., 0] < 0) | (hi[..., 1] < 0)
+    drawn = labelled & ~missed
+    weights = torch.where(labelled & missed, torch.zeros_like(visible), visible)
+
+    # Offset of each pixel from the Gaussian's centre, measured inside its window
+    # (whose centre cell is (2 * radius + 1) // 2, as in MMPose).
+    mu = lo + (2 * radius + 1) // 2
+    if subpixel:
+        mu = mu + (keypoints - centre)
+    xs, ys = _pixel_grid(heatmap_size, keypoints)
+    dx = xs - mu[..., 0, None, None]
+    dy = ys - mu[..., 1, None, None]
+    inside = ((xs >= lo[..., 0, None, None]) & (xs < hi[..., 0, None, None])
+              & (ys >= lo[..., 1, None, None]) & (ys < hi[..., 1, None, None]) & drawn[..., None, None])
+    heatmaps = torch.exp(-(dx * dx + dy * dy) / (2 * sigma**2))
+    return torch.where(inside, heatmaps, torch.zeros_like(heatmaps)), weights
+
+
+def continuous_gaussian_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor,
+                                 heatmap_size: tuple[int, int],
+                                 sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """keypoints (B, K, 2) in heatmap pixels, visible (B, K) -> heatmaps (B, K, H, W), weights (B, K).
+
+    DARK's unbiased target: an uncut Gaussian at the exact sub-pixel keypoint. Weights
+    follow :func:`window_gaussian_heatmaps` (with an un-rounded window).
+    """
+    w, h = heatmap_size
+    radius = 3 * sigma
+    labelled = visible >= 0.5
+    lo, hi = keypoints - radius, keypoints + radius + 1
+    missed = (lo[..., 0] >= w) | (lo[..., 1] >= h) | (hi[..., 0] < 0) | (hi[..., 1] < 0)
+    weights = torch.where(labelled & missed, torch.zeros_like(visible), visible)
+    xs, ys = _pixel_grid(heatmap_size, keypoints)
+    dx = xs - keypoints[..., 0, None, None]
+    dy = ys - keypoints[..., 1, None, None]
+    heatmaps = torch.exp(-(dx * dx + dy * dy) / (2 * sigma**2))
+    drawn = (labelled & ~missed)[..., None, None]
+    return torch.where(drawn, heatmaps, torch.zeros_like(heatmaps)), weights
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+def get_heatmap_maximum(heatmaps):
+    """heatmaps (B, K, H, W) -> locations (B, K, 2) as (x, y) heatmap pixels, values (B, K).
+
+    The first maximum in row-major order; where the maximum is <= 0 the location is
+    (-1, -1), as MMPose marks it. Accepts torch tensors or numpy arrays.
+    """
+    hm, from_numpy = _as_tensor(heatmaps)
+    w = hm.shape[-1]
+    vals, idx = hm.flatten(-2).max(dim=-1)
+    locs = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1).to(_float(hm).dtype)
+    locs = torch.where((vals <= 0)[..., None], torch.full_like(locs, -1), locs)
+    return (locs.numpy(), vals.numpy()) if from_numpy else (locs, vals)
+
+
+def _gather(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """maps (B, N), index (B, K) with values in [-N, N) (negative counts from the end) -> (B, K)."""
+    return maps.gather(1, index % maps.shape[1])
+
+
+def refine_quarter_pixel(locs: torch.Tensor, heatmaps: torch.Tensor) -> torch.Tensor:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs moved 0.25 px toward the higher neighbour per axis."""
+    b, k, h, w = heatmaps.shape
+    x, y = locs[..., 0].long(), locs[..., 1].long()
+    flat = heatmaps.reshape(b * k, h * w)
+    at = (y * w + x).reshape(b * k, 1)
+    sample = lambda offset: _gather(flat, (at + offset).clamp(0, h * w - 1)).view(b, k)
+    # parity: MMPose's bounds are 1 < x < W - 1 and 1 < y < H - 1 (column / row 1 is never refined).
+    zero = torch.zeros_like(locs[..., 0])
+    dx = torch.where((x > 1) & (x < w - 1) & (y > 0) & (y < h), sample(1) - sample(-1), zero)
+    dy = torch.where((y > 1) & (y < h - 1) & (x > 0) & (x < w), sample(w) - sample(-w), zero)
+    return locs + 0.25 * torch.stack([torch.sign(dx), torch.sign(dy)], dim=-1)
+
+
+def blur_heatmaps(heatmaps: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """heatmaps (B, K, H, W) -> the same, Gaussian-blurred (zero border) and rescaled to the original maximum.
+
+    DARK's modulation. The kernel is OpenCV's ``getGaussianKernel(kernel_size, 0)``
+    (sigma = 0.3 * ((ks - 1) / 2 - 1) + 0.8, fixed tables up to 7), as MMPose uses
+    ``cv2.GaussianBlur``.
+    """
+    if kernel_size % 2 != 1:
+        raise ValueError(f"blur kernel size must be odd, got {kernel_size}")
+    b, k, h, w = heatmaps.shape
+    taps = torch.from_numpy(cv2.getGaussianKernel(kernel_size, 0, cv2.CV_32F).ravel())
+    taps = taps.to(dtype=heatmaps.dtype, device=heatmaps.device)
+    pad = kernel_size // 2
+    x = heatmaps.reshape(b * k, 1, h, w)
+    x = F.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, pad))  # rows first, as OpenCV's separable filter
+    x = F.conv2d(x, taps.view(1, 1, -1, 1), padding=(pad, 0)).view(b, k, h, w)
+    peak_before = heatmaps.amax(dim=(-2, -1), keepdim=True)
+    return x * (peak_before / x.amax(dim=(-2, -1), keepdim=True))
+
+
+def refine_dark(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> torch.Tensor:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + DARK's Newton step on the blurred log-heatmap.
+
+    Zhang et al. 2020: a second-order Taylor expansion of log(heatmap) at the argmax,
+    with central differences of step 1 (gradient) and 2 (Hessian diagonal).
+    """
+    b, k, h, w = heatmaps.shape
+    logs = blur_heatmaps(heatmaps, blur_kernel_size).clamp_min(1e-10).log()
+    x, y = locs[..., 0].long(), locs[..., 1].long()
+    flat = logs.reshape(b * k, h * w)
+    at = (y * w + x).reshape(b * k, 1)
+    sample = lambda ox, oy: _gather(flat, (at + ox + oy * w).clamp(0, h * w - 1)).view(b, k)
+    centre = sample(0, 0)
+    dx = 0.5 * (sample(1, 0) - sample(-1, 0))
+    dy = 0.5 * (sample(0, 1) - sample(0, -1))
+    dxx = 0.25 * (sample(2, 0) - 2 * centre + sample(-2, 0))
+    dxy = 0.25 * (sample(1, 1) - sample(1, -1) - sample(-1, 1) + sample(-1, -1))
+    dyy = 0.25 * (sample(0, 2) - 2 * centre + sample(0, -2))
+    det = dxx * dyy - dxy**2
+    # parity: MMPose skips keypoints within 2 px of the border and singular Hessians.
+    ok = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2) & (det != 0)
+    det = torch.where(ok, det, torch.ones_like(det))
+    offset = torch.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], dim=-1) / -det[..., None]
+    return locs + torch.where(ok[..., None], offset, torch.zeros_like(offset))
+
+
+def refine_dark_udp(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> torch.Tensor:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + UDP's DARK step (log clipped to [1e-3, 50]).
+
+    Huang et al. 2020. The log-maps are edge-padded by one pixel, so every argmax has
+    its 3x3 neighbourhood.
+    """
+    b, k, h, w = heatmaps.shape
+    logs = blur_heatmaps(heatmaps, blur_kernel_size).clamp(1e-3, 50.0).log()
+    row = w + 2
+    # parity: MMPose indexes all K padded maps of an instance as one flat array, so a
+    # keypoint with score <= 0 (at (-1, -1)) reads its left / upper neighbours from the
+    # previous channel's last row (channel 0 wraps to the last channel).
+    flat = F.pad(logs, (1, 1, 1, 1), mode="replicate").reshape(b, k * (h + 2) * row)
+    channel = torch.arange(k, device=locs.device) * (h + 2) * row
+    at = locs[..., 0].long() + 1 + (locs[..., 1].long() + 1) * row + channel
+    sample = lambda offset: _gather(flat, at + offset)
+    i = sample(0)
+    ix1, ix1_ = sample(1), sample(-1)
+    iy1, iy1_ = sample(row), sample(-row)
+    ix1y1, ix1_y1_ = sample(row + 1), sample(-row - 1)
+    dx = 0.5 * (ix1 - ix1_)
+    dy = 0.5 * (iy1 - iy1_)
+    dxx = ix1 - 2 * i + ix1_
+    dyy = iy1 - 2 * i + iy1_
+    dxy = 0.5 * (ix1y1 - ix1 - iy1 + i + i - ix1_ - iy1_ + ix1_y1_)
+    # MMPose regularises the Hessian with float32 eps on the diagonal (in float64).
+    eps = torch.finfo(torch.float32).eps
+    dxx, dyy = dxx + eps, dyy + eps
+    det = dxx * dyy - dxy * dxy
+    offset = torch.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], dim=-1) / det[..., None]
+    return locs - offset
+
+
+# ----------------------------------------------------------------------------- codecs
+
+
+def _check_heatmaps(hm: torch.Tensor, heatmap_size: tuple[int, int], codec: str) -> None:
+    if hm.ndim != 4 or tuple(hm.shape[-2:]) != (heatmap_size[1], heatmap_size[0]):
+        raise ValueError(f"{codec}.decode: expected heatmaps (B, K, {heatmap_size[1]}, {heatmap_size[0]}), "
+                         f"got {tuple(hm.shape)}")
+
+
+def _encode_inputs(keypoints, visible, codec: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    kp, from_numpy = _as_tensor(keypoints)
+    if kp.ndim != 3 or kp.shape[-1] != 2:
+        raise ValueError(f"{codec}.encode: expected keypoints (B, K, 2), got {tuple(kp.shape)}")
+    if visible is None:
+        vis = torch.ones(kp.shape[:2], dtype=torch.float32, device=kp.device)
+    else:
+        vis = _as_tensor(visible)[0].to(device=kp.device, dtype=torch.float32)
+        if vis.shape != kp.shape[:2]:
+            raise ValueError(f"{codec}.encode: visible {tuple(vis.shape)} does not match keypoints "
+                             f"{tuple(kp.shape)}")
+    return _float(kp), vis, from_numpy
+
+
+def _encode_outputs(heatmaps: torch.Tensor, weights: torch.Tensor, to_numpy: bool):
+    heatmaps, weights = heatmaps.float(), weights.float()
+    return (heatmaps.numpy(), weights.numpy()) if to_numpy else (heatmaps, weights)
+
+
+def _sizes(size: Sequence[int]) -> tuple[int, int]:
+    w, h = (int(s) for s in size)
+    return w, h
+
+
+@dataclass(frozen=True)
+class MSRAHeatmap:
+    """Gaussian heatmaps of Xiao et al. 2018; ``unbiased=True`` switches to DARK encode + decode.
+
+    encode: keypoints (B, K, 2) input pixels, visible (B, K) -> heatmaps (B, K, H, W) float32, weights (B, K).
+    decode: heatmaps (B, K, H, W) -> keypoints (B, K, 2) input pixels, scores (B, K).
+    """
+
+    input_size: tuple[int, int] = (192, 256)
+    heatmap_size: tuple[int, int] = (48, 64)
+    sigma: float = 2.0
+    unbiased: bool = False
+    blur_kernel_size: int = 11
+
+    udp: ClassVar[bool] = False
+    shift_heatmap_default: ClassVar[bool] = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_size", _sizes(self.input_size))
+        object.__setattr__(self, "heatmap_size", _sizes(self.heatmap_size))
+
+    def _scale(self, like: torch.Tensor) -> torch.Tensor:
+        # MMPose keeps input / heatmap as a float32 array.
+        ratio = np.float32(np.array(self.input_size) / np.array(self.heatmap_size))
+        return torch.from_numpy(ratio).to(dtype=like.dtype, device=like.device)
+
+    def encode(self, keypoints, visible=None):
+        """keypoints (B, K, 2), visible (B, K) -> heatmaps (B, K, H, W) float32, weights (B, K) float32."""
+        kp, vis, to_numpy = _encode_inputs(keypoints, visible, "MSRAHeatmap")
+        kp = kp / self._scale(kp)
+        if self.unbiased:
+            heatmaps, weights = continuous_gaussian_heatmaps(kp, vis, self.heatmap_size, self.sigma)
+        else:
+            heatmaps, weights = window_gaussian_heatmaps(kp, vis, self.heatmap_size, self.sigma,
+                                                         subpixel=False)
+        return _encode_outputs(heatmaps, weights, to_numpy)
+
+    def decode(self, heatmaps):
+        """heatmaps (B, K, H, W) -> keypoints (B, K, 2) in input pixels, scores (B, K) = heatmap maxima."""
+        hm, to_numpy = _as_tensor(heatmaps)
+        _check_heatmaps(hm, self.heatmap_size, "MSRAHeatmap")
+        hm = _float(hm)
+        locs, scores = get_heatmap_maximum(hm)
+        if self.unbiased:
+            locs = refine_dark(locs, hm, self.blur_kernel_size)
+        else:
+            locs = refine_quarter_pixel(locs, hm)
+        keypoints = locs * self._scale(locs)
+        return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
+
+
+@dataclass(frozen=True)
+class UDPHeatmap:
+    """Unbiased Data Processing heatmaps (Huang et al. 2020): pixel centres map with (size - 1).
+
+    encode: keypoints (B, K, 2) input pixels, visible (B, K) -> heatmaps (B, K, H, W) float32, weights (B, K).
+    decode: heatmaps (B, K, H, W) -> keypoints (B, K, 2) input pixels, scores (B, K).
+    ``decode_scale="mmpose"`` maps heatmap to input pixels with input / (hm - 1), as
+    MMPose does -- kept as the default so published APs reproduce; ``"unbiased"`` uses
+    (input - 1) / (hm - 1), the exact inverse of encode.
+    """
+
+    input_size: tuple[int, int] = (192, 256)
+    heatmap_size: tuple[int, int] = (48, 64)
+    sigma: float = 2.0
+    blur_kernel_size: int = 11
+    decode_scale: str = "mmpose"
+
+    udp: ClassVar[bool] = True
+    shift_heatmap_default: ClassVar[bool] = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_size", _sizes(self.input_size))
+        object.__setattr__(self, "heatmap_size", _sizes(self.heatmap_size))
+        if self.decode_scale not in ("mmpose", "unbiased"):
+            raise ValueError(f"UDPHeatmap: decode_scale must be 'mmpose' or 'unbiased', "
+                             f"got {self.decode_scale!r}")
+
+    def _encode_scale(self, like: torch.Tensor) -> torch.Tensor:
+        # MMPose keeps (input - 1) / (heatmap - 1) as a float32 array.
+        ratio = np.float32((np.array(self.input_size) - 1) / (np.array(self.heatmap_size) - 1))
+        return torch.from_numpy(ratio).to(dtype=like.dtype, device=like.device)
+
+    def encode(self, keypoints, visible=None):
+        """keypoints (B, K, 2), visible (B, K) -> heatmaps (B, K, H, W) float32, weights (B, K) float32."""
+        kp, vis, to_numpy = _encode_inputs(keypoints, visible, "UDPHeatmap")
+        kp = kp / self._encode_scale(kp)
+        heatmaps, weights = window_gaussian_heatmaps(kp, vis, self.heatmap_size, self.sigma, subpixel=True)
+        return _encode_outputs(heatmaps, weights, to_numpy)
+
+    def decode(self, heatmaps):
+        """heatmaps (B, K, H, W) -> keypoints (B, K, 2) in input pixels, scores (B, K) = heatmap maxima."""
+        hm, to_numpy = _as_tensor(heatmaps)
+        _check_heatmaps(hm, self.heatmap_size, "UDPHeatmap")
+        hm = _float(hm)
+        locs, scores = get_heatmap_maximum(hm)
+        locs = refine_dark_udp(locs, hm, self.blur_kernel_size)
+        if self.decode_scale == "unbiased":
+            keypoints = locs * self._encode_scale(locs)
+        else:
+            w, h = self.heatmap_size
+            keypoints = locs / torch.tensor([w - 1, h - 1], dtype=locs.dtype, device=locs.device) \
+                * torch.tensor(self.input_size, dtype=locs.dtype, device=locs.device)
+        return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
+
+
+def flip_heatmaps(heatmaps, flip_indices: Sequence[int], shift_heatmap: bool):
+    """heatmaps (B, K, H, W) of the mirrored input -> (B, K, H, W) aligned with the plain input's heatmaps.
+
+    Mirrors along W, swaps left / right channels, and with ``shift_heatmap`` moves the
+    maps right by one pixel (column 0 kept), MMPose's ``flip_mode='heatmap'``; MSRA
+    crops need the shift, UDP crops do not. The caller averages the result with the
+    plain heatmaps.
+    """
+    hm, from_numpy = _as_tensor(heatmaps)
+    if len(flip_indices) != hm.shape[1]:
+        raise ValueError(f"flip_heatmaps: {len(flip_indices)} flip indices for {hm.shape[1]} channels")
+    out = hm.flip(-1)[:, list(flip_indices)]
+    if shift_heatmap:
+        out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
+    return out.numpy() if from_numpy else out

@@ -1,0 +1,182 @@
+"""sagepose.codecs against MMPose 1.3.2 goldens (tools/make_codec_goldens.py) and analytic cases."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sagepose.codecs import CODECS, MSRAHeatmap, UDPHeatmap, build_codec, flip_heatmaps, get_heatmap_maximum
+from sagepose.codecs.heatmap import continuous_gaussian_heatmaps
+from sagepose.keypoints import COCO17
+
+GOLDENS = np.load(Path(__file__).parent / "goldens" / "codecs.npz")
+CASES = ("coco", "large", "odd")
+NAMES = ("msra", "dark", "udp")
+
+
+def golden_codec(case: str, name: str):
+    iw, ih, hw, hh, sigma, blur, _ = GOLDENS[f"{case}/config"]
+    kw = dict(input_size=(iw, ih), heatmap_size=(hw, hh), sigma=float(sigma), blur_kernel_size=int(blur))
+    if name == "udp":
+        return UDPHeatmap(**kw)
+    return MSRAHeatmap(unbiased=name == "dark", **kw)
+
+
+def golden_heatmaps(case: str) -> tuple[torch.Tensor, int]:
+    """Decode inputs (B, K, H, W) and how many leading instances are uniform noise (the rest: noisy peaks)."""
+    n_random = int(GOLDENS[f"{case}/config"][-1])
+    return torch.from_numpy(GOLDENS[f"{case}/heatmaps"].astype(np.float32)), n_random
+
+
+def assert_keypoints_close(ours: np.ndarray, ref: np.ndarray, atol) -> None:
+    """Same NaNs (DARK / UDP give NaN for an all-zero map) and elsewhere within atol px."""
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    err = np.nan_to_num(np.abs(ours - ref)).max(-1)
+    assert (err <= atol).all(), f"max error {err.max():.3g} px (worst excess {(err - atol).max():.3g})"
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", NAMES)
+def test_encode_equals_mmpose_within_1e6(case, name):
+    codec = golden_codec(case, name)
+    heatmaps, weights = codec.encode(torch.from_numpy(GOLDENS[f"{case}/keypoints"]),
+                                     torch.from_numpy(GOLDENS[f"{case}/visible"]))
+    assert heatmaps.dtype == torch.float32
+    np.testing.assert_allclose(heatmaps.numpy(), GOLDENS[f"{case}/{name}/encoded"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(weights.numpy(), GOLDENS[f"{case}/{name}/weights"])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_of_noisy_peaked_heatmaps_equals_mmpose_within_1e4_px(case, name):
+    heatmaps, n_random = golden_heatmaps(case)
+    keypoints, scores = golden_codec(case, name).decode(heatmaps[n_random:])
+    assert_keypoints_close(keypoints.numpy(), GOLDENS[f"{case}/{name}/decoded"][n_random:], atol=1e-4)
+    np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"][n_random:])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_of_random_heatmaps_equals_mmpose_up_to_its_own_float32_spread(case, name):
+    # On uniform noise DARK's Newton step is ill-conditioned: MMPose itself moves by
+    # `ulp_spread` px when its input moves one ulp. Where it is stable (spread ~0) the
+    # bound is the flat 1e-4 px; plain MSRA decode is exact everywhere.
+    heatmaps, n_random = golden_heatmaps(case)
+    keypoints, scores = golden_codec(case, name).decode(heatmaps[:n_random])
+    spread = 0.0 if name == "msra" else GOLDENS[f"{case}/{name}/ulp_spread"]
+    reference = GOLDENS[f"{case}/{name}/decoded"][:n_random]
+    assert_keypoints_close(keypoints.numpy(), reference, atol=1e-4 + 8 * spread)
+    np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"][:n_random])
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_flip_heatmaps_equals_mmpose(shift):
+    flipped = flip_heatmaps(torch.from_numpy(GOLDENS["flip/input"]), COCO17.flip_indices, shift_heatmap=shift)
+    np.testing.assert_array_equal(flipped.numpy(), GOLDENS[f"flip/shift{int(shift)}"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flip_fused_decode_equals_mmpose(name):
+    heatmaps, n_random = golden_heatmaps("coco")
+    plain = heatmaps[n_random:]
+    codec = golden_codec("coco", name)
+    back = flip_heatmaps(plain.flip(0).flip(-1), COCO17.flip_indices, codec.shift_heatmap_default)
+    keypoints, scores = codec.decode((plain + back) * 0.5)
+    assert_keypoints_close(keypoints.numpy(), GOLDENS[f"flip/{name}/decoded"], atol=1e-4)
+    np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"flip/{name}/scores"])
+
+
+def test_heatmap_maximum_is_first_argmax_and_minus_one_where_max_is_not_positive():
+    heatmaps = torch.zeros(1, 3, 4, 5)
+    heatmaps[0, 0, 2, 3] = heatmaps[0, 0, 3, 1] = 0.5  # tie: row-major first wins
+    heatmaps[0, 1] = -1.0
+    locs, vals = get_heatmap_maximum(heatmaps)
+    assert locs.tolist() == [[[3.0, 2.0], [-1.0, -1.0], [-1.0, -1.0]]]
+    assert vals.tolist() == [[0.5, -1.0, 0.0]]
+
+
+@pytest.mark.parametrize("sigma, kernel", [(2.0, 11), (3.0, 17)])
+def test_dark_decodes_a_subpixel_gaussian_to_its_centre_within_1e3_heatmap_px(sigma, kernel):
+    # Blurring a Gaussian gives a Gaussian, whose log is a quadratic: DARK's Newton step is exact
+    # up to float32 rounding of the log-heatmap, for centres far enough from the border that
+    # neither the heatmap edge nor the blur's zero padding cuts the peak.
+    g = torch.Generator().manual_seed(0)
+    margin = 3 * sigma + kernel // 2
+    span = torch.tensor([48.0, 64.0], dtype=torch.float64) - 2 * margin
+    centre = margin + torch.rand(3, 17, 2, generator=g, dtype=torch.float64) * span
+    heatmaps, _ = continuous_gaussian_heatmaps(centre, torch.ones_like(centre[..., 0]), (48, 64), sigma)
+    keypoints, _ = MSRAHeatmap(sigma=sigma, unbiased=True, blur_kernel_size=kernel).decode(heatmaps.float())
+    assert (keypoints / 4 - centre).abs().max() < 1e-3
+
+
+def test_udp_with_unbiased_decode_scale_round_trips_and_mmpose_scale_stretches_by_input_over_input_minus_1():
+    g = torch.Generator().manual_seed(1)
+    keypoints = 40 + torch.rand(4, 17, 2, generator=g) * torch.tensor([112.0, 176.0])
+    heatmaps, weights = UDPHeatmap(decode_scale="unbiased").encode(keypoints, torch.ones(4, 17))
+    assert (weights == 1).all()
+    unbiased, _ = UDPHeatmap(decode_scale="unbiased").decode(heatmaps)
+    assert (unbiased - keypoints).abs().max() < 1e-3
+    mmpose, _ = UDPHeatmap().decode(heatmaps)
+    torch.testing.assert_close(mmpose, unbiased * torch.tensor([192 / 191, 256 / 255]), rtol=1e-6, atol=1e-4)
+
+
+def test_invisible_and_off_map_keypoints_get_an_empty_map_and_the_documented_weight():
+    keypoints = torch.tensor([[[96.0, 128.0], [96.0, 128.0], [-40.0, 128.0], [96.0, 300.0]]])
+    visible = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    for codec in (MSRAHeatmap(), MSRAHeatmap(unbiased=True), UDPHeatmap()):
+        heatmaps, weights = codec.encode(keypoints, visible)
+        assert weights.tolist() == [[1.0, 0.0, 0.0, 0.0]]
+        assert heatmaps[0, 0].max() > 0.9 and (heatmaps[0, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_decode_equals_per_instance_decode(name):
+    heatmaps, _ = golden_heatmaps("coco")
+    codec = golden_codec("coco", name)
+    batched, batched_scores = codec.decode(heatmaps)
+    single = [codec.decode(heatmaps[i : i + 1]) for i in range(len(heatmaps))]
+    torch.testing.assert_close(batched, torch.cat([s[0] for s in single]), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(batched_scores, torch.cat([s[1] for s in single]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_float64_and_float32_inputs_agree(name):
+    case, n_random = "coco", int(GOLDENS["coco/config"][-1])
+    codec = golden_codec(case, name)
+    hm32 = GOLDENS[f"{case}/heatmaps"][n_random:].astype(np.float32)
+    kp32, _ = codec.decode(torch.from_numpy(hm32))
+    kp_np, scores_np = codec.decode(hm32)
+    assert isinstance(kp_np, np.ndarray) and isinstance(scores_np, np.ndarray)
+    np.testing.assert_array_equal(kp_np, kp32.numpy())
+    kp64, _ = codec.decode(torch.from_numpy(hm32.astype(np.float64)))
+    assert kp64.dtype == torch.float64
+    assert_keypoints_close(kp64.numpy(), kp32.numpy(), atol=1e-3)
+
+    keypoints, visible = GOLDENS[f"{case}/keypoints"], GOLDENS[f"{case}/visible"]
+    enc_np, w_np = codec.encode(keypoints, visible)
+    enc64, w64 = codec.encode(torch.from_numpy(keypoints.astype(np.float64)), torch.from_numpy(visible))
+    assert isinstance(enc_np, np.ndarray) and enc_np.dtype == np.float32 and enc64.dtype == torch.float32
+    np.testing.assert_allclose(enc_np, GOLDENS[f"{case}/{name}/encoded"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(enc64.numpy(), enc_np, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(w_np, w64.numpy())
+    labelled = visible >= 0.5
+    np.testing.assert_array_equal(codec.encode(keypoints, labelled)[0],
+                                  codec.encode(keypoints, labelled.astype(np.float32))[0])
+
+
+def test_codec_flags_follow_mmpose_flip_test_configs():
+    assert (MSRAHeatmap.udp, MSRAHeatmap.shift_heatmap_default) == (False, True)
+    assert (UDPHeatmap.udp, UDPHeatmap.shift_heatmap_default) == (True, False)
+
+
+def test_build_codec_from_an_mmpose_style_config():
+    codec = build_codec(dict(type="MSRAHeatmap", input_size=[288, 384], heatmap_size=[72, 96], sigma=3,
+                             unbiased=True, blur_kernel_size=17))
+    assert codec == MSRAHeatmap((288, 384), (72, 96), 3, True, 17)
+    assert set(CODECS) == {"MSRAHeatmap", "UDPHeatmap"}
+    with pytest.raises(ValueError, match=r"unknown codec type 'SimCCLabel'.*MSRAHeatmap.*UDPHeatmap"):
+        build_codec(dict(type="SimCCLabel"))
+    with pytest.raises(ValueError, match="did you mean 'sigma'"):
+        build_codec(dict(type="UDPHeatmap", sigm=2.0))
