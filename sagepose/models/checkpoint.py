@@ -1,0 +1,186 @@
+"""Checkpoint import: one pure ``state_dict -> state_dict`` function per foreign format.
+
+Our modules keep readable names (``backbone.blocks.3.mlp.fc1``); foreign key names are
+mapped here and nowhere else:
+
+* :func:`from_mmpose` -- MMPose 1.x / mmpretrain ViT (ViTPose configs, Sapiens pose checkpoints);
+* :func:`from_vitpose` -- the official ViTPose repository (``keypoint_head``, ``last_norm``);
+* :func:`from_lightning` -- a sagepose Lightning ``.ckpt`` (keys prefixed ``model.``).
+
+:func:`load_checkpoint` detects the format, converts, resizes ``pos_embed`` to the model's
+token grid when needed, and loads -- strictly by default, with a readable report.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import torch
+from torch import nn
+
+from sagepose.models.vit import interpolate_pos_embed
+
+# (pattern, replacement) pairs applied in order with re.sub; anchored on full key names.
+_MMPOSE_RULES = [
+    (r"^backbone\.patch_embed\.projection\.", "backbone.patch_embed."),
+    (r"^backbone\.layers\.(\d+)\.ln1\.", r"backbone.blocks.\1.norm1."),
+    (r"^backbone\.layers\.(\d+)\.ln2\.", r"backbone.blocks.\1.norm2."),
+    (r"^backbone\.layers\.(\d+)\.attn\.", r"backbone.blocks.\1.attn."),
+    (r"^backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.", r"backbone.blocks.\1.mlp.fc1."),
+    (r"^backbone\.layers\.(\d+)\.ffn\.layers\.1\.", r"backbone.blocks.\1.mlp.fc2."),
+    (r"^backbone\.ln1\.", "backbone.norm."),
+    (r"^head\.final_layer\.", "head.final_conv."),
+]
+
+_VITPOSE_RULES = [
+    (r"^backbone\.patch_embed\.proj\.", "backbone.patch_embed."),
+    (r"^backbone\.last_norm\.", "backbone.norm."),
+    (r"^keypoint_head\.final_layer\.", "head.final_conv."),
+    (r"^keypoint_head\.", "head."),
+]
+
+
+def _rename(key: str, rules) -> str:
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def _head_stage(key: str) -> str:
+    """``head.{deconv,conv}_layers.{3i + j}`` (Sequential of conv, norm, act per stage) -> readable names."""
+    m = re.match(r"^head\.(deconv|conv)_layers\.(\d+)\.(.+)$", key)
+    if not m:
+        return key
+    kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
+    part = {0: "conv", 1: "norm"}.get(idx % 3)
+    if part is None:
+        raise ValueError(f"{key}: activation layers hold no parameters; unexpected key")
+    return f"head.{kind}_blocks.{idx // 3}.{part}.{rest}"
+
+
+def unwrap(checkpoint: dict) -> dict:
+    """A raw state dict, or one wrapped under ``state_dict`` / ``model`` (MMEngine, Lightning, ours)."""
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
+
+
+def from_mmpose(sd: dict) -> dict:
+    """MMPose 1.x top-down ViT state dict (raw or wrapped in ``state_dict``) -> sagepose names.
+
+    ``backbone.layers.N.{ln1,attn.qkv,attn.proj,ln2,ffn.layers.0.0,ffn.layers.1}`` ->
+    ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
+    ``head.deconv_layers.{0,1,3,4}`` -> ``head.deconv_blocks.{0,1}.{conv,norm}``, etc.
+    The data preprocessor's mean/std buffers and an MAE cls token are dropped.
+    """
+    out = {}
+    for key, value in unwrap(sd).items():
+        if key.startswith("data_preprocessor.") or key == "backbone.cls_token":
+            continue  # ViTPose / Sapiens use no cls token (MAE checkpoints carry one)
+        out[_head_stage(_rename(key, _MMPOSE_RULES))] = value
+    return out
+
+
+def from_vitpose(sd: dict) -> dict:
+    """Official ViTPose repository state dict -> sagepose names.
+
+    Its ``pos_embed`` is (1, 1 + Hp * Wp, C) and its forward adds ``pos[:, 1:] + pos[:, :1]``:
+    the cls slot is folded into every token here, so the conversion is exact
+    (mmpretrain's loader drops the slot instead).
+    """
+    out = {}
+    for key, value in unwrap(sd).items():
+        key = _head_stage(_rename(key, _VITPOSE_RULES))
+        if key == "backbone.pos_embed":
+            value = value[:, 1:] + value[:, :1]
+        out[key] = value
+    return out
+
+
+def from_lightning(sd: dict, prefix: str = "model.") -> dict:
+    """A sagepose Lightning checkpoint: keep the ``model.`` sub-module's keys (an EMA teacher is left out)."""
+    return {k[len(prefix):]: v for k, v in unwrap(sd).items() if k.startswith(prefix)}
+
+
+def detect_format(sd: dict) -> str:
+    """'sagepose', 'lightning', 'mmpose' or 'vitpose', from the key names of an unwrapped state dict."""
+    keys = list(sd)
+    if any(k.startswith("model.backbone.") for k in keys):
+        return "lightning"
+    if any(k.startswith("keypoint_head.") or k.startswith("backbone.last_norm.") for k in keys):
+        return "vitpose"
+    if any(k.startswith("backbone.layers.") or ".final_layer." in k or "_layers." in k for k in keys):
+        return "mmpose"
+    return "sagepose"
+
+
+CONVERTERS = {"sagepose": lambda sd: dict(sd), "lightning": from_lightning,
+              "mmpose": from_mmpose, "vitpose": from_vitpose}
+
+
+def _grid_for(n_tokens: int, aspect: float) -> tuple[int, int]:
+    """The (h, w) factorisation of a token count closest to an aspect ratio h / w (square for MAE)."""
+    pairs = [(h, n_tokens // h) for h in range(1, n_tokens + 1) if n_tokens % h == 0]
+    return min(pairs, key=lambda hw: abs(math.log(hw[0] / hw[1]) - math.log(aspect)))
+
+
+def adapt_pos_embed(sd: dict, model: nn.Module, key: str = "backbone.pos_embed") -> dict:
+    """Fit a checkpoint's (1, L, C) pos_embed to the model's token grid: drop a cls slot, resize (bicubic)."""
+    if key not in sd or not hasattr(model, "backbone") or not hasattr(model.backbone, "grid_size"):
+        return sd
+    pos, grid = sd[key], tuple(model.backbone.grid_size)
+    n = grid[0] * grid[1]
+    if pos.ndim != 3 or pos.shape[1] == n:
+        return sd
+    length = pos.shape[1]
+    if length == n + 1 or (math.isqrt(length - 1) ** 2 == length - 1 and math.isqrt(length) ** 2 != length):
+        pos = pos[:, 1:]  # a cls slot (MAE pretraining: 14x14 + 1); we have no cls token
+    src = _grid_for(pos.shape[1], grid[0] / grid[1])
+    return {**sd, key: interpolate_pos_embed(pos, src, grid)}
+
+
+class CheckpointMismatchError(RuntimeError):
+    pass
+
+
+def mismatch_report(model: nn.Module, sd: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mis-shaped) key descriptions of ``sd`` against the model's state dict."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shaped = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, shaped
+
+
+def load_checkpoint(model: nn.Module, path_or_sd: str | os.PathLike | dict, strict: bool = True,
+                    fmt: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Load any supported checkpoint into ``model``; returns (missing, unexpected, mis-shaped).
+
+    ``fmt`` forces a format (see :data:`CONVERTERS`); by default it is detected from the keys.
+    With ``strict`` any mismatch raises :class:`CheckpointMismatchError` listing every key;
+    otherwise the matching keys load and the lists are returned for the caller to report.
+    """
+    name = str(path_or_sd) if not isinstance(path_or_sd, dict) else "state dict"
+    if isinstance(path_or_sd, dict):
+        raw = path_or_sd
+    else:
+        raw = torch.load(path_or_sd, weights_only=True, map_location="cpu")
+    raw = unwrap(raw)
+    fmt = fmt or detect_format(raw)
+    if fmt not in CONVERTERS:
+        raise ValueError(f"{name}: unknown checkpoint format {fmt!r}; known: {sorted(CONVERTERS)}")
+    sd = adapt_pos_embed(CONVERTERS[fmt](raw), model)
+    missing, unexpected, shaped = mismatch_report(model, sd)
+    if strict and (missing or unexpected or shaped):
+        lines = [f"{name} ({fmt} format) does not match {type(model).__name__}:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
+            if items:
+                lines.append(f"  {len(items)} {title}:")
+                lines += [f"    {item}" for item in items]
+        raise CheckpointMismatchError("\n".join(lines))
+    bad = {k.split(":")[0] for k in shaped}
+    model.load_state_dict({k: v for k, v in sd.items() if k not in bad}, strict=False)
+    return missing, unexpected, shaped

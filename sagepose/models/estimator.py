@@ -1,0 +1,123 @@
+"""Top-down estimator: image + person boxes -> keypoints, as MMPose's ``inference_topdown``.
+
+One affine warp per box (:mod:`sagepose.geometry`), then everything batched on the model's
+device: normalisation, backbone + head, flip-test fusion, codec decode, and the map back to
+image pixels.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from sagepose import geometry
+from sagepose.codecs import flip_heatmaps
+from sagepose.keypoints import KeypointSchema
+
+# ImageNet statistics on 0-255 RGB, as MMPose's PoseDataPreprocessor.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class Prediction:
+    """keypoints (N, K, 2) float32 image px; scores (N, K); heatmaps (N, K, h, w) when asked for."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    heatmaps: np.ndarray | None = None
+
+
+class TopDownEstimator(nn.Module):
+    """Backbone + heatmap head + codec for one keypoint schema at a fixed input size (w, h)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, codec, schema: KeypointSchema,
+                 input_size: tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 flip_test: bool = True, shift_heatmap: bool | None = None):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.codec, self.schema = codec, schema
+        self.input_size = tuple(input_size)
+        if tuple(codec.input_size) != self.input_size:
+            raise ValueError(f"codec input size {tuple(codec.input_size)} != model input size "
+                             f"{self.input_size}")
+        self.flip_test = flip_test
+        self.shift_heatmap = codec.shift_heatmap_default if shift_heatmap is None else shift_heatmap
+        # Non-persistent: checkpoints hold only weights; mean/std are part of the model's definition.
+        self.register_buffer("mean", torch.tensor(mean).float().view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).float().view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w)."""
+        return self.head(self.backbone(x))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) BGR -> float (B, 3, H, W) RGB, ImageNet-normalised (on the images' device)."""
+        x = images.permute(0, 3, 1, 2).flip(1).float()
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test."""
+        if not self.flip_test:
+            return self(x)
+        # Original and mirrored crops in one batch; the mirrored heatmaps are flipped back,
+        # left/right channels swapped, and averaged with the originals (MMPose's heatmap flip mode).
+        both = self(torch.cat([x, x.flip(-1)]))
+        hm, hm_flip = both[: len(x)], both[len(x):]
+        hm_flip = flip_heatmaps(hm_flip, self.schema.flip_indices, self.shift_heatmap)
+        return (hm + hm_flip) * 0.5
+
+    def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K)."""
+        return self.codec.decode(heatmaps)
+
+    def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BGR (H, W, 3) image, (N, 4) boxes -> crops (N, h, w, 3) uint8, centers (N, 2), scales (N, 2)."""
+        w, h = self.input_size
+        center, scale = geometry.box_to_center_scale(bboxes_xyxy)
+        scale = geometry.fix_aspect_ratio(scale, w / h)
+        udp = self.codec.udp
+        matrices = [geometry.crop_matrix(c, s, 0.0, self.input_size, udp=udp) for c, s in zip(center, scale)]
+        crops = [geometry.warp_image(image, m, self.input_size) for m in matrices]
+        return np.stack(crops), center, scale
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray | str | os.PathLike, bboxes: np.ndarray | None = None,
+                bbox_format: str = "xyxy", return_heatmaps: bool = False) -> Prediction:
+        """Keypoints of the people in ``bboxes`` (N, 4) of a BGR uint8 image (cv2 order) or an image path.
+
+        ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            path, image = image, cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if image is None:
+                raise FileNotFoundError(f"{path}: cannot read image")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        if bboxes is None:
+            bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
+        bboxes = np.asarray(bboxes, np.float32).reshape(-1, 4)
+        if bbox_format == "xywh":
+            bboxes = geometry.xywh_to_xyxy(bboxes)
+        elif bbox_format != "xyxy":
+            raise ValueError(f"bbox_format must be 'xyxy' or 'xywh', got {bbox_format!r}")
+        K = self.schema.num_keypoints
+        if len(bboxes) == 0:
+            return Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
+        crops, center, scale = self.crop(image, bboxes)
+        x = self.normalize(torch.from_numpy(crops).to(self.device))
+        heatmaps = self.predict_heatmaps(x)
+        keypoints, scores = self.decode(heatmaps)
+        keypoints = geometry.crop_to_image(torch.as_tensor(keypoints).float().cpu().numpy(), self.input_size,
+                                           center, scale)
+        return Prediction(keypoints.astype(np.float32), torch.as_tensor(scores).float().cpu().numpy(),
+                          heatmaps.float().cpu().numpy() if return_heatmaps else None)

@@ -1,0 +1,81 @@
+"""Heatmap heads: NCHW features -> one heatmap per keypoint.
+
+:class:`HeatmapHead` is MMPose's ``HeatmapHead`` (deconv stages, optional conv stages,
+final conv), with the norm / activation of each stage chosen by name:
+
+* ``"bn"`` + ``"relu"`` -- ViTPose, HRNet-style SimpleBaseline decoders (MMPose upstream);
+* ``"in"`` + ``"silu"`` -- Sapiens (non-affine InstanceNorm2d, SiLU).
+
+ViTPose's *simple* decoder is ``feature_upsample=4`` with no deconvs and a 3x3 final conv:
+ReLU, bilinear x4 upsampling, conv (MMPose splits this into a FeatureMapProcessor neck
+and a HeatmapHead; it has no parameters of its own, so it lives here).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "in":
+        return nn.InstanceNorm2d(channels, affine=False)
+    raise ValueError(f"unknown norm {kind!r}; expected 'bn' or 'in'")
+
+
+def _act(kind: str) -> nn.Module:
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "silu":
+        return nn.SiLU(inplace=True)
+    raise ValueError(f"unknown activation {kind!r}; expected 'relu' or 'silu'")
+
+
+class ConvNormAct(nn.Module):
+    """One head stage: a conv (or transposed conv), a norm, an activation."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module, act: nn.Module):
+        super().__init__()
+        self.conv, self.norm, self.act = conv, norm, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class HeatmapHead(nn.Module):
+    """(B, in_channels, h, w) -> (B, num_keypoints, h * s, w * s), s = 2**len(deconv) * feature_upsample.
+
+    Each deconv stage is ConvTranspose2d(k4, s2, p1, no bias) + norm + act and doubles
+    the resolution; each conv stage is Conv2d(k, same padding) + norm + act.
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int, deconv_channels: Sequence[int] = (256, 256),
+                 conv_channels: Sequence[int] = (), conv_kernel_size: int = 1, final_kernel_size: int = 1,
+                 norm: str = "bn", act: str = "relu", feature_upsample: int = 1):
+        super().__init__()
+        self.feature_upsample = feature_upsample
+        stages, c = [], in_channels
+        for out in deconv_channels:
+            deconv = nn.ConvTranspose2d(c, out, 4, stride=2, padding=1, output_padding=0, bias=False)
+            stages.append(ConvNormAct(deconv, _norm(norm, out), _act(act)))
+            c = out
+        self.deconv_blocks = nn.ModuleList(stages)
+        stages = []
+        for out in conv_channels:
+            conv = nn.Conv2d(c, out, conv_kernel_size, padding=(conv_kernel_size - 1) // 2)
+            stages.append(ConvNormAct(conv, _norm(norm, out), _act(act)))
+            c = out
+        self.conv_blocks = nn.ModuleList(stages)
+        self.final_conv = nn.Conv2d(c, num_keypoints, final_kernel_size, padding=(final_kernel_size - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.feature_upsample > 1:  # ViTPose's simple decoder
+            x = F.interpolate(F.relu(x), scale_factor=float(self.feature_upsample), mode="bilinear",
+                              align_corners=False)
+        for stage in (*self.deconv_blocks, *self.conv_blocks):
+            x = stage(x)
+        return self.final_conv(x)

@@ -1,0 +1,121 @@
+"""The table of named models: one plain dict from name to builder function.
+
+``build_model("vitpose-b")`` gives MMPose's ``td-hm_ViTPose-base_8xb64-210e_coco-256x192``
+(classic decoder, UDP heatmaps with sigma 2 at 256x192, 17 COCO keypoints, flip test);
+``"vitpose-b-simple"`` its simple-decoder variant; ``"sapiens-1b"`` Sapiens' COCO pose
+model at 1024x768; ``"vit-tiny"`` the small CPU demo model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from functools import partial
+
+from sagepose.codecs import build_codec
+from sagepose.keypoints import COCO17, KeypointSchema, get_schema
+from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
+from sagepose.models.estimator import TopDownEstimator
+from sagepose.models.heads import HeatmapHead
+from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
+
+# Published fine-tuning drop-path rates (MMPose's ViTPose configs); Sapiens uses none.
+VITPOSE_DROP_PATH = {"vitpose-s": 0.1, "vitpose-b": 0.3, "vitpose-l": 0.5, "vitpose-h": 0.55}
+
+
+def generic_schema(num_keypoints: int) -> KeypointSchema:
+    """A schema with no left/right pairs, for a bare keypoint count (flip test then only mirrors)."""
+    k = num_keypoints
+    return KeypointSchema(name=f"generic-{k}", keypoints=tuple(f"kp{i}" for i in range(k)), flip_pairs=(),
+                          skeleton=(), sigmas=(0.05,) * k, joint_weights=(1.0,) * k)
+
+
+_HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_kernel_size", "norm", "act",
+              "feature_upsample")
+
+
+def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float, *,
+                 schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False, flip_test: bool = True, codec: dict | None = None,
+                 arch: dict | None = None) -> TopDownEstimator:
+    """A ViT + heatmap head + UDP codec (heatmaps input / 4). ``input_size`` is (w, h).
+
+    ``arch`` overrides backbone numbers (:class:`VisionTransformer` arguments, e.g. ``depth``) or head
+    numbers (``deconv_channels``, ...); ``codec`` overrides codec arguments (``sigma``, ``type``, ...).
+    """
+    w, h = input_size
+    arch = dict(arch or {})
+    head_args = {k: arch.pop(k) for k in _HEAD_ARGS if k in arch}
+    unknown = set(arch) - set(inspect.signature(VisionTransformer).parameters)
+    if unknown:
+        known = [*inspect.signature(VisionTransformer).parameters, *_HEAD_ARGS]
+        hints = {k: difflib.get_close_matches(k, known, n=1) for k in sorted(unknown)}
+        raise ValueError(f"model.arch: unknown keys {hints} (key: did-you-mean); known: {known}")
+    backbone = vit(size, **{"img_size": (h, w), "drop_path_rate": drop_path_rate,
+                            "grad_checkpointing": grad_checkpointing, **arch})
+    dim, k = backbone.embed_dim, schema.num_keypoints
+    deconv_stages = {16: 2, 8: 1}[backbone.patch_size]  # back up to a stride-4 heatmap
+    if head == "classic":
+        head_defaults = dict(deconv_channels=(256,) * deconv_stages)
+    elif head == "simple":
+        head_defaults = dict(deconv_channels=(), final_kernel_size=3, feature_upsample=2 ** deconv_stages)
+    elif head == "sapiens":
+        head_defaults = dict(deconv_channels=(768, 768), conv_channels=(768, 768), conv_kernel_size=1,
+                             norm="in", act="silu")
+    elif head == "tiny":
+        head_defaults = dict(deconv_channels=(128,) * deconv_stages)
+    else:
+        raise ValueError(f"unknown head {head!r}")
+    head_module = HeatmapHead(dim, k, **{**head_defaults, **head_args})
+    codec_module = build_codec({"type": "UDPHeatmap", "input_size": (w, h), "heatmap_size": (w // 4, h // 4),
+                                "sigma": sigma, **(codec or {})})
+    return TopDownEstimator(backbone, head_module, codec_module, schema, (w, h), flip_test=flip_test)
+
+
+MODELS = {}
+for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
+    _defaults = dict(input_size=(192, 256), sigma=2.0, drop_path_rate=VITPOSE_DROP_PATH[_size])
+    MODELS[_size] = partial(_topdown_vit, _size, "classic", **_defaults)
+    MODELS[f"{_size}-simple"] = partial(_topdown_vit, _size, "simple", **_defaults)
+for _size in ("sapiens-0.3b", "sapiens-0.6b", "sapiens-1b", "sapiens-2b"):
+    MODELS[_size] = partial(_topdown_vit, _size, "sapiens", input_size=(768, 1024), sigma=6.0)
+MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=1.0)
+assert all(name.removesuffix("-simple") in VIT_SIZES for name in MODELS)
+
+
+def build_model(name: str, num_keypoints: int | None = None, schema: KeypointSchema | str | None = None,
+                **overrides) -> TopDownEstimator:
+    """A zoo model by name; ``schema`` (or a bare ``num_keypoints``) replaces COCO-17, ``overrides``
+    go to the builder (``input_size=(w, h)``, ``sigma``, ``drop_path_rate``, ``grad_checkpointing``,
+    ``flip_test``, ``codec={...}``, ``arch={...}``)."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    if schema is not None:
+        schema = get_schema(schema)
+        if num_keypoints is not None and num_keypoints != schema.num_keypoints:
+            raise ValueError(f"num_keypoints={num_keypoints} but schema {schema.name} has "
+                             f"{schema.num_keypoints}")
+        overrides["schema"] = schema
+    elif num_keypoints is not None and num_keypoints != COCO17.num_keypoints:
+        overrides["schema"] = generic_schema(num_keypoints)
+    return MODELS[name](**overrides)
+
+
+def build_model_from_config(model_cfg) -> TopDownEstimator:
+    """A model from a config's ``model`` section: :class:`sagepose.config.ModelConfig` or a dict like
+    ``{"name": "vit-tiny", "num_keypoints": 17, ...builder overrides}``. ``None`` values keep the zoo's
+    defaults; ``init_checkpoint`` (if set) must cover the whole backbone -- only head keys may be missing."""
+    cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
+    cfg = {k: v for k, v in cfg.items() if v is not None and v != {}}
+    if "name" not in cfg:
+        raise ValueError(f"model config needs a 'name' (one of {sorted(MODELS)}); got keys {sorted(cfg)}")
+    init = cfg.pop("init_checkpoint", None)
+    if isinstance(cfg.get("input_size"), list):
+        cfg["input_size"] = tuple(cfg["input_size"])
+    model = build_model(cfg.pop("name"), **cfg)
+    if init:
+        missing, unexpected, shaped = load_checkpoint(model, init, strict=False)
+        stray = [k for k in missing if not k.startswith("head.")] + unexpected + shaped
+        if stray:
+            raise CheckpointMismatchError(f"{init}: init checkpoint does not match the backbone: {stray}")
+    return model
