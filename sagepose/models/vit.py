@@ -110,7 +110,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1], embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         # Stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last.
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_dim, qkv_bias, r, ln_eps) for r in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=ln_eps)
 

@@ -1,0 +1,161 @@
+"""sagepose.models: every zoo model's size, forward/backward, pos-embed resizing, activation
+checkpointing, checkpoint import and the strict-load report, and the ``load`` / ``predict`` API."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from weightgen import synthetic_image
+
+import sagepose.api
+from sagepose.keypoints import MPII16
+from sagepose.models import MODELS, build_model, build_model_from_config, from_vitpose, load_checkpoint
+from sagepose.models.checkpoint import CheckpointMismatchError
+from sagepose.models.vit import interpolate_pos_embed, vit
+
+PARAM_COUNTS = json.loads((Path(__file__).parent / "goldens/models/param_counts.json").read_text())["counts"]
+# Shrunk numbers so every family's head runs a forward/backward in well under a second on CPU.
+SMALL_ARCH = dict(embed_dim=32, depth=2, num_heads=2, mlp_dim=64)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_param_count_equals_mmpose_build_of_same_config(name):
+    with torch.device("meta"):  # no memory for the 2B-parameter Sapiens
+        model = build_model(name)
+    assert sum(p.numel() for p in model.parameters()) == PARAM_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_shape_finite_and_gradient_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    # no drop path: a dropped branch for the whole (tiny) batch would leave its parameters without gradient
+    small = dict(arch=SMALL_ARCH, input_size=(48, 64)) if name != "vit-tiny" else {}
+    small["drop_path_rate"] = 0.0
+    if name.startswith("sapiens"):
+        small["arch"] = dict(SMALL_ARCH, deconv_channels=(16, 16), conv_channels=(16, 16))
+    model = build_model(name, **small).train()
+    w, h = model.input_size
+    heatmaps = model(torch.randn(2, 3, h, w))
+    assert heatmaps.shape == (2, 17, h // 4, w // 4)
+    assert torch.isfinite(heatmaps).all()
+    heatmaps.square().mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad
+
+
+def test_vit_tiny_demo_numbers():
+    model = build_model("vit-tiny")
+    assert model.input_size == (96, 128) and model.backbone.grid_size == (16, 12)
+    assert model.codec.heatmap_size == (24, 32) and model.codec.udp and model.flip_test
+
+
+def test_resize_pos_embed_changes_grid_bicubically_and_matches_runtime_interpolation():
+    torch.manual_seed(0)
+    backbone = vit("vit-tiny").eval()
+    x = torch.randn(1, 3, 160, 128)
+    with torch.no_grad():
+        on_the_fly = backbone(x)  # the grid differs: position embeddings interpolated at run time
+    old = backbone.pos_embed.detach().clone()
+    backbone.resize_pos_embed((160, 128))
+    assert backbone.grid_size == (20, 16) and backbone.pos_embed.shape == (1, 320, 192)
+    grid = old.reshape(1, 16, 12, 192).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(20, 16), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(backbone.pos_embed.detach(), expected.flatten(2).transpose(1, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), on_the_fly)
+    assert backbone(x).shape == (1, 192, 20, 16)
+    assert interpolate_pos_embed(old, (16, 12), (16, 12)) is old
+
+
+def test_activation_checkpointing_gives_same_output_and_gradients():
+    x = torch.randn(2, 3, 128, 96)
+    results = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        backbone = vit("vit-tiny", drop_path_rate=0.2, grad_checkpointing=ckpt).train()
+        torch.manual_seed(1)  # same drop-path draws; checkpoint replays them with the saved RNG state
+        out = backbone(x)
+        out.square().mean().backward()
+        results.append((out.detach(), [p.grad.clone() for p in backbone.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_strict_load_reports_missing_unexpected_and_misshaped_keys():
+    model = build_model("vit-tiny")
+    sd = model.state_dict()
+    sd.pop("backbone.blocks.0.attn.qkv.bias")
+    sd["backbone.extra.weight"] = torch.zeros(3)
+    sd["head.final_conv.weight"] = torch.zeros(5, 128, 1, 1)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint(model, sd)
+    msg = str(info.value)
+    assert "1 missing" in msg and "backbone.blocks.0.attn.qkv.bias" in msg
+    assert "1 unexpected" in msg and "backbone.extra.weight" in msg
+    assert "1 mis-shaped" in msg
+    assert "head.final_conv.weight: checkpoint (5, 128, 1, 1) vs model (17, 128, 1, 1)" in msg
+    missing, unexpected, shaped = load_checkpoint(model, sd, strict=False)
+    assert (len(missing), len(unexpected), len(shaped)) == (1, 1, 1)
+
+
+def test_mae_style_pos_embed_with_cls_slot_is_dropped_and_resized():
+    model = build_model("vit-tiny")
+    sd = model.state_dict()
+    pos = torch.randn(1, 1 + 8 * 8, 192)  # square MAE grid plus a cls slot
+    sd["backbone.pos_embed"] = pos
+    load_checkpoint(model, sd)
+    expected = interpolate_pos_embed(pos[:, 1:], (8, 8), (16, 12))
+    torch.testing.assert_close(model.backbone.pos_embed.detach(), expected)
+
+
+def test_official_vitpose_keys_convert_and_fold_cls_position_into_tokens():
+    sd = {"backbone.patch_embed.proj.weight": 0, "backbone.blocks.0.norm1.weight": 1,
+          "backbone.blocks.0.mlp.fc1.bias": 2, "backbone.last_norm.bias": 3,
+          "keypoint_head.deconv_layers.4.running_var": 4, "keypoint_head.final_layer.weight": 5,
+          "backbone.pos_embed": torch.arange(6.0).view(1, 3, 2)}
+    out = from_vitpose({"state_dict": sd})
+    assert out["backbone.patch_embed.weight"] == 0 and out["backbone.blocks.0.norm1.weight"] == 1
+    assert out["backbone.blocks.0.mlp.fc1.bias"] == 2 and out["backbone.norm.bias"] == 3
+    assert out["head.deconv_blocks.1.norm.running_var"] == 4 and out["head.final_conv.weight"] == 5
+    torch.testing.assert_close(out["backbone.pos_embed"], torch.tensor([[[2.0, 4.0], [4.0, 6.0]]]))
+
+
+def test_load_detects_lightning_checkpoint_and_returns_eval_model(tmp_path):
+    torch.manual_seed(0)
+    src = build_model("vit-tiny")
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, path)
+    model = sagepose.api.load("vit-tiny", checkpoint=path)
+    assert not model.training
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+
+
+def test_predict_accepts_paths_xywh_boxes_whole_image_and_no_boxes(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("vit-tiny").eval()
+    image = synthetic_image(120, 160)
+    box_xyxy = np.array([[20, 10, 100, 110]], np.float32)
+    pred = model.predict(image, box_xyxy)
+    assert pred.keypoints.shape == (1, 17, 2) and pred.keypoints.dtype == np.float32
+    assert pred.scores.shape == (1, 17) and pred.heatmaps is None
+    xywh = model.predict(image, np.array([[20, 10, 80, 100]]), bbox_format="xywh")
+    np.testing.assert_array_equal(xywh.keypoints, pred.keypoints)
+    cv2.imwrite(str(tmp_path / "img.png"), image)
+    np.testing.assert_array_equal(model.predict(tmp_path / "img.png", box_xyxy).keypoints, pred.keypoints)
+    whole = model.predict(image)
+    np.testing.assert_array_equal(whole.keypoints, model.predict(image, [[0, 0, 160, 120]]).keypoints)
+    assert model.predict(image, np.zeros((0, 4))).keypoints.shape == (0, 17, 2)
+
+
+def test_build_from_config_dict_with_schema_arch_and_codec_overrides():
+    model = build_model_from_config({"name": "vit-tiny", "schema": "mpii", "drop_path_rate": None,
+                                     "arch": {"depth": 2}, "codec": {"sigma": 2.0}, "flip_test": False})
+    assert model.schema is MPII16 and len(model.backbone.blocks) == 2
+    assert model.codec.sigma == 2.0 and not model.flip_test
+    assert build_model("vit-tiny", num_keypoints=5).head.final_conv.out_channels == 5
+    with pytest.raises(ValueError, match="dpeth"):
+        build_model("vit-tiny", arch={"dpeth": 2})
