@@ -91,17 +91,20 @@ def warp_matrix(center: Sequence[float], scale: Sequence[float], rot: float,
 def udp_warp_matrix(center: Sequence[float], scale: Sequence[float], rot: float,
                     output_size: tuple[int, int]) -> np.ndarray:
     """UDP's unbiased 2x3 affine: pixel centres map with (output - 1) / scale (MMPose's get_udp_warp_matrix)."""
-    cx, cy = float(center[0]), float(center[1])
-    sw, sh = float(scale[0]), float(scale[1])
+    # MMPose's get_udp_warp_matrix evaluates in float32 (numpy 2 promotion); the same order of
+    # operations gives bit-identical matrices, hence identical crops.
+    c = np.asarray(center, np.float32)
+    s = np.asarray(scale, np.float32)
     rad = math.radians(rot)
-    c, s = math.cos(rad), math.sin(rad)
-    sx = (output_size[0] - 1) / sw
-    sy = (output_size[1] - 1) / sh
+    cos, sin = np.float32(math.cos(rad)), np.float32(math.sin(rad))
+    sx = np.float32(output_size[0] - 1) / s[0]
+    sy = np.float32(output_size[1] - 1) / s[1]
+    half = np.float32(0.5)
     m = np.zeros((2, 3), np.float32)
-    m[0, 0], m[0, 1] = c * sx, -s * sx
-    m[0, 2] = sx * (-cx * c + cy * s + 0.5 * sw)
-    m[1, 0], m[1, 1] = s * sy, c * sy
-    m[1, 2] = sy * (-cx * s - cy * c + 0.5 * sh)
+    m[0, 0], m[0, 1] = cos * sx, -sin * sx
+    m[0, 2] = sx * (-half * (c[0] * 2) * cos + half * (c[1] * 2) * sin + half * s[0])
+    m[1, 0], m[1, 1] = sin * sy, cos * sy
+    m[1, 2] = sy * (-half * (c[0] * 2) * sin - half * (c[1] * 2) * cos + half * s[1])
     return m
 
 
