@@ -56,6 +56,10 @@ FACE = {
     "left_ear": ((1.0, 0.02, -0.12), 1.0),
     "right_ear": ((-1.0, 0.02, -0.12), 1.0),
 }
+_FACE_DIRS = (
+    np.array([d for d, _ in FACE.values()]) / np.linalg.norm([d for d, _ in FACE.values()], axis=1)[:, None]
+)
+_FACE_OUT = np.array([out for _, out in FACE.values()])
 UPPER_NECK = 0.6  # upper_neck sits this far from the thorax towards the head centre
 RING = 12  # points per torso cross-section ellipse
 
@@ -65,26 +69,26 @@ class Proportions:
     """Segment lengths and radii in units of standing height."""
 
     hip_width: float = 0.085  # half distance between hip joints
-    shoulder_width: float = 0.12
+    shoulder_width: float = 0.105
     spine: float = 0.29  # pelvis -> thorax
-    neck: float = 0.105  # thorax -> head centre
+    neck: float = 0.095  # thorax -> head centre
     upper_arm: float = 0.175
     forearm: float = 0.15
     hand: float = 0.065
     thigh: float = 0.245
     shin: float = 0.245
     foot: float = 0.10
-    head: tuple[float, float, float] = (0.05, 0.066, 0.058)  # ellipsoid radii (left, up, forward)
-    upper_arm_r: tuple[float, float] = (0.036, 0.028)
+    head: tuple[float, float, float] = (0.056, 0.07, 0.064)  # ellipsoid radii (left, up, forward)
+    upper_arm_r: tuple[float, float] = (0.032, 0.026)
     forearm_r: tuple[float, float] = (0.027, 0.02)
-    thigh_r: tuple[float, float] = (0.058, 0.04)
+    thigh_r: tuple[float, float] = (0.054, 0.037)
     shin_r: tuple[float, float] = (0.038, 0.027)
     hand_r: float = 0.021
     foot_r: float = 0.022
     neck_r: float = 0.027
-    chest: tuple[float, float] = (0.125, 0.065)  # torso half-width, half-depth at the chest
+    chest: tuple[float, float] = (0.112, 0.065)  # torso half-width, half-depth at the chest
     waist: tuple[float, float] = (0.098, 0.06)
-    hips: tuple[float, float] = (0.118, 0.07)
+    hips: tuple[float, float] = (0.11, 0.07)
 
 
 def sample_proportions(rng: np.random.Generator) -> Proportions:
@@ -187,24 +191,23 @@ def pose_figure(pose: dict[str, float], props: Proportions) -> Figure:
         a = {k: pose[f"{side}_{k}"] for k in SIDED}
         arm = _rx(a["shoulder_flex"]) @ _rz(a["shoulder_abd"]) @ _ry(-a["arm_twist"])
         fore = arm @ _rx(a["elbow"])
-        shoulder = pts["thorax"] + upper @ (mirror * [props.shoulder_width, -0.01, 0.0])
+        shoulder = pts["thorax"] + upper @ (mirror * [props.shoulder_width, 0.0, 0.0])
         pts[f"{side}_shoulder"] = shoulder
         pts[f"{side}_elbow"] = shoulder + upper @ (mirror * (arm @ _DOWN)) * props.upper_arm
         pts[f"{side}_wrist"] = pts[f"{side}_elbow"] + upper @ (mirror * (fore @ _DOWN)) * props.forearm
         pts[f"{side}_hand"] = pts[f"{side}_wrist"] + upper @ (mirror * (fore @ _DOWN)) * props.hand
         leg = _rx(a["hip_flex"]) @ _rz(a["hip_abd"]) @ _ry(-a["leg_twist"])
         shin = leg @ _rx(-a["knee"])
-        hip = mirror * np.array([props.hip_width, -0.01, 0.0])
+        hip = mirror * np.array([props.hip_width, 0.0, 0.0])
         pts[f"{side}_hip"] = hip
         pts[f"{side}_knee"] = hip + mirror * (leg @ _DOWN) * props.thigh
         pts[f"{side}_ankle"] = pts[f"{side}_knee"] + mirror * (shin @ _DOWN) * props.shin
         pts[f"{side}_toe"] = pts[f"{side}_ankle"] + mirror * (shin @ _rx(-a["ankle"]) @ _FWD) * props.foot
     radii = np.asarray(props.head)
-    normals = []
-    for name, (direction, out) in FACE.items():
-        q = np.asarray(direction) / np.linalg.norm(direction)
-        pts[name] = pts["head"] + head_axes @ (radii * q * out)
-        normals.append(head_axes @ (q / radii) / np.linalg.norm(q / radii))  # ellipsoid normal at q
+    for name, offset in zip(FACE, (_FACE_DIRS * _FACE_OUT[:, None] * radii) @ head_axes.T):
+        pts[name] = pts["head"] + offset
+    normals = _FACE_DIRS / radii  # ellipsoid normals at the landmarks, head frame
+    normals = (normals / np.linalg.norm(normals, axis=1, keepdims=True)) @ head_axes.T
     pts["head_top"] = pts["head"] + head_axes @ (_UP * radii[1])
     pts["upper_neck"] = pts["thorax"] + UPPER_NECK * (pts["head"] - pts["thorax"])
     rings = np.stack(
@@ -218,7 +221,7 @@ def pose_figure(pose: dict[str, float], props: Proportions) -> Figure:
     )
     return Figure(
         points=np.stack([pts[n] for n in POINTS]),
-        face_normals=np.stack(normals),
+        face_normals=normals,
         head_axes=head_axes,
         rings=rings,
         props=props,

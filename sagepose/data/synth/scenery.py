@@ -35,17 +35,21 @@ def _gradient(rng, h, w) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _clouds(rng, h, w) -> np.ndarray:
-    """Low-frequency colour noise: two octaves of random grids, bicubically upsampled."""
-    out = np.asarray(_color(rng, 40, 220), np.float32) + np.zeros((h, w, 3), np.float32)
+def _clouds(rng, h, w, base: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Low-frequency colour noise around ``base``: two octaves of random grids, bicubically upsampled."""
+    base = np.asarray(base or _color(rng, 40, 220), np.float32)
+    octaves = []
     for cells, amp in (
         (int(rng.integers(2, 6)), rng.uniform(20, 50)),
         (int(rng.integers(8, 20)), rng.uniform(5, 20)),
     ):
         grid = rng.normal(0, amp, (cells, max(2, cells * w // h), 3)).astype(np.float32)
         grid = grid * 0.4 + grid.mean(2, keepdims=True) * 0.6  # mostly brightness, some hue
-        out += cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-    return out
+        octaves.append(
+            cv2.resize(grid + base if not octaves else grid, (w, h), interpolation=cv2.INTER_CUBIC)
+        )
+    octaves[0] += octaves[1]
+    return octaves[0]
 
 
 def _tiled(pattern: np.ndarray, matrix: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -56,12 +60,12 @@ def _tiled(pattern: np.ndarray, matrix: np.ndarray, h: int, w: int) -> np.ndarra
     )
 
 
-def _stripes(rng, h, w) -> np.ndarray:
+def _stripes(rng, h, w, contrast: float = 1.0) -> np.ndarray:
     angle, period = rng.uniform(0, np.pi), rng.uniform(0.05, 0.3) * h  # period of one stripe pair
     t = np.arange(64, dtype=np.float32) / 64
     wave = (t >= 0.5).astype(np.float32) if rng.random() < 0.5 else 0.5 + 0.5 * np.sin(2 * np.pi * t)
     a, b = np.asarray(_color(rng), np.float32), np.asarray(_color(rng), np.float32)
-    pattern = (a + (b - a) * wave[:, None])[None]
+    pattern = (a + contrast * (b - a) * wave[:, None])[None]
     k = 64 / period
     return _tiled(pattern, np.float32([[k * np.cos(angle), k * np.sin(angle), 0], [0, 0, 0]]), h, w)
 
@@ -95,12 +99,12 @@ def _tiles(rng, h, w) -> np.ndarray:
 
 
 def _room(rng, h, w) -> np.ndarray:
-    wall = _stripes(rng, h, w) * 0.3 + np.asarray(_color(rng, 80, 230), np.float32) * 0.7
-    horizon = rng.uniform(0.35, 0.7)
-    floor = _tiled(_tile_pattern(rng), _floor_matrix(rng, h, w, horizon, rng.uniform(0.05, 0.16) * h), h, w)
-    out = np.where((np.arange(h) >= int(h * horizon))[:, None, None], floor, wall)
+    out = _stripes(rng, h, w, contrast=0.25)  # wallpaper
+    horizon = int(h * rng.uniform(0.35, 0.7))
+    tile = rng.uniform(0.05, 0.16) * h
+    out[horizon:] = _tiled(_tile_pattern(rng), _floor_matrix(rng, h, w, horizon / h, tile), h, w)[horizon:]
     for _ in range(int(rng.integers(0, 3))):  # doors, windows, cupboards
-        x0, y0 = rng.uniform(0, w), rng.uniform(0, h * horizon)
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, horizon)
         size = (rng.uniform(0.06, 0.3) * w, rng.uniform(0.1, 0.5) * h)
         cv2.rectangle(out, (int(x0), int(y0)), (int(x0 + size[0]), int(y0 + size[1])), _color(rng), -1)
     return out
@@ -110,8 +114,9 @@ def _outdoor(rng, h, w) -> np.ndarray:
     horizon = int(h * rng.uniform(0.15, 0.6))
     sky = np.linspace(0, 1, max(horizon, 1), dtype=np.float32)[:, None, None]
     top, bottom = np.asarray(_color(rng, 120, 256), np.float32), np.float32([235, 215, 190])
-    out = _clouds(rng, h, w) * 0.6 + np.asarray(_color(rng, 40, 160), np.float32) * 0.4  # ground
-    out[:horizon] = top * (1 - sky) + bottom * sky
+    out = _clouds(rng, h, w, base=_color(rng, 40, 160))  # ground
+    sky = top * (1 - sky) + bottom * sky
+    out[:horizon] = cv2.resize(sky, (w, len(sky)), interpolation=cv2.INTER_NEAREST)[:horizon]
     for _ in range(int(rng.integers(0, 6))):  # buildings and trees along the horizon
         x0, width, height = rng.uniform(-0.1, 1) * w, rng.uniform(0.05, 0.25) * w, rng.uniform(0.05, 0.6) * h
         cv2.rectangle(
@@ -242,15 +247,14 @@ def camera_effects(img: np.ndarray, rng: np.random.Generator, style: SynthStyle)
     """uint8 BGR image -> uint8 after contrast, uneven lighting with a colour cast, blur and sensor noise."""
     h, w = img.shape[:2]
     contrast = rng.uniform(*style.contrast)
-    cast = (rng.uniform(*style.brightness) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)
-    light = cv2.resize(
-        rng.uniform(0.75, 1.25, (3, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
-    )
-    out = img.astype(np.float32)
-    out *= contrast
-    out += (1 - contrast) * float(np.mean(cv2.mean(img)[:3]))
-    out *= light[..., None]
-    out *= cast
+    cast = rng.uniform(*style.brightness) * rng.uniform(0.92, 1.08, 3)
+    light = rng.uniform(0.75, 1.25, (3, 4, 1)) * cast  # a smooth light field with a colour cast
+    # one full-size (h, w, 3) field: broadcasting a (3,) or (h, w, 1) operand is many times slower
+    light = cv2.resize(light.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    mean = float(np.mean(cv2.mean(img)[:3]))
+    lut = np.clip((np.arange(256, dtype=np.float32) - mean) * contrast + mean, 0, 255).astype(np.uint8)
+    out = cv2.LUT(img, lut).astype(np.float32)
+    out *= light
     if rng.random() < style.motion_blur_prob:
         length, angle = int(rng.integers(3, 10)), rng.uniform(0, 180)
         kernel = np.zeros((length, length), np.float32)
