@@ -77,6 +77,17 @@ def test_generate_dataset_writes_coco_that_pycocotools_loads(tmp_path):
         assert ann["num_keypoints"] == np.count_nonzero(kps[:, 2] > 0) > 0
         assert set(np.unique(kps[:, 2])) <= {0, 1, 2}
         assert 0 < ann["area"] <= ann["bbox"][2] * ann["bbox"][3]
+    # the ground truth scored against itself is perfect: areas, flags and boxes are eval-ready
+    from pycocotools.cocoeval import COCOeval
+
+    dets = coco.loadRes(
+        [dict(image_id=a["image_id"], category_id=1, keypoints=a["keypoints"], score=1.0) for a in anns]
+    )
+    ev = COCOeval(coco, dets, "keypoints")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)
 
 
 def test_output_is_identical_across_runs_and_worker_counts(tmp_path):

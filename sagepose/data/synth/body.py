@@ -145,7 +145,7 @@ def _rz(deg: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-_DOWN, _FWD, _UP = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
+_UP = np.array([0.0, 1.0, 0.0])
 _MIRROR = np.array([-1.0, 1.0, 1.0])
 
 
@@ -189,20 +189,20 @@ def pose_figure(pose: dict[str, float], props: Proportions) -> Figure:
     pts["head"] = pts["thorax"] + upper @ np.array([0.0, props.neck, 0.012])
     for side, mirror in (("left", np.ones(3)), ("right", _MIRROR)):
         a = {k: pose[f"{side}_{k}"] for k in SIDED}
+        # a rotation's columns are the images of the axes: R @ (0, -1, 0) == -R[:, 1]
         arm = _rx(a["shoulder_flex"]) @ _rz(a["shoulder_abd"]) @ _ry(-a["arm_twist"])
         fore = arm @ _rx(a["elbow"])
         shoulder = pts["thorax"] + upper @ (mirror * [props.shoulder_width, 0.0, 0.0])
         pts[f"{side}_shoulder"] = shoulder
-        pts[f"{side}_elbow"] = shoulder + upper @ (mirror * (arm @ _DOWN)) * props.upper_arm
-        pts[f"{side}_wrist"] = pts[f"{side}_elbow"] + upper @ (mirror * (fore @ _DOWN)) * props.forearm
-        pts[f"{side}_hand"] = pts[f"{side}_wrist"] + upper @ (mirror * (fore @ _DOWN)) * props.hand
+        pts[f"{side}_elbow"] = elbow = shoulder - upper @ (mirror * arm[:, 1]) * props.upper_arm
+        pts[f"{side}_wrist"] = wrist = elbow - upper @ (mirror * fore[:, 1]) * props.forearm
+        pts[f"{side}_hand"] = wrist - upper @ (mirror * fore[:, 1]) * props.hand
         leg = _rx(a["hip_flex"]) @ _rz(a["hip_abd"]) @ _ry(-a["leg_twist"])
         shin = leg @ _rx(-a["knee"])
-        hip = mirror * np.array([props.hip_width, 0.0, 0.0])
-        pts[f"{side}_hip"] = hip
-        pts[f"{side}_knee"] = hip + mirror * (leg @ _DOWN) * props.thigh
-        pts[f"{side}_ankle"] = pts[f"{side}_knee"] + mirror * (shin @ _DOWN) * props.shin
-        pts[f"{side}_toe"] = pts[f"{side}_ankle"] + mirror * (shin @ _rx(-a["ankle"]) @ _FWD) * props.foot
+        pts[f"{side}_hip"] = hip = mirror * np.array([props.hip_width, 0.0, 0.0])
+        pts[f"{side}_knee"] = knee = hip - mirror * leg[:, 1] * props.thigh
+        pts[f"{side}_ankle"] = ankle = knee - mirror * shin[:, 1] * props.shin
+        pts[f"{side}_toe"] = ankle + mirror * (shin @ _rx(-a["ankle"]))[:, 2] * props.foot
     radii = np.asarray(props.head)
     for name, offset in zip(FACE, (_FACE_DIRS * _FACE_OUT[:, None] * radii) @ head_axes.T):
         pts[name] = pts["head"] + offset

@@ -80,7 +80,8 @@ OWNERS: dict[str, tuple[tuple[str, ...], float | None]] = {
 KEYPOINTS = tuple(OWNERS)  # the superset every schema is read from
 FAR_SIDE = 0.6  # a shoulder / hip whose outward side faces away more than this is behind the torso
 RIM = 0.85  # rim landmarks (head top, ears) are probed this far from the head centre, inside the head
-LIGHT = np.array([-0.35, 0.55, 0.76])  # camera-space light direction for head shading
+LIGHT = np.array([-0.35, 0.55, 0.76])  # camera-space light direction (unit) for shading
+_LIGHT_2D = np.array([-0.35, -0.55]) / np.hypot(0.35, 0.55)  # its direction in the image (y down)
 TORSO_BEHIND = 0.03  # torso / pelvis sort slightly behind limbs at the same depth (limbs hang beside it)
 
 # The same rules as arrays over KEYPOINTS, for one vectorised visibility pass.
@@ -91,6 +92,7 @@ _MIN_SIDE = np.array([-FAR_SIDE if k in _SIDED else -np.inf for k in KEYPOINTS])
 _TORSO = np.array([part in ("torso", "pelvis") for part in PARTS])
 _RIM = np.array([k in ("head_top", "left_ear", "right_ear") for k in KEYPOINTS])
 _INDEX = np.array([P[k] for k in KEYPOINTS])
+_CAP_A, _CAP_B = np.array([P[c[1]] for c in CAPSULES]), np.array([P[c[2]] for c in CAPSULES])
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,13 @@ def _capsule_polygons(a: np.ndarray, b: np.ndarray, ra: np.ndarray, rb: np.ndarr
     return np.concatenate([end_b, end_a], 1)
 
 
-def _fill(img, labels, ipts: np.ndarray, color: Color, label: int) -> None:
-    """Fill one convex outline (fixed-point, SHIFT bits) with an antialiased colour, an edge and its label."""
+def _fill(img, labels, ipts: np.ndarray, highlight: np.ndarray | None, color: Color, label: int) -> None:
+    """Fill a convex outline (fixed-point, SHIFT bits): antialiased colour, darker edge, lit stripe, label."""
     cv2.fillConvexPoly(img, ipts, color, cv2.LINE_AA, SHIFT)
+    if highlight is not None:
+        cv2.fillConvexPoly(
+            img, highlight, tuple(min(int(1.2 * v) + 12, 255) for v in color), cv2.LINE_AA, SHIFT
+        )
     cv2.polylines(img, [ipts], True, tuple(int(0.6 * v) for v in color), 1, cv2.LINE_AA, SHIFT)
     cv2.fillConvexPoly(labels, ipts, label, cv2.LINE_8, SHIFT)
 
@@ -199,21 +205,19 @@ def _draw_head(img, labels, center, axes, radii, outfit: Outfit, label: int) -> 
     y0, y1 = int(max(center[1] - ext[1] - 1, 0)), int(min(center[1] + ext[1] + 2, h))
     if x1 <= x0 or y1 <= y0:
         return
-    gx, gy = np.meshgrid(np.arange(x0, x1) - center[0], center[1] - np.arange(y0, y1))
+    gx, gy = (np.arange(x0, x1) - center[0])[None], (center[1] - np.arange(y0, y1))[:, None]
     basis = axes.T / radii[:, None]  # camera -> unit-sphere head coordinates
-    wq = basis[:, 0, None, None] * gx + basis[:, 1, None, None] * gy
+    wl, wu, wf = (basis[k, 0] * gx + basis[k, 1] * gy for k in range(3))
     v = basis[:, 2]
-    wv, ww, vv = np.einsum("kij,k->ij", wq, v), (wq**2).sum(0), v @ v
-    disc = wv**2 - vv * (ww - 1.0)
+    wv, vv = wl * v[0] + wu * v[1] + wf * v[2], float(v @ v)
+    disc = wv * wv - vv * (wl * wl + wu * wu + wf * wf - 1.0)
     mask = disc >= 0
     if not mask.any():
         return
-    q = wq + v[:, None, None] * ((-wv + np.sqrt(np.maximum(disc, 0))) / vv)  # near surface point
-    ql, qu, qf = q
-    normal = np.einsum("ik,kjl->ijl", axes / radii, q)
-    shade = 0.55 + 0.45 * np.clip(
-        np.einsum("k,kij->ij", LIGHT, normal) / np.linalg.norm(normal, axis=0), 0, 1
-    )
+    t = (np.sqrt(np.maximum(disc, 0)) - wv) / vv  # depth of the near surface point
+    ql, qu, qf = wl + v[0] * t, wu + v[1] * t, wf + v[2] * t
+    light = axes.T @ LIGHT  # the light in head coordinates; the sphere normal stands in for the ellipsoid's
+    shade = 0.55 + 0.45 * np.clip(light[0] * ql + light[1] * qu + light[2] * qf, 0, 1)
     ear = np.minimum(np.abs(ql), 1.0) > 0.9
     hair = (
         ((qu > outfit.hairline) | ((qf < 0.05) & (qu > -0.55))) & ~(ear & (qu < 0.3)) & (outfit.hairline < 1)
@@ -222,7 +226,7 @@ def _draw_head(img, labels, center, axes, radii, outfit: Outfit, label: int) -> 
     brow = (np.abs(np.abs(ql) - 0.36) < 0.15) & (np.abs(qu - 0.33) < 0.05)
     mouth = (np.abs(ql) < 0.22) & (np.abs(qu + 0.47) < 0.05)
     front = qf > 0.3
-    color = np.empty(q.shape[1:] + (3,), np.float32)
+    color = np.empty(mask.shape + (3,), np.float32)
     color[:] = outfit.skin
     color[ear] *= 0.85
     color[hair | (brow & front)] = outfit.hair
@@ -243,14 +247,19 @@ def draw_person(
     s, props = view.scale, fig.props
     base = 1 + slot * LABEL_STRIDE
     items = []  # (depth, draw order, kind, payload)
-    a = np.stack([xy[P[c[1]]] for c in CAPSULES])
-    b = np.stack([xy[P[c[2]]] for c in CAPSULES])
     radii = [getattr(props, c[3]) for c in CAPSULES]
     ra = np.array([r[0] if isinstance(r, tuple) else r for r in radii]) * s
     rb = np.array([r[1] if isinstance(r, tuple) else r * 0.9 for r in radii]) * s
+    a, b = xy[_CAP_A], xy[_CAP_B]
     polys = np.round(_capsule_polygons(a, b, ra, rb) * (1 << SHIFT)).astype(np.int32)
-    for i, (poly, (part, pa, pb, _, color)) in enumerate(zip(polys, CAPSULES)):
-        items.append((0.5 * (depth[P[pa]] + depth[P[pb]]), i, part, poly, outfit.color(color)))
+    # the lit side of a cylinder: a thinner capsule shifted towards the light
+    lit = _capsule_polygons(
+        a + _LIGHT_2D * 0.4 * ra[:, None], b + _LIGHT_2D * 0.4 * rb[:, None], 0.4 * ra, 0.4 * rb
+    )
+    lit = np.round(lit * (1 << SHIFT)).astype(np.int32)
+    cap_depth = 0.5 * (depth[_CAP_A] + depth[_CAP_B])
+    for i, (part, _, _, _, color) in enumerate(CAPSULES):
+        items.append((cap_depth[i], i, part, (polys[i], lit[i]), outfit.color(color)))
     rings_xy, rings_depth = view.project(fig.rings, rot)
     for part, rows, color in (("torso", [0, 1, 2], outfit.shirt), ("pelvis", [2, 3, 4], outfit.trousers)):
         hull = cv2.convexHull(rings_xy[rows].reshape(-1, 2).astype(np.float32))[:, 0]
@@ -259,7 +268,7 @@ def draw_person(
                 rings_depth[rows].mean() - TORSO_BEHIND,
                 -1,
                 part,
-                np.round(hull * (1 << SHIFT)).astype(np.int32),
+                (np.round(hull * (1 << SHIFT)).astype(np.int32), None),
                 color,
             )
         )
@@ -268,7 +277,7 @@ def draw_person(
     face_facing = (fig.face_normals @ rot.T)[:, 2]
     for _, _, part, poly, color in sorted(items, key=lambda t: (t[0], t[1])):
         if part != "head":
-            _fill(img, labels, poly, color, base + PART[part])
+            _fill(img, labels, *poly, color, base + PART[part])
             continue
         axes = rot @ fig.head_axes
         _draw_head(img, labels, xy[P["head"]], axes, np.asarray(props.head) * s, outfit, base + PART["head"])

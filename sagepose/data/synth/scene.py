@@ -119,7 +119,8 @@ def render_image(
     """
     style, indices = get_style(style), schema_indices(get_schema(schema))
     w, h = image_size
-    img = np.clip(background(rng, style, h, w), 0, 255).astype(np.uint8)
+    img = background(rng, style, h, w)
+    img = np.clip(img, 0, 255, out=img).astype(np.uint8)
     labels = np.zeros((h, w), np.uint8)
     tilt, camera_roll = rng.uniform(*style.tilt), rng.normal(0, style.camera_roll)
     count = min(int(rng.integers(style.people[0], style.people[1] + 1)), MAX_PEOPLE)
