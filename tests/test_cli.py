@@ -1,0 +1,65 @@
+"""End-to-end smoke runs of the `sagepose` command: synth -> train -> test -> infer, on a tiny model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sagepose.cli.main import main
+
+TINY = ["model.arch={'depth': 1, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
+        "data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "trainer.max_epochs=2",
+        "trainer.val_every_epochs=1", "trainer.progress_bar=false", "optim.warmup_iters=2"]
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    assert main(["synth", str(root), "--num", "12", "--split", "train", "--seed", "1"]) == 0
+    assert main(["synth", str(root), "--num", "4", "--split", "val", "--seed", "2"]) == 0
+    return root
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "sagepose.cli.main", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for name in ("demo", "synth", "train", "test", "infer"):
+        assert name in out
+
+
+def test_train_test_infer_end_to_end(synth_data, tmp_path):
+    out = tmp_path / "run"
+    data = [f"data.train_json={synth_data / 'train.json'}", f"data.val_json={synth_data / 'val.json'}",
+            f"trainer.out_dir={out}"]
+    assert main(["train", "demo_tiny_vit", *data, *TINY]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] > 0
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "config.yaml").is_file()
+    assert any((out / "logs").rglob("events.out.tfevents.*"))
+
+    assert main(["test", str(out / "config.yaml"), "--checkpoint", str(out / "checkpoints" / "last.ckpt"),
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    preds = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    gt = json.loads((synth_data / "val.json").read_text())
+    assert 0.0 <= metrics["AP"] <= 1.0 and metrics["num_predictions"] == len(preds) > 0
+    assert {p["image_id"] for p in preds} <= {im["id"] for im in gt["images"]}
+
+    images = synth_data / "val"
+    assert main(["infer", str(out / "config.yaml"), str(images), "--checkpoint",
+                 str(out / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "infer")]) == 0
+    rows = json.loads((tmp_path / "infer" / "results.json").read_text())
+    assert len(rows) == len(list(images.glob("*.jpg")))  # one whole-image box per image
+    kp = np.asarray(rows[0]["keypoints"]).reshape(-1, 3)
+    assert kp.shape == (17, 3) and np.isfinite(kp).all()
+    assert len(list((tmp_path / "infer" / "vis").glob("*.png"))) == len(rows)
+
+
+def test_train_rejects_a_misspelt_override(synth_data):
+    from sagepose.config import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        main(["train", "demo_tiny_vit", "data.batchsize=4"])
