@@ -9,41 +9,16 @@ camera (yaw, tilt, roll, scale) is applied by the renderer; nothing here knows p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from sagepose.data.synth.poses import SIDED
-
 # Named 3D points of a posed figure, in this order.
+_LIMB_POINTS = ("shoulder", "elbow", "wrist", "hand", "hip", "knee", "ankle", "toe")
 POINTS = (
-    "pelvis",
-    "thorax",
-    "head",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "left_hand",
-    "right_shoulder",
-    "right_elbow",
-    "right_wrist",
-    "right_hand",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "left_toe",
-    "right_hip",
-    "right_knee",
-    "right_ankle",
-    "right_toe",
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "head_top",
-    "upper_neck",
+    ("pelvis", "thorax", "head")
+    + tuple(f"{side}_{p}" for p in _LIMB_POINTS for side in ("left", "right"))
+    + ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "head_top", "upper_neck")
 )
 P = {name: i for i, name in enumerate(POINTS)}
 
@@ -123,30 +98,33 @@ def sample_proportions(rng: np.random.Generator) -> Proportions:
     )
 
 
-def _cs(deg: float) -> tuple[float, float]:
-    rad = math.radians(deg)
-    return math.cos(rad), math.sin(rad)
+# R(deg) = I + (cos - 1) * A + sin * B for rotations about x, y, z, with the conventions
+# x: flexion turns a downward vector (0, -1, 0) forward (+z); z: abduction turns it to +x.
+_ROT_A = {"x": np.diag([0.0, 1, 1]), "y": np.diag([1.0, 0, 1]), "z": np.diag([1.0, 1, 0])}
+_ROT_B = {
+    "x": np.array([[0.0, 0, 0], [0, 0, 1], [0, -1, 0]]),
+    "y": np.array([[0.0, 0, 1], [0, 0, 0], [-1, 0, 0]]),
+    "z": np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 0]]),
+}
+# every rotation of a figure, computed in one batch: torso and head, then 9 per side
+_TORSO_AXES = "zxyyxz"  # side bend, pitch, twist; head yaw, pitch, roll
+_LIMB_AXES = "xzyxxzyxx"  # shoulder flex, abd, twist, elbow; hip flex, abd, twist, knee; ankle
+_AXES = _TORSO_AXES + _LIMB_AXES * 2
+_A, _B = np.stack([_ROT_A[a] for a in _AXES]), np.stack([_ROT_B[a] for a in _AXES])
+_LIMB_ANGLES = (
+    ("shoulder_flex", 1), ("shoulder_abd", 1), ("arm_twist", -1), ("elbow", 1),
+    ("hip_flex", 1), ("hip_abd", 1), ("leg_twist", -1), ("knee", -1), ("ankle", -1),
+)  # fmt: skip
+_MIRROR = np.array([[1.0, 1, 1], [-1, 1, 1]])  # left, right: the right side is the left mirrored in x
 
 
-def _rx(deg: float) -> np.ndarray:
-    """Flexion: turns a downward vector (0, -1, 0) forward, towards +z."""
-    c, s = _cs(deg)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
-
-
-def _ry(deg: float) -> np.ndarray:
-    c, s = _cs(deg)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def _rz(deg: float) -> np.ndarray:
-    """Abduction: turns a downward vector (0, -1, 0) towards +x (the left side)."""
-    c, s = _cs(deg)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-_UP = np.array([0.0, 1.0, 0.0])
-_MIRROR = np.array([-1.0, 1.0, 1.0])
+def _rotations(pose: dict[str, float]) -> np.ndarray:
+    """(len(_AXES), 3, 3) rotation matrices of ``pose`` in the order of :data:`_AXES`."""
+    deg = [pose["torso_side"], -pose["torso_pitch"], pose["torso_twist"]]
+    deg += [pose["head_yaw"], -pose["head_pitch"], pose["head_roll"]]
+    deg += [sign * pose[f"{side}_{name}"] for side in ("left", "right") for name, sign in _LIMB_ANGLES]
+    rad = np.radians(deg)[:, None, None]
+    return np.eye(3) + (np.cos(rad) - 1) * _A + np.sin(rad) * _B
 
 
 @dataclass(frozen=True)
@@ -181,46 +159,57 @@ def _ring(center, axes, half_width, half_depth) -> np.ndarray:
 
 def pose_figure(pose: dict[str, float], props: Proportions) -> Figure:
     """Forward kinematics: joint angles + proportions -> 3D points of every named part."""
-    pts = {"pelvis": np.zeros(3)}
-    spine = _rz(pose["torso_side"]) @ _rx(-pose["torso_pitch"])  # lean forward / sideways from the pelvis
-    upper = spine @ _ry(pose["torso_twist"])
-    pts["thorax"] = spine @ (_UP * props.spine)
-    head_axes = upper @ _ry(pose["head_yaw"]) @ _rx(-pose["head_pitch"]) @ _rz(pose["head_roll"])
-    pts["head"] = pts["thorax"] + upper @ np.array([0.0, props.neck, 0.012])
-    for side, mirror in (("left", np.ones(3)), ("right", _MIRROR)):
-        a = {k: pose[f"{side}_{k}"] for k in SIDED}
-        # a rotation's columns are the images of the axes: R @ (0, -1, 0) == -R[:, 1]
-        arm = _rx(a["shoulder_flex"]) @ _rz(a["shoulder_abd"]) @ _ry(-a["arm_twist"])
-        fore = arm @ _rx(a["elbow"])
-        shoulder = pts["thorax"] + upper @ (mirror * [props.shoulder_width, 0.0, 0.0])
-        pts[f"{side}_shoulder"] = shoulder
-        pts[f"{side}_elbow"] = elbow = shoulder - upper @ (mirror * arm[:, 1]) * props.upper_arm
-        pts[f"{side}_wrist"] = wrist = elbow - upper @ (mirror * fore[:, 1]) * props.forearm
-        pts[f"{side}_hand"] = wrist - upper @ (mirror * fore[:, 1]) * props.hand
-        leg = _rx(a["hip_flex"]) @ _rz(a["hip_abd"]) @ _ry(-a["leg_twist"])
-        shin = leg @ _rx(-a["knee"])
-        pts[f"{side}_hip"] = hip = mirror * np.array([props.hip_width, 0.0, 0.0])
-        pts[f"{side}_knee"] = knee = hip - mirror * leg[:, 1] * props.thigh
-        pts[f"{side}_ankle"] = ankle = knee - mirror * shin[:, 1] * props.shin
-        pts[f"{side}_toe"] = ankle + mirror * (shin @ _rx(-a["ankle"]))[:, 2] * props.foot
+    rot = _rotations(pose)
+    spine = rot[0] @ rot[1]  # lean sideways / forward from the pelvis
+    upper = spine @ rot[2]  # chest, twisted against the hips
+    head_axes = upper @ rot[3] @ rot[4] @ rot[5]
+    thorax = spine[:, 1] * props.spine
+    head = thorax + upper @ np.array([0.0, props.neck, 0.012])
+    limb = rot[6:].reshape(2, 9, 3, 3)  # left, right; a rotation's columns are its images of the axes
+    arm = limb[:, 0] @ limb[:, 1] @ limb[:, 2]
+    fore = arm @ limb[:, 3]
+    leg = limb[:, 4] @ limb[:, 5] @ limb[:, 6]
+    shin = leg @ limb[:, 7]
+    foot = shin @ limb[:, 8]
+    shoulder = thorax + (_MIRROR * [props.shoulder_width, 0.0, 0.0]) @ upper.T
+    elbow = shoulder - (_MIRROR * arm[:, :, 1]) @ upper.T * props.upper_arm  # R @ (0, -1, 0) = -R[:, 1]
+    wrist = elbow - (_MIRROR * fore[:, :, 1]) @ upper.T * props.forearm
+    hand = wrist - (_MIRROR * fore[:, :, 1]) @ upper.T * props.hand
+    hip = _MIRROR * [props.hip_width, 0.0, 0.0]
+    knee = hip - _MIRROR * leg[:, :, 1] * props.thigh
+    ankle = knee - _MIRROR * shin[:, :, 1] * props.shin
+    toe = ankle + _MIRROR * foot[:, :, 2] * props.foot
     radii = np.asarray(props.head)
-    for name, offset in zip(FACE, (_FACE_DIRS * _FACE_OUT[:, None] * radii) @ head_axes.T):
-        pts[name] = pts["head"] + offset
+    face = head + (_FACE_DIRS * _FACE_OUT[:, None] * radii) @ head_axes.T
     normals = _FACE_DIRS / radii  # ellipsoid normals at the landmarks, head frame
     normals = (normals / np.linalg.norm(normals, axis=1, keepdims=True)) @ head_axes.T
-    pts["head_top"] = pts["head"] + head_axes @ (_UP * radii[1])
-    pts["upper_neck"] = pts["thorax"] + UPPER_NECK * (pts["head"] - pts["thorax"])
+    head_top = head + head_axes[:, 1] * radii[1]
+    upper_neck = thorax + UPPER_NECK * (head - thorax)
     rings = np.stack(
         [
-            _ring(pts["thorax"] + upper @ [0, -0.02, 0], upper, props.chest[0], props.chest[1] * 0.8),
-            _ring(pts["thorax"] + upper @ [0, -0.10, 0], upper, props.chest[0] * 0.95, props.chest[1]),
-            _ring(spine @ (_UP * 0.11), spine, *props.waist),
+            _ring(thorax - upper[:, 1] * 0.02, upper, props.chest[0], props.chest[1] * 0.8),
+            _ring(thorax - upper[:, 1] * 0.10, upper, props.chest[0] * 0.95, props.chest[1]),
+            _ring(spine[:, 1] * 0.11, spine, *props.waist),
             _ring(np.array([0.0, -0.02, 0.0]), np.eye(3), *props.hips),
             _ring(np.array([0.0, -0.075, 0.0]), np.eye(3), props.hips[0] * 0.6, props.hips[1] * 0.7),
         ]
     )
     return Figure(
-        points=np.stack([pts[n] for n in POINTS]),
+        points=np.concatenate(
+            [
+                [np.zeros(3), thorax, head],
+                shoulder,
+                elbow,
+                wrist,
+                hand,
+                hip,
+                knee,
+                ankle,
+                toe,
+                face,
+                [head_top, upper_neck],
+            ]
+        ),
         face_normals=normals,
         head_axes=head_axes,
         rings=rings,

@@ -167,7 +167,7 @@ class Projected:
     extent: tuple[int, int, int, int]  # x0, y0, x1, y1 px bounds of everything drawn (unclipped)
 
 
-_ARC = 7  # points per rounded capsule end
+_ARC = 6  # points per rounded capsule end
 _T = np.linspace(-np.pi / 2, np.pi / 2, _ARC)
 SHIFT = 4  # OpenCV sub-pixel bits
 
