@@ -41,16 +41,12 @@ def main() -> None:
             render_image(np.random.default_rng([0, i]), style=args.style, image_size=size)
 
     wall, cpu = _rate(args.num, render_all)
-    print(
-        f"render_image     {args.style} {size[0]}x{size[1]}: {wall:7.1f} img/s wall, {cpu:7.1f} img/s CPU"
-    )
+    print(f"render_image     {args.style} {size[0]}x{size[1]}: {wall:7.1f} img/s wall, {cpu:7.1f} img/s CPU")
     with tempfile.TemporaryDirectory() as tmp:
         wall, cpu = _rate(
             args.num, lambda: generate_dataset(tmp, args.num, style=args.style, image_size=size)
         )
-    print(
-        f"generate_dataset {args.style} {size[0]}x{size[1]}: {wall:7.1f} img/s wall, {cpu:7.1f} img/s CPU"
-    )
+    print(f"generate_dataset {args.style} {size[0]}x{size[1]}: {wall:7.1f} img/s wall, {cpu:7.1f} img/s CPU")
 
 
 if __name__ == "__main__":

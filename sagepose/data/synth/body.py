@@ -5,6 +5,11 @@ left, ``y`` = up, ``z`` = forward (the way the person faces). Angles are degrees
 Limbs are posed for the left side and mirrored (x -> -x) for the right, so both sides
 share one set of joint-angle conventions (see :mod:`sagepose.data.synth.poses`). The
 camera (yaw, tilt, roll, scale) is applied by the renderer; nothing here knows pixels.
+
+Derived landmarks are geometric, so every schema reads the same figure: the pelvis
+(origin) is the hip midpoint, the thorax the shoulder midpoint, ``upper_neck`` lies
+:data:`UPPER_NECK` of the way from the thorax to the head centre, and ``head_top`` is
+the top of the head ellipsoid along the head's own up axis.
 """
 
 from __future__ import annotations

@@ -97,6 +97,8 @@ _CAP_A, _CAP_B = np.array([P[c[1]] for c in CAPSULES]), np.array([P[c[2]] for c 
 
 @dataclass(frozen=True)
 class Outfit:
+    """One person's colours; the same on both sides of the body (left/right must be learnt from shape)."""
+
     skin: Color
     shirt: Color
     trousers: Color
@@ -107,6 +109,7 @@ class Outfit:
     hairline: float  # hair covers the head above this height on the unit head sphere (> 1: bald)
 
     def color(self, key: str) -> Color:
+        """A field by name, or ``"sleeve"`` / ``"leg"``: shirt / trousers, skin if short sleeves / shorts."""
         return {
             "sleeve": self.shirt if self.long_sleeves else self.skin,
             "leg": self.skin if self.shorts else self.trousers,
@@ -114,6 +117,8 @@ class Outfit:
 
 
 def sample_outfit(rng: np.random.Generator, palette: Palette) -> Outfit:
+    """Palette entries with +-15% brightness, sleeve and trouser lengths, a hairline (5% bald)."""
+
     def pick(colors: tuple[Color, ...]) -> Color:
         k = rng.uniform(0.85, 1.15)
         return tuple(min(int(c * k), 255) for c in colors[rng.integers(len(colors))])

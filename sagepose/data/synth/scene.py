@@ -7,7 +7,7 @@ the schema only chooses which of the figure's landmarks are written out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,11 +44,14 @@ class _Person:
 def _sample_person(
     rng: np.random.Generator, style: SynthStyle, w: int, h: int, tilt: float, camera_roll: float
 ) -> _Person:
+    """A posed, dressed figure at a random yaw and size; at most TRUNCATION of it leaves the frame."""
     kinds, weights = zip(*style.poses)
     weights = np.asarray(weights, np.float64)
     kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
     figure = pose_figure(sample_pose(rng, kind, style.pose_spread), sample_proportions(rng))
-    roll = (rng.choice([-90.0, 90.0]) + rng.normal(0, 15)) if kind == "lie" else rng.normal(0, style.roll_std)
+    roll = (
+        (90.0 * rng.choice([-1, 1]) + rng.normal(0, 15)) if kind == "lie" else rng.normal(0, style.roll_std)
+    )
     view = View(
         yaw=rng.uniform(0, 360),
         tilt=tilt,
@@ -64,7 +67,7 @@ def _sample_person(
     for axis, limit in ((0, w), (1, h)):
         a, b = -TRUNCATION * size[axis], limit - (1 - TRUNCATION) * size[axis]
         center.append(rng.uniform(min(a, b), max(a, b)) - lo[axis])
-    view = View(yaw=view.yaw, tilt=tilt, roll=view.roll, scale=view.scale, center=(center[0], center[1]))
+    view = replace(view, center=(float(center[0]), float(center[1])))
     return _Person(figure, view, sample_outfit(rng, style.palette))
 
 
