@@ -256,12 +256,14 @@ def draw_person(
     ra = np.array([r[0] if isinstance(r, tuple) else r for r in radii]) * s
     rb = np.array([r[1] if isinstance(r, tuple) else r * 0.9 for r in radii]) * s
     a, b = xy[_CAP_A], xy[_CAP_B]
-    polys = np.round(_capsule_polygons(a, b, ra, rb) * (1 << SHIFT)).astype(np.int32)
-    # the lit side of a cylinder: a thinner capsule shifted towards the light
-    lit = _capsule_polygons(
-        a + _LIGHT_2D * 0.4 * ra[:, None], b + _LIGHT_2D * 0.4 * rb[:, None], 0.4 * ra, 0.4 * rb
+    # each capsule and its lit side (a thinner capsule shifted towards the light), in one batch
+    both = _capsule_polygons(
+        np.concatenate([a, a + _LIGHT_2D * 0.4 * ra[:, None]]),
+        np.concatenate([b, b + _LIGHT_2D * 0.4 * rb[:, None]]),
+        np.concatenate([ra, 0.4 * ra]),
+        np.concatenate([rb, 0.4 * rb]),
     )
-    lit = np.round(lit * (1 << SHIFT)).astype(np.int32)
+    polys, lit = np.split(np.round(both * (1 << SHIFT)).astype(np.int32), 2)
     cap_depth = 0.5 * (depth[_CAP_A] + depth[_CAP_B])
     for i, (part, _, _, _, color) in enumerate(CAPSULES):
         items.append((cap_depth[i], i, part, (polys[i], lit[i]), outfit.color(color)))
