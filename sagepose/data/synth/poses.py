@@ -42,19 +42,31 @@ SIDED = (
 )
 
 
+_RANGE = LIMITS | {f"{s}_{k}": LIMITS[k] for k in SIDED for s in ("left", "right")}  # every pose key
+
+
+def _uniform(rng, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """One uniform draw per named range, in a single generator call."""
+    lo, hi = zip(*ranges.values())
+    return dict(zip(ranges, rng.uniform(lo, hi).tolist()))
+
+
 def _sides(rng, **ranges) -> dict[str, float]:
     """Independent uniform draws per side: ``knee=(0, 12)`` -> left_knee, right_knee."""
-    return {f"{s}_{k}": rng.uniform(*r) for k, r in ranges.items() for s in ("left", "right")}
+    return _uniform(rng, {f"{s}_{k}": r for k, r in ranges.items() for s in ("left", "right")})
 
 
 def _upright(rng) -> dict[str, float]:
-    return dict(
-        torso_pitch=rng.uniform(-5, 10),
-        torso_side=rng.uniform(-5, 5),
-        torso_twist=rng.uniform(-10, 10),
-        head_yaw=rng.uniform(-35, 35),
-        head_pitch=rng.uniform(-10, 15),
-        head_roll=rng.uniform(-8, 8),
+    return _uniform(
+        rng,
+        dict(
+            torso_pitch=(-5, 10),
+            torso_side=(-5, 5),
+            torso_twist=(-10, 10),
+            head_yaw=(-35, 35),
+            head_pitch=(-10, 15),
+            head_roll=(-8, 8),
+        ),
     )
 
 
@@ -164,8 +176,7 @@ def _lie(rng) -> dict[str, float]:
 
 def _random(rng) -> dict[str, float]:
     """Anything within the joint limits (sports, dancing, falls)."""
-    pose = {k: rng.uniform(*LIMITS[k]) for k in LIMITS if k not in SIDED}
-    return pose | {f"{s}_{k}": rng.uniform(*LIMITS[k]) for k in SIDED for s in ("left", "right")}
+    return _uniform(rng, {k: r for k, r in _RANGE.items() if k not in SIDED})
 
 
 POSE_KINDS = {
@@ -188,9 +199,8 @@ def sample_pose(rng: np.random.Generator, kind: str, spread: float = 1.0) -> dic
     except KeyError:
         raise KeyError(f"unknown pose kind {kind!r}; known: {sorted(POSE_KINDS)}") from None
     names = sorted(pose)
-    noise = rng.normal(0.0, JITTER * spread, len(names))
-    out = {}
-    for name, dn in zip(names, noise):
-        lo, hi = LIMITS[name.split("_", 1)[1] if name.startswith(("left_", "right_")) else name]
-        out[name] = min(max(pose[name] + float(dn), lo), hi)
-    return out
+    lo, hi = np.array([_RANGE[n] for n in names]).T
+    angles = np.clip(
+        np.array([pose[n] for n in names]) + rng.normal(0.0, JITTER * spread, len(names)), lo, hi
+    )
+    return dict(zip(names, angles.tolist()))

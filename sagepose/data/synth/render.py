@@ -216,31 +216,29 @@ def _draw_head(img, labels, center, axes, radii, outfit: Outfit, label: int) -> 
     v = basis[:, 2]
     wv, vv = wl * v[0] + wu * v[1] + wf * v[2], float(v @ v)
     disc = wv * wv - vv * (wl * wl + wu * wu + wf * wf - 1.0)
-    mask = disc >= 0
-    if not mask.any():
+    ys, xs = np.nonzero(disc >= 0)  # the silhouette; everything below is per silhouette pixel
+    if len(ys) == 0:
         return
-    t = (np.sqrt(np.maximum(disc, 0)) - wv) / vv  # depth of the near surface point
+    wl, wu, wf, wv = wl[ys, xs], wu[ys, xs], wf[ys, xs], wv[ys, xs]
+    t = (np.sqrt(disc[ys, xs]) - wv) / vv  # depth of the near surface point
     ql, qu, qf = wl + v[0] * t, wu + v[1] * t, wf + v[2] * t
     light = axes.T @ LIGHT  # the light in head coordinates; the sphere normal stands in for the ellipsoid's
     shade = 0.55 + 0.45 * np.clip(light[0] * ql + light[1] * qu + light[2] * qf, 0, 1)
-    ear = np.minimum(np.abs(ql), 1.0) > 0.9
-    hair = (
-        ((qu > outfit.hairline) | ((qf < 0.05) & (qu > -0.55))) & ~(ear & (qu < 0.3)) & (outfit.hairline < 1)
-    )
-    eye = ((ql - 0.36) ** 2 + (qu - 0.12) ** 2 < 0.012) | ((ql + 0.36) ** 2 + (qu - 0.12) ** 2 < 0.012)
-    brow = (np.abs(np.abs(ql) - 0.36) < 0.15) & (np.abs(qu - 0.33) < 0.05)
-    mouth = (np.abs(ql) < 0.22) & (np.abs(qu + 0.47) < 0.05)
+    side = np.abs(ql)  # eyes, brows and ears are mirror-symmetric
+    ear = side > 0.9
+    kind = ear.astype(np.intp)  # indexes the colours below
+    if outfit.hairline < 1:
+        kind[((qu > outfit.hairline) | ((qf < 0.05) & (qu > -0.55))) & ~(ear & (qu < 0.3))] = 2
     front = qf > 0.3
-    color = np.empty(mask.shape + (3,), np.float32)
-    color[:] = outfit.skin
-    color[ear] *= 0.85
-    color[hair | (brow & front)] = outfit.hair
-    color[mouth & front] = (60, 50, 150)
-    color[eye & front] = (35, 25, 20)
-    color *= shade[..., None]
-    region = img[y0:y1, x0:x1]
-    region[mask] = color[mask].astype(np.uint8)
-    labels[y0:y1, x0:x1][mask] = label
+    kind[front & (np.abs(side - 0.36) < 0.15) & (np.abs(qu - 0.33) < 0.05)] = 2  # brows
+    kind[front & (side < 0.22) & (np.abs(qu + 0.47) < 0.05)] = 3  # mouth
+    kind[front & ((side - 0.36) ** 2 + (qu - 0.12) ** 2 < 0.012)] = 4  # eyes
+    skin = np.asarray(outfit.skin, np.float32)
+    colors = np.stack(
+        [skin, 0.85 * skin, np.float32(outfit.hair), np.float32((60, 50, 150)), np.float32((35, 25, 20))]
+    )
+    img[y0 + ys, x0 + xs] = (colors[kind] * shade[:, None]).astype(np.uint8)
+    labels[y0 + ys, x0 + xs] = label
 
 
 def draw_person(
