@@ -47,8 +47,8 @@ _RANGE = LIMITS | {f"{s}_{k}": LIMITS[k] for k in SIDED for s in ("left", "right
 
 def _uniform(rng, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
     """One uniform draw per named range, in a single generator call."""
-    lo, hi = zip(*ranges.values())
-    return dict(zip(ranges, rng.uniform(lo, hi).tolist()))
+    lo, hi = np.array(list(ranges.values()), np.float64).T
+    return dict(zip(ranges, (lo + (hi - lo) * rng.random(len(lo))).tolist()))
 
 
 def _sides(rng, **ranges) -> dict[str, float]:
@@ -84,7 +84,7 @@ def _stand(rng) -> dict[str, float]:
         ankle=(0, 12),
     )
     if rng.random() < 0.4:  # weight on one leg
-        pose[f"{rng.choice(['left', 'right'])}_knee"] = rng.uniform(10, 30)
+        pose["left_knee" if rng.random() < 0.5 else "right_knee"] = rng.uniform(10, 30)
     return pose
 
 

@@ -108,12 +108,17 @@ class Outfit:
     shorts: bool
     hairline: float  # hair covers the head above this height on the unit head sphere (> 1: bald)
 
-    def color(self, key: str) -> Color:
-        """A field by name, or ``"sleeve"`` / ``"leg"``: shirt / trousers, skin if short sleeves / shorts."""
-        return {
-            "sleeve": self.shirt if self.long_sleeves else self.skin,
-            "leg": self.skin if self.shorts else self.trousers,
-        }.get(key) or getattr(self, key)
+    def colors(self) -> dict[str, Color]:
+        """Colour per CAPSULES key: the fields, plus sleeves and lower legs (skin when short)."""
+        return dict(
+            skin=self.skin,
+            shirt=self.shirt,
+            trousers=self.trousers,
+            shoes=self.shoes,
+            hair=self.hair,
+            sleeve=self.shirt if self.long_sleeves else self.skin,
+            leg=self.skin if self.shorts else self.trousers,
+        )
 
 
 def sample_outfit(rng: np.random.Generator, palette: Palette) -> Outfit:
@@ -263,8 +268,9 @@ def draw_person(
     )
     polys, lit = np.split(np.round(both * (1 << SHIFT)).astype(np.int32), 2)
     cap_depth = 0.5 * (depth[_CAP_A] + depth[_CAP_B])
+    colors = outfit.colors()
     for i, (part, _, _, _, color) in enumerate(CAPSULES):
-        items.append((cap_depth[i], i, part, (polys[i], lit[i]), outfit.color(color)))
+        items.append((cap_depth[i], i, part, (polys[i], lit[i]), colors[color]))
     rings_xy, rings_depth = view.project(fig.rings, rot)
     for part, rows, color in (("torso", [0, 1, 2], outfit.shirt), ("pelvis", [2, 3, 4], outfit.trousers)):
         hull = cv2.convexHull(rings_xy[rows].reshape(-1, 2).astype(np.float32))[:, 0]

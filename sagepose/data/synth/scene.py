@@ -7,7 +7,9 @@ the schema only chooses which of the figure's landmarks are written out.
 
 from __future__ import annotations
 
+from bisect import bisect
 from dataclasses import dataclass, replace
+from itertools import accumulate
 
 import numpy as np
 
@@ -46,11 +48,13 @@ def _sample_person(
 ) -> _Person:
     """A posed, dressed figure at a random yaw and size; at most TRUNCATION of it leaves the frame."""
     kinds, weights = zip(*style.poses)
-    weights = np.asarray(weights, np.float64)
-    kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
+    cumulative = list(accumulate(weights))
+    kind = kinds[min(bisect(cumulative, rng.random() * cumulative[-1]), len(kinds) - 1)]
     figure = pose_figure(sample_pose(rng, kind, style.pose_spread), sample_proportions(rng))
     roll = (
-        (90.0 * rng.choice([-1, 1]) + rng.normal(0, 15)) if kind == "lie" else rng.normal(0, style.roll_std)
+        ((90.0 if rng.random() < 0.5 else -90.0) + rng.normal(0, 15))
+        if kind == "lie"
+        else rng.normal(0, style.roll_std)
     )
     view = View(
         yaw=rng.uniform(0, 360),
