@@ -30,6 +30,9 @@ class ModelConfig:
     grad_checkpointing: bool = False
     codec: dict = field(default_factory=dict)  # codec argument overrides, e.g. {"sigma": 3.0}
     arch: dict = field(default_factory=dict)  # backbone/head number overrides, e.g. {"depth": 4}
+    # "raw": heatmaps regressed with MSE (MMPose's recipes); "softmax": a spatial softmax per joint
+    # trained with cross-entropy to the normalised target Gaussian (converges far faster from scratch)
+    heatmap_output: str = "raw"
 
 
 @dataclass(frozen=True)

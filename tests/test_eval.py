@@ -84,3 +84,14 @@ def test_evaluate_fails_loudly_on_bad_predictions(realdata, tmp_path):
         evaluate_coco(gt_json, bad)
     with pytest.raises(ValueError, match="absent from the ground truth"):
         evaluate_coco(gt_json, [dict(image_id=123456789, category_id=1, keypoints=[0.0] * 51, score=1.0)])
+
+
+def test_make_results_neutralises_undecodable_joints():
+    kp = np.random.default_rng(0).uniform(0, 100, (2, 17, 2))
+    kp[0, 3] = np.nan
+    scores = np.full((2, 17), 0.9)
+    scores[1, 5] = np.inf
+    rows = make_results([1, 1], kp, scores, [1.0, 1.0], [1e4, 1e4], COCO17.sigmas_array())
+    assert len(rows) == 2  # a NaN joint must not make OKS-NMS drop its neighbours
+    flat = np.asarray([r["keypoints"] for r in rows]).reshape(2, 17, 3)
+    assert np.isfinite(flat).all() and flat[0, 3, 2] == 0.0

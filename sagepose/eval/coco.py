@@ -80,6 +80,11 @@ def make_results(image_ids, keypoints, keypoint_scores, bbox_scores, areas, sigm
     bbox_scores = np.asarray(bbox_scores, np.float64)
     areas = np.asarray(areas, np.float64)
     sigmas = np.asarray(sigmas, np.float64)
+    # A joint the decoder could not place (NaN / inf from a flat or empty heatmap) gets score 0 at (0, 0),
+    # so one such joint cannot poison OKS-NMS or the results file.
+    bad = ~np.isfinite(keypoints).all(-1) | ~np.isfinite(keypoint_scores)
+    keypoints = np.where(bad[..., None], 0.0, keypoints)
+    keypoint_scores = np.where(bad, 0.0, keypoint_scores)
     above = keypoint_scores > keypoint_score_thr
     kp_mean = np.where(above.any(1), (keypoint_scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
     inst_scores = bbox_scores * kp_mean

@@ -9,18 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from sagepose import geometry
 from sagepose.codecs import flip_heatmaps
+from sagepose.data.batch_aug import IMAGENET_MEAN_RGB as IMAGENET_MEAN
+from sagepose.data.batch_aug import IMAGENET_STD_RGB as IMAGENET_STD
+from sagepose.data.batch_aug import normalize
+from sagepose.data.coco import read_image
 from sagepose.keypoints import KeypointSchema
-
-# ImageNet statistics on 0-255 RGB, as MMPose's PoseDataPreprocessor.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass
@@ -37,8 +36,13 @@ class TopDownEstimator(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: nn.Module, codec, schema: KeypointSchema,
                  input_size: tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 flip_test: bool = True, shift_heatmap: bool | None = None):
+                 flip_test: bool = True, shift_heatmap: bool | None = None, heatmap_output: str = "raw"):
         super().__init__()
+        if heatmap_output not in ("raw", "softmax"):
+            raise ValueError(f"heatmap_output must be 'raw' or 'softmax', got {heatmap_output!r}")
+        self.heatmap_output = heatmap_output
+        self.codec = codec
+        self.heatmap_mass = self._target_mass() if heatmap_output == "softmax" else 1.0
         self.backbone, self.head = backbone, head
         self.codec, self.schema = codec, schema
         self.input_size = tuple(input_size)
@@ -51,27 +55,40 @@ class TopDownEstimator(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).float().view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).float().view(1, 3, 1, 1), persistent=False)
 
+    def _target_mass(self) -> float:
+        """Sum of a unit-peak target Gaussian: scales a spatial softmax back to MMPose's heatmap range."""
+        w, h = self.codec.input_size
+        target, _ = self.codec.encode(torch.tensor([[[(w - 1) / 2, (h - 1) / 2]]]), torch.ones(1, 1))
+        return float(target.sum())
+
+    def activate(self, raw: torch.Tensor) -> torch.Tensor:
+        """Head output (B, K, h, w) -> heatmaps: as is for ``"raw"`` (every MMPose model); for ``"softmax"``
+        (trained with the spatial cross-entropy loss) a softmax over each map times the target Gaussian's
+        mass, so a confident prediction peaks near 1 like a regressed heatmap and scores stay comparable."""
+        if self.heatmap_output == "raw":
+            return raw
+        return raw.flatten(2).float().softmax(-1).view(raw.shape) * self.heatmap_mass
+
     @property
     def device(self) -> torch.device:
         return self.mean.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w)."""
+        """Normalised (B, 3, H, W) -> raw head output (B, K, h, w); :meth:`activate` makes it heatmaps."""
         return self.head(self.backbone(x))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) BGR -> float (B, 3, H, W) RGB, ImageNet-normalised (on the images' device)."""
-        x = images.permute(0, 3, 1, 2).flip(1).float()
-        return (x - self.mean) / self.std
+        return normalize(images, self.mean.flatten(), self.std.flatten())
 
     @torch.no_grad()
     def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test."""
         if not self.flip_test:
-            return self(x)
+            return self.activate(self(x))
         # Original and mirrored crops in one batch; the mirrored heatmaps are flipped back,
         # left/right channels swapped, and averaged with the originals (MMPose's heatmap flip mode).
-        both = self(torch.cat([x, x.flip(-1)]))
+        both = self.activate(self(torch.cat([x, x.flip(-1)])))
         hm, hm_flip = both[: len(x)], both[len(x):]
         hm_flip = flip_heatmaps(hm_flip, self.schema.flip_indices, self.shift_heatmap)
         return (hm + hm_flip) * 0.5
@@ -98,9 +115,7 @@ class TopDownEstimator(nn.Module):
         ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels.
         """
         if isinstance(image, (str, os.PathLike)):
-            path, image = image, cv2.imread(str(image), cv2.IMREAD_COLOR)
-            if image is None:
-                raise FileNotFoundError(f"{path}: cannot read image")
+            image = read_image(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
         if bboxes is None:

@@ -37,7 +37,7 @@ _HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_ker
 def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float, *,
                  schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0,
                  grad_checkpointing: bool = False, flip_test: bool = True, codec: dict | None = None,
-                 arch: dict | None = None) -> TopDownEstimator:
+                 arch: dict | None = None, heatmap_output: str = "raw") -> TopDownEstimator:
     """A ViT + heatmap head + UDP codec (heatmaps input / 4). ``input_size`` is (w, h).
 
     ``arch`` overrides backbone numbers (:class:`VisionTransformer` arguments, e.g. ``depth``) or head
@@ -69,7 +69,8 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
     head_module = HeatmapHead(dim, k, **{**head_defaults, **head_args})
     codec_module = build_codec({"type": "UDPHeatmap", "input_size": (w, h), "heatmap_size": (w // 4, h // 4),
                                 "sigma": sigma, **(codec or {})})
-    return TopDownEstimator(backbone, head_module, codec_module, schema, (w, h), flip_test=flip_test)
+    return TopDownEstimator(backbone, head_module, codec_module, schema, (w, h), flip_test=flip_test,
+                            heatmap_output=heatmap_output)
 
 
 MODELS = {}
@@ -79,7 +80,7 @@ for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
     MODELS[f"{_size}-simple"] = partial(_topdown_vit, _size, "simple", **_defaults)
 for _size in ("sapiens-0.3b", "sapiens-0.6b", "sapiens-1b", "sapiens-2b"):
     MODELS[_size] = partial(_topdown_vit, _size, "sapiens", input_size=(768, 1024), sigma=6.0)
-MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=1.0)
+MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=1.5)
 assert all(name.removesuffix("-simple") in VIT_SIZES for name in MODELS)
 
 

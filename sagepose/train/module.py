@@ -20,7 +20,7 @@ from sagepose.data import batch_aug
 from sagepose.eval import evaluate_coco, make_results
 from sagepose.geometry import crop_to_image
 from sagepose.models import build_model_from_config
-from sagepose.train.losses import heatmap_mse
+from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
 from sagepose.train.optim import build_optimizer, build_scheduler
 
 
@@ -56,7 +56,8 @@ class TopDownModule(L.LightningModule):
         targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
         if self.cfg.trainer.use_joint_weights:
             weights = weights * self.joint_weights
-        loss, logs = heatmap_mse(self.model(x), targets, weights)
+        loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
+        loss, logs = loss_fn(self.model(x), targets, weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
