@@ -13,7 +13,7 @@ def test_mse_is_weighted_mean_over_all_pixels():
     target = torch.ones(2, 3, 4, 5)
     weights = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
     loss, logs = heatmap_mse(pred, target, weights)
-    assert math.isclose(loss.item(), weights.sum().item() * 20 / (2 * 3 * 20))
+    assert math.isclose(loss.item(), weights.sum().item() * 20 / (2 * 3 * 20), rel_tol=1e-6)
     assert "loss/heatmap_mse" in logs
 
 

@@ -49,7 +49,7 @@ def test_vit_tiny_demo_numbers():
     model = build_model("vit-tiny")
     assert model.input_size == (96, 128) and model.backbone.grid_size == (8, 6)
     assert model.codec.heatmap_size == (24, 32) and model.codec.udp and model.flip_test
-    assert sum(p.numel() for p in model.parameters()) == 3_485_529
+    assert sum(p.numel() for p in model.parameters()) == 3_593_001
 
 
 def test_conv_stem_reaches_patch_stride_and_rejects_a_mismatch():
@@ -66,7 +66,8 @@ def test_softmax_output_is_a_scaled_spatial_distribution_peaking_like_the_target
     logits = target.clamp_min(1e-8).log().expand(1, 17, -1, -1)  # the ideal logits for this target
     heatmaps = model.activate(logits)
     torch.testing.assert_close(heatmaps.sum((-2, -1)), torch.full((1, 17), model.heatmap_mass))
-    torch.testing.assert_close(heatmaps[0, 0], target[0, 0], atol=1e-5, rtol=1e-4)
+    # the discrete Gaussian's mass shifts slightly with the sub-pixel position: within 0.5 %
+    torch.testing.assert_close(heatmaps[0, 0], target[0, 0], atol=5e-3, rtol=5e-3)
 
 
 def test_resize_pos_embed_changes_grid_bicubically_and_matches_runtime_interpolation():
@@ -125,7 +126,7 @@ def test_mae_style_pos_embed_with_cls_slot_is_dropped_and_resized():
     pos = torch.randn(1, 1 + 8 * 8, 192)  # square MAE grid plus a cls slot
     sd["backbone.pos_embed"] = pos
     load_checkpoint(model, sd)
-    expected = interpolate_pos_embed(pos[:, 1:], (8, 8), (16, 12))
+    expected = interpolate_pos_embed(pos[:, 1:], (8, 8), (8, 6))
     torch.testing.assert_close(model.backbone.pos_embed.detach(), expected)
 
 
