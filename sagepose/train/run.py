@@ -47,20 +47,20 @@ def build_loaders(cfg: Config, model, train: bool = True):
     return loaders
 
 
-def _trainer(cfg: Config, out_dir: Path, callbacks=(), max_epochs=None, **kw):
+def _trainer(cfg: Config, out_dir: Path, callbacks=()):
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
     t = cfg.trainer
     max_time = None if t.max_time_minutes is None else {"minutes": t.max_time_minutes}
     return L.Trainer(
-        default_root_dir=str(out_dir), max_epochs=max_epochs or t.max_epochs, max_steps=t.max_steps,
+        default_root_dir=str(out_dir), max_epochs=t.max_epochs, max_steps=t.max_steps,
         max_time=max_time, precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=t.val_every_epochs,
         log_every_n_steps=t.log_every_steps, enable_progress_bar=t.progress_bar,
         logger=TensorBoardLogger(str(out_dir), name="logs", version=""), callbacks=list(callbacks),
-        num_sanity_val_steps=0, **kw)
+        num_sanity_val_steps=0)
 
 
 def fit(cfg: Config, resume: bool = False) -> dict:
