@@ -51,8 +51,8 @@ def sagepose_step(sampler, image, record, rng):
     return sampler(image, record, rng, train=True)
 
 
-def mmpose_style_step(sampler, image, record, rng):
-    """Full-image flip, then the crop warp: what MMPose's RandomFlip + TopdownAffine do."""
+def _flip_image_then_jitter(sampler, image, record, rng):
+    """The full-image flip both comparison pipelines start with, then half-body and box jitter."""
     center, scale = geometry.box_to_center_scale(geometry.xywh_to_xyxy(record.bbox_xywh), sampler.padding)
     keypoints, visible = record.keypoints, record.visible
     if rng.random() < sampler.flip_prob:
@@ -62,20 +62,18 @@ def mmpose_style_step(sampler, image, record, rng):
         keypoints, visible = geometry.flip_keypoints_lr(keypoints, visible, width, COCO17.flip_indices)
     center, scale = sampler._half_body(keypoints, visible, center, scale, rng)
     center, scale, rot = sampler._box_jitter(center, scale, rng)
+    return image, center, scale, rot, keypoints, visible
+
+
+def mmpose_style_step(sampler, image, record, rng):
+    """Full-image flip, then the crop warp: what MMPose's RandomFlip + TopdownAffine do."""
+    image, center, scale, rot, keypoints, visible = _flip_image_then_jitter(sampler, image, record, rng)
     return sampler.crop(image, record, center, scale, rot, False, keypoints, visible)
 
 
 def two_warp_step(sampler, image, record, rng):
     """Full-image flip, full-image rotate + scale about the centre, then an axis-aligned crop."""
-    center, scale = geometry.box_to_center_scale(geometry.xywh_to_xyxy(record.bbox_xywh), sampler.padding)
-    keypoints, visible = record.keypoints, record.visible
-    if rng.random() < sampler.flip_prob:
-        width = image.shape[1]
-        image = cv2.flip(image, 1)
-        center = np.array([width - 1 - center[0], center[1]], np.float32)
-        keypoints, visible = geometry.flip_keypoints_lr(keypoints, visible, width, COCO17.flip_indices)
-    center, scale = sampler._half_body(keypoints, visible, center, scale, rng)
-    center, scale, rot = sampler._box_jitter(center, scale, rng)
+    image, center, scale, rot, keypoints, visible = _flip_image_then_jitter(sampler, image, record, rng)
     rotate = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), rot, 1.0)
     image = cv2.warpAffine(image, rotate, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR)
     keypoints = geometry.apply_affine(keypoints, rotate)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -10,7 +9,9 @@ import torch
 
 from sagepose.config import Config, dump_config
 
-log = logging.getLogger("sagepose")
+# DataConfig fields that are TopDownSampler arguments of the same name
+_SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
+                           "shift_factor", "shift_prob")
 
 
 def build_loaders(cfg: Config, model, train: bool = True):
@@ -24,10 +25,8 @@ def build_loaders(cfg: Config, model, train: bool = True):
     if train:
         if not d.train_json:
             raise ValueError("data.train_json is not set")
-        sampler = TopDownSampler(**common, flip_prob=d.flip_prob, half_body_prob=d.half_body_prob,
-                                 scale_factor=d.scale_factor, rotate_factor=d.rotate_factor,
-                                 rotate_prob=d.rotate_prob, shift_factor=d.shift_factor,
-                                 shift_prob=d.shift_prob)
+        augment = {name: getattr(d, name) for name in _SAMPLER_AUGMENT_FIELDS}
+        sampler = TopDownSampler(**common, **augment)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
         ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed)
         loaders["train"] = torch.utils.data.DataLoader(
