@@ -1,20 +1,35 @@
-"""Checkpoint import: one pure ``state_dict -> state_dict`` function per foreign format.
+"""Checkpoint import: reading foreign files, and one pure ``state_dict -> state_dict`` function per format.
 
 Our modules keep readable names (``backbone.blocks.3.mlp.fc1``); foreign key names are
 mapped here and nowhere else:
 
 * :func:`from_mmpose` -- MMPose 1.x / mmpretrain ViT (ViTPose configs, Sapiens pose checkpoints);
-* :func:`from_vitpose` -- the official ViTPose repository (``keypoint_head``, ``last_norm``);
+* :func:`from_vitpose` -- MMPose 0.x names: the official ViTPose repository (``keypoint_head``,
+  ``last_norm``) and MMPose 0.x HRNet / HRFormer files;
+* :func:`from_sapiens_pretrain` -- Sapiens' MAE pretraining files (backbone only, with or
+  without the ``backbone.`` prefix; the MAE decoder is dropped);
+* :func:`from_mae` -- timm-named MAE ViT weights (``blocks.N``, ``patch_embed.proj``), backbone only;
 * :func:`from_lightning` -- a sagepose Lightning ``.ckpt`` (keys prefixed ``model.``).
 
-:func:`load_checkpoint` detects the format, converts, resizes ``pos_embed`` to the model's
-token grid when needed, and loads -- strictly by default, with a readable report.
+:func:`read_checkpoint` reads any supported *file*: ``torch.save`` files (MMPose / MMEngine,
+ViTPose, Sapiens, Lightning, ours), TorchScript archives (``torch.jit.save``; Sapiens-lite's
+``*_torchscript.pt2``) and exported programs (``torch.export.save``; Sapiens-lite's
+``*_bfloat16.pt2``), always through ``torch.load(..., weights_only=True)`` and never running
+code from the file. :func:`load_checkpoint` detects the format, converts, resizes ``pos_embed``
+to the model's token grid when needed, and loads -- strictly by default, with a readable report.
+:func:`save_checkpoint` writes sagepose's own format atomically.
 """
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
+import pickle
 import re
+import tempfile
+import zipfile
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,6 +55,16 @@ _VITPOSE_RULES = [
     (r"^keypoint_head\.", "head."),
 ]
 
+_MAE_RULES = [  # timm / MAE repository names, no prefix
+    (r"^patch_embed\.proj\.", "backbone.patch_embed."),
+    (r"^norm\.", "backbone.norm."),
+    (r"^(blocks|pos_embed)", r"backbone.\1"),
+]
+
+# Formats that carry a backbone only: their files initialise fine-tuning, so a strict load
+# accepts a missing head (it keeps its initialisation) and reports it.
+BACKBONE_ONLY = ("sapiens-pretrain", "mae")
+
 
 def _rename(key: str, rules) -> str:
     for pattern, repl in rules:
@@ -60,7 +85,7 @@ def _head_stage(key: str) -> str:
 
 
 def unwrap(checkpoint: dict) -> dict:
-    """A raw state dict, or one wrapped under ``state_dict`` / ``model`` (MMEngine, Lightning, ours)."""
+    """A raw state dict, or one wrapped under ``state_dict`` / ``model`` (MMEngine, Lightning, MAE, ours)."""
     for key in ("state_dict", "model"):
         if isinstance(checkpoint.get(key), dict):
             return checkpoint[key]
@@ -68,27 +93,31 @@ def unwrap(checkpoint: dict) -> dict:
 
 
 def from_mmpose(sd: dict) -> dict:
-    """MMPose 1.x top-down ViT state dict (raw or wrapped in ``state_dict``) -> sagepose names.
+    """MMPose 1.x top-down state dict (raw or wrapped in ``state_dict``) -> sagepose names.
 
     ``backbone.layers.N.{ln1,attn.qkv,attn.proj,ln2,ffn.layers.0.0,ffn.layers.1}`` ->
     ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
     ``head.deconv_layers.{0,1,3,4}`` -> ``head.deconv_blocks.{0,1}.{conv,norm}``, etc.
-    The data preprocessor's mean/std buffers and an MAE cls token are dropped.
+    The data preprocessor's mean/std buffers and an MAE cls token are dropped. HRNet / HRFormer
+    keys are ours already; HRFormer's ``relative_position_index`` buffers (constants of the window
+    size, rebuilt by the model) are dropped.
     """
     out = {}
     for key, value in unwrap(sd).items():
         if key.startswith("data_preprocessor.") or key == "backbone.cls_token":
             continue  # ViTPose / Sapiens use no cls token (MAE checkpoints carry one)
+        if key.endswith(".relative_position_index"):
+            continue
         out[_head_stage(_rename(key, _MMPOSE_RULES))] = value
     return out
 
 
 def from_vitpose(sd: dict) -> dict:
-    """Official ViTPose repository state dict -> sagepose names.
+    """MMPose 0.x names (the official ViTPose repository, MMPose 0.x HRNet files) -> sagepose names.
 
-    Its ``pos_embed`` is (1, 1 + Hp * Wp, C) and its forward adds ``pos[:, 1:] + pos[:, :1]``:
-    the cls slot is folded into every token here, so the conversion is exact
-    (mmpretrain's loader drops the slot instead).
+    The ViTPose repository's ``pos_embed`` is (1, 1 + Hp * Wp, C) and its forward adds
+    ``pos[:, 1:] + pos[:, :1]``: the cls slot is folded into every token here, so the
+    conversion is exact (mmpretrain's loader drops the slot instead).
     """
     out = {}
     for key, value in unwrap(sd).items():
@@ -99,25 +128,262 @@ def from_vitpose(sd: dict) -> dict:
     return out
 
 
+def from_sapiens_pretrain(sd: dict) -> dict:
+    """Sapiens MAE pretraining file -> sagepose backbone names (no head).
+
+    The ``*_clean.pth`` files hold the bare mmpretrain ViT (``patch_embed.projection``,
+    ``layers.N``, ``ln1``, ``pos_embed`` with a cls slot, ``cls_token``); the full ones
+    prefix it with ``backbone.`` and add the MAE decoder (``neck.*``), which is dropped. The
+    (1, 1 + 64 * 64, C) position table keeps its cls slot here; :func:`adapt_pos_embed` drops
+    it and resizes the square 1024x1024 grid to the model's.
+    """
+    sd = unwrap(sd)
+    if not any(k.startswith("backbone.") for k in sd):
+        sd = {f"backbone.{k}": v for k, v in sd.items()}
+    return from_mmpose({k: v for k, v in sd.items() if k.startswith("backbone.")})
+
+
+def from_mae(sd: dict) -> dict:
+    """timm-named MAE ViT weights (ViTPose's initialisation) -> sagepose backbone names (no head).
+
+    The cls token and MAE's decoder / pixel-prediction weights are dropped; ``pos_embed``
+    keeps its cls slot for :func:`adapt_pos_embed`, which drops it and resizes the grid.
+    """
+    out = {}
+    for key, value in unwrap(sd).items():
+        if key.startswith(("patch_embed.", "blocks.", "norm.", "pos_embed")):
+            out[_rename(key, _MAE_RULES)] = value
+    return out
+
+
 def from_lightning(sd: dict, prefix: str = "model.") -> dict:
     """A sagepose Lightning checkpoint: keep the ``model.`` sub-module's keys (an EMA teacher is left out)."""
     return {k[len(prefix):]: v for k, v in unwrap(sd).items() if k.startswith(prefix)}
 
 
 def detect_format(sd: dict) -> str:
-    """'sagepose', 'lightning', 'mmpose' or 'vitpose', from the key names of an unwrapped state dict."""
+    """The format of an unwrapped state dict, from its key names (one of :data:`CONVERTERS`)."""
     keys = list(sd)
     if any(k.startswith("model.backbone.") for k in keys):
         return "lightning"
     if any(k.startswith("keypoint_head.") or k.startswith("backbone.last_norm.") for k in keys):
         return "vitpose"
+    if any(k.startswith("neck.decoder") or k == "neck.mask_token" for k in keys):
+        return "sapiens-pretrain"  # the MAE decoder sits in mmpretrain's neck
+    if any(k.startswith("layers.") for k in keys) and any(k.startswith("patch_embed.projection.") for k in keys):
+        return "sapiens-pretrain"  # the *_clean.pth files: a bare mmpretrain ViT
+    if any(k.startswith("blocks.") for k in keys) and any(k.startswith("patch_embed.proj.") for k in keys):
+        return "mae"
     if any(k.startswith("backbone.layers.") or ".final_layer." in k or "_layers." in k for k in keys):
         return "mmpose"
     return "sagepose"
 
 
-CONVERTERS = {"sagepose": lambda sd: dict(sd), "lightning": from_lightning,
-              "mmpose": from_mmpose, "vitpose": from_vitpose}
+CONVERTERS = {"sagepose": lambda sd: dict(sd), "lightning": from_lightning, "mmpose": from_mmpose,
+              "vitpose": from_vitpose, "sapiens-pretrain": from_sapiens_pretrain, "mae": from_mae}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+class CheckpointReadError(RuntimeError):
+    """A file that cannot be read as a checkpoint (truncated, corrupt, or an unknown layout)."""
+
+
+class _Opaque:
+    """Stands in for any class or function a checkpoint's *metadata* names (numpy arrays, MMEngine
+    objects, TorchScript module classes): it records the arguments and state it is given and runs
+    nothing, so a weights-only load never executes code from the file. Tensors are unaffected."""
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj.args, obj.state = args, None
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _foreign_global(error: Exception) -> str | None:
+    """The global named by torch's weights-only refusal, as the unpickler looks it up."""
+    m = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+    if not m:
+        return None
+    name = m.group(1)
+    return name if "." in name else f"builtins.{name}"  # torch prints builtins without their module
+
+
+def _weights_only_load(source, mmap: bool = False):
+    """``torch.load(source, weights_only=True)``, with every non-tensor global the file names
+    replaced by :class:`_Opaque` (metadata stays readable as inert records; weights load as usual)."""
+    names: set[str] = set()
+    if isinstance(source, (str, os.PathLike)) and hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        try:
+            names.update(torch.serialization.get_unsafe_globals_in_checkpoint(source))
+        except Exception:  # noqa: BLE001  (only a hint: a legacy or odd file is handled by the loop below)
+            pass
+    for _ in range(256):
+        if hasattr(source, "seek"):
+            source.seek(0)
+        try:
+            with torch.serialization.safe_globals([(_Opaque, n) for n in sorted(names)]):
+                return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as e:
+            name = _foreign_global(e)
+            if name is None or name in names:
+                raise
+            names.add(name)
+    raise pickle.UnpicklingError("more than 256 distinct foreign globals")
+
+
+def _named_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors reachable from an unpickled TorchScript module tree, named by their attribute paths."""
+    out: dict[str, torch.Tensor] = {}
+    state = obj.state if isinstance(obj, _Opaque) else obj
+    if not isinstance(state, dict):
+        return out
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value
+        elif isinstance(value, (_Opaque, dict)):
+            out.update(_named_tensors(value, f"{prefix}{name}."))
+    return out
+
+
+def _read_torchscript(path: Path, zf: zipfile.ZipFile, root: str) -> dict[str, torch.Tensor]:
+    """A TorchScript archive's parameters and buffers, without compiling or running its code.
+
+    Its ``data.pkl`` + ``data/*`` records are laid out like a ``torch.save`` file; they are
+    copied into one (dropping the code and constants) so that ``torch.load(weights_only=True)``
+    can read them -- torch refuses TorchScript archives in weights-only mode.
+    """
+    keep = [n for n in zf.namelist() if n == f"{root}data.pkl" or n.startswith(f"{root}data/")
+            or n in (f"{root}version", f"{root}.data/version", f"{root}byteorder")]
+    with tempfile.TemporaryDirectory(prefix="sagepose-ts-") as tmp:
+        copy = Path(tmp) / "weights.pt"
+        with zipfile.ZipFile(copy, "w", zipfile.ZIP_STORED) as out:
+            for name in keep:
+                with zf.open(name) as src, out.open("archive/" + name[len(root):], "w", force_zip64=True) as dst:
+                    while chunk := src.read(1 << 24):
+                        dst.write(chunk)
+        module = _weights_only_load(str(copy))
+    tensors = _named_tensors(module)
+    if not tensors:
+        raise CheckpointReadError(f"{path}: TorchScript archive holds no tensors")
+    return tensors
+
+
+# torch._export.serde.schema.ScalarType values (the exported-program archive stores dtypes by number)
+_EXPORT_DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64, 6: torch.float16,
+                  7: torch.float32, 8: torch.float64, 12: torch.bool, 13: torch.bfloat16}
+
+
+def _read_export_tensor(zf: zipfile.ZipFile, record: str, entry: dict) -> torch.Tensor | None:
+    """One tensor of a ``torch.export`` archive: raw bytes described by ``tensor_meta``, or a pickled tensor."""
+    data = zf.read(record)
+    if entry.get("use_pickle"):
+        value = _weights_only_load(io.BytesIO(data))
+        return value if isinstance(value, torch.Tensor) else None
+    meta = entry.get("tensor_meta")
+    if meta is None:
+        return None
+    dtype = _EXPORT_DTYPES.get(meta["dtype"])
+    if dtype is None:
+        raise CheckpointReadError(f"{record}: unsupported exported dtype code {meta['dtype']}")
+    sizes = [int(s["as_int"]) for s in meta["sizes"]]
+    strides = [int(s["as_int"]) for s in meta["strides"]]
+    flat = torch.frombuffer(bytearray(data), dtype=dtype) if data else torch.empty(0, dtype=dtype)
+    return flat.as_strided(sizes, strides, int(meta["storage_offset"]["as_int"])).clone()
+
+
+def _read_exported_program(path: Path, zf: zipfile.ZipFile, names: list[str]) -> dict[str, torch.Tensor]:
+    """The weights (and tensor constants) of a ``torch.export.save`` archive, without deserialising its graph.
+
+    torch >= 2.6 archives list tensors in ``data/{weights,constants}/*_config.json``; older ones
+    hold ``serialized_state_dict.pt`` / ``serialized_constants.pt`` (``torch.save`` blobs).
+    """
+    out: dict[str, torch.Tensor] = {}
+    configs = [n for n in names if re.search(r"data/(weights|constants)/[^/]*_config\.json$", n)]
+    for config_name in configs:
+        folder = config_name.rsplit("/", 1)[0]
+        for fqn, entry in json.loads(zf.read(config_name)).get("config", {}).items():
+            if "path_name" in entry:
+                tensor = _read_export_tensor(zf, f"{folder}/{entry['path_name']}", entry)
+                if tensor is not None:
+                    out[fqn] = tensor
+    for name in names:
+        if name.endswith(("serialized_state_dict.pt", "serialized_constants.pt")):
+            blob = _weights_only_load(io.BytesIO(zf.read(name)))
+            out.update({k: v for k, v in (blob or {}).items() if isinstance(v, torch.Tensor)})
+    if not out:
+        raise CheckpointReadError(f"{path}: exported program holds no tensors")
+    return out
+
+
+def _zip_root(names: list[str], marker: str) -> str | None:
+    """The archive folder (``'name/'``) holding ``marker`` at its top level, or None."""
+    for n in names:
+        if n.endswith("/" + marker) and n.count("/") == marker.count("/") + 1:
+            return n[: -len(marker)]
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Everything a checkpoint file holds that sagepose can use, read without running code from it.
+
+    ``torch.save`` files (any wrapping) come back as saved, metadata included (non-tensor objects
+    as inert records); TorchScript archives and ``torch.export`` programs come back as a flat
+    ``{name: tensor}`` dict of their parameters and buffers. The layout is recognised from the
+    file's content, not its name (Sapiens-lite names both kinds ``.pt2``). A truncated or corrupt
+    file raises :class:`CheckpointReadError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                root = _zip_root(names, "constants.pkl")
+                if root is not None and _zip_root(names, "data.pkl") == root:
+                    return _read_torchscript(path, zf, root)
+                if any(re.search(r"(data/weights/[^/]*_config\.json|serialized_state_dict\.pt)$", n)
+                       for n in names):
+                    return _read_exported_program(path, zf, names)
+            raw = _weights_only_load(str(path), mmap=True)
+        else:
+            raw = _weights_only_load(str(path))
+    except CheckpointReadError:
+        raise
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError,
+            OSError) as e:
+        raise CheckpointReadError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e}). A truncated or "
+                                  "corrupt file (download it again) or a layout sagepose does not know") from e
+    if not isinstance(raw, dict):
+        raise CheckpointReadError(f"{path}: holds a {type(raw).__name__}, not a state dict")
+    return raw
+
+
+def _strip_wrapper_prefix(sd: dict) -> dict:
+    """Drop a prefix every key shares in front of ``backbone.`` (a traced / exported wrapper module)."""
+    keys = list(sd)
+    if not keys or any(k.startswith(("backbone.", "model.backbone.")) for k in keys):
+        return sd
+    first = next((k for k in keys if ".backbone." in k), None)
+    if first is None:
+        return sd
+    prefix = first[: first.index(".backbone.") + 1]
+    if all(k.startswith(prefix) for k in keys):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting and loading
 
 
 def _grid_for(n_tokens: int, aspect: float) -> tuple[int, int]:
@@ -155,28 +421,46 @@ def mismatch_report(model: nn.Module, sd: dict) -> tuple[list[str], list[str], l
     return missing, unexpected, shaped
 
 
+def _drop_definition_buffers(sd: dict, model: nn.Module) -> dict:
+    """Drop the model's non-persistent buffers (normalisation mean / std) that traced or exported files
+    carry, when their values are the model's own; different values stay in and are reported."""
+    own, persistent = dict(model.named_buffers()), model.state_dict()
+    same = {k for k, v in sd.items() if k in own and k not in persistent
+            and own[k].shape == v.shape and torch.equal(own[k].to(v.dtype), v)}
+    return {k: v for k, v in sd.items() if k not in same}
+
+
+def convert_state_dict(raw: dict, fmt: str | None = None, name: str = "state dict") -> tuple[dict, str, bool]:
+    """Anything :func:`read_checkpoint` returns -> (sagepose-named tensors, format, backbone only)."""
+    meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
+    sd = _strip_wrapper_prefix(unwrap(raw))
+    fmt = fmt or detect_format(sd)
+    if fmt not in CONVERTERS:
+        raise ValueError(f"{name}: unknown checkpoint format {fmt!r}; known: {sorted(CONVERTERS)}")
+    sd = {k: v for k, v in CONVERTERS[fmt](sd).items() if isinstance(v, torch.Tensor)}
+    return sd, fmt, fmt in BACKBONE_ONLY or bool(meta.get("backbone_only"))
+
+
 def load_checkpoint(model: nn.Module, path_or_sd: str | os.PathLike | dict, strict: bool = True,
                     fmt: str | None = None) -> tuple[list[str], list[str], list[str]]:
     """Load any supported checkpoint into ``model``; returns (missing, unexpected, mis-shaped).
 
-    ``fmt`` forces a format (see :data:`CONVERTERS`); by default it is detected from the keys.
-    With ``strict`` any mismatch raises :class:`CheckpointMismatchError` listing every key;
-    otherwise the matching keys load and the lists are returned for the caller to report.
+    ``path_or_sd``: a file (see :func:`read_checkpoint`) or what one holds. ``fmt`` forces a
+    format (see :data:`CONVERTERS`); by default it is detected from the keys. With ``strict`` any
+    mismatch raises :class:`CheckpointMismatchError` listing every key -- except a missing head
+    for backbone-only files (pretraining weights), which keeps its initialisation; otherwise the
+    matching keys load and the lists are returned for the caller to report.
     """
     name = str(path_or_sd) if not isinstance(path_or_sd, dict) else "state dict"
-    if isinstance(path_or_sd, dict):
-        raw = path_or_sd
-    else:
-        raw = torch.load(path_or_sd, weights_only=True, map_location="cpu")
-    raw = unwrap(raw)
-    fmt = fmt or detect_format(raw)
-    if fmt not in CONVERTERS:
-        raise ValueError(f"{name}: unknown checkpoint format {fmt!r}; known: {sorted(CONVERTERS)}")
-    sd = adapt_pos_embed(CONVERTERS[fmt](raw), model)
+    raw = path_or_sd if isinstance(path_or_sd, dict) else read_checkpoint(path_or_sd)
+    sd, fmt, backbone_only = convert_state_dict(raw, fmt, name)
+    sd = adapt_pos_embed(_drop_definition_buffers(sd, model), model)
     missing, unexpected, shaped = mismatch_report(model, sd)
-    if strict and (missing or unexpected or shaped):
-        lines = [f"{name} ({fmt} format) does not match {type(model).__name__}:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
+    fatal_missing = [k for k in missing if not (backbone_only and k.startswith("head."))]
+    if strict and (fatal_missing or unexpected or shaped):
+        kind = f"{fmt} format" + (", backbone only" if backbone_only else "")
+        lines = [f"{name} ({kind}) does not match {type(model).__name__}:"]
+        for title, items in (("missing", fatal_missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
             if items:
                 lines.append(f"  {len(items)} {title}:")
                 lines += [f"    {item}" for item in items]
@@ -184,3 +468,17 @@ def load_checkpoint(model: nn.Module, path_or_sd: str | os.PathLike | dict, stri
     bad = {k.split(":")[0] for k in shaped}
     model.load_state_dict({k: v for k, v in sd.items() if k not in bad}, strict=False)
     return missing, unexpected, shaped
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict, **meta) -> Path:
+    """Write a sagepose checkpoint ``{"state_dict": ..., "sagepose": meta}`` atomically (tmp + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"state_dict": {k: v.detach().contiguous() for k, v in state_dict.items()},
+                    "sagepose": {"format_version": 1, **meta}}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

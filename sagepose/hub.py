@@ -1,0 +1,174 @@
+"""Named weights: published checkpoints by name, downloaded once into a local cache.
+
+``sagepose.load("vitpose-b-coco")`` builds the zoo model the entry names and loads the file,
+fetched on first use into ``$SAGEPOSE_CACHE`` (default ``~/.cache/sagepose``). Downloads are
+atomic (a temporary file renamed into place once complete and verified), so an interrupted or
+corrupted download never poisons the cache.
+
+Checksums: MMPose's model zoo publishes no full hashes, but its file names end in the first 8
+hex digits of the file's sha256 (``publish_model.py`` appends them), so those entries are checked
+against that prefix. Sapiens' Hugging Face files carry no published hash; their entries have
+none, and the download is only checked to be a readable checkpoint when it is loaded. Put a
+full ``sha256`` on an entry to pin it.
+
+Sources (read 2025): MMPose's model-zoo index files
+``configs/body_2d_keypoint/topdown_heatmap/coco/{vitpose,hrnet,hrformer}_coco.yml`` (their
+``Weights:`` fields), and Sapiens' ``docs/POSE_README.md``, which points to the
+``noahcao/sapiens-pose-coco`` Hugging Face repository (``sapiens_host/pose/checkpoints/``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A published checkpoint: the zoo model it fits, its address and what is known of its hash."""
+
+    model: str
+    url: str
+    sha256: str | None = None  # the full hash, where published
+    sha256_prefix: str | None = None  # MMPose: the first 8 hex digits, embedded in the file name
+    num_keypoints: int = 17
+    reported: str = ""  # the accuracy its authors report
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+_MMPOSE = "https://download.openmmlab.com/mmpose"
+_VITPOSE = f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/td-hm_ViTPose-"
+_SAPIENS = "https://huggingface.co/noahcao/sapiens-pose-coco/resolve/main/sapiens_host/pose/checkpoints"
+
+
+def _mmpose(model: str, url: str, reported: str) -> Weights:
+    prefix = url.rsplit("-", 1)[-1].split("_", 1)[0]  # ...-216eae50_20230314.pth -> 216eae50
+    return Weights(model, url, sha256_prefix=prefix, reported=reported)
+
+
+def _sapiens(size: str, ap: int) -> Weights:
+    return Weights(f"sapiens-{size}", f"{_SAPIENS}/sapiens_{size}/sapiens_{size}_coco_best_coco_AP_{ap}.pth",
+                   reported=f"COCO AP {ap / 10:.1f} (Sapiens' detector boxes, AP_H 70)")
+
+
+WEIGHTS: dict[str, Weights] = {
+    "vitpose-s-coco": _mmpose("vitpose-s", f"{_VITPOSE}small_8xb64-210e_coco-256x192-62d7a712_20230314.pth",
+                              "COCO val AP 73.9"),
+    "vitpose-b-coco": _mmpose("vitpose-b", f"{_VITPOSE}base_8xb64-210e_coco-256x192-216eae50_20230314.pth",
+                              "COCO val AP 75.7"),
+    "vitpose-l-coco": _mmpose("vitpose-l", f"{_VITPOSE}large_8xb64-210e_coco-256x192-53609f55_20230314.pth",
+                              "COCO val AP 78.2"),
+    "vitpose-h-coco": _mmpose("vitpose-h", f"{_VITPOSE}huge_8xb64-210e_coco-256x192-e32adcd4_20230314.pth",
+                              "COCO val AP 78.8"),
+    "vitpose-s-simple-coco": _mmpose(
+        "vitpose-s-simple", f"{_VITPOSE}small-simple_8xb64-210e_coco-256x192-4c101a76_20230314.pth",
+        "COCO val AP 73.6"),
+    "vitpose-b-simple-coco": _mmpose(
+        "vitpose-b-simple", f"{_VITPOSE}base-simple_8xb64-210e_coco-256x192-0b8234ea_20230407.pth",
+        "COCO val AP 75.6"),
+    "vitpose-l-simple-coco": _mmpose(
+        "vitpose-l-simple", f"{_VITPOSE}large-simple_8xb64-210e_coco-256x192-3a7ee9e1_20230314.pth",
+        "COCO val AP 78.1"),
+    "vitpose-h-simple-coco": _mmpose(
+        "vitpose-h-simple", f"{_VITPOSE}huge-simple_8xb64-210e_coco-256x192-ffd48c05_20230314.pth",
+        "COCO val AP 78.9"),
+    # MMPose 1.x lists its MMPose 0.x files for these (keypoint_head.* names; converted on load)
+    "hrnet-w32-coco": _mmpose("hrnet-w32", f"{_MMPOSE}/top_down/hrnet/hrnet_w32_coco_256x192-c78dce93_20200708.pth",
+                              "COCO val AP 74.6"),
+    "hrnet-w48-coco": _mmpose("hrnet-w48", f"{_MMPOSE}/top_down/hrnet/hrnet_w48_coco_256x192-b9e0b3ab_20200708.pth",
+                              "COCO val AP 75.6"),
+    "hrformer-s-coco": _mmpose(
+        "hrformer-s", f"{_MMPOSE}/top_down/hrformer/hrformer_small_coco_256x192-5310d898_20220316.pth",
+        "COCO val AP 73.8"),
+    "hrformer-b-coco": _mmpose(
+        "hrformer-b", f"{_MMPOSE}/top_down/hrformer/hrformer_base_coco_256x192-6f5f1169_20220316.pth",
+        "COCO val AP 75.4"),
+    "sapiens-0.3b-coco": _sapiens("0.3b", 796),
+    "sapiens-0.6b-coco": _sapiens("0.6b", 812),
+    "sapiens-1b-coco": _sapiens("1b", 821),
+    "sapiens-2b-coco": _sapiens("2b", 822),
+}
+
+
+class WeightsDownloadError(RuntimeError):
+    """A named checkpoint could not be fetched (offline, server error) -- nothing was written to the cache."""
+
+
+class ChecksumError(WeightsDownloadError):
+    """A download's sha256 differs from the published one -- the file was discarded."""
+
+
+def cache_dir() -> Path:
+    """Where named weights are kept: ``$SAGEPOSE_CACHE`` or ``~/.cache/sagepose``."""
+    return Path(os.environ.get("SAGEPOSE_CACHE") or Path.home() / ".cache" / "sagepose")
+
+
+def cached_path(name: str) -> Path:
+    """The cache file of a named checkpoint (it may not exist yet)."""
+    weights = _entry(name)
+    return cache_dir() / "weights" / name / weights.filename
+
+
+def _entry(name: str) -> Weights:
+    if name not in WEIGHTS:
+        raise KeyError(f"unknown named weights {name!r}; known: {', '.join(sorted(WEIGHTS))}")
+    return WEIGHTS[name]
+
+
+def _check(weights: Weights, digest: str, name: str, url: str) -> None:
+    if weights.sha256 and digest != weights.sha256.lower():
+        raise ChecksumError(f"{name}: {url} has sha256 {digest}, expected {weights.sha256}; download discarded")
+    if weights.sha256_prefix and not digest.startswith(weights.sha256_prefix.lower()):
+        raise ChecksumError(f"{name}: {url} has sha256 {digest}, which does not start with the published "
+                            f"{weights.sha256_prefix}; download discarded")
+
+
+def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """The local path of a named checkpoint, downloading it first if it is not cached.
+
+    A cached file is used as is (it was verified when it was downloaded). A download streams into
+    a temporary file beside the destination, is hashed on the way, and is renamed into place only
+    when complete and matching the published hash; anything else raises and leaves no file.
+    """
+    weights = _entry(name)
+    dest = cached_path(name)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    url = weights.url
+    sha = hashlib.sha256()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "sagepose"})
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done, shown = 0, -1
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                sha.update(chunk)
+                done += len(chunk)
+                if progress and total and (pct := 100 * done // total) // 10 != shown:
+                    shown = pct // 10
+                    print(f"\r{name}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB", end="", flush=True)
+            if progress and total:
+                print()
+            if total and done != total:
+                raise WeightsDownloadError(f"{name}: {url} ended after {done} of {total} bytes; try again")
+        _check(weights, sha.hexdigest(), name, url)
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as e:
+        raise WeightsDownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        raise WeightsDownloadError(
+            f"{name}: cannot download {url} ({reason}). Offline? Fetch the file on a connected machine and "
+            f"put it at {dest}, or pass it directly: sagepose.load({weights.model!r}, checkpoint=PATH)") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
