@@ -1,6 +1,7 @@
 """User-facing entry points: ``sagepose.load(name_or_config, checkpoint, device)`` and :func:`convert`."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -67,6 +68,15 @@ def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
     return model.to(device).eval()
 
 
+@functools.cache
+def _zoo_shapes(name: str, num_keypoints: int) -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
+    """A zoo model's parameter shapes and its definition-only buffer names (built on the meta device)."""
+    with torch.device("meta"):
+        net = build_model(name, num_keypoints=num_keypoints)
+    own = {n: tuple(v.shape) for n, v in net.state_dict().items()}
+    return own, frozenset(n for n, _ in net.named_buffers()) - set(own)  # mean / std: only traced files hold them
+
+
 def match_model(sd: dict, backbone_only: bool = False, fmt: str | None = None) -> tuple[str, int]:
     """The zoo model (name, keypoint count) whose parameters a sagepose-named state dict fills exactly.
 
@@ -80,17 +90,14 @@ def match_model(sd: dict, backbone_only: bool = False, fmt: str | None = None) -
     family = {"sapiens-pretrain": "sapiens", "mae": "vitpose"}.get(fmt or "", "")
     found = []
     for name in MODELS:
-        with torch.device("meta"):
-            try:
-                net = build_model(name, num_keypoints=k)
-                own = net.state_dict()
-            except (ValueError, KeyError):
-                continue
+        try:
+            own, definition = _zoo_shapes(name, k)
+        except (ValueError, KeyError):  # a builder that cannot take this keypoint count
+            continue
         want = {n for n in own if not (backbone_only and n.startswith("head."))}
-        definition = {n for n, _ in net.named_buffers()} - set(own)  # mean / std: in traced files only
         if want != set(sd) - definition:
             continue
-        resized = [n for n in want if tuple(own[n].shape) != tuple(sd[n].shape)]
+        resized = [n for n in want if own[n] != tuple(sd[n].shape)]
         if set(resized) - {"backbone.pos_embed"}:
             continue
         found.append((not resized, name.startswith(family), name))

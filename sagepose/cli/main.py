@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "train": "train from a YAML recipe: sagepose train CONFIG [key=value ...]",
     "test": "evaluate a checkpoint: sagepose test CONFIG --checkpoint F [key=value ...]",
     "infer": "predict keypoints on an image or folder; write results json and renders",
+    "convert": "any supported checkpoint (MMPose, ViTPose, Sapiens, TorchScript, .pt2) -> a sagepose checkpoint",
 }
 
 
