@@ -19,7 +19,9 @@ Sources (read 2025): MMPose's model-zoo index files
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -155,15 +157,17 @@ def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
                 done += len(chunk)
                 if progress and total and (pct := 100 * done // total) // 10 != shown:
                     shown = pct // 10
-                    print(f"\r{name}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB", end="", flush=True)
+                    print(f"\r{name}: {done >> 20} / {total >> 20} MiB", end="", file=sys.stderr, flush=True)
             if progress and total:
-                print()
+                print(file=sys.stderr)
             if total and done != total:
                 raise WeightsDownloadError(f"{name}: {url} ended after {done} of {total} bytes; try again")
         _check(weights, sha.hexdigest(), name, url)
         os.replace(tmp, dest)
     except urllib.error.HTTPError as e:
         raise WeightsDownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from e
+    except http.client.HTTPException as e:  # e.g. IncompleteRead: the server closed mid-file
+        raise WeightsDownloadError(f"{name}: the download of {url} broke off ({type(e).__name__}); try again") from e
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
         raise WeightsDownloadError(
