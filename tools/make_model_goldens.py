@@ -9,6 +9,10 @@ runs ``inference_topdown`` with flip test on the synthetic image and on a real C
 and writes ``tests/goldens/models/<model>__<image>.npz`` holding the key list, per-tensor
 checksums, the network input crops, raw and fused heatmaps, keypoints, scores and the
 argmax margins (keypoints are only comparable where the margin is >= 1e-3).
+
+HRNet / HRFormer goldens are compact: heatmaps on every second row and column, the crops as
+an md5 (the tests cut them from the image), the key list in the synthetic file only.
+``--models NAME ...`` regenerates only those parity goldens.
 """
 import argparse
 import hashlib
@@ -42,6 +46,18 @@ SAPIENS = {"sapiens-0.3b": (1024, 24, 16, 4096), "sapiens-0.6b": (1280, 32, 16, 
 VERSIONS = dict(mmpose=mmpose.__version__, torch=torch.__version__, numpy=np.__version__,
                 python=platform.python_version())
 PARITY_MODELS = ("vitpose-b", "vitpose-b-simple")
+# sagepose zoo name -> MMPose config file (COCO 256x192)
+HR_CONFIGS = {
+    "hrnet-w32": "td-hm_hrnet-w32_8xb64-210e_coco-256x192.py",
+    "hrnet-w32-udp": "td-hm_hrnet-w32_udp-8xb64-210e_coco-256x192.py",
+    "hrnet-w32-dark": "td-hm_hrnet-w32_dark-8xb64-210e_coco-256x192.py",
+    "hrnet-w48": "td-hm_hrnet-w48_8xb32-210e_coco-256x192.py",
+    "hrnet-w48-udp": "td-hm_hrnet-w48_udp-8xb32-210e_coco-256x192.py",
+    "hrnet-w48-dark": "td-hm_hrnet-w48_dark-8xb32-210e_coco-256x192.py",
+    "hrformer-s": "td-hm_hrformer-small_8xb32-210e_coco-256x192.py",
+    "hrformer-b": "td-hm_hrformer-base_8xb32-210e_coco-256x192.py",
+}
+HR_PARITY_MODELS = ("hrnet-w32", "hrnet-w32-udp", "hrnet-w32-dark", "hrformer-b", "hrnet-w48", "hrformer-s")
 # Real image: two ground-truth person boxes (COCO xywh) of 000000196141.jpg, one touching the border.
 REAL_IMAGE, REAL_BOXES_XYWH = "000000196141.jpg", [[247.76, 74.23, 169.67, 300.78],
                                                    [453.77, 206.81, 177.23, 210.87]]
@@ -50,6 +66,8 @@ REAL_IMAGE, REAL_BOXES_XYWH = "000000196141.jpg", [[247.76, 74.23, 169.67, 300.7
 def mmpose_config(name):
     """MMPose config equivalent to a sagepose zoo model, and the number of BN-affine parameters that
     sagepose's version does not have (Sapiens' head uses non-affine InstanceNorm where MMPose has BN)."""
+    if name in HR_CONFIGS:
+        return Config.fromfile(os.path.join(CFG_DIR, HR_CONFIGS[name])), 0
     if name.removesuffix("-simple") in VITPOSE:
         size = VITPOSE[name.removesuffix("-simple")]
         simple = "-simple" if name.endswith("-simple") else ""
@@ -81,7 +99,8 @@ def mmpose_config(name):
 def param_count(name):
     cfg, bn_affine = mmpose_config(name)
     cfg.model.backbone.init_cfg = None
-    with torch.device("meta"):
+    # HRFormer reads its drop-path rates with .item(): it cannot be built on the meta device
+    with torch.device("cpu" if name.startswith("hrformer") else "meta"):
         model = MODELS.build(cfg.model)
     return sum(p.numel() for p in model.parameters()) - bn_affine
 
@@ -117,13 +136,15 @@ def decode_sensitivity(decoder, heatmaps, scale, input_size, rel=1e-5, trials=4)
     return out
 
 
-def run_parity(name, seed=0):
+def run_parity(name, seed=0, compact=False):
     cfg, _ = mmpose_config(name)
     cfg.model.backbone.init_cfg = None
     model = init_model(cfg, checkpoint=None, device="cpu")
     keys = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     weights = deterministic_weights(keys, seed)
-    model.load_state_dict(weights, strict=True)
+    # HRFormer's relative_position_index buffers are constants of the window size, not weights: kept
+    constants = {k: v for k, v in model.state_dict().items() if k.endswith("relative_position_index")}
+    model.load_state_dict({**weights, **constants}, strict=True)
     model.eval()
     model.test_cfg["output_heatmaps"] = True
     checksums = np.array([float(v.double().sum()) for v in weights.values()], np.float64)
@@ -168,6 +189,8 @@ def run_parity(name, seed=0):
                    input_scale=np.stack([r.metainfo["input_scale"] for r in res]).astype(np.float32),
                    flip_indices=np.asarray(res[0].metainfo["flip_indices"]),
                    versions=np.array(json.dumps(VERSIONS)))
+        if compact:
+            out = compact_golden(out, keep_keys=tag == "synthetic")
         file = os.path.join(OUT, f"{name}__{tag}.npz")
         np.savez_compressed(file, **out)
         summary[tag] = dict(file=os.path.relpath(file, ROOT), kb=round(os.path.getsize(file) / 1024),
@@ -178,16 +201,31 @@ def run_parity(name, seed=0):
     return summary
 
 
+def compact_golden(out, keep_keys):
+    """Only what the HRNet / HRFormer tests need, in float32: heatmaps on every second row and column,
+    the crops as an md5 of their bytes, the key list and checksums in one file per model."""
+    crops = out.pop("crops_bgr")
+    out["crops_md5"] = np.array(hashlib.md5(np.ascontiguousarray(crops).tobytes()).hexdigest())
+    out["heatmaps_raw"] = np.ascontiguousarray(out["heatmaps_raw"][..., ::2, ::2])
+    out["heatmaps_final"] = np.ascontiguousarray(out["heatmaps_final"][..., ::2, ::2])
+    if not keep_keys:
+        for key in ("keys", "shapes", "checksums"):
+            out.pop(key)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-counts", action="store_true")
     ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--models", nargs="+", choices=[*PARITY_MODELS, *HR_PARITY_MODELS],
+                    help="parity goldens to write (default: all)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     init_default_scope("mmpose")
     os.makedirs(OUT, exist_ok=True)
     if not a.skip_counts:
-        names = [*(n for v in VITPOSE for n in (v, f"{v}-simple")), *SAPIENS, "vit-tiny"]
+        names = [*(n for v in VITPOSE for n in (v, f"{v}-simple")), *SAPIENS, "vit-tiny", *HR_CONFIGS]
         counts = {n: param_count(n) for n in names}
         with open(os.path.join(OUT, "param_counts.json"), "w") as f:
             note = ("MMPose 1.3.2 builds of the equivalent configs (tools/make_model_goldens.py); Sapiens "
@@ -195,8 +233,8 @@ def main():
             json.dump(dict(note=note, counts=counts), f, indent=1)
         print(json.dumps(counts, indent=1))
     if not a.skip_parity:
-        for name in PARITY_MODELS:
-            print(name, json.dumps(run_parity(name)))
+        for name in a.models or [*PARITY_MODELS, *HR_PARITY_MODELS]:
+            print(name, json.dumps(run_parity(name, compact=name in HR_PARITY_MODELS)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 ``build_model("vitpose-b")`` gives MMPose's ``td-hm_ViTPose-base_8xb64-210e_coco-256x192``
 (classic decoder, UDP heatmaps with sigma 2 at 256x192, 17 COCO keypoints, flip test);
 ``"vitpose-b-simple"`` its simple-decoder variant; ``"sapiens-1b"`` Sapiens' COCO pose
-model at 1024x768; ``"vit-tiny"`` the small CPU demo model.
+model at 1024x768; ``"vit-tiny"`` the small CPU demo model; ``"hrnet-w32"`` / ``"hrnet-w48"``
+(MSRA heatmaps, ``-udp`` and ``-dark`` variants) and ``"hrformer-s"`` / ``"hrformer-b"`` MMPose's
+``td-hm_hrnet-*`` / ``td-hm_hrformer-*`` COCO 256x192 configs.
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from sagepose.keypoints import COCO17, KeypointSchema, get_schema
 from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.heads import HeatmapHead
+from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
+from sagepose.models.hrnet import HRNET_SIZES, HRNet
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 
 # Published fine-tuning drop-path rates (MMPose's ViTPose configs); Sapiens uses none.
 VITPOSE_DROP_PATH = {"vitpose-s": 0.1, "vitpose-b": 0.3, "vitpose-l": 0.5, "vitpose-h": 0.55}
+HRFORMER_DROP_PATH = {"hrformer-s": 0.1, "hrformer-b": 0.2}
 
 
 def generic_schema(num_keypoints: int) -> KeypointSchema:
@@ -73,6 +78,37 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
                             heatmap_output=heatmap_output)
 
 
+def _topdown_hr(size: str, codec_base: dict, input_size: tuple[int, int] = (192, 256), sigma: float = 2.0, *,
+                schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0, grad_checkpointing: bool = False,
+                flip_test: bool = True, codec: dict | None = None, arch: dict | None = None,
+                heatmap_output: str = "raw") -> TopDownEstimator:
+    """HRNet / HRFormer + a 1x1-conv heatmap head on the stride-4 branch + ``codec_base`` (heatmaps input / 4).
+
+    ``arch`` overrides backbone numbers (:class:`HRNet` / :class:`HRFormer` arguments, e.g. ``widths``) or
+    head numbers; ``codec`` overrides codec arguments. HRNet has no stochastic depth (``drop_path_rate`` 0).
+    """
+    w, h = input_size
+    family, sizes = (HRFormer, HRFORMER_SIZES) if size in HRFORMER_SIZES else (HRNet, HRNET_SIZES)
+    arch = dict(arch or {})
+    head_args = {k: arch.pop(k) for k in _HEAD_ARGS if k in arch}
+    known = [k for k in inspect.signature(family).parameters if k not in ("drop_path_rate", "grad_checkpointing")]
+    unknown = set(arch) - set(known)
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, [*known, *_HEAD_ARGS], n=1) for k in sorted(unknown)}
+        raise ValueError(f"model.arch: unknown keys {hints} (key: did-you-mean); known: {[*known, *_HEAD_ARGS]}")
+    backbone_args = {**sizes[size], "grad_checkpointing": grad_checkpointing, **arch}
+    if family is HRFormer:
+        backbone_args["drop_path_rate"] = drop_path_rate
+    elif drop_path_rate:
+        raise ValueError(f"{size}: HRNet has no stochastic depth; drop_path_rate must be 0, got {drop_path_rate}")
+    backbone = family(**backbone_args)
+    head = HeatmapHead(backbone.out_channels, schema.num_keypoints, **{"deconv_channels": (), **head_args})
+    codec_module = build_codec({**codec_base, "input_size": (w, h), "heatmap_size": (w // 4, h // 4), "sigma": sigma,
+                                **(codec or {})})
+    return TopDownEstimator(backbone, head, codec_module, schema, (w, h), flip_test=flip_test,
+                            heatmap_output=heatmap_output)
+
+
 MODELS = {}
 for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
     _defaults = dict(input_size=(192, 256), sigma=2.0, drop_path_rate=VITPOSE_DROP_PATH[_size])
@@ -82,6 +118,12 @@ for _size in ("sapiens-0.3b", "sapiens-0.6b", "sapiens-1b", "sapiens-2b"):
     MODELS[_size] = partial(_topdown_vit, _size, "sapiens", input_size=(768, 1024), sigma=6.0)
 MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=1.5)
 assert all(name.removesuffix("-simple") in VIT_SIZES for name in MODELS)
+for _size in HRNET_SIZES:  # MMPose's td-hm_hrnet-w{32,48}[_udp|_dark]-*_coco-256x192 configs
+    MODELS[_size] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap"))
+    MODELS[f"{_size}-udp"] = partial(_topdown_hr, _size, dict(type="UDPHeatmap"))
+    MODELS[f"{_size}-dark"] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap", unbiased=True))
+for _size in HRFORMER_SIZES:
+    MODELS[_size] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap"), drop_path_rate=HRFORMER_DROP_PATH[_size])
 
 
 def build_model(name: str, num_keypoints: int | None = None, schema: KeypointSchema | str | None = None,
