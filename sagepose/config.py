@@ -70,6 +70,12 @@ class OptimConfig:
     gamma: float = 0.1
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     grad_clip: float | None = 1.0
+    fused: bool = False  # torch's fused AdamW kernel (one launch per step; GPU or CPU)
+    # exponential moving average of the weights (Lightning's EMAWeightAveraging), 0 = off; when on,
+    # validation and the checkpoints' "state_dict" use the averaged weights, e.g. 0.9999
+    ema_decay: float = 0.0
+    # two phases in one run: train with the backbone frozen for this many epochs, then everything
+    freeze_backbone_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,22 @@ class TrainerConfig:
     precision: str = "32-true"  # or "bf16-mixed"
     accumulate_grad_batches: int = 1
     accelerator: str = "auto"
-    devices: Any = "auto"
-    strategy: str = "auto"
+    devices: Any = "auto"  # per node; under torchrun / SLURM it must match the processes per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # "ddp", "fsdp" or any Lightning strategy name
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (DDP)
+    fsdp_cpu_offload: bool = False  # FSDP keeps parameters, gradients and optimizer state in CPU memory
     seed: int = 0
     val_every_epochs: int = 10
     log_every_steps: int = 20
     progress_bar: bool = True
     use_joint_weights: bool = False  # weight the loss by the schema's joint weights
+    # checkpoints/last.ckpt is written at every epoch end and, when > 0, every this many optimizer steps
+    # (a mid-epoch resume point); checkpoints/best.ckpt by val AP; epoch-EEE.ckpt kept every N epochs (0: none)
+    checkpoint_every_steps: int = 0
+    keep_every_epochs: int = 0
+    # a step whose loss or gradient is not finite is skipped (no weight update); this many in a row stop the run
+    max_nonfinite_steps: int = 10
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,19 @@
       -> encode heatmap targets from keypoints (codec) -> model -> masked heatmap MSE
 
 Validation decodes with flip test, maps keypoints back to the image and scores them
-with pycocotools once per validation epoch (``val/AP`` drives the best checkpoint).
+with pycocotools once per validation epoch (``val/AP`` drives the best checkpoint). Under
+DDP / FSDP each rank validates its shard; the predictions are gathered once, keyed by each
+instance's dataset index, so every val instance is scored exactly once.
+
+A step whose loss or gradient is not finite is skipped: its gradients are dropped before the
+optimizer sees them (AdamW leaves a parameter without a gradient untouched: no update, no decay, no
+moment change) and BatchNorm statistics are put back; ``trainer.max_nonfinite_steps`` such steps in
+a row stop the run.
 """
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import lightning as L
@@ -34,22 +42,35 @@ class TopDownModule(L.LightningModule):
         self.register_buffer("joint_weights", torch.tensor(self.model.schema.joint_weights), persistent=False)
         self._val_outputs: list[dict] = []
         self.last_predictions: list[dict] = []
+        self.last_instances = np.zeros(0, np.int64)  # val dataset indices behind last_predictions, sorted
+        self.last_metrics: dict = {}
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss or gradient, in all
+        self.skipped_in_row = 0
+        self._step_bad: torch.Tensor | None = None  # any non-finite loss in this step's micro-batches
+        self._stats_before: list[torch.Tensor] = []
+        self._backbone_frozen = False
+        self._loader_state: dict | None = None  # a resumed run's position in its epoch, until training starts
 
     # ---- training -------------------------------------------------------------------------
     def _augment(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 BGR crops (B, H, W, 3) -> normalized float (B, 3, H, W), augmented on the device."""
         d = self.cfg.data
         gen = torch.Generator(device=crops.device)
-        gen.manual_seed(self.cfg.trainer.seed * 1_000_003 + self.global_step)
+        step = self.cfg.trainer.seed * 1_000_003 + self.global_step
+        gen.manual_seed(step * self.trainer.world_size + self.trainer.global_rank)
         if d.photometric_prob > 0:
             crops = batch_aug.photometric(crops, gen, batch_aug.PhotometricConfig(p=d.photometric_prob))
         if d.coarse_dropout_prob > 0:
             crops = batch_aug.coarse_dropout(crops, gen, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
         return self.model.normalize(crops)
 
-    def on_train_epoch_start(self):
-        # per-sample randomness is a function of (seed, epoch, index): tell the dataset the epoch
-        self.trainer.train_dataloader.dataset.set_epoch(self.current_epoch)
+    def on_train_batch_start(self, batch, batch_idx):
+        # phase one of a fine-tuning recipe: the head learns on a frozen backbone (checked every batch, so
+        # a run resumed mid-epoch is in the right phase too)
+        self._freeze_backbone(self.current_epoch < self.cfg.optim.freeze_backbone_epochs)
+        if batch_idx % self.trainer.accumulate_grad_batches == 0:  # the first micro-batch of an optimizer step
+            self._step_bad = torch.zeros((), dtype=torch.bool, device=self.device)
+            self._stats_before = [b.clone() for b in self._running_stats()]
 
     def training_step(self, batch, batch_idx):
         x = self._augment(batch["img"])
@@ -58,11 +79,91 @@ class TopDownModule(L.LightningModule):
             weights = weights * self.joint_weights
         loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
         loss, logs = loss_fn(self.model(x), targets, weights)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        # Not acted on here: every DDP rank must run backward; on_before_optimizer_step skips the step.
+        self._step_bad |= ~torch.isfinite(loss.detach())
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=x.shape[0])
         return loss
+
+    def _freeze_backbone(self, frozen: bool) -> None:
+        """Stop (or resume) training the backbone. Its parameters stay in the optimizer: without a gradient
+        AdamW leaves them as they are, and no activations are kept for their backward."""
+        if frozen != self._backbone_frozen:
+            self.model.backbone.requires_grad_(not frozen)
+            self._backbone_frozen = frozen
+
+    def _running_stats(self) -> list[torch.Tensor]:
+        """Floating-point persistent buffers (BatchNorm running statistics): a forward pass over a bad batch
+        writes them before any loss is seen."""
+        return [b for m in self.model.modules() for name, b in m.named_buffers(recurse=False)
+                if b.is_floating_point() and name not in m._non_persistent_buffers_set]
+
+    # ---- non-finite guard --------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer):
+        """Skip the step (drop every gradient, restore BatchNorm statistics) if its loss or gradient is not
+        finite on any rank; stop the run after ``trainer.max_nonfinite_steps`` such steps in a row."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        bad = self._step_bad.clone()
+        if grads:  # the norm of all gradients overflows or turns NaN iff some gradient is not finite
+            norms = torch._foreach_norm(grads)
+            total = torch.linalg.vector_norm(torch.stack([n.float().to(bad.device) for n in norms]))
+            bad |= ~torch.isfinite(total)
+        # every rank must take the same decision (their gradients may be sharded): one small reduction a step
+        if self.trainer.strategy.reduce(bad.float(), reduce_op="max").item() == 0:
+            self.skipped_in_row = 0
+            return
+        for p in self.parameters():
+            p.grad = None
+        for buf, before in zip(self._running_stats(), self._stats_before):
+            buf.copy_(before)
+        self.skipped_steps += 1
+        self.skipped_in_row += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        limit = self.cfg.trainer.max_nonfinite_steps
+        if self.skipped_in_row >= limit:
+            raise FloatingPointError(
+                f"stopping: {self.skipped_in_row} optimizer steps in a row (the last at step {self.global_step}) "
+                f"had a non-finite loss or gradient; they were skipped without updating the weights. Lower "
+                f"optim.lr, check the data, or raise trainer.max_nonfinite_steps (now {limit}); the last complete "
+                f"checkpoint is in {self.cfg.trainer.out_dir}/checkpoints/.")
+
+    # ---- checkpoint extras -------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning restores model, optimizer, scheduler, loops and callbacks (EMA, the loader's position);
+        # the global RNGs (drop path) and the guard's counters are ours. RNGs are rank 0's in a DDP run.
+        # (as tensors and tuples of ints: Lightning loads checkpoints with weights_only=True)
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        loader = self.trainer.train_dataloader if self.trainer.training else None
+        checkpoint["sagepose"] = {"rng": rng, "skipped_steps": self.skipped_steps,
+                                  "skipped_in_row": self.skipped_in_row,
+                                  "train_loader": loader.state_dict() if hasattr(loader, "state_dict") else None}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("sagepose")
+        if state is None:
+            return
+        self.skipped_steps, self.skipped_in_row = state["skipped_steps"], state["skipped_in_row"]
+        self._loader_state = state.get("train_loader")
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def on_train_start(self):
+        # Where a resumed epoch picks up. Lightning saves the loader's state_dict too, but when
+        # configure_optimizers asks for estimated_stepping_batches it builds the train loader before the
+        # checkpoint is restored and never hands that state back; so the position travels here as well.
+        loader = self.trainer.train_dataloader
+        if self._loader_state is not None and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(self._loader_state)
+        self._loader_state = None
 
     # ---- validation ------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
@@ -73,23 +174,31 @@ class TopDownModule(L.LightningModule):
         self._val_outputs.append({
             "image_id": batch["image_id"].cpu().numpy(), "keypoints": kpts.float().cpu().numpy(),
             "scores": scores.float().cpu().numpy(), "bbox_score": batch["bbox_score"].cpu().numpy(),
-            "area": batch["scale"].prod(-1).cpu().numpy()})
+            "area": batch["scale"].prod(-1).cpu().numpy(), "index": batch["index"].cpu().numpy()})
 
     def on_validation_epoch_end(self):
         outs, self._val_outputs = self._val_outputs, []
-        if not outs or self.val_gt_json is None:
+        if self.val_gt_json is None:
             return
-        cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-        if self.trainer.world_size > 1:
+        cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else None
+        if self.trainer.world_size > 1:  # every rank takes part, also one whose shard was empty
             gathered = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, cat)
-            cat = {k: np.concatenate([g[k] for g in gathered]) for k in cat}
+            gathered = [g for g in gathered if g is not None]
+            cat = {k: np.concatenate([g[k] for g in gathered]) for k in gathered[0]} if gathered else None
+        if cat is None:
+            return
+        cat = dedupe_instances(cat)
         results = make_results(cat["image_id"], cat["keypoints"], cat["scores"], cat["bbox_score"],
                                cat["area"], self.model.schema.sigmas_array())
-        self.last_predictions = results
-        metrics = evaluate_coco(self.val_gt_json, results, sigmas=self.model.schema.sigmas_array())
-        self.log_dict({f"val/{k}": float(v) for k, v in metrics.as_dict().items() if k != "num_predictions"},
-                      rank_zero_only=True, sync_dist=False)
+        self.last_predictions, self.last_instances = results, cat["index"]
+        # pycocotools once, on rank 0; every rank logs the same numbers (the best checkpoint reads them)
+        metrics = None
+        if self.trainer.is_global_zero:
+            metrics = evaluate_coco(self.val_gt_json, results, sigmas=self.model.schema.sigmas_array()).as_dict()
+        metrics = self.last_metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        logged = {f"val/{k}": float(v) for k, v in metrics.items() if k != "num_predictions"}
+        self.log_dict({**logged, "val/instances": float(len(cat["index"]))})
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
@@ -98,6 +207,16 @@ class TopDownModule(L.LightningModule):
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         scheduler = build_scheduler(optimizer, self.cfg.optim, per_epoch, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def dedupe_instances(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Gathered per-instance arrays -> one row per dataset ``index``, sorted by it.
+
+    A distributed sampler that pads uneven shards (Lightning's DistributedSampler does) repeats some
+    instances; the first copy is kept. Sorting makes the result independent of the number of ranks.
+    """
+    _, first = np.unique(cat["index"], return_index=True)
+    return {k: v[first] for k, v in cat.items()}
 
 
 def save_predictions(results: list[dict], path: str | Path) -> None:

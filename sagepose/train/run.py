@@ -1,26 +1,39 @@
-"""Entry points behind ``sagepose train`` / ``sagepose test`` (and the demo): plain code, no registry."""
+"""Entry points behind ``sagepose train`` / ``sagepose test`` (and the demo): plain code, no registry.
+
+One process or many: ``sagepose train CONFIG trainer.strategy=ddp trainer.devices=4`` under
+``torchrun --nproc_per_node 4`` (or ``srun`` under SLURM) -- Lightning reads the launcher's
+environment, this module only builds the Trainer and the per-rank data shards.
+"""
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from sagepose.config import Config, dump_config
+from sagepose.config import Config, ConfigError, dump_config
 
 # DataConfig fields that are TopDownSampler arguments of the same name
 _SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
                            "shift_factor", "shift_prob")
 
 
-def build_loaders(cfg: Config, model, train: bool = True):
-    """Train and val DataLoaders for a top-down model (val on GT boxes, or on ``data.det_json``)."""
+def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_size: int = 1, val: bool = True):
+    """Train and val DataLoaders for a top-down model (val on GT boxes, or on ``data.det_json``).
+
+    Each is rank ``rank``'s shard of ``world_size``: training shards are padded to equal length and
+    resumable mid-epoch (:class:`ResumableLoader`); val shards are uneven and hold each instance once.
+    """
     from sagepose.data import TopDownDataset, TopDownSampler, collate, load_coco, load_detections
+    from sagepose.train.sampling import ResumableLoader, ShardSampler
 
     d = cfg.data
     schema = model.schema
     common = dict(schema=schema, input_size=tuple(model.input_size), udp=model.codec.udp)
+    workers = dict(num_workers=d.num_workers, collate_fn=collate, persistent_workers=d.num_workers > 0)
     loaders = {}
     if train:
         if not d.train_json:
@@ -29,83 +42,149 @@ def build_loaders(cfg: Config, model, train: bool = True):
         sampler = TopDownSampler(**common, **augment)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
         ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed)
-        loaders["train"] = torch.utils.data.DataLoader(
-            ds, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers, collate_fn=collate,
-            drop_last=len(ds) > d.batch_size, persistent_workers=d.num_workers > 0,
-            generator=torch.Generator().manual_seed(cfg.trainer.seed))
-    if d.val_json:
+        shard = ShardSampler(len(ds), seed=cfg.trainer.seed, shuffle=True, rank=rank, world_size=world_size)
+        # the generator only seeds worker processes (the dataset's randomness is explicit); a loader of its
+        # own keeps the global RNG stream the same however often loaders are created (resume)
+        loaders["train"] = ResumableLoader(ds, shard, batch_size=d.batch_size, drop_last=len(shard) > d.batch_size,
+                                           generator=torch.Generator().manual_seed(cfg.trainer.seed), **workers)
+    if val and d.val_json:
         sampler = TopDownSampler(**common)
         if d.det_json:
             records = load_detections(d.det_json, d.val_json, schema=schema, image_root=d.image_root)
         else:
             records = load_coco(d.val_json, schema=schema, image_root=d.image_root, mode="val")
         ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed)
-        loaders["val"] = torch.utils.data.DataLoader(
-            ds, batch_size=d.val_batch_size, shuffle=False, num_workers=d.num_workers, collate_fn=collate,
-            persistent_workers=d.num_workers > 0)
+        shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
+        loaders["val"] = torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard, **workers)
     return loaders
 
 
+class TopDownData(L.LightningDataModule):
+    """The loaders of :func:`build_loaders` for Lightning, which asks for them once the process group is
+    up, so each rank builds its own shard."""
+
+    def __init__(self, cfg: Config, model):
+        super().__init__()
+        self.cfg, self.model = cfg, model
+
+    def _loaders(self, train: bool) -> dict:
+        return build_loaders(self.cfg, self.model, train=train, val=not train, rank=self.trainer.global_rank,
+                             world_size=self.trainer.world_size)
+
+    def train_dataloader(self):
+        return self._loaders(train=True)["train"]
+
+    def val_dataloader(self):
+        return self._loaders(train=False)["val"] if self.cfg.data.val_json else []
+
+
+def check_config(cfg: Config) -> None:
+    """Refuse, before any work, settings the training code does not support together."""
+    t, o = cfg.trainer, cfg.optim
+    if str(t.precision) in ("16", "16-mixed"):
+        raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
+                          "steps on its own, around the non-finite guard; use 'bf16-mixed'")
+    if t.max_nonfinite_steps < 1:
+        raise ConfigError(f"trainer.max_nonfinite_steps={t.max_nonfinite_steps}: must be at least 1")
+    if t.checkpoint_every_steps < 0 or t.keep_every_epochs < 0:
+        raise ConfigError("trainer.checkpoint_every_steps / keep_every_epochs: must be >= 0 (0 = off)")
+    if o.freeze_backbone_epochs < 0:
+        raise ConfigError(f"optim.freeze_backbone_epochs={o.freeze_backbone_epochs}: must be >= 0")
+    if not 0.0 <= o.ema_decay < 1.0:
+        raise ConfigError(f"optim.ema_decay={o.ema_decay}: must be in [0, 1) (0 = off)")
+    if o.ema_decay > 0 and t.strategy == "fsdp":
+        raise ConfigError("optim.ema_decay with trainer.strategy=fsdp: Lightning's weight averaging keeps a whole "
+                          "unsharded copy of the model; use ddp, or optim.ema_decay=0")
+    if t.fsdp_cpu_offload and t.strategy != "fsdp":
+        raise ConfigError("trainer.fsdp_cpu_offload needs trainer.strategy=fsdp")
+
+
+def build_strategy(cfg: Config):
+    """``trainer.strategy`` as Lightning takes it; "fsdp" shards per transformer block."""
+    t = cfg.trainer
+    if t.strategy == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        from sagepose.models.vit import Block
+
+        # one FSDP unit per ViT block; activation checkpointing by the same policy (fit turns the
+        # backbone's own off), and full state dicts, so a checkpoint loads anywhere
+        return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", cpu_offload=t.fsdp_cpu_offload,
+                            activation_checkpointing_policy={Block} if cfg.model.grad_checkpointing else None)
+    if t.strategy == "ddp" and cfg.optim.freeze_backbone_epochs > 0:
+        return "ddp_find_unused_parameters_true"  # a frozen backbone has no gradients for DDP to reduce
+    return t.strategy
+
+
 def _trainer(cfg: Config, out_dir: Path, callbacks=()):
-    import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
+
+    from sagepose.train.checkpoints import AtomicCheckpointIO
 
     t = cfg.trainer
     max_time = None if t.max_time_minutes is None else {"minutes": t.max_time_minutes}
     return L.Trainer(
         default_root_dir=str(out_dir), max_epochs=t.max_epochs, max_steps=t.max_steps,
         max_time=max_time, precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(cfg),
+        sync_batchnorm=t.sync_batchnorm, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
         gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=t.val_every_epochs,
         log_every_n_steps=t.log_every_steps, enable_progress_bar=t.progress_bar,
         logger=TensorBoardLogger(str(out_dir), name="logs", version=""), callbacks=list(callbacks),
         num_sanity_val_steps=0)
 
 
-def fit(cfg: Config, resume: bool = False) -> dict:
-    """Train per ``cfg``; writes ``OUT/config.yaml``, ``OUT/checkpoints/{best,last}.ckpt``, TensorBoard logs.
+def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
+    """Train per ``cfg``; writes ``OUT/config.yaml``, ``OUT/checkpoints/*.ckpt``, TensorBoard logs.
 
-    Returns paths and the best val AP.
+    ``resume``: continue from the newest complete checkpoint in ``OUT/checkpoints`` (weights, optimizer,
+    schedule, EMA, RNG state and the position in the epoch, so the run goes on as if never stopped).
+    ``callbacks``: extra Lightning callbacks. Returns paths and the best val AP.
     """
-    import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor
 
+    from sagepose.train.checkpoints import checkpoint_callbacks, find_resume_checkpoint
     from sagepose.train.module import TopDownModule
 
+    check_config(cfg)
     out = Path(cfg.trainer.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
-    print(f"resolved config (saved to {out / 'config.yaml'}):\n{dump_config(cfg)}")
+    ckpt_dir = out / "checkpoints"
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(cfg))
+        print(f"resolved config (saved to {out / 'config.yaml'}):\n{dump_config(cfg)}")
+    resume_path = find_resume_checkpoint(ckpt_dir) if resume else None
+    if resume:
+        rank_zero_info(f"resuming from {resume_path}" if resume_path else
+                       f"--resume: no complete checkpoint in {ckpt_dir}; starting from scratch")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
-    loaders = build_loaders(cfg, module.model)
-    ckpt_dir = out / "checkpoints"
-    has_val = "val" in loaders
-    # one callback writes both: best by val AP (when validating) and last after every epoch
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val/AP" if has_val else None,
-                                 mode="max", save_top_k=1 if has_val else 0, save_last=True,
-                                 enable_version_counter=False)
-    callbacks = [checkpoint, LearningRateMonitor(logging_interval="step")]
-    trainer = _trainer(cfg, out, callbacks)
-    resume_path = ckpt_dir / "last.ckpt" if resume and (ckpt_dir / "last.ckpt").exists() else None
+    if cfg.trainer.strategy == "fsdp":
+        module.model.backbone.grad_checkpointing = False  # FSDP's checkpointing policy does it (build_strategy)
+    checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor="val/AP" if cfg.data.val_json else None)
+    extra = [LearningRateMonitor(logging_interval="step")]
+    if cfg.optim.ema_decay > 0:
+        extra.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
+    trainer = _trainer(cfg, out, [*checkpoints, *extra, *callbacks])
     start = time.time()
-    trainer.fit(module, loaders["train"], loaders.get("val"), ckpt_path=resume_path)
-    best = checkpoint.best_model_path if has_val else ""
-    summary = {"best_checkpoint": best or str(ckpt_dir / "last.ckpt"),
-               "last_checkpoint": str(ckpt_dir / "last.ckpt"),
-               "best_val_AP": float(checkpoint.best_model_score) if has_val and checkpoint.best_model_score
-               is not None else None,
-               "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    trainer.fit(module, datamodule=TopDownData(cfg, module.model), ckpt_path=resume_path)
+    best = next((c for c in checkpoints if c.monitor), None)
+    last = str(ckpt_dir / "last.ckpt")
+    summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
+               "best_val_AP": float(best.best_model_score) if best and best.best_model_score is not None else None,
+               "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step,
+               "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None}
+    if trainer.is_global_zero:
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None) -> dict:
-    """Evaluate a checkpoint on ``data.val_json`` (GT boxes or ``data.det_json``).
+    """Evaluate a checkpoint on ``data.val_json`` (GT boxes or ``data.det_json``), sharded over the ranks
+    of ``trainer.strategy`` / ``devices`` when launched so.
 
     Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``; returns the metrics.
     """
-    from sagepose.eval import evaluate_coco
     from sagepose.models.checkpoint import load_checkpoint
     from sagepose.train.module import TopDownModule, save_predictions
 
@@ -115,22 +194,22 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
     module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
     if checkpoint:
         load_checkpoint(module.model, checkpoint)
-    loaders = build_loaders(cfg, module.model, train=False)
-    _trainer_eval(cfg).validate(module, loaders["val"], verbose=False)
-    results = module.last_predictions
-    save_predictions(results, out / "predictions.json")
-    metrics = evaluate_coco(cfg.data.val_json, results, sigmas=module.model.schema.sigmas_array()).as_dict()
+    trainer = _trainer_eval(cfg)
+    trainer.validate(module, datamodule=TopDownData(cfg, module.model), verbose=False)
+    metrics = dict(module.last_metrics)
     metrics.update(checkpoint=str(checkpoint), val_json=str(cfg.data.val_json),
-                   predictions=str(out / "predictions.json"))
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    tmp.replace(out / "metrics.json")
+                   predictions=str(out / "predictions.json"), instances=len(module.last_instances))
+    if trainer.is_global_zero:
+        save_predictions(module.last_predictions, out / "predictions.json")
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=1))
+        tmp.replace(out / "metrics.json")
     return metrics
 
 
 def _trainer_eval(cfg: Config):
-    import lightning as L
-
     t = cfg.trainer
-    return L.Trainer(accelerator=t.accelerator, devices=1, precision=t.precision, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=t.progress_bar, enable_model_summary=False)
+    strategy = "auto" if t.strategy == "fsdp" else build_strategy(cfg)  # inference needs no sharded optimizer
+    return L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+                     precision=t.precision, use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=t.progress_bar, enable_model_summary=False)

@@ -1,0 +1,87 @@
+"""Which samples each process sees, and where in the epoch a resumed run picks up.
+
+:class:`ShardSampler` gives one rank its share of an epoch: a permutation of the dataset that is a
+pure function of ``(seed, epoch)``, dealt round-robin to the ranks. With the dataset's own per-sample
+randomness a function of ``(seed, epoch, index)``, every sample's crop and augmentation are the same
+for any number of processes, and the union of the ranks' k-th batches is the single-process run's
+k-th batch of the same global size -- so a DDP run follows the single-process loss curve.
+
+:class:`ResumableLoader` is a DataLoader that Lightning checkpoints: it reports ``(epoch, batches
+consumed)`` through ``state_dict`` and, restored from a mid-epoch checkpoint, skips exactly those
+batches' indices (without loading them), so a resumed run sees the batches the killed one would have.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Indices for rank ``rank`` of ``world_size`` in the current epoch (set with :meth:`set_epoch`).
+
+    ``shuffle``: a seeded permutation per epoch, else ``0 .. n - 1`` in order. ``pad``: repeat the
+    first indices so every rank gets ``ceil(n / world_size)`` (training: DDP needs equal step counts);
+    ``pad=False`` gives uneven shards that hold every index exactly once (evaluation).
+    ``start`` skips that many of this rank's indices in the next iteration only (resume).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 pad: bool = True):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"ShardSampler: rank {rank} is not in 0 .. {world_size - 1}")
+        self.n, self.seed, self.shuffle, self.pad = n, seed, shuffle, pad
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0  # a skip belongs to the epoch it was restored for
+        self.epoch = epoch
+
+    def indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, before any ``start`` skip."""
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle \
+            else np.arange(self.n)
+        if self.pad and self.n % self.world_size:
+            order = np.concatenate([order, order[: self.world_size - self.n % self.world_size]])
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return iter(self.indices()[start:].tolist())
+
+    def __len__(self) -> int:
+        if self.pad:
+            return -(-self.n // self.world_size)
+        return len(range(self.rank, self.n, self.world_size))
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader over a :class:`ShardSampler` whose position in the epoch is saved in checkpoints.
+
+    Lightning calls :meth:`state_dict` when it writes a checkpoint and :meth:`load_state_dict` when it
+    resumes mid-epoch. Each iteration also tells the dataset its epoch (``dataset.set_epoch``), so
+    augmentation follows the sampler's epoch however the run was started.
+    """
+
+    def __init__(self, dataset, sampler: ShardSampler, **kwargs):
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.position = 0  # batches of the current epoch handed to the training loop
+
+    def __iter__(self):
+        # A generator: the worker processes are fed indices at the first batch, after Lightning has set
+        # this epoch (it creates the iterator of a run's first epoch before calling set_epoch).
+        self.position = self.sampler.start // self.batch_size
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.sampler.epoch)
+        for batch in super().__iter__():
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_epoch(int(state["epoch"]))
+        self.sampler.start = int(state["batches"]) * self.batch_size
