@@ -93,10 +93,10 @@ class TopDownModule(L.LightningModule):
             self._backbone_frozen = frozen
 
     def _running_stats(self) -> list[torch.Tensor]:
-        """Floating-point persistent buffers (BatchNorm running statistics): a forward pass over a bad batch
+        """Persistent buffers (BatchNorm running statistics and counters): a forward pass over a bad batch
         writes them before any loss is seen."""
         return [b for m in self.model.modules() for name, b in m.named_buffers(recurse=False)
-                if b.is_floating_point() and name not in m._non_persistent_buffers_set]
+                if name not in m._non_persistent_buffers_set]
 
     # ---- non-finite guard --------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer):

@@ -1,0 +1,132 @@
+"""Steps with a non-finite loss or gradient are skipped without touching the weights; gradient accumulation
+adds up to the full batch's gradient; a frozen backbone stays frozen for its phase."""
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from sagepose.config import load_config
+from sagepose.data.synth import generate_dataset
+from sagepose.train.run import fit
+
+NAN = float("nan")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, 16, seed=1, split="train")  # 39 people: a full batch of 32
+    return root
+
+
+def _cfg(data, out, *extra):
+    return load_config(None, [
+        f"data.train_json={data / 'train.json'}", f"trainer.out_dir={out}", "model.name=vit-tiny",
+        "model.arch={'depth': 1, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}", "data.batch_size=8",
+        "data.num_workers=0", "optim.warmup_iters=0", "optim.lr=1e-3", "trainer.max_epochs=1",
+        "trainer.progress_bar=false", "trainer.accelerator=cpu", *extra])
+
+
+class Recorder(Callback):
+    """Parameters and BatchNorm statistics after every optimizer step; optional sabotage at given steps."""
+
+    def __init__(self, nan_output_steps=(), nan_grad_steps=()):
+        self.nan_output_steps, self.nan_grad_steps = set(nan_output_steps), set(nan_grad_steps)
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        model = pl_module.model
+        # NaN heatmaps (so a NaN loss) in the chosen steps, as a bad batch or an overflow would give
+        model.head.register_forward_hook(
+            lambda m, i, out: out * NAN if trainer.global_step in self.nan_output_steps else out)
+        # a NaN gradient behind a finite loss
+        model.head.final_conv.weight.register_hook(
+            lambda g: g * NAN if trainer.global_step in self.nan_grad_steps else g)
+        self.states.append(self._state(pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            self.states.append(self._state(pl_module))
+
+    @staticmethod
+    def _state(pl_module):
+        return {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_step_is_skipped_with_weights_and_batchnorm_stats_unchanged(data, tmp_path):
+    rec = Recorder(nan_output_steps={1})
+    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=3"), callbacks=[rec])
+    before, after_skip, after_next = rec.states[1], rec.states[2], rec.states[3]
+    assert _same(before, after_skip)  # weights and BatchNorm running statistics, bit for bit
+    assert "backbone.patch_embed.1.running_mean" in before  # (the stem has BatchNorm)
+    assert not _same(after_skip, after_next)  # and training goes on
+    assert all(torch.isfinite(v).all() for v in after_next.values() if v.is_floating_point())
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 3
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    steps = {int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()}
+    assert steps == {2}  # AdamW stepped twice: the skipped step moved neither weights nor moments
+
+
+def test_nan_gradient_behind_a_finite_loss_is_skipped(data, tmp_path):
+    rec = Recorder(nan_grad_steps={0})
+    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2"), callbacks=[rec])
+    assert _same(rec.states[0], rec.states[1]) and not _same(rec.states[1], rec.states[2])
+    assert summary["skipped_steps"] == 1
+
+
+def test_a_nan_micro_batch_skips_the_whole_accumulated_step(data, tmp_path):
+    class NanSecondMicroBatch(Recorder):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.nan_output_steps = {0} if batch_idx == 1 else set()
+
+    rec = NanSecondMicroBatch()
+    fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2", "trainer.accumulate_grad_batches=2"), callbacks=[rec])
+    assert _same(rec.states[0], rec.states[1]) and not _same(rec.states[1], rec.states[2])
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_the_run_with_a_clear_message(data, tmp_path):
+    rec = Recorder(nan_output_steps=set(range(100)))
+    cfg = _cfg(data, tmp_path / "run", "trainer.max_nonfinite_steps=3")
+    with pytest.raises(FloatingPointError, match=r"3 optimizer steps in a row .* non-finite loss or gradient"):
+        fit(cfg, callbacks=[rec])
+    assert all(_same(rec.states[0], s) for s in rec.states[1:])  # never updated with NaN
+
+
+def test_accumulating_4_batches_of_8_gives_the_gradient_of_one_batch_of_32(data, tmp_path):
+    class FirstGradient(Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if trainer.global_step == 0:
+                self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters()}
+
+    # No BatchNorm (a patch-embedding stem, InstanceNorm in the head) and the per-pixel-mean MSE loss: the
+    # mean of 4 micro-batch means is then exactly the mean over 32 (BatchNorm statistics of 8 are not those
+    # of 32, and the cross-entropy loss normalises by each micro-batch's joint count).
+    arch = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64, 'stem_channels': (), 'norm': 'in'}"
+    common = [arch, "model.heatmap_output=raw", "trainer.max_steps=1", "optim.grad_clip=None"]
+    grads = {}
+    for name, batch, accumulate in (("4x8", 8, 4), ("1x32", 32, 1)):
+        cap = FirstGradient()
+        fit(_cfg(data, tmp_path / name, *common, f"data.batch_size={batch}",
+                 f"trainer.accumulate_grad_batches={accumulate}"), callbacks=[cap])
+        grads[name] = cap.grads
+    diff = max((grads["4x8"][k] - grads["1x32"][k]).abs().max().item() for k in grads["1x32"])
+    scale = max(g.abs().max().item() for g in grads["1x32"].values())
+    print(f"accumulated 4 x 8 vs batch 32: max abs gradient difference {diff:.1e} (largest gradient {scale:.1e})")
+    assert diff < 1e-5 and scale > 1e-3
+
+
+def test_frozen_backbone_phase_trains_only_the_head_then_everything(data, tmp_path):
+    rec = Recorder()
+    fit(_cfg(data, tmp_path / "run", "optim.freeze_backbone_epochs=1", "trainer.max_epochs=2"), callbacks=[rec])
+    per_epoch = (len(rec.states) - 1) // 2
+    first, mid, last = rec.states[0], rec.states[per_epoch], rec.states[-1]
+    backbone = [k for k in first if k.startswith("backbone.") and "running" not in k and "num_batches" not in k]
+    head = [k for k in first if k.startswith("head.") and "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(first[k], mid[k]) for k in backbone)  # phase 1: backbone weights untouched
+    assert not all(torch.equal(first[k], mid[k]) for k in head)
+    assert not all(torch.equal(mid[k], last[k]) for k in backbone)  # phase 2: everything trains
