@@ -11,7 +11,9 @@ checksums, the network input crops, raw and fused heatmaps, keypoints, scores an
 argmax margins (keypoints are only comparable where the margin is >= 1e-3).
 
 HRNet / HRFormer goldens are compact: heatmaps on every second row and column, the crops as
-an md5 (the tests cut them from the image), the key list in the synthetic file only.
+an md5 (the tests cut them from the image), the key list in the synthetic file only. So are
+the other ViT-family ones (``VIT_PARITY``: ViTPose-L/H, Sapiens-shaped ViTs), sampled every
+``heatmap_stride`` px.
 ``--models NAME ...`` regenerates only those parity goldens.
 """
 import argparse
@@ -214,11 +216,93 @@ def compact_golden(out, keep_keys):
     return out
 
 
+# ViT-family parity beyond ViTPose-B (compact goldens; tests/test_parity_mmpose.py). ViTPose-L / -H at full
+# size; Sapiens-shaped ViTs: MMPose's ViT with Sapiens' numbers and 1024x768 input, depth reduced to 2 for CPU
+# time, Sapiens' head, one person box per image. Heatmaps are kept every `stride` px (both sides sample alike).
+VIT_PARITY = {"vitpose-l": dict(depth=None, stride=2, boxes=2), "vitpose-h": dict(depth=None, stride=2, boxes=2),
+              "sapiens-0.3b": dict(depth=2, stride=8, boxes=1), "sapiens-1b": dict(depth=2, stride=8, boxes=1)}
+
+
+def sapiens_head(model):
+    """MMPose 1.3.2's HeatmapHead hard-codes BatchNorm2d + ReLU after each (de)conv; Sapiens' fork puts a
+    non-affine InstanceNorm2d + SiLU in the same places. Swap them in, so that MMPose's own head code,
+    flip test and decoder run Sapiens' head (its state dict then has no norm keys, as Sapiens' files)."""
+    for layers in (model.head.deconv_layers, model.head.conv_layers):
+        for i, layer in enumerate(layers):
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layers[i] = torch.nn.InstanceNorm2d(layer.num_features)
+            elif isinstance(layer, torch.nn.ReLU):
+                layers[i] = torch.nn.SiLU(inplace=True)
+
+
+def run_vit_parity(name, seed=0):
+    """MMPose's ``inference_topdown`` (flip test) for one VIT_PARITY model on the synthetic and the COCO image."""
+    spec = VIT_PARITY[name]
+    cfg, _ = mmpose_config(name)
+    cfg.model.backbone.init_cfg = None
+    if spec["depth"]:
+        cfg.model.backbone.arch["num_layers"] = spec["depth"]
+    for step in cfg.test_dataloader.dataset.pipeline:  # the base config's crop size was fixed when it was read
+        if step["type"] == "TopdownAffine":
+            step["input_size"] = cfg.codec.input_size
+    model = init_model(cfg, checkpoint=None, device="cpu")
+    if name.startswith("sapiens"):
+        sapiens_head(model)
+    keys = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    weights = deterministic_weights(keys, seed)
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    model.test_cfg["output_heatmaps"] = True
+    inputs, heads = [], []
+    model.register_forward_pre_hook(lambda m, args, kw: inputs.append(kw.get("inputs", args[0] if args else None)),
+                                    with_kwargs=True)
+    forward = model.head.forward  # the head's predict() calls forward() directly: hooks would not fire
+    model.head.forward = lambda feats: heads.append(forward(feats).detach().clone()) or heads[-1]
+    boxes = np.array(REAL_BOXES_XYWH, np.float32)[: spec["boxes"]]
+    real = os.path.join(REALDATA, REAL_IMAGE)
+    cases = [("synthetic", synthetic_image(), np.array([SYNTHETIC_BOX_XYXY], np.float32), ""),
+             ("coco196141", cv2.imread(real), np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1),
+              os.path.relpath(real, ROOT))]
+    mean = np.array(cfg.model.data_preprocessor.mean, np.float32)[:, None, None]
+    std = np.array(cfg.model.data_preprocessor.std, np.float32)[:, None, None]
+    s, summary = spec["stride"], {}
+    for tag, img, bboxes, path in cases:
+        inputs.clear()
+        heads.clear()
+        with torch.no_grad():
+            res = inference_topdown(model, img, bboxes=bboxes, bbox_format="xyxy")
+        crops = np.ascontiguousarray(np.rint(inputs[0].numpy() * std + mean)[:, ::-1].transpose(0, 2, 3, 1),
+                                     dtype=np.uint8)
+        final = np.stack([np.asarray(r.pred_fields.heatmaps) for r in res]).astype(np.float32)
+        scale = np.stack([r.metainfo["input_scale"] for r in res]).astype(np.float32)
+        out = dict(arch=np.array(json.dumps(dict(depth=spec["depth"]) if spec["depth"] else {})),
+                   heatmap_stride=np.array(s), seed=np.array(seed),
+                   image_md5=np.array(hashlib.md5(img.tobytes()).hexdigest()), image_path=np.array(path),
+                   bboxes_xyxy=bboxes, crops_md5=np.array(hashlib.md5(crops.tobytes()).hexdigest()),
+                   heatmaps_raw=np.ascontiguousarray(heads[0].numpy()[..., ::s, ::s]),
+                   heatmaps_final=np.ascontiguousarray(final[..., ::s, ::s]),
+                   keypoints=np.stack([r.pred_instances.keypoints[0] for r in res]).astype(np.float32),
+                   scores=np.stack([r.pred_instances.keypoint_scores[0] for r in res]).astype(np.float32),
+                   argmax_margin=argmax_margin(final),
+                   decode_sensitivity=decode_sensitivity(model.head.decoder, final, scale, cfg.codec.input_size),
+                   input_center=np.stack([r.metainfo["input_center"] for r in res]).astype(np.float32),
+                   input_scale=scale, versions=np.array(json.dumps(VERSIONS)))
+        if tag == "synthetic":  # the weights' recipe: key list, shapes and per-tensor checksums
+            out.update(keys=np.array([k for k, _ in keys]), shapes=np.array(json.dumps([sh for _, sh in keys])),
+                       checksums=np.array([float(v.double().sum()) for v in weights.values()], np.float64))
+        file = os.path.join(OUT, f"{name}__{tag}.npz")
+        np.savez_compressed(file, **out)
+        summary[tag] = dict(kb=round(os.path.getsize(file) / 1024), boxes=len(bboxes),
+                            margin_ok=int((out["argmax_margin"] >= 1e-3).sum()),
+                            stable=int(((out["argmax_margin"] >= 1e-3) & (out["decode_sensitivity"] <= 1e-3)).sum()))
+    return summary
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-counts", action="store_true")
     ap.add_argument("--skip-parity", action="store_true")
-    ap.add_argument("--models", nargs="+", choices=[*PARITY_MODELS, *HR_PARITY_MODELS],
+    ap.add_argument("--models", nargs="+", choices=[*PARITY_MODELS, *HR_PARITY_MODELS, *VIT_PARITY],
                     help="parity goldens to write (default: all)")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -233,8 +317,11 @@ def main():
             json.dump(dict(note=note, counts=counts), f, indent=1)
         print(json.dumps(counts, indent=1))
     if not a.skip_parity:
-        for name in a.models or [*PARITY_MODELS, *HR_PARITY_MODELS]:
-            print(name, json.dumps(run_parity(name, compact=name in HR_PARITY_MODELS)))
+        for name in a.models or [*PARITY_MODELS, *HR_PARITY_MODELS, *VIT_PARITY]:
+            if name in VIT_PARITY:
+                print(name, json.dumps(run_vit_parity(name)))
+            else:
+                print(name, json.dumps(run_parity(name, compact=name in HR_PARITY_MODELS)))
 
 
 if __name__ == "__main__":
