@@ -5,6 +5,7 @@ from the MMPose goldens; the ViTPose repository's and Sapiens' names are in REFE
 then read back through the same path users take: ``read_checkpoint`` -> detected format ->
 converter -> strict load. TorchScript and ``torch.export`` files are made by the tests themselves.
 """
+import io
 import pickle
 import re
 import zipfile
@@ -347,3 +348,18 @@ def test_torchscript_archive_is_recognised_by_content_not_name(tmp_path):
         torch.jit.save(torch.jit.trace(src, torch.randn(1, 3, 64, 48)), path)
     assert any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist())
     assert set(read_checkpoint(path)) >= set(src.state_dict())
+
+
+def test_exported_program_of_torch_before_2_6_is_read_from_its_state_dict_blob(tmp_path):
+    """torch 2.2-2.5 wrote ``serialized_state_dict.pt`` (a torch.save blob) beside the program's json, as in
+    Sapiens-lite's 2024 ``*_bfloat16.pt2`` files; the layout is written here by hand."""
+    src = small("vitpose-b")
+    blob = io.BytesIO()
+    torch.save(src.state_dict(), blob)
+    with zipfile.ZipFile(tmp_path / "old_bfloat16.pt2", "w") as zf:
+        zf.writestr("serialized_exported_program.json", "{}")
+        zf.writestr("serialized_state_dict.pt", blob.getvalue())
+        zf.writestr("version", "1")
+    model = small("vitpose-b", seed=1)
+    load_checkpoint(model, tmp_path / "old_bfloat16.pt2")
+    assert_same_weights(model, src)
