@@ -50,6 +50,7 @@ class TopDownModule(L.LightningModule):
         self._stats_before: list[torch.Tensor] = []
         self._backbone_frozen = False
         self._loader_state: dict | None = None  # a resumed run's position in its epoch, until training starts
+        self._ndims = {name: p.ndim for name, p in self.model.named_parameters()}  # before any FSDP flattening
 
     # ---- training -------------------------------------------------------------------------
     def _augment(self, crops: torch.Tensor) -> torch.Tensor:
@@ -127,6 +128,13 @@ class TopDownModule(L.LightningModule):
                 f"optim.lr, check the data, or raise trainer.max_nonfinite_steps (now {limit}); the last complete "
                 f"checkpoint is in {self.cfg.trainer.out_dir}/checkpoints/.")
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if gradient_clip_val and self.trainer.strategy.__class__.__name__ == "FSDPStrategy":
+            # the norm of sharded gradients needs FSDP's own all-reduce (Lightning leaves this to the module)
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ---- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning restores model, optimizer, scheduler, loops and callbacks (EMA, the loader's position);
@@ -202,7 +210,7 @@ class TopDownModule(L.LightningModule):
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.cfg.optim)
+        optimizer = build_optimizer(self.model, self.cfg.optim, self._ndims)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         scheduler = build_scheduler(optimizer, self.cfg.optim, per_epoch, total)

@@ -29,8 +29,12 @@ def layer_group(name: str, depth: int) -> int:
     return depth + 1
 
 
-def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Parameter groups with per-group ``lr`` (layer decay) and ``weight_decay`` (none on 1-D / bias / pos_embed)."""
+def param_groups(model: torch.nn.Module, cfg: OptimConfig, ndims: dict[str, int] | None = None) -> list[dict]:
+    """Parameter groups with per-group ``lr`` (layer decay) and ``weight_decay`` (none on 1-D / bias / pos_embed).
+
+    ``ndims``: each parameter's true number of dimensions by name, for a model whose parameters are now
+    flat shards (FSDP hands the optimizer 1-D views).
+    """
     depth = int(getattr(getattr(model, "backbone", None), "depth", 0) or 0)
     use_decay = cfg.layer_decay != 1.0 and depth > 0
     groups: dict[tuple[int, bool], dict] = {}
@@ -38,7 +42,7 @@ def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
         if not p.requires_grad:
             continue
         name = name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")  # FSDP wraps
-        no_wd = p.ndim == 1 or name.endswith(".bias") or "pos_embed" in name
+        no_wd = (ndims or {}).get(name, p.ndim) == 1 or name.endswith(".bias") or "pos_embed" in name
         g = layer_group(name, depth) if use_decay else 0
         scale = cfg.layer_decay ** (depth + 1 - g) if use_decay else 1.0
         key = (g, no_wd)
@@ -50,8 +54,9 @@ def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
+                    ndims: dict[str, int] | None = None) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, ndims)
     for g in groups:
         g.pop("names")
     # fused: one kernel for the whole update instead of a few per parameter group (torch >= 2.4 on GPU and CPU)
