@@ -137,15 +137,15 @@ class TopDownModule(L.LightningModule):
 
     # ---- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Lightning restores model, optimizer, scheduler, loops and callbacks (EMA, the loader's position);
-        # the global RNGs (drop path) and the guard's counters are ours. RNGs are rank 0's in a DDP run.
-        # (as tensors and tuples of ints: Lightning loads checkpoints with weights_only=True)
+        # Lightning restores model, optimizer, scheduler, loops and callbacks (EMA); the global RNGs (drop
+        # path), the guard's counters and the train loader's position (see on_train_start) are ours. RNGs
+        # are rank 0's in a DDP run; stored as tensors and tuples (Lightning loads with weights_only=True).
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
                "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        loader = self.trainer.train_dataloader if self.trainer.training else None
+        loader = self.trainer.train_dataloader
         checkpoint["sagepose"] = {"rng": rng, "skipped_steps": self.skipped_steps,
                                   "skipped_in_row": self.skipped_in_row,
                                   "train_loader": loader.state_dict() if hasattr(loader, "state_dict") else None}
