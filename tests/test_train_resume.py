@@ -77,7 +77,7 @@ def _overrides(data: Path, out: Path) -> list[str]:
             "model.drop_path_rate=0.2",  # uses the global torch RNG: its state must come back on resume
             "data.batch_size=8", "data.val_batch_size=16", "data.num_workers=1", "data.photometric_prob=0.5",
             "optim.warmup_iters=3", "optim.schedule=cosine", "optim.ema_decay=0.9",
-            "trainer.max_epochs=3", "trainer.val_every_epochs=1", "trainer.progress_bar=false",
+            "trainer.max_epochs=2", "trainer.val_every_epochs=1", "trainer.progress_bar=false",
             "trainer.accelerator=cpu", "trainer.checkpoint_every_steps=3", "trainer.log_every_steps=1"]
 
 
@@ -118,21 +118,21 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path):
         assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    victim.communicate()
     assert victim.returncode == -signal.SIGKILL
     _finish(reference)
 
     killed_at = torch.load(last, weights_only=False)
-    assert 3 <= killed_at["global_step"] < 12  # stopped mid-run, at a mid-epoch checkpoint or a later one
+    assert 3 <= killed_at["global_step"] < 8  # stopped mid-run, at a mid-epoch checkpoint or a later one
     log = _finish(_child(_overrides(data, run_out), resume=True, pace=0.0))
     assert f"resuming from {last}" in log
 
     ref = torch.load(ref_out / "checkpoints" / "last.ckpt", weights_only=False)
     res = torch.load(last, weights_only=False)
-    assert ref["global_step"] == res["global_step"] == 12
+    assert ref["global_step"] == res["global_step"] == 8
     ref_t, res_t = _flat_tensors(ref), _flat_tensors(res)
     assert ref_t.keys() == res_t.keys()
     differ = [k for k in ref_t if not torch.equal(ref_t[k], res_t[k])]
     assert not differ, f"{len(differ)} tensors differ after resume, e.g. {differ[:5]}"
     summary = json.loads((run_out / "train_summary.json").read_text())
-    assert summary["resumed_from"] == str(last) and summary["steps"] == 12
+    assert summary["resumed_from"] == str(last) and summary["steps"] == 8
