@@ -9,18 +9,27 @@ Random weights give flat, noisy heatmaps on which the DARK-UDP decode is ill-con
 keypoints are held to 1e-3 px where the maximum is unambiguous (argmax margin >= 1e-3) and
 MMPose's own decode is stable under heatmap noise at the heatmap tolerance (sensitivity
 <= 1e-3 px); elsewhere to 1e-3 px plus that measured sensitivity.
+
+The rest of the ViT family (``VIT_FAMILY``) has compact goldens: heatmaps every ``heatmap_stride``
+px and the network input crops as an md5 (cut here from the image, bit-identical to MMPose's).
+ViTPose-L / -H are full size. The Sapiens-shaped ViTs are MMPose's ViT with Sapiens' numbers at
+1024x768, depth reduced to 2 for CPU time, one person box per image; MMPose 1.3.2's HeatmapHead
+cannot express Sapiens' head (it hard-codes BN + ReLU), so the golden script swaps in Sapiens'
+non-affine InstanceNorm + SiLU at the same places, and the head's formula is also checked by hand.
 """
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from weightgen import deterministic_weights, synthetic_image
 
-from sagepose.models import build_model, from_mmpose, load_checkpoint
+from sagepose.models import HeatmapHead, build_model, from_mmpose, load_checkpoint
 
 GOLDENS = Path(__file__).parent / "goldens" / "models"
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +113,115 @@ def test_predict_matches_mmpose_inference_topdown(model_and_name, image):
     assert stable.sum() >= 5
     assert err[stable].max() <= KEYPOINT_ATOL
     assert np.all(err[unambiguous] <= KEYPOINT_ATOL + g["decode_sensitivity"][unambiguous])
+
+
+VIT_FAMILY = ("vitpose-l", "vitpose-h", "sapiens-0.3b", "sapiens-1b")
+
+
+def golden_weights(g: dict) -> dict:
+    keys = list(zip(g["keys"].tolist(), json.loads(str(g["shapes"]))))
+    sd = deterministic_weights(keys, int(g["seed"]))
+    checksums = np.array([float(v.double().sum()) for v in sd.values()])
+    np.testing.assert_allclose(checksums, g["checksums"], rtol=1e-9, atol=1e-9,
+                               err_msg="tests/weightgen.py no longer reproduces the golden weights")
+    return sd
+
+
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) for n in VIT_FAMILY])
+def vit_family(request):  # slow: ~5 min on 2 cores, most of it drawing ViTPose-H's 632M weights and Sapiens' heads
+    """(name, model with the golden weights, predict(image) -> (prediction, raw head output) cached)."""
+    name = request.param
+    g = golden(name, "synthetic")
+    model = build_model(name, arch=json.loads(str(g["arch"]))).eval()
+    load_checkpoint(model, golden_weights(g), strict=True)  # MMPose format detected, every key matched
+    cache = {}
+
+    def predict(image: str):
+        if image not in cache:
+            gi = golden(name, image)
+            raw = []
+            hook = model.head.register_forward_hook(lambda m, args, out: raw.append(out))
+            try:  # one batch holds the crops and their mirror images: the first half is the raw output
+                pred = model.predict(golden_image(gi), gi["bboxes_xyxy"], return_heatmaps=True)
+            finally:
+                hook.remove()
+            cache[image] = pred, raw[0][: len(gi["bboxes_xyxy"])].numpy()
+        return cache[image]
+
+    yield name, model, predict
+    cache.clear()
+
+
+def test_vit_family_mmpose_key_list_maps_onto_every_model_key():
+    for name in VIT_FAMILY:
+        g = golden(name, "synthetic")
+        with torch.device("meta"):
+            model = build_model(name, arch=json.loads(str(g["arch"])))
+        assert sorted(from_mmpose(dict.fromkeys(g["keys"].tolist()))) == sorted(model.state_dict()), name
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_vit_family_crops_match_mmpose_bit_exactly(vit_family, image):
+    name, model, _ = vit_family
+    g = golden(name, image)
+    crops, center, scale = model.crop(golden_image(g), g["bboxes_xyxy"])
+    np.testing.assert_array_equal(center, g["input_center"])
+    np.testing.assert_array_equal(scale, g["input_scale"])
+    assert hashlib.md5(np.ascontiguousarray(crops).tobytes()).hexdigest() == str(g["crops_md5"])
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_vit_family_heatmaps_and_keypoints_match_mmpose(vit_family, image):
+    name, model, predict = vit_family
+    g = golden(name, image)
+    pred, raw = predict(image)
+    s = int(g["heatmap_stride"])
+    assert rel_err(raw[..., ::s, ::s], g["heatmaps_raw"]) <= HEATMAP_RTOL
+    assert rel_err(pred.heatmaps[..., ::s, ::s], g["heatmaps_final"]) <= HEATMAP_RTOL
+    np.testing.assert_allclose(pred.scores, g["scores"], rtol=0, atol=HEATMAP_RTOL * np.abs(g["scores"]).max())
+    err = np.abs(pred.keypoints - g["keypoints"]).max(-1)
+    unambiguous = g["argmax_margin"] >= 1e-3
+    stable = unambiguous & (g["decode_sensitivity"] <= 1e-3)
+    assert stable.sum() >= 3  # random deep ViTs give flat maps: ViTPose-L has 3 stable points on one box
+    assert err[stable].max() <= KEYPOINT_ATOL
+    assert np.all(err[unambiguous] <= KEYPOINT_ATOL + g["decode_sensitivity"][unambiguous])
+
+
+def test_sapiens_head_is_deconv_then_instance_norm_and_silu_by_hand():
+    torch.manual_seed(0)
+    head = HeatmapHead(8, 3, deconv_channels=(6, 5), conv_channels=(4, 4), conv_kernel_size=1, norm="in",
+                       act="silu").eval()
+    assert not any("norm" in n for n, _ in head.named_parameters())  # non-affine: no norm parameters
+    x = torch.randn(2, 8, 4, 3)
+
+    def norm_silu(t):  # per sample and channel over the spatial map, biased variance, eps 1e-5
+        t = (t - t.mean((2, 3), keepdim=True)) / torch.sqrt(t.var((2, 3), unbiased=False, keepdim=True) + 1e-5)
+        return t * torch.sigmoid(t)
+
+    y = x
+    for stage in head.deconv_blocks:
+        assert stage.conv.bias is None
+        y = norm_silu(F.conv_transpose2d(y, stage.conv.weight, stride=2, padding=1))
+    for stage in head.conv_blocks:
+        y = norm_silu(F.conv2d(y, stage.conv.weight, stage.conv.bias))
+    y = F.conv2d(y, head.final_conv.weight, head.final_conv.bias)
+    with torch.no_grad():
+        out = head(x)
+    assert out.shape == (2, 3, 16, 12)
+    torch.testing.assert_close(out, y, rtol=1e-5, atol=1e-6)
+
+
+def test_vit_onednn_inference_path_matches_the_plain_one_and_training_keeps_autograd(monkeypatch):
+    vit_module = sys.modules["sagepose.models.vit"]  # (sagepose.models.vit is also a function's name)
+    torch.manual_seed(0)
+    model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval()
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        fast = model(x)
+        monkeypatch.setattr(vit_module, "_ONEDNN", False)
+        plain = model(x)
+    assert rel_err(fast.numpy(), plain.numpy()) <= 1e-6
+    monkeypatch.setattr(vit_module, "_ONEDNN", True)
+    model.train()
+    model(x).square().mean().backward()  # grad enabled: plain F.linear, so every weight gets a gradient
+    assert all(p.grad is not None for p in model.backbone.parameters())
