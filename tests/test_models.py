@@ -27,7 +27,8 @@ def test_param_count_equals_mmpose_build_of_same_config(name):
     assert sum(p.numel() for p in model.parameters()) == PARAM_COUNTS[name]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# HRNet / HRFormer run the same check on shrunk architectures in test_parity_hrnet.py
+@pytest.mark.parametrize("name", sorted(n for n in MODELS if not n.startswith(("hrnet", "hrformer"))))
 def test_forward_shape_finite_and_gradient_reaches_every_parameter(name):
     torch.manual_seed(0)
     # no drop path: a dropped branch for the whole (tiny) batch would leave its parameters without gradient
