@@ -1,6 +1,6 @@
 """CPU latency of sagepose vs MMPose 1.3.2 on identical weights, measured side by side in one run.
 
-    python benchmarks/bench_latency_mmpose.py [--models vitpose-b ...] [--threads 2] [--repeats 10]
+    python benchmarks/bench_latency_mmpose.py [--models vitpose-b ...] [--threads 2] [--repeats 5]
 
 MMPose lives in its own venv (../shared/peers), so this script starts itself a second time with
 that interpreter as a *worker* (``--worker``). The worker builds MMPose's model from its config,
@@ -169,10 +169,12 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
             for req, ours in cases.values():  # warm up both (allocator, oneDNN primitives)
                 mm.ask(**req)
                 ours()
-            for _ in range(repeats):
+            for r in range(repeats):
                 for case, (req, ours) in cases.items():
                     times[case][0].append(mm.ask(**req)["ms"])
                     times[case][1].append(time_once(ours))
+                    print(f"  {name} round {r + 1}/{repeats}, {case}: MMPose {times[case][0][-1]:.0f} ms, "
+                          f"sagepose {times[case][1][-1]:.0f} ms", file=sys.stderr, flush=True)
     finally:
         mm.close()
     rows = []
@@ -187,7 +189,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(BENCH_MODELS), choices=list(BENCH_MODELS))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=10, help="timed rounds per case (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds per case (after one warm-up)")
     ap.add_argument("--mmpose-python", type=Path, default=MMPOSE_PYTHON)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
