@@ -49,9 +49,10 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 def _onednn_linear_ok(x: torch.Tensor) -> bool:
-    """Whether :func:`linear` may take the oneDNN path: CPU float32 inference outside tracing / export."""
+    """Whether :func:`linear` may take the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
     return (_ONEDNN and not torch.is_grad_enabled() and type(x) is torch.Tensor and x.device.type == "cpu"
-            and x.dtype == torch.float32 and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None):
