@@ -20,7 +20,7 @@ import numpy as np
 DEMO_CONFIG = "demo_tiny_vit"
 
 
-def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 3000, num_val: int = 200, seed: int = 0,
+def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 4000, num_val: int = 200, seed: int = 0,
              workers: int = 2, overrides: list[str] | None = None, num_vis: int = 8) -> dict:
     from sagepose.config import load_config
     from sagepose.configs import resolve_config

@@ -50,12 +50,12 @@ def test_vit_tiny_demo_numbers():
     model = build_model("vit-tiny")
     assert model.input_size == (96, 128) and model.backbone.grid_size == (8, 6)
     assert model.codec.heatmap_size == (24, 32) and model.codec.udp and model.flip_test
-    assert sum(p.numel() for p in model.parameters()) == 3_593_001
+    assert sum(p.numel() for p in model.parameters()) == 1_111_649
 
 
 def test_conv_stem_reaches_patch_stride_and_rejects_a_mismatch():
     backbone = vit("vit-tiny")
-    assert backbone(torch.randn(1, 3, 128, 96)).shape == (1, 192, 8, 6)
+    assert backbone(torch.randn(1, 3, 128, 96)).shape == (1, 128, 8, 6)
     with pytest.raises(ValueError, match="stride 8, patch_size is 16"):
         vit("vit-tiny", stem_channels=(8, 16, 32))
 
@@ -79,13 +79,13 @@ def test_resize_pos_embed_changes_grid_bicubically_and_matches_runtime_interpola
         on_the_fly = backbone(x)  # the grid differs: position embeddings interpolated at run time
     old = backbone.pos_embed.detach().clone()
     backbone.resize_pos_embed((160, 128))
-    assert backbone.grid_size == (10, 8) and backbone.pos_embed.shape == (1, 80, 192)
-    grid = old.reshape(1, 8, 6, 192).permute(0, 3, 1, 2)
+    assert backbone.grid_size == (10, 8) and backbone.pos_embed.shape == (1, 80, 128)
+    grid = old.reshape(1, 8, 6, 128).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(grid, size=(10, 8), mode="bicubic", align_corners=False)
     torch.testing.assert_close(backbone.pos_embed.detach(), expected.flatten(2).transpose(1, 2))
     with torch.no_grad():
         torch.testing.assert_close(backbone(x), on_the_fly)
-    assert backbone(x).shape == (1, 192, 10, 8)
+    assert backbone(x).shape == (1, 128, 10, 8)
     assert interpolate_pos_embed(old, (8, 6), (8, 6)) is old
 
 
@@ -109,14 +109,14 @@ def test_strict_load_reports_missing_unexpected_and_misshaped_keys():
     sd = model.state_dict()
     sd.pop("backbone.blocks.0.attn.qkv.bias")
     sd["backbone.extra.weight"] = torch.zeros(3)
-    sd["head.final_conv.weight"] = torch.zeros(5, 128, 1, 1)
+    sd["head.final_conv.weight"] = torch.zeros(5, 64, 1, 1)
     with pytest.raises(CheckpointMismatchError) as info:
         load_checkpoint(model, sd)
     msg = str(info.value)
     assert "1 missing" in msg and "backbone.blocks.0.attn.qkv.bias" in msg
     assert "1 unexpected" in msg and "backbone.extra.weight" in msg
     assert "1 mis-shaped" in msg
-    assert "head.final_conv.weight: checkpoint (5, 128, 1, 1) vs model (17, 128, 1, 1)" in msg
+    assert "head.final_conv.weight: checkpoint (5, 64, 1, 1) vs model (17, 64, 1, 1)" in msg
     missing, unexpected, shaped = load_checkpoint(model, sd, strict=False)
     assert (len(missing), len(unexpected), len(shaped)) == (1, 1, 1)
 
@@ -124,7 +124,7 @@ def test_strict_load_reports_missing_unexpected_and_misshaped_keys():
 def test_mae_style_pos_embed_with_cls_slot_is_dropped_and_resized():
     model = build_model("vit-tiny")
     sd = model.state_dict()
-    pos = torch.randn(1, 1 + 8 * 8, 192)  # square MAE grid plus a cls slot
+    pos = torch.randn(1, 1 + 8 * 8, 128)  # square MAE grid plus a cls slot
     sd["backbone.pos_embed"] = pos
     load_checkpoint(model, sd)
     expected = interpolate_pos_embed(pos[:, 1:], (8, 8), (8, 6))

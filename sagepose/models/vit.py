@@ -35,8 +35,8 @@ VIT_SIZES: dict[str, dict] = {
     "sapiens-2b": dict(img_size=(1024, 768), patch_size=16, patch_padding=2,
                        embed_dim=1920, depth=48, num_heads=32, mlp_dim=7680),
     # CPU demo size: 128x96 input, a 4-conv stem to stride 16 -> 8x6 tokens.
-    "vit-tiny": dict(img_size=(128, 96), patch_size=16, stem_channels=(24, 48, 96, 192),
-                     embed_dim=192, depth=6, num_heads=3, mlp_dim=768),
+    "vit-tiny": dict(img_size=(128, 96), patch_size=16, stem_channels=(16, 32, 64, 128),
+                     embed_dim=128, depth=4, num_heads=4, mlp_dim=512),
 }
 
 

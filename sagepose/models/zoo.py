@@ -68,7 +68,7 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
         head_defaults = dict(deconv_channels=(768, 768), conv_channels=(768, 768), conv_kernel_size=1,
                              norm="in", act="silu")
     elif head == "tiny":
-        head_defaults = dict(deconv_channels=(128,) * deconv_stages)
+        head_defaults = dict(deconv_channels=(64,) * deconv_stages)
     else:
         raise ValueError(f"unknown head {head!r}")
     head_module = HeatmapHead(dim, k, **{**head_defaults, **head_args})
