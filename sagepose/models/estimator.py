@@ -83,18 +83,24 @@ class TopDownEstimator(nn.Module):
 
     @torch.no_grad()
     def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test."""
+        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test
+        (a fusion head's whole output, (B, 4K, h, w), heatmaps first)."""
         if not self.flip_test:
             return self.activate(self(x))
         # Original and mirrored crops in one batch; the mirrored heatmaps are flipped back,
         # left/right channels swapped, and averaged with the originals (MMPose's heatmap flip mode).
         both = self.activate(self(torch.cat([x, x.flip(-1)])))
         hm, hm_flip = both[: len(x)], both[len(x):]
-        hm_flip = flip_heatmaps(hm_flip, self.schema.flip_indices, self.shift_heatmap)
+        # a head with maps beyond heatmaps (the fusion head's offsets) flips them itself
+        flip = getattr(self.head, "flip_back", flip_heatmaps)
+        hm_flip = flip(hm_flip, self.schema.flip_indices, self.shift_heatmap)
         return (hm + hm_flip) * 0.5
 
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K)."""
+        """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K); a head that decodes its own
+        outputs (the fusion head: heatmaps, offsets, variances) does so with this codec's coordinates."""
+        if hasattr(self.head, "decode"):
+            return self.head.decode(heatmaps, self.codec)[:2]
         return self.codec.decode(heatmaps)
 
     def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,4 +141,4 @@ class TopDownEstimator(nn.Module):
         keypoints = geometry.crop_to_image(torch.as_tensor(keypoints).float().cpu().numpy(), self.input_size,
                                            center, scale)
         return Prediction(keypoints.astype(np.float32), torch.as_tensor(scores).float().cpu().numpy(),
-                          heatmaps.float().cpu().numpy() if return_heatmaps else None)
+                          heatmaps[:, :K].float().cpu().numpy() if return_heatmaps else None)

@@ -5,7 +5,8 @@
 ``"vitpose-b-simple"`` its simple-decoder variant; ``"sapiens-1b"`` Sapiens' COCO pose
 model at 1024x768; ``"vit-tiny"`` the small CPU demo model; ``"hrnet-w32"`` / ``"hrnet-w48"``
 (MSRA heatmaps, ``-udp`` and ``-dark`` variants) and ``"hrformer-s"`` / ``"hrformer-b"`` MMPose's
-``td-hm_hrnet-*`` / ``td-hm_hrformer-*`` COCO 256x192 configs.
+``td-hm_hrnet-*`` / ``td-hm_hrformer-*`` COCO 256x192 configs; ``"hrformer-s-fusion"``, ``"hrformer-b-fusion"``
+and ``"vit-tiny-fusion"`` the same with sagepose's fusion head (no MMPose counterpart).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sagepose.codecs import build_codec
 from sagepose.keypoints import COCO17, KeypointSchema, get_schema
 from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
 from sagepose.models.estimator import TopDownEstimator
+from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead
 from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
@@ -42,8 +44,9 @@ _HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_ker
 def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float, *,
                  schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0,
                  grad_checkpointing: bool = False, flip_test: bool = True, codec: dict | None = None,
-                 arch: dict | None = None, heatmap_output: str = "raw") -> TopDownEstimator:
-    """A ViT + heatmap head + UDP codec (heatmaps input / 4). ``input_size`` is (w, h).
+                 arch: dict | None = None, heatmap_output: str = "raw", fusion: bool = False) -> TopDownEstimator:
+    """A ViT + heatmap head (``fusion``: a :class:`FusionHead` on the same decoder) + UDP codec (heatmaps
+    input / 4). ``input_size`` is (w, h).
 
     ``arch`` overrides backbone numbers (:class:`VisionTransformer` arguments, e.g. ``depth``) or head
     numbers (``deconv_channels``, ...); ``codec`` overrides codec arguments (``sigma``, ``type``, ...).
@@ -71,7 +74,7 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
         head_defaults = dict(deconv_channels=(64,) * deconv_stages)
     else:
         raise ValueError(f"unknown head {head!r}")
-    head_module = HeatmapHead(dim, k, **{**head_defaults, **head_args})
+    head_module = (FusionHead if fusion else HeatmapHead)(dim, k, **{**head_defaults, **head_args})
     codec_module = build_codec({"type": "UDPHeatmap", "input_size": (w, h), "heatmap_size": (w // 4, h // 4),
                                 "sigma": sigma, **(codec or {})})
     return TopDownEstimator(backbone, head_module, codec_module, schema, (w, h), flip_test=flip_test,
@@ -81,8 +84,9 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
 def _topdown_hr(size: str, codec_base: dict, input_size: tuple[int, int] = (192, 256), sigma: float = 2.0, *,
                 schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0, grad_checkpointing: bool = False,
                 flip_test: bool = True, codec: dict | None = None, arch: dict | None = None,
-                heatmap_output: str = "raw") -> TopDownEstimator:
-    """HRNet / HRFormer + a 1x1-conv heatmap head on the stride-4 branch + ``codec_base`` (heatmaps input / 4).
+                heatmap_output: str = "raw", fusion: bool = False) -> TopDownEstimator:
+    """HRNet / HRFormer + a 1x1-conv heatmap head (``fusion``: a :class:`FusionHead`) on the stride-4 branch
+    + ``codec_base`` (heatmaps input / 4).
 
     ``arch`` overrides backbone numbers (:class:`HRNet` / :class:`HRFormer` arguments, e.g. ``widths``) or
     head numbers; ``codec`` overrides codec arguments. HRNet has no stochastic depth (``drop_path_rate`` 0).
@@ -102,7 +106,8 @@ def _topdown_hr(size: str, codec_base: dict, input_size: tuple[int, int] = (192,
     elif drop_path_rate:
         raise ValueError(f"{size}: HRNet has no stochastic depth; drop_path_rate must be 0, got {drop_path_rate}")
     backbone = family(**backbone_args)
-    head = HeatmapHead(backbone.out_channels, schema.num_keypoints, **{"deconv_channels": (), **head_args})
+    head_cls = FusionHead if fusion else HeatmapHead
+    head = head_cls(backbone.out_channels, schema.num_keypoints, **{"deconv_channels": (), **head_args})
     codec_module = build_codec({**codec_base, "input_size": (w, h), "heatmap_size": (w // 4, h // 4), "sigma": sigma,
                                 **(codec or {})})
     return TopDownEstimator(backbone, head, codec_module, schema, (w, h), flip_test=flip_test,
@@ -124,6 +129,9 @@ for _size in HRNET_SIZES:  # MMPose's td-hm_hrnet-w{32,48}[_udp|_dark]-*_coco-25
     MODELS[f"{_size}-dark"] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap", unbiased=True))
 for _size in HRFORMER_SIZES:
     MODELS[_size] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap"), drop_path_rate=HRFORMER_DROP_PATH[_size])
+# Ours, no MMPose build: the same models with the fusion head (heatmap + offset + variance, sagepose.models.fusion_head)
+for _name in ("hrformer-s", "hrformer-b", "vit-tiny"):
+    MODELS[f"{_name}-fusion"] = partial(MODELS[_name], fusion=True)
 
 
 def build_model(name: str, num_keypoints: int | None = None, schema: KeypointSchema | str | None = None,

@@ -28,6 +28,8 @@ from sagepose.data import batch_aug
 from sagepose.eval import evaluate_coco, make_results
 from sagepose.geometry import crop_to_image
 from sagepose.models import build_model_from_config
+from sagepose.models.fusion_head import FusionHead, to_heatmap_coords
+from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
 from sagepose.train.optim import build_optimizer, build_scheduler
 
@@ -78,8 +80,12 @@ class TopDownModule(L.LightningModule):
         targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
         if self.cfg.trainer.use_joint_weights:
             weights = weights * self.joint_weights
-        loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
-        loss, logs = loss_fn(self.model(x), targets, weights)
+        if isinstance(self.model.head, FusionHead):  # heatmap + offset + variance maps, six loss terms
+            keypoints = to_heatmap_coords(batch["keypoints"], self.model.codec)
+            loss, logs = fusion_loss(self.model(x), targets, weights, keypoints, radius=self.model.head.radius)
+        else:
+            loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
+            loss, logs = loss_fn(self.model(x), targets, weights)
         # Not acted on here: every DDP rank must run backward; on_before_optimizer_step skips the step.
         self._step_bad |= ~torch.isfinite(loss.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
