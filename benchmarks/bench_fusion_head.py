@@ -1,0 +1,108 @@
+"""Plain heatmap head vs the fusion head on vit-tiny, trained at equal FLOPs on synthetic people; COCO AP.
+
+    PYTHONPATH=. python benchmarks/bench_fusion_head.py [--steps 280] [--train 2000] [--val 200] [--out DIR]
+
+Arms, all the same backbone (``vit-tiny``), data, augmentation, seed and optimiser (the demo recipe:
+AdamW 3e-3, 50 warm-up steps, cosine to the last step, batch 32):
+
+* ``plain-mse``     -- ``vit-tiny``, heatmaps regressed with MSE (MMPose's loss), DARK-UDP decode;
+* ``plain-softmax`` -- ``vit-tiny``, spatial softmax + cross-entropy (the demo's recipe), DARK-UDP decode;
+* ``fusion``        -- ``vit-tiny-fusion``: heatmap + offset + log-variance maps, the six-term fusion loss
+  with its default weights, soft-argmax + Gaussian step + offset decode.
+
+Equal compute means equal training FLOPs (forward + backward per sample, counted once with torch's
+``FlopCounterMode``; the loss's own arithmetic is not counted): the fusion arm runs ``--steps`` optimiser
+steps, each plain arm as many more as its cheaper head allows. FLOPs, not seconds, because the machine is
+shared and wall time there is noisy; the measured training time is printed beside. Each arm is scored
+with ``sagepose.train.run.test`` (pycocotools OKS AP, flip test, GT boxes) on the same val images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sagepose.config import load_config
+from sagepose.configs import resolve_config
+from sagepose.data.synth import generate_dataset
+from sagepose.models import build_model
+from sagepose.train.run import fit, test
+
+ARMS = {  # name -> (zoo model, heatmap_output)
+    "plain-mse": ("vit-tiny", "raw"),
+    "plain-softmax": ("vit-tiny", "softmax"),
+    "fusion": ("vit-tiny-fusion", "raw"),
+}
+
+
+def train_flops_per_sample(name: str) -> float:
+    """Forward + backward FLOPs of one training sample (batch of 2, halved; BatchNorm in train mode)."""
+    model = build_model(name).train()
+    w, h = model.input_size
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 3, h, w)).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def run_arm(arm: str, steps: int, train_json: str, val_json: str, out: Path, batch: int, seed: int) -> dict:
+    model_name, output = ARMS[arm]
+    base = [f"model.name={model_name}", f"model.heatmap_output={output}", f"data.train_json={train_json}",
+            f"data.batch_size={batch}", f"trainer.seed={seed}", "trainer.max_epochs=1000", f"trainer.max_steps={steps}",
+            "trainer.max_time_minutes=None", "trainer.val_every_epochs=1000", "trainer.progress_bar=False",
+            f"trainer.out_dir={out / arm}"]
+    cfg = load_config(resolve_config("demo_tiny_vit"), base)  # no val_json: no validation inside the timed fit
+    start = time.perf_counter()
+    summary = fit(cfg)
+    train_s = time.perf_counter() - start
+    cfg_eval = load_config(resolve_config("demo_tiny_vit"), [*base, f"data.val_json={val_json}"])
+    start = time.perf_counter()
+    metrics = test(cfg_eval, summary["last_checkpoint"], out_dir=out / arm)
+    return {"arm": arm, "model": model_name, "steps": summary["steps"], "skipped": summary["skipped_steps"],
+            "train_s": train_s, "eval_s": time.perf_counter() - start, "AP": metrics["AP"], "AP50": metrics["AP50"],
+            "AP75": metrics["AP75"], "AR": metrics["AR"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=280, help="optimiser steps of the fusion arm")
+    parser.add_argument("--train", type=int, default=2000, help="synthetic train images")
+    parser.add_argument("--val", type=int, default=200, help="synthetic val images")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
+    parser.add_argument("--out", default=None, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+    arms = args.arms.split(",")
+
+    flops = {arm: train_flops_per_sample(ARMS[arm][0]) for arm in arms}
+    budget = args.steps * args.batch * flops.get("fusion", max(flops.values()))  # training FLOPs per arm
+    steps = {arm: round(budget / (args.batch * flops[arm])) for arm in arms}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        start = time.perf_counter()
+        train_json = generate_dataset(out / "data", args.train, seed=args.seed, split="train", workers=2)
+        val_json = generate_dataset(out / "data", args.val, seed=args.seed + 10_000, split="val", workers=2)
+        print(f"synthesized {args.train} train / {args.val} val images in {time.perf_counter() - start:.0f} s")
+        rows = [run_arm(arm, steps[arm], train_json, val_json, out, args.batch, args.seed) for arm in arms]
+
+    print(f"\nvit-tiny, {args.train} synthetic train images, batch {args.batch}, equal training FLOPs "
+          f"({budget / 1e12:.2f} TFLOP per arm); AP on {args.val} val images (GT boxes, flip test)")
+    header = (f"{'arm':<14} {'model':<16} {'GFLOP/sample':>12} {'steps':>6} {'train s':>8} {'eval s':>7} "
+              f"{'AP':>6} {'AP50':>6} {'AP75':>6} {'AR':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['arm']:<14} {r['model']:<16} {flops[r['arm']] / 1e9:>12.3f} {r['steps']:>6} {r['train_s']:>8.0f} "
+              f"{r['eval_s']:>7.0f} {r['AP']:>6.3f} {r['AP50']:>6.3f} {r['AP75']:>6.3f} {r['AR']:>6.3f}"
+              + (f"  ({r['skipped']} skipped steps)" if r["skipped"] else ""))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
