@@ -224,7 +224,7 @@ def _weights_only_load(source, mmap: bool = False):
     if isinstance(source, (str, os.PathLike)) and hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
         try:
             names.update(torch.serialization.get_unsafe_globals_in_checkpoint(source))
-        except Exception:  # noqa: BLE001  (only a hint: a legacy or odd file is handled by the loop below)
+        except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError):  # a legacy (non-zip) file: the loop
             pass
     for _ in range(256):
         if hasattr(source, "seek"):
