@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sagepose.codecs.heatmap import gaussian_blur
 from sagepose.models.heads import HeatmapHead, _act, _norm
 
 LOG_EPS = 1e-10  # heatmap floor before the log in the Newton step
@@ -112,12 +113,16 @@ def log_derivatives(heatmaps: torch.Tensor) -> torch.Tensor:
     return torch.stack([(right - left) / 2, (down - up) / 2, right - 2 * c + left, down - 2 * c + up, dxy], dim=2)
 
 
-def refine_gaussian(heatmaps: torch.Tensor, start: torch.Tensor, max_step: float = 1.0) -> torch.Tensor:
+def refine_gaussian(heatmaps: torch.Tensor, start: torch.Tensor, max_step: float = 1.0,
+                    blur_kernel_size: int = 0) -> torch.Tensor:
     """heatmaps (B, K, H, W), start (B, K, 2) -> start + one Newton step on log(heatmap) (DARK's local Gaussian).
 
-    Gradient and Hessian are sampled bilinearly at ``start``. Where the local model is no peak (Hessian not
-    negative definite) or the step exceeds ``max_step`` pixels on an axis, ``start`` is kept.
+    Gradient and Hessian are sampled bilinearly at ``start``, on the map blurred first when ``blur_kernel_size``
+    (DARK's modulation, for noisy predictions). Where the local model is no peak (Hessian not negative
+    definite) or the step exceeds ``max_step`` pixels on an axis, ``start`` is kept.
     """
+    if blur_kernel_size:
+        heatmaps = gaussian_blur(heatmaps.float(), blur_kernel_size)
     gx, gy, hxx, hyy, hxy = sample_bilinear(log_derivatives(heatmaps), start).unbind(-1)
     det = hxx * hyy - hxy * hxy
     safe = torch.where(det > 0, det, torch.ones_like(det))
@@ -126,20 +131,22 @@ def refine_gaussian(heatmaps: torch.Tensor, start: torch.Tensor, max_step: float
     return torch.where(ok[..., None], start + step, start)
 
 
-def decode_heatmaps(heatmaps: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_heatmaps(heatmaps: torch.Tensor, radius: int = 2,
+                    blur_kernel_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """heatmaps (B, K, H, W) -> locations (B, K, 2) in heatmap pixels, scores (B, K): soft-argmax + Newton step."""
     _, scores, soft = soft_argmax_window(heatmaps, radius)
-    return refine_gaussian(heatmaps, soft), scores
+    return refine_gaussian(heatmaps, soft, blur_kernel_size=blur_kernel_size), scores
 
 
-def fusion_decode(outputs: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fusion_decode(outputs: torch.Tensor, radius: int = 2,
+                  blur_kernel_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fusion outputs (B, 4K, H, W) -> locations (B, K, 2) and std (B, K) in heatmap pixels, scores (B, K).
 
     The location is :func:`decode_heatmaps`'s plus the offset map read (bilinearly) there; the std per axis is
     exp(log_var / 2) read at the same point; the score is the heatmap maximum.
     """
     heatmaps, offsets, log_var = split_outputs(outputs.float())
-    locs, scores = decode_heatmaps(heatmaps, radius)
+    locs, scores = decode_heatmaps(heatmaps, radius, blur_kernel_size)
     maps = torch.cat([offsets, log_var[:, :, None]], dim=2)
     sampled = sample_bilinear(maps, locs)
     return locs + sampled[..., :2], scores, (0.5 * sampled[..., 2]).exp()
@@ -154,14 +161,15 @@ class FusionHead(nn.Module):
     The upsampling arguments are :class:`HeatmapHead`'s (the same decoder runs first); ``final_kernel_size``
     is the heatmap branch's kernel, the offset and log-variance branches are 1x1. ``trunk_channels`` defaults
     to half the decoder's last width, at least 32: the 3x3 trunk runs at full heatmap resolution, and on a small
-    backbone (vit-tiny) a full-width one would cost 60 % more than the whole plain model. ``radius`` is the
-    soft-argmax window's half-width used by :meth:`decode`.
+    backbone (vit-tiny) a full-width one would cost 60 % more than the whole plain model. ``radius`` (the
+    soft-argmax window's half-width) and ``blur_kernel_size`` (DARK's / MMPose's 11 by default; 0: no blur
+    before the Newton step) are :meth:`decode`'s.
     """
 
     def __init__(self, in_channels: int, num_keypoints: int, deconv_channels: Sequence[int] = (256, 256),
                  conv_channels: Sequence[int] = (), conv_kernel_size: int = 1, final_kernel_size: int = 1,
                  norm: str = "bn", act: str = "relu", feature_upsample: int = 1, trunk_channels: int | None = None,
-                 radius: int = 2):
+                 radius: int = 2, blur_kernel_size: int = 11):
         super().__init__()
         widths = (*deconv_channels, *conv_channels)
         trunk = trunk_channels or max((widths[-1] if widths else in_channels) // 2, 32)
@@ -172,7 +180,7 @@ class FusionHead(nn.Module):
         self.heatmap = nn.Conv2d(trunk, num_keypoints, final_kernel_size, padding=(final_kernel_size - 1) // 2)
         self.offset = nn.Conv2d(trunk, 2 * num_keypoints, 1)
         self.log_var = nn.Conv2d(trunk, num_keypoints, 1)
-        self.num_keypoints, self.radius = num_keypoints, radius
+        self.num_keypoints, self.radius, self.blur_kernel_size = num_keypoints, radius, blur_kernel_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.trunk_act(self.trunk_norm(self.decoder(x)))
@@ -193,6 +201,6 @@ class FusionHead(nn.Module):
     def decode(self, outputs: torch.Tensor, codec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 4K, h, w) -> keypoints (B, K, 2) in input pixels (``codec``'s heatmap-to-input map), scores (B, K)
         = heatmap maxima, std (B, K) in input pixels (the mean of the x and y scales)."""
-        locs, scores, std = fusion_decode(outputs, self.radius)
+        locs, scores, std = fusion_decode(outputs, self.radius, self.blur_kernel_size)
         scale = locs.new_tensor(heatmap_scale(codec, decoding=True))
         return locs * scale, scores, std * scale.mean()

@@ -51,10 +51,11 @@ def _support_mean(per_pixel: torch.Tensor, support: torch.Tensor) -> torch.Tenso
 
 
 def fusion_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, keypoints: torch.Tensor,
-                loss_weights: FusionLossWeights = FusionLossWeights(), radius: int = 2,
+                loss_weights: FusionLossWeights = FusionLossWeights(), radius: int = 2, blur_kernel_size: int = 0,
                 min_var: float = MIN_VAR) -> tuple[torch.Tensor, dict]:
     """outputs (B, 4K, H, W) of a :class:`FusionHead`; target (B, K, H, W) and weights (B, K) from the codec;
     keypoints (B, K, 2) in heatmap pixels (:func:`~sagepose.models.fusion_head.to_heatmap_coords`).
+    ``radius`` and ``blur_kernel_size`` are the head's decode settings (for the offset and variance targets).
 
     Returns the weighted sum and the unweighted terms (detached) under ``loss/fusion_<term>``.
     """
@@ -67,7 +68,7 @@ def fusion_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tens
         terms["heatmap"] = (heatmaps - t).square().sum((-2, -1))
     if lw.offset:
         with torch.no_grad():
-            quantisation = kp - decode_heatmaps(t, radius)[0]  # (B, K, 2)
+            quantisation = kp - decode_heatmaps(t, radius, blur_kernel_size)[0]  # (B, K, 2)
         per_pixel = F.smooth_l1_loss(offsets, quantisation[..., None, None].expand_as(offsets), reduction="none")
         terms["offset"] = _support_mean(per_pixel.sum(2), support)
     if lw.peak:
@@ -76,7 +77,7 @@ def fusion_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tens
         terms["peak"] = (peak_value - predicted).square()
     if lw.variance:
         with torch.no_grad():
-            locs = fusion_decode(outputs.detach().float(), radius)[0]
+            locs = fusion_decode(outputs.detach().float(), radius, blur_kernel_size)[0]
             realised = ((locs - kp).square().sum(-1) / 2 + min_var).log()  # (B, K): log v* per axis
         d = (realised[..., None, None] - log_var.clamp(-20, 20))  # log(v* / v)
         terms["variance"] = _support_mean(d.exp() - d - 1, support)
