@@ -15,6 +15,10 @@ Equal compute means equal training FLOPs (forward + backward per sample, counted
 steps, each plain arm as many more as its cheaper head allows. FLOPs, not seconds, because the machine is
 shared and wall time there is noisy; the measured training time is printed beside. Each arm is scored
 with ``sagepose.train.run.test`` (pycocotools OKS AP, flip test, GT boxes) on the same val images.
+
+The fusion checkpoint is then scored again with parts of its decode taken away (same weights, same
+validation loop): without the offsets, without the blur before the Newton step, and with the codec's own
+DARK-UDP decode of its heatmap channels -- what the decoder adds apart from the training.
 """
 from __future__ import annotations
 
@@ -24,14 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sagepose.config import load_config
 from sagepose.configs import resolve_config
 from sagepose.data.synth import generate_dataset
-from sagepose.models import build_model
-from sagepose.train.run import fit, test
+from sagepose.models import build_model, load_checkpoint
+from sagepose.models.fusion_head import fusion_decode, heatmap_scale, split_outputs
+from sagepose.train.module import TopDownModule
+from sagepose.train.run import TopDownData, fit, test
 
 ARMS = {  # name -> (zoo model, heatmap_output)
     "plain-mse": ("vit-tiny", "raw"),
@@ -49,6 +56,41 @@ def train_flops_per_sample(name: str) -> float:
     return counter.get_total_flops() / 2
 
 
+def _in_input_pixels(decoded, codec):
+    locs, scores, std = decoded
+    scale = locs.new_tensor(heatmap_scale(codec, decoding=True))
+    return locs * scale, scores, std * scale.mean()
+
+
+def _no_offsets(outputs: torch.Tensor, codec):
+    heatmaps, offsets, log_var = split_outputs(outputs)
+    zeroed = torch.cat([heatmaps, torch.zeros_like(offsets).flatten(1, 2), log_var], dim=1)
+    return _in_input_pixels(fusion_decode(zeroed, blur_kernel_size=11), codec)
+
+
+def _no_blur(outputs: torch.Tensor, codec):
+    return _in_input_pixels(fusion_decode(outputs, blur_kernel_size=0), codec)
+
+
+def _codec_decode(outputs: torch.Tensor, codec):
+    return (*codec.decode(split_outputs(outputs)[0]), None)
+
+
+# the fusion head's decode replaced by (outputs, codec) -> keypoints, scores, std; its default: radius 2, blur 11
+DECODE_VARIANTS = {"no offsets": _no_offsets, "no blur": _no_blur, "codec decode": _codec_decode}
+
+
+def evaluate_decode_variant(cfg_eval, checkpoint: str, variant: str) -> dict:
+    """COCO metrics of ``checkpoint`` with the fusion head's decode replaced by ``DECODE_VARIANTS[variant]``."""
+    module = TopDownModule(cfg_eval, val_gt_json=cfg_eval.data.val_json)
+    load_checkpoint(module.model, checkpoint)
+    module.model.head.decode = DECODE_VARIANTS[variant]  # an instance attribute: the estimator calls it
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=TopDownData(cfg_eval, module.model), verbose=False)
+    return module.last_metrics
+
+
 def run_arm(arm: str, steps: int, train_json: str, val_json: str, out: Path, batch: int, seed: int) -> dict:
     model_name, output = ARMS[arm]
     base = [f"model.name={model_name}", f"model.heatmap_output={output}", f"data.train_json={train_json}",
@@ -64,7 +106,8 @@ def run_arm(arm: str, steps: int, train_json: str, val_json: str, out: Path, bat
     metrics = test(cfg_eval, summary["last_checkpoint"], out_dir=out / arm)
     return {"arm": arm, "model": model_name, "steps": summary["steps"], "skipped": summary["skipped_steps"],
             "train_s": train_s, "eval_s": time.perf_counter() - start, "AP": metrics["AP"], "AP50": metrics["AP50"],
-            "AP75": metrics["AP75"], "AR": metrics["AR"]}
+            "AP75": metrics["AP75"], "AR": metrics["AR"],
+            "_cfg_eval": cfg_eval, "_checkpoint": summary["last_checkpoint"]}
 
 
 def main() -> None:
@@ -90,6 +133,9 @@ def main() -> None:
         val_json = generate_dataset(out / "data", args.val, seed=args.seed + 10_000, split="val", workers=2)
         print(f"synthesized {args.train} train / {args.val} val images in {time.perf_counter() - start:.0f} s")
         rows = [run_arm(arm, steps[arm], train_json, val_json, out, args.batch, args.seed) for arm in arms]
+        fusion = next((r for r in rows if r["arm"] == "fusion"), None)
+        variants = {v: evaluate_decode_variant(fusion["_cfg_eval"], fusion["_checkpoint"], v)
+                    for v in (DECODE_VARIANTS if fusion else ())}
 
     print(f"\nvit-tiny, {args.train} synthetic train images, batch {args.batch}, equal training FLOPs "
           f"({budget / 1e12:.2f} TFLOP per arm); AP on {args.val} val images (GT boxes, flip test)")
@@ -101,7 +147,13 @@ def main() -> None:
         print(f"{r['arm']:<14} {r['model']:<16} {flops[r['arm']] / 1e9:>12.3f} {r['steps']:>6} {r['train_s']:>8.0f} "
               f"{r['eval_s']:>7.0f} {r['AP']:>6.3f} {r['AP50']:>6.3f} {r['AP75']:>6.3f} {r['AR']:>6.3f}"
               + (f"  ({r['skipped']} skipped steps)" if r["skipped"] else ""))
-    print(json.dumps(rows))
+    if fusion:
+        print("\nthe fusion checkpoint, decoded differently (same weights, same val images)")
+        print(f"{'decode':<66} {'AP':>6} {'AP50':>6} {'AP75':>6} {'AR':>6}")
+        named = {"full fusion decode (soft-argmax, Newton on blurred log, offsets)": fusion, **variants}
+        for name, m in named.items():
+            print(f"{name:<66} {m['AP']:>6.3f} {m['AP50']:>6.3f} {m['AP75']:>6.3f} {m['AR']:>6.3f}")
+    print(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ not label has weight 0 and adds nothing); ``FusionLossWeights`` scales each, 0 s
 * ``peak``     -- (target peak - predicted heatmap at the target's peak pixel)^2: 1 for MSRA's Gaussians,
   which sit on a pixel; a sub-pixel (UDP) Gaussian's highest pixel is a little below 1;
 * ``variance`` -- Gaussian NLL of the realised error under the predicted variance, minus its minimum
-  (v*/v - log(v*/v) - 1, v* = the decoded keypoint's squared error per axis + ``min_var``), over the support;
+  (v*/v - log(v*/v) - 1, v* = the decoded keypoint's squared error per axis + ``min_var``, at most ``MAX_VAR``),
+  over the support: its minimum over v is at the mean realised error, so the predicted std is calibrated;
 * ``overlap``  -- 1 - Dice overlap of predicted and target maps, 2<p, t> / (|p|^2 + |t|^2);
 * ``shape``    -- KL(target || prediction) between the maps made distributions (negative values clamped,
   ``SHAPE_EPS`` added to every pixel of both).
@@ -29,6 +30,8 @@ from sagepose.models.fusion_head import decode_heatmaps, fusion_decode, split_ou
 SUPPORT_LEVEL = 0.01  # the target Gaussian's support: where it exceeds 1 % of a unit peak (~3 sigma)
 SHAPE_EPS = 0.01  # added to every pixel before normalising, so an all-zero prediction has a finite KL
 MIN_VAR = 0.01  # heatmap px^2: the realised variance's floor (a perfect decode still has some spread)
+MAX_VAR = 16.0  # heatmap px^2: its cap -- an error past 4 px is a missed joint, not spread; uncapped, the
+# early misses' huge v*/v would swamp the other terms' gradients (and the clipped gradient norm)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def fusion_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tens
     if lw.variance:
         with torch.no_grad():
             locs = fusion_decode(outputs.detach().float(), radius, blur_kernel_size)[0]
-            realised = ((locs - kp).square().sum(-1) / 2 + min_var).log()  # (B, K): log v* per axis
+            realised = ((locs - kp).square().sum(-1) / 2 + min_var).clamp_max(MAX_VAR).log()  # (B, K): log v*
         d = (realised[..., None, None] - log_var.clamp(-20, 20))  # log(v* / v)
         terms["variance"] = _support_mean(d.exp() - d - 1, support)
     if lw.overlap:
