@@ -38,7 +38,7 @@ def generic_schema(num_keypoints: int) -> KeypointSchema:
 
 
 _HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_kernel_size", "norm", "act",
-              "feature_upsample")
+              "feature_upsample", "trunk_channels")  # trunk_channels: fusion heads only
 
 
 def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float, *,

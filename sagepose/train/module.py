@@ -82,7 +82,9 @@ class TopDownModule(L.LightningModule):
             weights = weights * self.joint_weights
         if isinstance(self.model.head, FusionHead):  # heatmap + offset + variance maps, six loss terms
             keypoints = to_heatmap_coords(batch["keypoints"], self.model.codec)
-            loss, logs = fusion_loss(self.model(x), targets, weights, keypoints, radius=self.model.head.radius)
+            head = self.model.head
+            loss, logs = fusion_loss(self.model(x), targets, weights, keypoints, radius=head.radius,
+                                     blur_kernel_size=head.blur_kernel_size)
         else:
             loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
             loss, logs = loss_fn(self.model(x), targets, weights)
