@@ -19,6 +19,11 @@ with ``sagepose.train.run.test`` (pycocotools OKS AP, flip test, GT boxes) on th
 The fusion checkpoint is then scored again with parts of its decode taken away (same weights, same
 validation loop): without the offsets, without the blur before the Newton step, and with the codec's own
 DARK-UDP decode of its heatmap channels -- what the decoder adds apart from the training.
+
+Measured once with the defaults (2 shared CPU cores, 4.56 TFLOP per arm): AP plain-mse 0.000, plain-softmax
+0.009 (AP50 0.055), fusion 0.002 (AP50 0.016); the fusion decode variants all 0.002. At this budget the fusion
+head beats plain MSE regression but not the softmax recipe. Its 579 s of training were inflated by another
+job on the machine; uncontended, one batch-32 step costs 0.208 s vs the plain model's 0.158 s.
 """
 from __future__ import annotations
 
