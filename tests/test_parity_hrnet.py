@@ -9,18 +9,14 @@ cut here from the image (and must be bit-identical to MMPose's). The real COCO i
 """
 import hashlib
 import json
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from weightgen import deterministic_weights, synthetic_image
+from goldens_io import GOLDENS, golden, golden_image, golden_model, rel_err
 
-from sagepose.models import MODELS, build_model, from_mmpose, load_checkpoint
+from sagepose.models import MODELS, build_model, from_mmpose
 
-GOLDENS = Path(__file__).parent / "goldens" / "models"
-REPO = Path(__file__).resolve().parent.parent
 PARAM_COUNTS = json.loads((GOLDENS / "param_counts.json").read_text())["counts"]
 PARITY = ("hrnet-w32", "hrnet-w32-udp", "hrnet-w32-dark", "hrformer-b", "hrnet-w48", "hrformer-s")
 NAMES = sorted(n for n in MODELS if n.startswith(("hrnet", "hrformer")) and not n.endswith("-fusion"))  # MMPose's
@@ -32,24 +28,10 @@ SMALL_ARCH = {"hrnet": dict(widths=(8, 16, 24, 32), num_modules=(1, 1, 1), num_b
                                stem_blocks=1)}
 
 
-def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
-def golden(name: str, image: str) -> dict:
-    return dict(np.load(GOLDENS / f"{name}__{image}.npz"))
 
 
-def golden_image(g: dict) -> np.ndarray:
-    path = str(g["image_path"])
-    if not path:
-        img = synthetic_image()
-    else:
-        if not (REPO / path).is_file():
-            pytest.skip(f"{path} not available (../shared/realdata)")
-        img = cv2.imread(str(REPO / path))
-    assert hashlib.md5(img.tobytes()).hexdigest() == str(g["image_md5"]), f"{path or 'synthetic'} differs"
-    return img
 
 
 def subsample(heatmaps: np.ndarray) -> np.ndarray:
@@ -60,14 +42,7 @@ def subsample(heatmaps: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module", params=PARITY)
 def model_and_name(request):
     name = request.param
-    g = golden(name, "synthetic")
-    keys = list(zip(g["keys"].tolist(), json.loads(str(g["shapes"]))))
-    sd = deterministic_weights(keys, int(g["seed"]))
-    checksums = np.array([float(v.double().sum()) for v in sd.values()])
-    np.testing.assert_allclose(checksums, g["checksums"], rtol=1e-9, atol=1e-9,
-                               err_msg="tests/weightgen.py no longer reproduces the golden weights")
-    model = build_model(name).eval()
-    load_checkpoint(model, sd, strict=True)  # MMPose format detected, every key matched
+    model = golden_model(name)
     return model, name
 
 

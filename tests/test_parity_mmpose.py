@@ -20,55 +20,31 @@ non-affine InstanceNorm + SiLU at the same places, and the head's formula is als
 import hashlib
 import json
 import sys
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from weightgen import deterministic_weights, synthetic_image
+from goldens_io import golden, golden_image, golden_model, rel_err
+from weightgen import deterministic_weights
 
 from sagepose.models import HeatmapHead, build_model, from_mmpose, load_checkpoint
 
-GOLDENS = Path(__file__).parent / "goldens" / "models"
-REPO = Path(__file__).resolve().parent.parent
 MODELS = ("vitpose-b", "vitpose-b-simple")
 IMAGES = ("synthetic", "coco196141")
 HEATMAP_RTOL, KEYPOINT_ATOL = 1e-5, 1e-3
 
 
-def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(a - ref).max() / np.abs(ref).max())
 
 
-def golden(name: str, image: str) -> dict:
-    return dict(np.load(GOLDENS / f"{name}__{image}.npz"))
 
 
-def golden_image(g: dict) -> np.ndarray:
-    path = str(g["image_path"])
-    if not path:
-        img = synthetic_image()
-    else:
-        if not (REPO / path).is_file():
-            pytest.skip(f"{path} not available (../shared/realdata)")
-        img = cv2.imread(str(REPO / path))
-    assert hashlib.md5(img.tobytes()).hexdigest() == str(g["image_md5"]), f"{path or 'synthetic'} differs"
-    return img
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def model_and_name(request):
     name = request.param
-    g = golden(name, "synthetic")
-    keys = list(zip(g["keys"].tolist(), json.loads(str(g["shapes"]))))
-    sd = deterministic_weights(keys, int(g["seed"]))
-    checksums = np.array([float(v.double().sum()) for v in sd.values()])
-    np.testing.assert_allclose(checksums, g["checksums"], rtol=1e-9, atol=1e-9,
-                               err_msg="tests/weightgen.py no longer reproduces the golden weights")
-    model = build_model(name).eval()
-    load_checkpoint(model, sd, strict=True)  # MMPose format detected, every key matched
+    model = golden_model(name)
     return model, name
 
 
