@@ -24,6 +24,7 @@ import yaml
 class ModelConfig:
     name: str = "vit-tiny"  # a sagepose.models.zoo name
     schema: str = "coco"
+    input_size: tuple[int, int] | None = None  # crop (w, h); heatmaps are input / 4. None: the zoo's
     init_checkpoint: str | None = None  # weights to start from (sagepose, MMPose, ViTPose format)
     flip_test: bool = True
     drop_path_rate: float | None = None  # None: the zoo's default

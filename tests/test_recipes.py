@@ -1,0 +1,151 @@
+"""Published-setting recipes (``configs/{model}_coco_{h}x{w}.yaml``): each names its source config and the
+AP its authors report, and builds the model its header declares (input, heatmap, codec, sigma) with the
+published batch and schedule. The big models are built on the meta device (shapes, no memory)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from sagepose.config import load_config
+from sagepose.configs import CONFIG_DIR
+from sagepose.data.synth import generate_dataset
+from sagepose.models import build_model_from_config
+from sagepose.train.run import build_loaders, check_config
+
+ALL = sorted(CONFIG_DIR.glob("*.yaml"))
+PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_"))]
+
+EXPECTED = (
+    [f"vitpose_{s}{v}_coco_256x192" for s in "sblh" for v in ("", "_simple")]
+    + [f"hrnet_w{w}{v}_coco_{r}" for w in (32, 48) for v in ("", "_dark", "_udp") for r in ("256x192", "384x288")]
+    + [f"hrformer_{s}_coco_{r}" for s in "sb" for r in ("256x192", "384x288")]
+    + [f"sapiens_{s}_coco_1024x768" for s in ("0.3b", "0.6b", "1b", "2b")]
+)
+
+# The published optimizer numbers by model, as the source configs the headers name set them:
+# weight decay, layer decay, gradient clipping, drop path (None: the model has no stochastic depth)
+OPTIM = {"vitpose-s": (0.1, 0.8, 1.0, 0.1), "vitpose-b": (0.1, 0.75, 1.0, 0.3), "vitpose-l": (0.1, 0.8, 1.0, 0.5),
+         "vitpose-h": (0.1, 0.85, 1.0, 0.55), "hrnet": (0.0, 1.0, None, None),  # Adam: AdamW without decay
+         "hrformer-s": (0.01, 1.0, None, 0.1), "hrformer-b": (0.01, 1.0, None, 0.2), "sapiens": (0.1, 0.85, 1.0, 0.0)}
+
+SETTING = re.compile(r"input (\d+)x(\d+), heatmap (\d+)x(\d+), codec (\w+)(\(unbiased=True\))?, sigma ([\d.]+)$")
+BATCH = re.compile(r"(\d+) x (\d+) GPUs = (\d+)\b")
+
+
+def header_fields(path: Path) -> dict[str, str]:
+    """``# key: value`` lines of the comment block above the YAML, with ``#   `` continuation lines joined."""
+    fields: dict[str, str] = {}
+    key = None
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        m = re.match(r"# ([a-zA-Z][a-zA-Z ]*): (.*)$", line)
+        if m:
+            key = m.group(1)
+            fields[key] = m.group(2)
+        elif line.startswith("#   ") and key is not None:
+            fields[key] += " " + line[4:]
+        else:
+            key = None
+    return fields
+
+
+def zoo_name_of_source(config_file: str) -> str:
+    """The zoo model a source config file builds, read from its name alone."""
+    sizes = {"small": "s", "base": "b", "large": "l", "huge": "h"}
+    if m := re.match(r"td-hm_ViTPose-(small|base|large|huge)(-simple)?_", config_file):
+        return f"vitpose-{sizes[m.group(1)]}{m.group(2) or ''}"
+    if m := re.match(r"td-hm_hrnet-(w32|w48)(?:_(udp|dark))?[-_]8xb", config_file):
+        return f"hrnet-{m.group(1)}" + (f"-{m.group(2)}" if m.group(2) else "")
+    if m := re.match(r"td-hm_hrformer-(small|base)_", config_file):
+        return f"hrformer-{sizes[m.group(1)]}"
+    if m := re.match(r"sapiens_(\d\.\d+b|\d+b)-210e_coco-", config_file):
+        return f"sapiens-{m.group(1)}"
+    raise AssertionError(f"unrecognised source config {config_file}")
+
+
+def build_on_meta(cfg):
+    with torch.device("meta"):
+        return build_model_from_config(cfg.model)
+
+
+def test_there_is_a_recipe_per_published_setting():
+    assert sorted(p.stem for p in PUBLISHED) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_every_recipe_loads_and_passes_the_training_checks(path):
+    check_config(load_config(path))
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.stem)
+def test_header_names_its_source_and_the_ap_reported_under_a_stated_evaluation(path):
+    fields = header_fields(path)
+    repo, source = fields["source"].split(" ")
+    assert repo in ("open-mmlab/mmpose", "facebookresearch/sapiens") and source.endswith(".py")
+    ap = re.match(r"(\d\d\.\d) \(AR (\d\d\.\d)\)", fields["reported AP"])
+    assert ap and 70.0 <= float(ap.group(1)) <= 83.0 and float(ap.group(1)) < float(ap.group(2))
+    evaluation = fields["reported AP"].split("eval: ")[1]
+    assert "COCO val2017" in evaluation and "flip test" in evaluation
+    assert ("AP_H_70" in evaluation) == (repo == "facebookresearch/sapiens")  # Sapiens' own detector boxes
+    cfg = load_config(path)
+    assert cfg.data.det_json.endswith("AP_H_70_person.json" if "AP_H_70" in evaluation else "AP_H_56_person.json")
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.stem)
+def test_recipe_builds_the_model_and_codec_its_header_and_source_declare(path):
+    fields = header_fields(path)
+    source = Path(fields["source"].split(" ")[1]).name
+    h, w, hm_h, hm_w, codec, unbiased, sigma = SETTING.match(fields["setting"]).groups()
+    h, w, hm_h, hm_w = int(h), int(w), int(hm_h), int(hm_w)
+    assert f"{h}x{w}" in source and path.stem.endswith(f"_{h}x{w}")  # the source's name states the input too
+
+    cfg = load_config(path)
+    assert cfg.model.name == zoo_name_of_source(source)
+    model = build_on_meta(cfg)
+    assert next(model.parameters()).is_meta
+    assert model.input_size == (w, h)
+    assert type(model.codec).__name__ == codec
+    assert tuple(model.codec.input_size) == (w, h) and tuple(model.codec.heatmap_size) == (hm_w, hm_h)
+    assert (hm_w, hm_h) == (w // 4, h // 4)
+    assert model.codec.sigma == float(sigma)
+    assert getattr(model.codec, "unbiased", False) == bool(unbiased)
+    assert model.flip_test and cfg.model.flip_test
+    rates = [m.drop_path for m in model.modules() if isinstance(getattr(m, "drop_path", None), float)]
+    assert max(rates, default=0.0) == pytest.approx(cfg.model.drop_path_rate or 0.0)  # the last block's rate
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: p.stem)
+def test_recipe_has_the_published_total_batch_optimizer_and_210_epoch_step_schedule(path):
+    fields = header_fields(path)
+    per_gpu, gpus, total = (int(x) for x in BATCH.match(fields["batch"]).groups())
+    assert per_gpu * gpus == total
+    source = Path(fields["source"].split(" ")[1]).name
+    if m := re.search(r"_8xb(\d+)-210e_", source.replace("-8xb", "_8xb")):  # MMPose names: GPUs x batch a GPU
+        assert (gpus, per_gpu) == (8, int(m.group(1)))
+    cfg = load_config(path)
+    assert cfg.data.batch_size * cfg.trainer.accumulate_grad_batches == total
+    assert "210e" in source and cfg.trainer.max_epochs == 210
+    o = cfg.optim
+    assert (o.schedule, o.milestones, o.gamma, o.warmup_iters, o.warmup_ratio) == ("step", (170, 200), 0.1, 500, 0.001)
+    assert o.lr == 5e-4 and o.betas == (0.9, 0.999)
+    name = cfg.model.name.removesuffix("-simple")
+    key = next(k for k in (name, name.split("-")[0]) if k in OPTIM)
+    assert (o.weight_decay, o.layer_decay, o.grad_clip, cfg.model.drop_path_rate) == OPTIM[key]
+
+
+def test_model_input_size_sets_the_crop_the_codec_and_the_heatmaps_training_sees(tmp_path):
+    train_json = generate_dataset(tmp_path, 2, seed=1, split="train", image_size=(160, 128))
+    cfg = load_config(None, ["model.name=vit-tiny", "model.input_size=[64, 96]", "model.codec={'sigma': 1.0}",
+                             f"data.train_json={train_json}", "data.num_workers=0", "data.batch_size=2"])
+    model = build_model_from_config(cfg.model)
+    assert model.input_size == (64, 96)
+    assert tuple(model.codec.heatmap_size) == (16, 24) and model.codec.sigma == 1.0
+    batch = next(iter(build_loaders(cfg, model, val=False)["train"]))
+    assert batch["img"].shape[1:3] == (96, 64)  # (B, H, W, 3) crops
+    with torch.no_grad():
+        heatmaps = model(model.normalize(batch["img"]))
+    assert heatmaps.shape == (2, 17, 24, 16)
