@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 DEMO_CONFIG = "demo_tiny_vit"
 
 
-def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 4000, num_val: int = 200, seed: int = 0,
+def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 5000, num_val: int = 200, seed: int = 0,
              workers: int = 2, overrides: list[str] | None = None, num_vis: int = 8) -> dict:
     from sagepose.config import load_config
     from sagepose.configs import resolve_config
@@ -33,9 +34,11 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 4000, num_val: 
     train_json = generate_dataset(data, num_train, seed=seed, split="train", workers=workers)
     val_json = generate_dataset(data, num_val, seed=seed + 10_000, split="val", workers=workers)
     print(f"synthesized {num_train} train / {num_val} val images in {time.time() - start:.0f}s -> {data}")
+    precision = "bf16-mixed" if native_bf16_cpu() else "32-true"
     cfg = load_config(resolve_config(DEMO_CONFIG), [
         f"data.train_json={train_json}", f"data.val_json={val_json}", f"trainer.out_dir={out}",
-        f"trainer.seed={seed}", *(overrides or [])])
+        f"trainer.seed={seed}", f"trainer.precision={precision}", *(overrides or [])])
+    print(f"training {cfg.model.name} in {cfg.trainer.precision} on {torch.get_num_threads()} CPU threads")
     summary = fit(cfg)
     metrics = test(cfg, summary["best_checkpoint"], out_dir=out)
     render_val(cfg, summary["best_checkpoint"], val_json, out / "vis", num_vis)
@@ -44,6 +47,13 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 4000, num_val: 
     print(f"val AP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}, AR {metrics['AR']:.3f}) "
           f"in {metrics['total_minutes']} min -> {out}/metrics.json, {out}/predictions.json, {out}/vis/")
     return metrics
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there oneDNN's bf16 convolutions
+    and matmuls make the demo's training steps ~1.4x faster; elsewhere bf16 is emulated and slower."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 def render_val(cfg, checkpoint: str, val_json: str | Path, vis_dir: Path, num: int) -> None:

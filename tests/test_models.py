@@ -13,6 +13,7 @@ import sagepose.api
 from sagepose.keypoints import MPII16
 from sagepose.models import MODELS, build_model, build_model_from_config, from_vitpose, load_checkpoint
 from sagepose.models.checkpoint import CheckpointMismatchError
+from sagepose.models.heads import SkipHeatmapHead
 from sagepose.models.vit import interpolate_pos_embed, vit
 
 PARAM_COUNTS = json.loads((Path(__file__).parent / "goldens/models/param_counts.json").read_text())["counts"]
@@ -52,18 +53,44 @@ def test_vit_tiny_demo_numbers():
     model = build_model("vit-tiny")
     assert model.input_size == (96, 128) and model.backbone.grid_size == (8, 6)
     assert model.codec.heatmap_size == (24, 32) and model.codec.udp and model.flip_test
-    assert sum(p.numel() for p in model.parameters()) == 1_111_649
+    assert sum(p.numel() for p in model.parameters()) == 1_432_041
+    assert isinstance(model.head, SkipHeatmapHead) and model.backbone.out_channels == [48, 96, 128]
 
 
 def test_conv_stem_reaches_patch_stride_and_rejects_a_mismatch():
     backbone = vit("vit-tiny")
-    assert backbone(torch.randn(1, 3, 128, 96)).shape == (1, 128, 8, 6)
+    f4, f8, tokens = backbone(torch.randn(1, 3, 128, 96))
+    assert (f4.shape, f8.shape, tokens.shape) == ((1, 48, 32, 24), (1, 96, 16, 12), (1, 128, 8, 6))
+    assert vit("vit-tiny", skip_strides=())(torch.randn(1, 3, 128, 96)).shape == (1, 128, 8, 6)
     with pytest.raises(ValueError, match="stride 8, patch_size is 16"):
         vit("vit-tiny", stem_channels=(8, 16, 32))
+    with pytest.raises(ValueError, match="skip_strides \\[16\\]"):
+        vit("vit-tiny", skip_strides=(4, 16))
+
+
+def test_skip_head_adds_the_stride4_features_where_they_are():
+    """A change of the stride-4 skip at one pixel moves the heatmaps only within the 3x3 refine conv's
+    reach of that pixel; a change of the tokens reaches further (the deconvs spread it)."""
+    torch.manual_seed(0)
+    head = SkipHeatmapHead([48, 96, 128], 17).eval()
+    feats = [torch.randn(1, 48, 32, 24), torch.randn(1, 96, 16, 12), torch.randn(1, 128, 8, 6)]
+    with torch.no_grad():
+        base = head(feats)
+        f4 = feats[0].clone()
+        f4[0, :, 10, 7] += 5.0
+        moved = (head([f4, *feats[1:]]) - base).abs().amax(1)[0] > 0
+    ys, xs = torch.nonzero(moved, as_tuple=True)
+    assert moved[10, 7] and ys.min() >= 9 and ys.max() <= 11 and xs.min() >= 6 and xs.max() <= 8
+    with torch.no_grad():
+        tokens = feats[2].clone()
+        tokens[0, :, 2, 2] += 5.0
+        spread = (head([*feats[:2], tokens]) - base).abs().amax(1)[0] > 0
+    assert spread.sum() > moved.sum()
 
 
 def test_softmax_output_is_a_scaled_spatial_distribution_peaking_like_the_target():
-    model = build_model("vit-tiny", heatmap_output="softmax").eval()
+    # sigma 1.5: a discrete Gaussian this wide has nearly the same mass at any sub-pixel position
+    model = build_model("vit-tiny", heatmap_output="softmax", codec={"sigma": 1.5}).eval()
     w, h = model.codec.input_size
     target, _ = model.codec.encode(torch.tensor([[[40.0, 70.0]]]), torch.ones(1, 1))
     logits = target.clamp_min(1e-8).log().expand(1, 17, -1, -1)  # the ideal logits for this target
@@ -86,8 +113,9 @@ def test_resize_pos_embed_changes_grid_bicubically_and_matches_runtime_interpola
     expected = torch.nn.functional.interpolate(grid, size=(10, 8), mode="bicubic", align_corners=False)
     torch.testing.assert_close(backbone.pos_embed.detach(), expected.flatten(2).transpose(1, 2))
     with torch.no_grad():
-        torch.testing.assert_close(backbone(x), on_the_fly)
-    assert backbone(x).shape == (1, 128, 10, 8)
+        for a, b in zip(backbone(x), on_the_fly):
+            torch.testing.assert_close(a, b)
+    assert backbone(x)[-1].shape == (1, 128, 10, 8)
     assert interpolate_pos_embed(old, (8, 6), (8, 6)) is old
 
 
@@ -98,9 +126,9 @@ def test_activation_checkpointing_gives_same_output_and_gradients():
         torch.manual_seed(0)
         backbone = vit("vit-tiny", drop_path_rate=0.2, grad_checkpointing=ckpt).train()
         torch.manual_seed(1)  # same drop-path draws; checkpoint replays them with the saved RNG state
-        out = backbone(x)
+        out = backbone(x)[-1]
         out.square().mean().backward()
-        results.append((out.detach(), [p.grad.clone() for p in backbone.parameters()]))
+        results.append((out.detach(), [p.grad.clone() for p in backbone.parameters() if p.grad is not None]))
     torch.testing.assert_close(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b)

@@ -63,7 +63,7 @@ def test_nan_loss_step_is_skipped_with_weights_and_batchnorm_stats_unchanged(dat
     summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=3"), callbacks=[rec])
     before, after_skip, after_next = rec.states[1], rec.states[2], rec.states[3]
     assert _same(before, after_skip)  # weights and BatchNorm running statistics, bit for bit
-    assert "backbone.patch_embed.1.running_mean" in before  # (the stem has BatchNorm)
+    assert "backbone.patch_embed.stages.0.1.running_mean" in before  # (the stem has BatchNorm)
     assert not _same(after_skip, after_next)  # and training goes on
     assert all(torch.isfinite(v).all() for v in after_next.values() if v.is_floating_point())
     assert summary["skipped_steps"] == 1 and summary["steps"] == 3

@@ -79,3 +79,38 @@ class HeatmapHead(nn.Module):
         for stage in (*self.deconv_blocks, *self.conv_blocks):
             x = stage(x)
         return self.final_conv(x)
+
+
+class SkipHeatmapHead(nn.Module):
+    """A U-Net-style decoder for a backbone that returns ``[skip features..., coarsest map]`` (strides
+    ascending by factors of 2, e.g. a hybrid ViT's stride-4 and stride-8 stem features and its tokens).
+
+    Each stride-2 step upsamples with a deconv stage (ConvTranspose2d k4 s2 + BN + ReLU, as
+    :class:`HeatmapHead`) and adds the matching skip through a 1x1 conv + BN, then ReLU; ``refine``
+    3x3 conv stages follow at the finest stride, then a 1x1 conv to one heatmap per keypoint.
+    Output stride is the finest skip's.
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_keypoints: int, channels: int = 64, refine: int = 1):
+        super().__init__()
+        *skips, top = in_channels
+        self.ups = nn.ModuleList()
+        self.laterals = nn.ModuleList()
+        c = top
+        for skip in reversed(skips):
+            self.ups.append(ConvNormAct(nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1, bias=False),
+                                        nn.BatchNorm2d(channels), nn.ReLU(inplace=True)))
+            self.laterals.append(nn.Sequential(nn.Conv2d(skip, channels, 1, bias=False), nn.BatchNorm2d(channels)))
+            c = channels
+        self.refine = nn.ModuleList(
+            ConvNormAct(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+            for _ in range(refine))
+        self.final_conv = nn.Conv2d(c, num_keypoints, 1)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        *skips, x = feats
+        for up, lateral, skip in zip(self.ups, self.laterals, reversed(skips)):
+            x = F.relu(up(x) + lateral(skip))
+        for stage in self.refine:
+            x = stage(x)
+        return self.final_conv(x)

@@ -34,9 +34,10 @@ VIT_SIZES: dict[str, dict] = {
                        embed_dim=1536, depth=40, num_heads=24, mlp_dim=6144),
     "sapiens-2b": dict(img_size=(1024, 768), patch_size=16, patch_padding=2,
                        embed_dim=1920, depth=48, num_heads=32, mlp_dim=7680),
-    # CPU demo size: 128x96 input, a 4-conv stem to stride 16 -> 8x6 tokens.
-    "vit-tiny": dict(img_size=(128, 96), patch_size=16, stem_channels=(16, 32, 64, 128),
-                     embed_dim=128, depth=4, num_heads=4, mlp_dim=512),
+    # CPU demo size: 128x96 input, a 4-stage conv stem (a residual block at strides 4 and 8) to
+    # stride 16 -> 8x6 tokens; the stride-4 and stride-8 stem features also go to the head (skips).
+    "vit-tiny": dict(img_size=(128, 96), patch_size=16, stem_channels=(24, 48, 96, 128), stem_blocks=(0, 1, 1, 0),
+                     skip_strides=(4, 8), embed_dim=128, depth=4, num_heads=4, mlp_dim=512),
 }
 
 
@@ -128,21 +129,31 @@ class VisionTransformer(nn.Module):
 
     ``img_size`` is (h, w); the token grid is ``(img + 2 * padding - patch) // patch + 1``
     per side (16x12 for ViTPose at 256x192). ``pos_embed`` is (1, Hp * Wp, C), no cls slot.
+
+    Hybrid form (ours, for small models trained from scratch): ``stem_channels`` replaces the
+    patch projection by a conv stem (:class:`ConvStem`, ``stem_blocks`` residual blocks per stage);
+    with ``skip_strides`` the forward returns ``[stem features at those strides..., token map]``
+    (``out_channels`` lists their channels) for a head that merges them (:class:`SkipHeatmapHead`).
     """
 
     def __init__(self, img_size: tuple[int, int] = (256, 192), patch_size: int = 16, patch_padding: int = 2,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
                  qkv_bias: bool = True, drop_path_rate: float = 0.0, ln_eps: float = 1e-6,
-                 grad_checkpointing: bool = False, stem_channels: tuple[int, ...] = ()):
+                 grad_checkpointing: bool = False, stem_channels: tuple[int, ...] = (),
+                 stem_blocks: tuple[int, ...] = (), skip_strides: tuple[int, ...] = ()):
         super().__init__()
         self.patch_size, self.patch_padding = patch_size, patch_padding
         self.embed_dim, self.depth = embed_dim, depth
         self.grad_checkpointing = grad_checkpointing
         self.stem_channels = tuple(stem_channels)
+        self.skip_strides = tuple(skip_strides) if self.stem_channels else ()
         if self.stem_channels:
-            self.patch_embed = conv_stem(self.stem_channels, embed_dim, patch_size)
+            self.patch_embed = ConvStem(self.stem_channels, embed_dim, patch_size, stem_blocks, self.skip_strides)
         else:
             self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, stride=patch_size, padding=patch_padding)
+        self.out_channels = [*(self.stem_channels[s.bit_length() - 2] for s in self.skip_strides), embed_dim]
+        if not self.skip_strides:
+            self.out_channels = embed_dim
         self.img_size = tuple(img_size)
         self.grid_size = self._grid(self.img_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1], embed_dim))
@@ -166,9 +177,14 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
         self.img_size, self.grid_size = tuple(new_img_size), grid
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, C, Hp, Wp)."""
-        x = self.patch_embed(x)  # (B, C, Hp, Wp)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """(B, 3, H, W) -> (B, C, Hp, Wp), or ``[skips..., (B, C, Hp, Wp)]`` with ``skip_strides``."""
+        if self.skip_strides:
+            *skips, x = self.patch_embed(x)
+            return [*skips, self._tokens(x)]
+        return self._tokens(self.patch_embed(x))
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         B, C, Hp, Wp = x.shape
         x = x.flatten(2).transpose(1, 2) + interpolate_pos_embed(self.pos_embed, self.grid_size, (Hp, Wp))
         for block in self.blocks:
@@ -179,20 +195,61 @@ class VisionTransformer(nn.Module):
         return self.norm(x).transpose(1, 2).reshape(B, C, Hp, Wp)
 
 
-def conv_stem(channels: tuple[int, ...], embed_dim: int, patch_size: int) -> nn.Sequential:
-    """A convolutional patch embedding: stride-2 3x3 conv + BN + ReLU per entry of ``channels``, then 1x1.
+class ResBlock(nn.Module):
+    """Basic residual block: relu(x + BN(conv3x3(relu(BN(conv3x3(x))))))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class ConvStem(nn.Module):
+    """A convolutional patch embedding: per entry of ``channels`` a stride-2 3x3 conv + BN + ReLU and
+    ``blocks[i]`` residual blocks, then a 1x1 projection to the embedding.
 
     Xiao et al. 2021 ("Early convolutions help transformers see better"): it makes small
-    ViTs trained from scratch converge much faster at negligible cost. Used by the CPU demo model.
+    ViTs trained from scratch converge much faster at negligible cost. The residual blocks and
+    the features it hands to the head at ``skip_strides`` (a U-Net-style hybrid) are ours: they
+    give the CPU demo model local detail at stride 4 that 16-pixel tokens lack.
+    Forward: the stride-``patch_size`` map, or ``[features at skip_strides..., that map]``.
     """
-    if 2 ** len(channels) != patch_size:
-        raise ValueError(f"conv stem: {len(channels)} stride-2 convs give stride {2 ** len(channels)}, "
-                         f"patch_size is {patch_size}")
-    layers, c_in = [], 3
-    for c in channels:
-        layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-        c_in = c
-    return nn.Sequential(*layers, nn.Conv2d(c_in, embed_dim, 1))
+
+    def __init__(self, channels: tuple[int, ...], embed_dim: int, patch_size: int, blocks: tuple[int, ...] = (),
+                 skip_strides: tuple[int, ...] = ()):
+        super().__init__()
+        if 2 ** len(channels) != patch_size:
+            raise ValueError(f"conv stem: {len(channels)} stride-2 convs give stride {2 ** len(channels)}, "
+                             f"patch_size is {patch_size}")
+        blocks = tuple(blocks) or (0,) * len(channels)
+        if len(blocks) != len(channels):
+            raise ValueError(f"conv stem: stem_blocks {blocks} needs one count per stage of {channels}")
+        bad = [s for s in skip_strides if s not in [2 ** (i + 1) for i in range(len(channels) - 1)]]
+        if bad:
+            raise ValueError(f"conv stem: skip_strides {bad} are not strides of its stages before the last "
+                             f"({[2 ** (i + 1) for i in range(len(channels) - 1)]})")
+        self.skip_stages = [s.bit_length() - 2 for s in skip_strides]
+        stages, c_in = [], 3
+        for c, n in zip(channels, blocks):
+            stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
+                                        nn.ReLU(inplace=True), *(ResBlock(c) for _ in range(n))))
+            c_in = c
+        self.stages = nn.ModuleList(stages)
+        self.proj = nn.Conv2d(c_in, embed_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.skip_stages:
+                skips.append(x)
+        x = self.proj(x)
+        return [*skips, x] if self.skip_stages else x
 
 
 def interpolate_pos_embed(pos: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]):

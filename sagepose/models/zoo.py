@@ -20,7 +20,7 @@ from sagepose.keypoints import COCO17, KeypointSchema, get_schema
 from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.fusion_head import FusionHead
-from sagepose.models.heads import HeatmapHead
+from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
 from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
@@ -38,13 +38,15 @@ def generic_schema(num_keypoints: int) -> KeypointSchema:
 
 
 _HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_kernel_size", "norm", "act",
-              "feature_upsample", "trunk_channels")  # trunk_channels: fusion heads only
+              "feature_upsample", "trunk_channels",  # trunk_channels: fusion heads only
+              "channels", "refine")  # the skip head's (vit-tiny)
 
 
 def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float, *,
                  schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0,
                  grad_checkpointing: bool = False, flip_test: bool = True, codec: dict | None = None,
-                 arch: dict | None = None, heatmap_output: str = "raw", fusion: bool = False) -> TopDownEstimator:
+                 arch: dict | None = None, heatmap_output: str = "raw", fusion: bool = False,
+                 blur_kernel_size: int = 11) -> TopDownEstimator:
     """A ViT + heatmap head (``fusion``: a :class:`FusionHead` on the same decoder) + UDP codec (heatmaps
     input / 4). ``input_size`` is (w, h).
 
@@ -59,6 +61,8 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
         known = [*inspect.signature(VisionTransformer).parameters, *_HEAD_ARGS]
         hints = {k: difflib.get_close_matches(k, known, n=1) for k in sorted(unknown)}
         raise ValueError(f"model.arch: unknown keys {hints} (key: did-you-mean); known: {known}")
+    if fusion:  # the fusion head reads one map: the hybrid's skips off unless asked for
+        arch.setdefault("skip_strides", ())
     backbone = vit(size, **{"img_size": (h, w), "drop_path_rate": drop_path_rate,
                             "grad_checkpointing": grad_checkpointing, **arch})
     dim, k = backbone.embed_dim, schema.num_keypoints
@@ -72,11 +76,19 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
                              norm="in", act="silu")
     elif head == "tiny":
         head_defaults = dict(deconv_channels=(64,) * deconv_stages)
+
     else:
         raise ValueError(f"unknown head {head!r}")
-    head_module = (FusionHead if fusion else HeatmapHead)(dim, k, **{**head_defaults, **head_args})
+    if backbone.skip_strides:  # the hybrid stem hands its stride-4/8 maps to a U-Net-style head
+        wrong = set(head_args) - {"channels", "refine"}
+        if wrong:
+            raise ValueError(f"model.arch: {sorted(wrong)} do not apply to the skip head (it takes 'channels', "
+                             "'refine'); skip_strides=() gives the deconv head")
+        head_module = SkipHeatmapHead(backbone.out_channels, k, **head_args)
+    else:
+        head_module = (FusionHead if fusion else HeatmapHead)(dim, k, **{**head_defaults, **head_args})
     codec_module = build_codec({"type": "UDPHeatmap", "input_size": (w, h), "heatmap_size": (w // 4, h // 4),
-                                "sigma": sigma, **(codec or {})})
+                                "sigma": sigma, "blur_kernel_size": blur_kernel_size, **(codec or {})})
     return TopDownEstimator(backbone, head_module, codec_module, schema, (w, h), flip_test=flip_test,
                             heatmap_output=heatmap_output)
 
@@ -121,7 +133,10 @@ for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
     MODELS[f"{_size}-simple"] = partial(_topdown_vit, _size, "simple", **_defaults)
 for _size in ("sapiens-0.3b", "sapiens-0.6b", "sapiens-1b", "sapiens-2b"):
     MODELS[_size] = partial(_topdown_vit, _size, "sapiens", input_size=(768, 1024), sigma=6.0)
-MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=1.5)
+# sharp targets on its 32x24 maps, sigma 0.5 (3 sigma must be a whole or half pixel, else MMPose's UDP
+# encoder shifts the patch: 0.75 lands 1 px off), and a 3x3 decode blur; trained with the spatial
+# cross-entropy (the demo recipe, configs/demo_tiny_vit.yaml)
+MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=0.5, blur_kernel_size=3)
 assert all(name.removesuffix("-simple") in VIT_SIZES for name in MODELS)
 for _size in HRNET_SIZES:  # MMPose's td-hm_hrnet-w{32,48}[_udp|_dark]-*_coco-256x192 configs
     MODELS[_size] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap"))
