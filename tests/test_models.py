@@ -209,3 +209,15 @@ def test_build_from_config_dict_with_schema_arch_and_codec_overrides():
     assert build_model("vit-tiny", num_keypoints=5).head.final_conv.out_channels == 5
     with pytest.raises(ValueError, match="dpeth"):
         build_model("vit-tiny", arch={"dpeth": 2})
+
+
+def test_channels_last_config_gives_nhwc_conv_weights_and_the_same_heatmaps():
+    torch.manual_seed(0)
+    plain = build_model_from_config({"name": "vit-tiny"}).eval()
+    nhwc = build_model_from_config({"name": "vit-tiny", "channels_last": True}).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    conv = nhwc.backbone.patch_embed.stages[1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc(x), plain(x), atol=1e-4, rtol=1e-4)

@@ -15,6 +15,8 @@ import difflib
 import inspect
 from functools import partial
 
+import torch
+
 from sagepose.codecs import build_codec
 from sagepose.keypoints import COCO17, KeypointSchema, get_schema
 from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
@@ -176,9 +178,12 @@ def build_model_from_config(model_cfg) -> TopDownEstimator:
     if "name" not in cfg:
         raise ValueError(f"model config needs a 'name' (one of {sorted(MODELS)}); got keys {sorted(cfg)}")
     init = cfg.pop("init_checkpoint", None)
+    channels_last = cfg.pop("channels_last", False)
     if isinstance(cfg.get("input_size"), list):
         cfg["input_size"] = tuple(cfg["input_size"])
     model = build_model(cfg.pop("name"), **cfg)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if init:
         missing, unexpected, shaped = load_checkpoint(model, init, strict=False)
         stray = [k for k in missing if not k.startswith("head.")] + unexpected + shaped
