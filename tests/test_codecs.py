@@ -180,3 +180,21 @@ def test_build_codec_from_an_mmpose_style_config():
         build_codec(dict(type="SimCCLabel"))
     with pytest.raises(ValueError, match="did you mean 'sigma'"):
         build_codec(dict(type="UDPHeatmap", sigm=2.0))
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.6, 0.75, 1.0, 1.1, 1.25, 1.75, 2.0, 2.25])
+def test_udp_warns_exactly_for_the_sigmas_whose_patch_mmpose_centres_off_the_keypoint(sigma):
+    """MMPose's UDP encoder puts the Gaussian's peak 1 px off when 3*sigma has a fraction in (0, 0.5);
+    the codec warns for exactly those sigmas (checked here against where the peak actually lands)."""
+    import warnings as w
+
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        codec = UDPHeatmap(input_size=(96, 128), heatmap_size=(24, 32), sigma=sigma)
+    warned = any("centres the Gaussian" in str(c.message) for c in caught)
+    kps = torch.tensor([[[40.3, 70.6], [50.9, 60.1], [33.5, 80.45]]])
+    hm, _ = codec.encode(kps, torch.ones(1, 3))
+    peak = torch.stack([hm[0].flatten(1).argmax(-1) % 24, hm[0].flatten(1).argmax(-1) // 24], -1).float()
+    expected = kps[0] * torch.tensor([23 / 95, 31 / 127])
+    off = (peak - expected).abs().amax() > 0.75
+    assert warned == bool(off)

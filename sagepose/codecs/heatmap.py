@@ -10,6 +10,7 @@ References: Xiao et al. 2018 (MSRA heatmaps), Zhang et al. 2020 (DARK), Huang et
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -344,6 +345,11 @@ class UDPHeatmap:
         if self.decode_scale not in ("mmpose", "unbiased"):
             raise ValueError(f"UDPHeatmap: decode_scale must be 'mmpose' or 'unbiased', "
                              f"got {self.decode_scale!r}")
+        frac = (3 * self.sigma) % 1.0
+        if 1e-6 < frac < 0.5 - 1e-6:
+            warnings.warn(f"UDPHeatmap(sigma={self.sigma}): MMPose's UDP encoder, reproduced here, centres "
+                          f"the Gaussian 1 heatmap px up-left of the keypoint when 3*sigma has a fractional "
+                          f"part in (0, 0.5) (here {frac:.2f}); pick e.g. sigma 0.5, 1, 1.5, 2, 3", stacklevel=3)
 
     def _encode_scale(self, like: torch.Tensor) -> torch.Tensor:
         # MMPose keeps (input - 1) / (heatmap - 1) as a float32 array.

@@ -135,8 +135,8 @@ for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
     MODELS[f"{_size}-simple"] = partial(_topdown_vit, _size, "simple", **_defaults)
 for _size in ("sapiens-0.3b", "sapiens-0.6b", "sapiens-1b", "sapiens-2b"):
     MODELS[_size] = partial(_topdown_vit, _size, "sapiens", input_size=(768, 1024), sigma=6.0)
-# sharp targets on its 32x24 maps, sigma 0.5 (3 sigma must be a whole or half pixel, else MMPose's UDP
-# encoder shifts the patch: 0.75 lands 1 px off), and a 3x3 decode blur; trained with the spatial
+# sharp targets on its 32x24 maps, sigma 0.5 (MMPose's UDP encoder centres the patch 1 px off when 3 sigma
+# has a fractional part in (0, 0.5): 0.75 does), and a 3x3 decode blur; trained with the spatial
 # cross-entropy (the demo recipe, configs/demo_tiny_vit.yaml)
 MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=0.5, blur_kernel_size=3)
 assert all(name.removesuffix("-simple") in VIT_SIZES for name in MODELS)
