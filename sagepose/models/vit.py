@@ -151,9 +151,7 @@ class VisionTransformer(nn.Module):
             self.patch_embed = ConvStem(self.stem_channels, embed_dim, patch_size, stem_blocks, self.skip_strides)
         else:
             self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, stride=patch_size, padding=patch_padding)
-        self.out_channels = [*(self.stem_channels[s.bit_length() - 2] for s in self.skip_strides), embed_dim]
-        if not self.skip_strides:
-            self.out_channels = embed_dim
+        self.out_channels = [*self.patch_embed.skip_channels, embed_dim] if self.skip_strides else embed_dim
         self.img_size = tuple(img_size)
         self.grid_size = self._grid(self.img_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1], embed_dim))
@@ -229,11 +227,12 @@ class ConvStem(nn.Module):
         blocks = tuple(blocks) or (0,) * len(channels)
         if len(blocks) != len(channels):
             raise ValueError(f"conv stem: stem_blocks {blocks} needs one count per stage of {channels}")
-        bad = [s for s in skip_strides if s not in [2 ** (i + 1) for i in range(len(channels) - 1)]]
+        strides = [2 ** (i + 1) for i in range(len(channels) - 1)]  # of the stages before the last
+        bad = [s for s in skip_strides if s not in strides]
         if bad:
-            raise ValueError(f"conv stem: skip_strides {bad} are not strides of its stages before the last "
-                             f"({[2 ** (i + 1) for i in range(len(channels) - 1)]})")
-        self.skip_stages = [s.bit_length() - 2 for s in skip_strides]
+            raise ValueError(f"conv stem: skip_strides {bad} are not strides of its stages before the last ({strides})")
+        self.skip_stages = [strides.index(s) for s in skip_strides]
+        self.skip_channels = [channels[i] for i in self.skip_stages]
         stages, c_in = [], 3
         for c, n in zip(channels, blocks):
             stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
