@@ -215,3 +215,22 @@ def test_dataset_is_reproducible_with_any_num_workers_and_changes_per_epoch(tmp_
     for a, b in zip(single, multi):
         torch.testing.assert_close(a, b)
     assert not torch.allclose(single[0], single[1])
+
+
+def test_image_cache_gives_the_same_samples_and_decodes_each_file_once(tmp_path, monkeypatch):
+    import sagepose.data.dataset as dataset_module
+
+    plain, _ = _dataset(tmp_path)
+    cached, _ = _dataset(tmp_path, cache_images=True)
+    decoded = []
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: decoded.append(path) or read_image(path))
+    for epoch in (0, 1, 2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            assert np.array_equal(a["img"], b["img"]) and np.array_equal(a["keypoints"], b["keypoints"])
+    files = {r.image_path for r in plain.records}
+    # the plain dataset decodes on every access, the cached one once per file
+    assert len(decoded) == 3 * len(plain) + len(files)
+    assert all(not img.flags.writeable for img in cached._images.values())

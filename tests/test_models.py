@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from weightgen import synthetic_image
 
 import sagepose.api
@@ -221,3 +222,30 @@ def test_channels_last_config_gives_nhwc_conv_weights_and_the_same_heatmaps():
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         torch.testing.assert_close(nhwc(x), plain(x), atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_bf16_training_attention_runs_in_float32_with_the_same_values_and_gradients(monkeypatch):
+    import sagepose.models.vit  # noqa: F401  (the package exports a function of the module's name)
+    vit_module = __import__("sys").modules["sagepose.models.vit"]
+    kernel_dtypes = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(vit_module.F, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: kernel_dtypes.append(q.dtype) or sdpa(q, *a, **kw))
+    attention = vit_module.attention
+    torch.manual_seed(0)
+    base = [torch.randn(4, 2, 48, 16).bfloat16() for _ in range(3)] + [torch.randn(2, 48, 48)]
+    q, k, v = (t.clone().requires_grad_() for t in base[:3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v, attn_mask=base[3].float())
+    assert out.dtype == torch.bfloat16 and kernel_dtypes == [torch.float32]
+    (out.float() * torch.linspace(-1, 1, 16)).sum().backward()
+    # reference: float32 SDPA on the same bf16-rounded inputs
+    qr, kr, vr = (t.float().requires_grad_() for t in base[:3])
+    ref = F.scaled_dot_product_attention(qr, kr, vr, attn_mask=base[3].float())
+    (ref * torch.linspace(-1, 1, 16)).sum().backward()
+    torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)  # the output's bf16 rounding
+    for got, want in zip((q, k, v), (qr, kr, vr)):
+        assert got.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(got.grad.float(), want.grad, atol=2e-2, rtol=2e-2)
+    with torch.no_grad():  # inference keeps torch's own bf16 kernel
+        assert attention(*base[:3]).dtype == torch.bfloat16 and kernel_dtypes[-1] == torch.bfloat16

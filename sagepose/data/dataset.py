@@ -3,8 +3,9 @@
 Randomness is a pure function of ``(seed, epoch, index)``, so a run gives the same
 samples with any ``num_workers``. The epoch lives in a shared-memory tensor: set it
 with :meth:`TopDownDataset.set_epoch` before iterating the DataLoader, and
-persistent workers see it too. Images are decoded on every access (no cache):
-JPEG decode is the cheap part next to a DataLoader's IPC for the crop.
+persistent workers see it too. Images are decoded on every access unless ``cache_images``
+keeps them in RAM: decoding a 320x256 JPEG costs about as much as everything else a small
+crop needs (sampling, the warp, collation) together.
 """
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     An unreadable image raises :class:`ImageReadError` naming the file; with
     ``skip_bad_images=True`` another random record is used instead and the event is
-    counted (``bad_images``, per process) and warned about.
+    counted (``bad_images``, per process) and warned about. ``cache_images``: keep every
+    decoded image in memory after its first use (per process; a bad image is never cached).
     """
 
     def __init__(self, records: Sequence[Record], sampler: TopDownSampler, train: bool, seed: int = 0,
-                 skip_bad_images: bool = False):
+                 skip_bad_images: bool = False, cache_images: bool = False):
         if not records:
             raise ValueError("TopDownDataset: no records")
         k = sampler.schema.num_keypoints
@@ -43,6 +45,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.skip_bad_images = skip_bad_images
         self.joint_weights = np.asarray(sampler.schema.joint_weights, np.float32)
         self.bad_images = 0
+        self._images: dict[str, np.ndarray] | None = {} if cache_images else None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,6 +53,15 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _read(self, path: str) -> np.ndarray:
+        if self._images is None:
+            return read_image(path)
+        image = self._images.get(path)
+        if image is None:
+            image = self._images[path] = read_image(path)
+            image.setflags(write=False)  # shared by every later sample of this image
+        return image
 
     def __getitem__(self, index: int) -> dict:
         """-> ``img`` (H, W, 3) uint8 BGR, ``keypoints`` (K, 2) float32 crop px, ``visible`` (K,),
@@ -59,7 +71,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         record = self.records[index]
         for _ in range(MAX_SUBSTITUTIONS):
             try:
-                image = read_image(record.image_path)
+                image = self._read(record.image_path)
                 break
             except ImageReadError as e:
                 if not self.skip_bad_images:

@@ -41,7 +41,7 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
         augment = {name: getattr(d, name) for name in _SAMPLER_AUGMENT_FIELDS}
         sampler = TopDownSampler(**common, **augment)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
-        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed)
+        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images)
         shard = ShardSampler(len(ds), seed=cfg.trainer.seed, shuffle=True, rank=rank, world_size=world_size)
         # the generator only seeds worker processes (the dataset's randomness is explicit); a loader of its
         # own keeps the global RNG stream the same however often loaders are created (resume)
