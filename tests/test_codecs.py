@@ -1,6 +1,7 @@
 """sagepose.codecs against MMPose 1.3.2 goldens (tools/make_codec_goldens.py) and analytic cases."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +72,43 @@ def test_decode_of_random_heatmaps_equals_mmpose_up_to_its_own_float32_spread(ca
     np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"][:n_random])
 
 
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", ["dark", "udp"])
+def test_mmpose_decode_impl_equals_mmpose_within_1e4_px_on_random_and_noisy_heatmaps(case, name):
+    # decode_impl="mmpose" repeats MMPose's float operations, so even the ill-conditioned random maps agree
+    # (DARK to the bit; UDP to the float32 rounding of MMPose's float64 keypoints)
+    heatmaps, n_random = golden_heatmaps(case)
+    codec = dataclasses.replace(golden_codec(case, name), decode_impl="mmpose")
+    keypoints, scores = codec.decode(heatmaps)
+    reference = GOLDENS[f"{case}/{name}/decoded"]
+    assert keypoints.dtype == torch.float32
+    assert_keypoints_close(keypoints.numpy(), reference, atol=1e-4)
+    assert_keypoints_close(keypoints.numpy(), reference, atol=0 if name == "dark" else 2e-5)
+    np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"])
+    # and numpy in, numpy out, like the batched path
+    keypoints_np, _ = codec.decode(heatmaps[:n_random].numpy())
+    np.testing.assert_array_equal(keypoints_np, keypoints[:n_random].numpy())
+
+
+def test_decode_impl_is_checked():
+    with pytest.raises(ValueError, match="decode_impl must be 'batched'"):
+        UDPHeatmap(decode_impl="numpy")
+    with pytest.raises(ValueError, match="decode_impl must be 'batched'"):
+        MSRAHeatmap(unbiased=True, decode_impl="exact")
+
+
 @pytest.mark.parametrize("shift", [False, True])
 def test_flip_heatmaps_equals_mmpose(shift):
     flipped = flip_heatmaps(torch.from_numpy(GOLDENS["flip/input"]), COCO17.flip_indices, shift_heatmap=shift)
     np.testing.assert_array_equal(flipped.numpy(), GOLDENS[f"flip/shift{int(shift)}"])
 
 
+@pytest.mark.parametrize("impl", ["batched", "mmpose"])
 @pytest.mark.parametrize("name", NAMES)
-def test_flip_fused_decode_equals_mmpose(name):
+def test_flip_fused_decode_equals_mmpose(name, impl):
     heatmaps, n_random = golden_heatmaps("coco")
     plain = heatmaps[n_random:]
-    codec = golden_codec("coco", name)
+    codec = dataclasses.replace(golden_codec("coco", name), decode_impl=impl)
     back = flip_heatmaps(plain.flip(0).flip(-1), COCO17.flip_indices, codec.shift_heatmap_default)
     keypoints, scores = codec.decode((plain + back) * 0.5)
     assert_keypoints_close(keypoints.numpy(), GOLDENS[f"flip/{name}/decoded"], atol=1e-4)

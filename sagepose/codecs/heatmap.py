@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import torch
 
+from sagepose.codecs import reference
+
 
 def _as_tensor(x) -> tuple[torch.Tensor, bool]:
     """A tensor view of ``x`` and whether it came in as numpy (to hand numpy back)."""
@@ -263,6 +265,20 @@ def _encode_outputs(heatmaps: torch.Tensor, weights: torch.Tensor, to_numpy: boo
     return (heatmaps.numpy(), weights.numpy()) if to_numpy else (heatmaps, weights)
 
 
+def _check_decode_impl(impl: str, codec: str) -> None:
+    if impl not in ("batched", "mmpose"):
+        raise ValueError(f"{codec}: decode_impl must be 'batched' (torch, any device) or 'mmpose' (numpy + "
+                         f"OpenCV with MMPose's exact float operations), got {impl!r}")
+
+
+def _per_instance(refine, locs: torch.Tensor, heatmaps: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Run a :mod:`sagepose.codecs.reference` refinement on each instance's float32 maps, on the CPU."""
+    hm = heatmaps.detach().float().cpu().numpy()
+    pos = locs.detach().float().cpu().numpy()
+    out = np.stack([refine(pos[b], hm[b], kernel_size) for b in range(len(hm))]) if len(hm) else pos
+    return torch.from_numpy(out).to(locs.device)
+
+
 def _sizes(size: Sequence[int]) -> tuple[int, int]:
     w, h = (int(s) for s in size)
     return w, h
@@ -281,6 +297,7 @@ class MSRAHeatmap:
     sigma: float = 2.0
     unbiased: bool = False
     blur_kernel_size: int = 11
+    decode_impl: str = "batched"  # or "mmpose": DARK with MMPose's exact float ops (sagepose.codecs.reference)
 
     udp: ClassVar[bool] = False
     shift_heatmap_default: ClassVar[bool] = True
@@ -288,6 +305,7 @@ class MSRAHeatmap:
     def __post_init__(self):
         object.__setattr__(self, "input_size", _sizes(self.input_size))
         object.__setattr__(self, "heatmap_size", _sizes(self.heatmap_size))
+        _check_decode_impl(self.decode_impl, "MSRAHeatmap")
 
     def _scale(self, like: torch.Tensor) -> torch.Tensor:
         # MMPose keeps input / heatmap as a float32 array.
@@ -311,7 +329,9 @@ class MSRAHeatmap:
         _check_heatmaps(hm, self.heatmap_size, "MSRAHeatmap")
         hm = _float(hm)
         locs, scores = get_heatmap_maximum(hm)
-        if self.unbiased:
+        if self.unbiased and self.decode_impl == "mmpose":
+            locs = _per_instance(reference.refine_dark_mmpose, locs, hm, self.blur_kernel_size)
+        elif self.unbiased:
             locs = refine_dark(locs, hm, self.blur_kernel_size)
         else:
             locs = refine_quarter_pixel(locs, hm)
@@ -335,6 +355,7 @@ class UDPHeatmap:
     sigma: float = 2.0
     blur_kernel_size: int = 11
     decode_scale: str = "mmpose"
+    decode_impl: str = "batched"  # or "mmpose": MMPose's exact float ops (sagepose.codecs.reference)
 
     udp: ClassVar[bool] = True
     shift_heatmap_default: ClassVar[bool] = False
@@ -345,6 +366,7 @@ class UDPHeatmap:
         if self.decode_scale not in ("mmpose", "unbiased"):
             raise ValueError(f"UDPHeatmap: decode_scale must be 'mmpose' or 'unbiased', "
                              f"got {self.decode_scale!r}")
+        _check_decode_impl(self.decode_impl, "UDPHeatmap")
         frac = (3 * self.sigma) % 1.0
         if 1e-6 < frac < 0.5 - 1e-6:
             warnings.warn(f"UDPHeatmap(sigma={self.sigma}): MMPose's UDP encoder, reproduced here, centres "
@@ -369,13 +391,17 @@ class UDPHeatmap:
         _check_heatmaps(hm, self.heatmap_size, "UDPHeatmap")
         hm = _float(hm)
         locs, scores = get_heatmap_maximum(hm)
-        locs = refine_dark_udp(locs, hm, self.blur_kernel_size)
+        if self.decode_impl == "mmpose":  # the step and the scaling in float64, as MMPose
+            locs = _per_instance(reference.refine_dark_udp_mmpose, locs, hm, self.blur_kernel_size).double()
+        else:
+            locs = refine_dark_udp(locs, hm, self.blur_kernel_size)
         if self.decode_scale == "unbiased":
             keypoints = locs * self._encode_scale(locs)
         else:
             w, h = self.heatmap_size
             keypoints = locs / torch.tensor([w - 1, h - 1], dtype=locs.dtype, device=locs.device) \
                 * torch.tensor(self.input_size, dtype=locs.dtype, device=locs.device)
+        keypoints = keypoints.to(hm.dtype)
         return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
 
 
