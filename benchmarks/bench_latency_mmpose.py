@@ -148,15 +148,15 @@ class MMPoseWorker:
 def bench_model(name: str, config: str, python: Path, threads: int, repeats: int) -> list[dict]:
     import torch
 
-    from sagepose.models import build_model, load_checkpoint
+    import sagepose
 
     torch.set_num_threads(threads)
     mm = MMPoseWorker(python)
     try:
         with tempfile.TemporaryDirectory(prefix="sagepose-bench-") as tmp:
             info = mm.ask(op="setup", config=config, threads=threads, weights=str(Path(tmp) / "mmpose.pth"))
-            model = build_model(name).eval()
-            load_checkpoint(model, Path(tmp) / "mmpose.pth", strict=True)  # identical weights, every key
+            # identical weights, every key (strict); load fuses the model for inference, as users get it
+            model = sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth")
         assert tuple(model.input_size) == tuple(info["input_size"]), (model.input_size, info["input_size"])
         assert model.flip_test == info["flip_test"]
         image, boxes, image_name = test_image()

@@ -22,7 +22,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pt2", ".ckpt", ".bin")
 
 
 def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
-         device: str = "cpu") -> TopDownEstimator:
+         device: str = "cpu", fuse: bool = True) -> TopDownEstimator:
     """A ready-to-predict model in eval mode, with optional weights loaded strictly.
 
     ``name_or_config``: a named checkpoint (``"vitpose-b-coco"``, see :data:`sagepose.hub.WEIGHTS`:
@@ -33,6 +33,8 @@ def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
     checkpoint, MMPose 1.x / 0.x, the ViTPose repository's, Sapiens' (pretrain, pose, TorchScript,
     ``.pt2``); the format is detected from its content. A backbone-only file (pretraining) leaves
     the head at its initialisation.
+    ``fuse``: :meth:`TopDownEstimator.fuse_for_inference` (BatchNorms folded into convolutions, same outputs
+    to float32 rounding, faster); ``fuse=False`` keeps the trainable module with its original state dict.
     """
     from sagepose import hub  # deferred: only named weights need it
 
@@ -65,7 +67,8 @@ def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
                          f"a zoo model ({', '.join(sorted(MODELS))}), a .yaml config nor a checkpoint file")
     if raw is not None:
         load_checkpoint(model, raw, strict=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return model.fuse_for_inference() if fuse else model
 
 
 @functools.cache

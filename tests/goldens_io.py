@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from weightgen import deterministic_weights, synthetic_image
 
-from sagepose.models import build_model, load_checkpoint
+import sagepose
 
 GOLDENS = Path(__file__).parent / "goldens" / "models"
 REPO = Path(__file__).resolve().parent.parent
@@ -38,14 +38,13 @@ def golden_image(g: dict) -> np.ndarray:
     return img
 
 
-def golden_model(name: str):
-    """``build_model(name)`` with the golden's weights regenerated from its key list and loaded strictly."""
+def golden_model(name: str, fuse: bool = True):
+    """``sagepose.load(name, weights)`` as users get it (fused for inference unless ``fuse=False``), the
+    weights regenerated from the golden's key list and loaded strictly."""
     g = golden(name, "synthetic")
     keys = list(zip(g["keys"].tolist(), json.loads(str(g["shapes"]))))
     sd = deterministic_weights(keys, int(g["seed"]))
     checksums = np.array([float(v.double().sum()) for v in sd.values()])
     np.testing.assert_allclose(checksums, g["checksums"], rtol=1e-9, atol=1e-9,
                                err_msg="tests/weightgen.py no longer reproduces the golden weights")
-    model = build_model(name).eval()
-    load_checkpoint(model, sd, strict=True)  # MMPose format detected, every key matched
-    return model
+    return sagepose.load(name, checkpoint=sd, fuse=fuse)  # MMPose format detected, every key matched

@@ -313,8 +313,8 @@ def test_convert_cli_guesses_the_model_and_output_loads_by_name(tmp_path, capsys
     torch.save({"meta": {"epoch": 210}, "state_dict": to_mmpose(src.state_dict())}, tmp_path / "mmpose.pth")
     assert cli_main(["convert", str(tmp_path / "mmpose.pth"), str(tmp_path / "ours.pth")]) == 0
     assert "for vitpose-s with 17 keypoints" in capsys.readouterr().out
-    assert_same_weights(sagepose.api.load("vitpose-s", checkpoint=tmp_path / "ours.pth"), src)
-    assert_same_weights(sagepose.api.load(tmp_path / "ours.pth"), src)  # the file names its model
+    assert_same_weights(sagepose.api.load("vitpose-s", checkpoint=tmp_path / "ours.pth", fuse=False), src)
+    assert_same_weights(sagepose.api.load(tmp_path / "ours.pth", fuse=False), src)  # the file names its model
 
 
 def test_convert_keeps_keypoint_count_and_backbone_only_provenance(tmp_path):
@@ -322,7 +322,7 @@ def test_convert_keeps_keypoint_count_and_backbone_only_provenance(tmp_path):
     torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "last.ckpt")
     info = sagepose.api.convert(tmp_path / "last.ckpt", tmp_path / "tiny.pth")
     assert (info["model"], info["num_keypoints"], info["source_format"]) == ("vit-tiny", 5, "lightning")
-    model = sagepose.api.load("vit-tiny", checkpoint=tmp_path / "tiny.pth")
+    model = sagepose.api.load("vit-tiny", checkpoint=tmp_path / "tiny.pth", fuse=False)
     assert model.head.final_conv.out_channels == 5
     assert_same_weights(model, src)
     with pytest.raises(CheckpointMismatchError, match="does not match"):

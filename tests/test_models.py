@@ -179,10 +179,15 @@ def test_load_detects_lightning_checkpoint_and_returns_eval_model(tmp_path):
     src = build_model("vit-tiny")
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, path)
-    model = sagepose.api.load("vit-tiny", checkpoint=path)
+    model = sagepose.api.load("vit-tiny", checkpoint=path, fuse=False)
     assert not model.training
     for k, v in src.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v)
+    fused = sagepose.api.load("vit-tiny", checkpoint=path)  # BatchNorms folded: same outputs, fewer entries
+    assert fused.fused and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_predict_accepts_paths_xywh_boxes_whole_image_and_no_boxes(tmp_path):
@@ -249,3 +254,33 @@ def test_cpu_bf16_training_attention_runs_in_float32_with_the_same_values_and_gr
         torch.testing.assert_close(got.grad.float(), want.grad, atol=2e-2, rtol=2e-2)
     with torch.no_grad():  # inference keeps torch's own bf16 kernel
         assert attention(*base[:3]).dtype == torch.bfloat16 and kernel_dtypes[-1] == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["hrnet-w32", "hrformer-s", "vit-tiny", "vitpose-b-simple"])
+def test_fuse_for_inference_folds_every_batchnorm_and_keeps_the_outputs(name):
+    from sagepose.models.fuse import fold_batchnorm
+
+    torch.manual_seed(0)
+    arch = dict(SMALL_ARCH) if name.startswith("vitpose") else None
+    model = build_model(name, **({"arch": arch} if arch else {}))
+    with torch.no_grad():  # BatchNorm statistics far from identity, so a wrong fold shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    model.eval()
+    w, h = model.input_size
+    x = torch.randn(2, 3, h, w)
+    with torch.no_grad():
+        want = model(x)
+        with pytest.raises(RuntimeError, match="eval mode"):
+            fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)).train())
+        model.fuse_for_inference()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        got = model(x)
+    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-5
+    assert model.fuse_for_inference() is model  # idempotent
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        model.train()

@@ -50,6 +50,7 @@ class TopDownEstimator(nn.Module):
             raise ValueError(f"codec input size {tuple(codec.input_size)} != model input size "
                              f"{self.input_size}")
         self.flip_test = flip_test
+        self.fused = False  # set by fuse_for_inference
         self.shift_heatmap = codec.shift_heatmap_default if shift_heatmap is None else shift_heatmap
         # Non-persistent: checkpoints hold only weights; mean/std are part of the model's definition.
         self.register_buffer("mean", torch.tensor(mean).float().view(1, 3, 1, 1), persistent=False)
@@ -68,6 +69,30 @@ class TopDownEstimator(nn.Module):
         if self.heatmap_output == "raw":
             return raw
         return raw.flatten(2).float().softmax(-1).view(raw.shape) * self.heatmap_mass
+
+    def fuse_for_inference(self) -> TopDownEstimator:
+        """Rewrite this model, in place, for faster prediction with the same outputs (to float32 rounding):
+        BatchNorms folded into the convolutions before them, and for convolutional backbones (HRNet,
+        HRFormer) channels-last weights, oneDNN's faster layout on CPUs. HRNet-W32 / HRFormer-B forward
+        at batch 2 on 2 CPU cores: 211 / 659 ms -> 180 / ~460 ms. Eval mode only; afterwards the state
+        dict no longer has the BatchNorm entries, so fuse a model you only predict with (``sagepose.load``
+        does, unless ``fuse=False``). Returns ``self``; a second call does nothing."""
+        from sagepose.models.fuse import fold_batchnorm
+
+        if self.fused:
+            return self
+        self.eval()
+        fold_batchnorm(self)
+        if not hasattr(self.backbone, "blocks"):  # a ViT's time is in matmuls; its few convs gain nothing
+            self.to(memory_format=torch.channels_last)
+        self.fused = True
+        return self
+
+    def train(self, mode: bool = True) -> TopDownEstimator:
+        if mode and getattr(self, "fused", False):
+            raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
+                               "convolutions) and cannot train; load it with sagepose.load(..., fuse=False)")
+        return super().train(mode)
 
     @property
     def device(self) -> torch.device:

@@ -38,6 +38,8 @@ def _act(kind: str) -> nn.Module:
 class ConvNormAct(nn.Module):
     """One head stage: a conv (or transposed conv), a norm, an activation."""
 
+    CONV_BN_PAIRS = (("conv", "norm"),)  # folded for inference (models.fuse)
+
     def __init__(self, conv: nn.Module, norm: nn.Module, act: nn.Module):
         super().__init__()
         self.conv, self.norm, self.act = conv, norm, act

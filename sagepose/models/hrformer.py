@@ -85,6 +85,8 @@ class LocalWindowAttention(nn.Module):
 class ConvFFN(nn.Module):
     """1x1 conv -> depthwise 3x3 conv -> 1x1 conv, each followed by BN and GELU (MMPose's ``CrossFFN``)."""
 
+    CONV_BN_PAIRS = (("fc1", "norm1"), ("dw3x3", "norm2"), ("fc2", "norm3"))  # folded for inference (models.fuse)
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = nn.Conv2d(dim, hidden_dim, 1)

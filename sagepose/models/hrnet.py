@@ -37,6 +37,8 @@ def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, groups: in
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 conv + BN, identity (or 1x1 projection) shortcut, ReLU after the sum."""
 
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.fuse)
+
     expansion = 1
 
     def __init__(self, c_in: int, c_out: int):
@@ -56,6 +58,8 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """ResNet bottleneck: 1x1 -> 3x3 -> 1x1 (width c_out / 4), identity (or 1x1 projection) shortcut."""
+
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # folded for inference (models.fuse)
 
     expansion = 4
 
@@ -102,6 +106,8 @@ class HRNet(nn.Module):
     ``num_blocks`` the residual blocks per branch in each module, ``stem_blocks`` the
     Bottlenecks (64 -> 256 channels) of stage 1. H and W must be multiples of 32.
     """
+
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.fuse)
 
     upsample = dict(mode="nearest")  # how coarser branches are brought up in the fuse layers
 

@@ -207,6 +207,8 @@ class VisionTransformer(nn.Module):
 class ResBlock(nn.Module):
     """Basic residual block: relu(x + BN(conv3x3(relu(BN(conv3x3(x))))))."""
 
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.fuse)
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
