@@ -2,13 +2,16 @@
 
     PYTHONPATH=. python benchmarks/bench_fusion_head.py [--steps 280] [--train 2000] [--val 200] [--out DIR]
 
-Arms, all the same backbone (``vit-tiny``), data, augmentation, seed and optimiser (the demo recipe:
-AdamW 3e-3, 50 warm-up steps, cosine to the last step, batch 32):
+Arms, all the same backbone (``vit-tiny``'s conv stem and 4 blocks, the head fed by the last map only),
+data, augmentation, seed and optimiser (the demo recipe: AdamW 3e-3, 50 warm-up steps, cosine to the last
+step, batch 32):
 
-* ``plain-mse``     -- ``vit-tiny``, heatmaps regressed with MSE (MMPose's loss), DARK-UDP decode;
-* ``plain-softmax`` -- ``vit-tiny``, spatial softmax + cross-entropy (the demo's recipe), DARK-UDP decode;
-* ``fusion``        -- ``vit-tiny-fusion``: heatmap + offset + log-variance maps, the six-term fusion loss
-  with its default weights, soft-argmax + Gaussian step + offset decode.
+* ``plain-mse``      -- ``vit-tiny`` without skips, heatmaps regressed with MSE (MMPose's loss), DARK-UDP decode;
+* ``plain-softmax``  -- ``vit-tiny`` without skips, spatial softmax + cross-entropy, DARK-UDP decode;
+* ``fusion``         -- ``vit-tiny-fusion``: heatmap + offset + log-variance maps, the six-term fusion loss
+  with its default weights, soft-argmax + Gaussian step + offset decode;
+* ``hybrid-softmax`` -- (not run by default) the demo's model, whose head also takes the stem's stride-4/8
+  maps: what the skips add at the same compute.
 
 Equal compute means equal training FLOPs (forward + backward per sample, counted once with torch's
 ``FlopCounterMode``; the loss's own arithmetic is not counted): the fusion arm runs ``--steps`` optimiser
@@ -45,16 +48,18 @@ from sagepose.models.fusion_head import fusion_decode, heatmap_scale, split_outp
 from sagepose.train.module import TopDownModule
 from sagepose.train.run import TopDownData, fit, test
 
-ARMS = {  # name -> (zoo model, heatmap_output)
-    "plain-mse": ("vit-tiny", "raw"),
-    "plain-softmax": ("vit-tiny", "softmax"),
-    "fusion": ("vit-tiny-fusion", "raw"),
+NO_SKIPS = {"skip_strides": ()}  # the fusion head reads the ViT's last map only; the plain arms do the same
+ARMS = {  # name -> (zoo model, heatmap_output, model.arch overrides)
+    "plain-mse": ("vit-tiny", "raw", NO_SKIPS),
+    "plain-softmax": ("vit-tiny", "softmax", NO_SKIPS),
+    "fusion": ("vit-tiny-fusion", "raw", {}),
+    "hybrid-softmax": ("vit-tiny", "softmax", {}),  # the demo's model: stride-4/8 stem skips into the head
 }
 
 
-def train_flops_per_sample(name: str) -> float:
+def train_flops_per_sample(name: str, arch: dict) -> float:
     """Forward + backward FLOPs of one training sample (batch of 2, halved; BatchNorm in train mode)."""
-    model = build_model(name).train()
+    model = build_model(name, arch=arch).train()
     w, h = model.input_size
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(2, 3, h, w)).sum().backward()
@@ -97,8 +102,9 @@ def evaluate_decode_variant(cfg_eval, checkpoint: str, variant: str) -> dict:
 
 
 def run_arm(arm: str, steps: int, train_json: str, val_json: str, out: Path, batch: int, seed: int) -> dict:
-    model_name, output = ARMS[arm]
-    base = [f"model.name={model_name}", f"model.heatmap_output={output}", f"data.train_json={train_json}",
+    model_name, output, arch = ARMS[arm]
+    base = [f"model.name={model_name}", f"model.heatmap_output={output}", f"model.arch={arch!r}",
+            f"data.train_json={train_json}",
             f"data.batch_size={batch}", f"trainer.seed={seed}", "trainer.max_epochs=1000", f"trainer.max_steps={steps}",
             "trainer.max_time_minutes=None", "trainer.val_every_epochs=1000", "trainer.progress_bar=False",
             f"trainer.out_dir={out / arm}"]
@@ -122,12 +128,12 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=200, help="synthetic val images")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
+    parser.add_argument("--arms", default="plain-mse,plain-softmax,fusion", help=f"comma-separated, of {list(ARMS)}")
     parser.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     arms = args.arms.split(",")
 
-    flops = {arm: train_flops_per_sample(ARMS[arm][0]) for arm in arms}
+    flops = {arm: train_flops_per_sample(ARMS[arm][0], ARMS[arm][2]) for arm in arms}
     budget = args.steps * args.batch * flops.get("fusion", max(flops.values()))  # training FLOPs per arm
     steps = {arm: round(budget / (args.batch * flops[arm])) for arm in arms}
 
