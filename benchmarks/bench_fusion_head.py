@@ -23,10 +23,12 @@ The fusion checkpoint is then scored again with parts of its decode taken away (
 validation loop): without the offsets, without the blur before the Newton step, and with the codec's own
 DARK-UDP decode of its heatmap channels -- what the decoder adds apart from the training.
 
-Measured once with the defaults (2 shared CPU cores, 4.56 TFLOP per arm): AP plain-mse 0.000, plain-softmax
-0.009 (AP50 0.055), fusion 0.002 (AP50 0.016); the fusion decode variants all 0.002. At this budget the fusion
-head beats plain MSE regression but not the softmax recipe. Its 579 s of training were inflated by another
-job on the machine; uncontended, one batch-32 step costs 0.208 s vs the plain model's 0.158 s.
+Measured 2026-11-27 on a quiet 2-core machine (float32), ``--steps 1200 --train 5000 --arms
+plain-softmax,fusion``, 36.75 TFLOP per arm (~5 min of training each): plain-softmax AP 0.092 (AP50 0.397,
+1324 steps, 318 s) vs fusion AP 0.033 (AP50 0.196, 1200 steps, 305 s); the fusion checkpoint decoded without
+offsets 0.033, without the blur 0.028, with the codec's DARK-UDP 0.032. At this budget the fusion head does
+not beat the plain head trained with the softmax recipe, and its offsets add nothing yet. (An earlier run
+with the defaults, 4.56 TFLOP per arm on a shared machine: plain-mse 0.000, plain-softmax 0.009, fusion 0.002.)
 """
 from __future__ import annotations
 
