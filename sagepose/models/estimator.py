@@ -74,7 +74,7 @@ class TopDownEstimator(nn.Module):
         """Rewrite this model, in place, for faster prediction with the same outputs (to float32 rounding):
         BatchNorms folded into the convolutions before them, and for convolutional backbones (HRNet,
         HRFormer) channels-last weights, oneDNN's faster layout on CPUs. HRNet-W32 / HRFormer-B forward
-        at batch 2 on 2 CPU cores: 211 / 659 ms -> 180 / ~460 ms. Eval mode only; afterwards the state
+        at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. Eval mode only; afterwards the state
         dict no longer has the BatchNorm entries, so fuse a model you only predict with (``sagepose.load``
         does, unless ``fuse=False``). Returns ``self``; a second call does nothing."""
         from sagepose.models.fuse import fold_batchnorm
@@ -89,7 +89,7 @@ class TopDownEstimator(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> TopDownEstimator:
-        if mode and getattr(self, "fused", False):
+        if mode and self.fused:
             raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
                                "convolutions) and cannot train; load it with sagepose.load(..., fuse=False)")
         return super().train(mode)

@@ -4,10 +4,11 @@
 is scaled per output channel by ``gamma / sqrt(var + eps)`` and it gains the bias ``beta - mean * that``;
 the BatchNorm becomes an ``nn.Identity``. Pairs are found in ``nn.Sequential`` (a conv directly followed
 by a BatchNorm) and in modules that name theirs in ``CONV_BN_PAIRS`` (attribute names, e.g. HRNet's
-``conv1`` / ``bn1``). HRNet-W32 at batch 2 on 2 CPU cores: 198 -> 180 ms with channels-last.
+``conv1`` / ``bn1``). HRNet-W32 at batch 2 on 2 CPU cores, channels-last: 198 -> 180 ms.
 
-Both rewrites change the state dict (BatchNorm entries go, conv biases appear), so a fused model is for
-prediction only; :meth:`TopDownEstimator.fuse_for_inference` applies them and says so.
+Folding changes the state dict (BatchNorm entries go, conv biases appear), so a folded model is for
+prediction only; :meth:`TopDownEstimator.fuse_for_inference` applies it (with channels-last weights for
+convolutional backbones) and then refuses to train.
 """
 from __future__ import annotations
 
@@ -38,24 +39,24 @@ def fold_pair(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
 
 
+def _conv_bn_pairs(model: nn.Module):
+    """(parent, conv, bn name in parent) for every conv directly followed by a BatchNorm: consecutive children
+    of an ``nn.Sequential``, or a module's own ``CONV_BN_PAIRS``."""
+    for module in model.modules():
+        names = list(module._modules)
+        pairs = zip(names, names[1:]) if isinstance(module, nn.Sequential) else getattr(module, "CONV_BN_PAIRS", ())
+        for conv_name, bn_name in pairs:
+            conv, bn = module._modules[conv_name], module._modules[bn_name]
+            if isinstance(conv, _CONVS) and type(bn) is nn.BatchNorm2d:
+                yield module, conv, bn_name
+
+
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every conv -> BatchNorm pair of ``model`` (in eval mode) in place; returns how many."""
     if model.training:
         raise RuntimeError("fold_batchnorm: put the model in eval mode first (folding uses running statistics)")
-    folded = 0
-    for module in list(model.modules()):
-        if isinstance(module, nn.Sequential):
-            names = list(module._modules)
-            for a, b in zip(names, names[1:]):
-                conv, bn = module._modules[a], module._modules[b]
-                if isinstance(conv, _CONVS) and type(bn) is nn.BatchNorm2d:
-                    fold_pair(conv, bn)
-                    module._modules[b] = nn.Identity()
-                    folded += 1
-        for conv_name, bn_name in getattr(module, "CONV_BN_PAIRS", ()):
-            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            if isinstance(conv, _CONVS) and type(bn) is nn.BatchNorm2d:
-                fold_pair(conv, bn)
-                setattr(module, bn_name, nn.Identity())
-                folded += 1
-    return folded
+    pairs = list(_conv_bn_pairs(model))  # found first: folding replaces modules
+    for parent, conv, bn_name in pairs:
+        fold_pair(conv, parent._modules[bn_name])
+        parent._modules[bn_name] = nn.Identity()
+    return len(pairs)

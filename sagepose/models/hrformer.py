@@ -56,7 +56,7 @@ class WindowAttention(nn.Module):
         B, N, C = x.shape
         q, k, v = linear(x, self.qkv).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)  # (heads, N, N)
-        x = attention(q, k, v, attn_mask=bias.unsqueeze(0).to(q.dtype))
+        x = attention(q, k, v, attn_mask=bias.unsqueeze(0))
         return linear(x.transpose(1, 2).reshape(B, N, C), self.proj)
 
 

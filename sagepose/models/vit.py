@@ -77,12 +77,16 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torc
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None):
     """``F.scaled_dot_product_attention``; a CPU bf16 call that autograd will differentiate runs in float32:
     torch's CPU flash-attention backward is 3-4x slower in bf16 than in float32 at short sequences (a 48-token
-    demo ViT: 9.0 vs 2.9 ms per fwd+bwd of (32, 4, 48, 32), casts included; no slower at ViTPose's 192)."""
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad and torch.is_grad_enabled():
-        mask = attn_mask.float() if attn_mask is not None and attn_mask.is_floating_point() else attn_mask
-        with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    demo ViT: 9.0 vs 2.9 ms per fwd+bwd of (32, 4, 48, 32), casts included; no slower at ViTPose's 192).
+    A floating ``attn_mask`` (an additive bias) is cast to the dtype the kernel runs in."""
+    in_float32 = q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad and torch.is_grad_enabled()
+    dtype = torch.float32 if in_float32 else q.dtype
+    if attn_mask is not None and attn_mask.is_floating_point():  # an additive bias: in the kernel's dtype
+        attn_mask = attn_mask.to(dtype)
+    if not in_float32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
 
 
 # oneDNN matmuls for inference (see `linear`); SAGEPOSE_ONEDNN=0 turns them off.
