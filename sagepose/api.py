@@ -22,7 +22,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pt2", ".ckpt", ".bin")
 
 
 def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
-         device: str = "cpu", fuse: bool = True) -> TopDownEstimator:
+         device: str = "cpu", fuse: bool = True, exact: bool = False) -> TopDownEstimator:
     """A ready-to-predict model in eval mode, with optional weights loaded strictly.
 
     ``name_or_config``: a named checkpoint (``"vitpose-b-coco"``, see :data:`sagepose.hub.WEIGHTS`:
@@ -35,6 +35,8 @@ def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
     the head at its initialisation.
     ``fuse``: :meth:`TopDownEstimator.fuse_for_inference` (BatchNorms folded into convolutions, same outputs
     to float32 rounding, faster); ``fuse=False`` keeps the trainable module with its original state dict.
+    ``exact``: :meth:`TopDownEstimator.set_exact` on the unfused model: MMPose 1.x's arithmetic operation for
+    operation, its heatmaps and keypoints bit for bit on the same torch build, CPU and thread count; slower.
     """
     from sagepose import hub  # deferred: only named weights need it
 
@@ -68,6 +70,8 @@ def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
     if raw is not None:
         load_checkpoint(model, raw, strict=True)
     model = model.to(device).eval()
+    if exact:
+        return model.set_exact()
     return model.fuse_for_inference() if fuse else model
 
 

@@ -154,10 +154,11 @@ def crop_to_image(keypoints, input_size: tuple[int, int], center, scale):
         size = torch.as_tensor(input_size, dtype=keypoints.dtype, device=keypoints.device)
         center = torch.as_tensor(center, dtype=keypoints.dtype, device=keypoints.device)[:, None]
         scale = torch.as_tensor(scale, dtype=keypoints.dtype, device=keypoints.device)[:, None]
-    else:
-        size = np.asarray(input_size, np.float32)
-        center = np.asarray(center, np.float32)[:, None]
-        scale = np.asarray(scale, np.float32)[:, None]
+    else:  # in float64 if the keypoints are, else float32
+        dtype = np.float64 if np.asarray(keypoints).dtype == np.float64 else np.float32
+        size = np.asarray(input_size, dtype)
+        center = np.asarray(center, dtype)[:, None]
+        scale = np.asarray(scale, dtype)[:, None]
     return keypoints / size * scale + center - 0.5 * scale
 
 

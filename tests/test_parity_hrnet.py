@@ -6,6 +6,8 @@ MMPose venv), weights regenerated from MMPose's key list by ``tests/weightgen.py
 on every second row and column (float32) and the network input crops as an md5, so the crops are
 cut here from the image (and must be bit-identical to MMPose's). The real COCO image comes from
 ../shared/realdata; without it those cases skip, the synthetic-image cases always run.
+``sagepose.load(..., exact=True)`` (MMPose's arithmetic operation for operation) reproduces MMPose bit
+for bit on the goldens' platform (``tests/goldens/models/platform.json``; skipped elsewhere).
 """
 import hashlib
 import json
@@ -13,7 +15,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from goldens_io import GOLDENS, golden, golden_image, golden_model, rel_err
+from goldens_io import (
+    GOLDENS,
+    assert_bit_exact,
+    golden,
+    golden_image,
+    golden_model,
+    predict_exact,
+    rel_err,
+    require_golden_platform,
+)
 
 from sagepose.models import MODELS, build_model, from_mmpose
 
@@ -92,6 +103,19 @@ def test_predict_matches_mmpose_inference_topdown(model_and_name, image):
     assert stable.sum() >= 5
     assert err[stable].max() <= KEYPOINT_ATOL
     assert np.all(err[unambiguous] <= KEYPOINT_ATOL + g["decode_sensitivity"][unambiguous])
+
+
+@pytest.fixture(scope="module", params=PARITY)
+def exact_model_and_name(request):
+    require_golden_platform()
+    return golden_model(request.param, exact=True), request.param
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_exact_predict_reproduces_mmpose_bit_for_bit(exact_model_and_name, image):
+    model, name = exact_model_and_name
+    g = golden(name, image)
+    assert_bit_exact(*predict_exact(model, g), g, stride=2)
 
 
 def test_zoo_rows_carry_their_configs_codec_input_size_and_flip_shift():

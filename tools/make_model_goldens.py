@@ -14,7 +14,10 @@ HRNet / HRFormer goldens are compact: heatmaps on every second row and column, t
 an md5 (the tests cut them from the image), the key list in the synthetic file only. So are
 the other ViT-family ones (``VIT_PARITY``: ViTPose-L/H, Sapiens-shaped ViTs), sampled every
 ``heatmap_stride`` px.
-``--models NAME ...`` regenerates only those parity goldens.
+``--models NAME ...`` regenerates only those parity goldens. ``platform.json`` records the torch build,
+CPU and thread count the goldens were written with (``tests/float_platform.py``): bit-level parity
+(``TopDownEstimator.set_exact``) is tested only where they match, so all parity goldens come from one
+platform.
 """
 import argparse
 import hashlib
@@ -36,6 +39,7 @@ from mmpose.registry import MODELS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from float_platform import GOLDEN_THREADS, signature  # noqa: E402
 from weightgen import SYNTHETIC_BOX_XYXY, deterministic_weights, synthetic_image  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "goldens", "models")
@@ -305,9 +309,19 @@ def main():
     ap.add_argument("--models", nargs="+", choices=[*PARITY_MODELS, *HR_PARITY_MODELS, *VIT_PARITY],
                     help="parity goldens to write (default: all)")
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(GOLDEN_THREADS)
     init_default_scope("mmpose")
     os.makedirs(OUT, exist_ok=True)
+    platform_file = os.path.join(OUT, "platform.json")
+    if not a.skip_parity:
+        here = signature()
+        if a.models and os.path.exists(platform_file):
+            with open(platform_file) as f:
+                if json.load(f) != here:
+                    sys.exit(f"{platform_file} records another platform than this one ({here}): regenerate "
+                             "all parity goldens here (no --models), so that they share one platform")
+        with open(platform_file, "w") as f:
+            json.dump(here, f, indent=1)
     if not a.skip_counts:
         names = [*(n for v in VITPOSE for n in (v, f"{v}-simple")), *SAPIENS, "vit-tiny", *HR_CONFIGS]
         counts = {n: param_count(n) for n in names}

@@ -6,6 +6,7 @@ image pixels.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ class TopDownEstimator(nn.Module):
                              f"{self.input_size}")
         self.flip_test = flip_test
         self.fused = False  # set by fuse_for_inference
+        self.exact = False  # set by set_exact
+        self._fast_codec = None  # the codec set_exact replaced
         self.shift_heatmap = codec.shift_heatmap_default if shift_heatmap is None else shift_heatmap
         # Non-persistent: checkpoints hold only weights; mean/std are part of the model's definition.
         self.register_buffer("mean", torch.tensor(mean).float().view(1, 3, 1, 1), persistent=False)
@@ -88,6 +91,45 @@ class TopDownEstimator(nn.Module):
         self.fused = True
         return self
 
+    def set_exact(self, enabled: bool = True) -> TopDownEstimator:
+        """Predict with MMPose 1.x's float32 arithmetic, operation for operation, so that on the same torch build,
+        CPU and thread count :meth:`predict` gives MMPose's heatmaps and keypoints bit for bit: BatchNorms kept
+        (not folded), transformer matmuls through torch's default kernels (``F.linear``), HRFormer's window
+        attention as MMPose's explicit softmax, a ViT's feature map handed to the head in mmpretrain's
+        channels-last layout, the input contiguous as MMPose's preprocessor gives it, the mirrored crops in
+        a forward pass of their own, the codec's ``decode_impl="mmpose"`` (numpy / OpenCV DARK and UDP) and
+        the map back to image pixels in float64.
+
+        The default path agrees with MMPose to float32 rounding (heatmaps ~1e-6 relative) and is faster;
+        where a decode is ill-conditioned (DARK on flat heatmaps, e.g. from random weights) that rounding
+        can move a keypoint, and only this mode reproduces MMPose's keypoint there. It runs at about
+        MMPose's speed (``benchmarks/bench_latency_mmpose.py``). Not for a fused model (load with
+        ``sagepose.load(..., exact=True)``).
+        Returns ``self``."""
+        if enabled and self.fused:
+            raise RuntimeError("set_exact needs the unfused model (BatchNorms not folded): load it with "
+                               "sagepose.load(..., exact=True) or sagepose.load(..., fuse=False)")
+        if enabled and not self.exact:
+            self._fast_codec = self.codec
+            if "decode_impl" in {f.name for f in dataclasses.fields(self.codec)}:
+                self.codec = dataclasses.replace(self.codec, decode_impl="mmpose")
+        elif not enabled and self.exact:
+            self.codec, self._fast_codec = self._fast_codec, None
+        self.exact = enabled
+        return self
+
+    def _forward_exact(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass with MMPose's arithmetic (see :meth:`set_exact`)."""
+        from sagepose.models.vit import VisionTransformer, mmpose_arithmetic
+
+        with mmpose_arithmetic():
+            feats = self.backbone(x.contiguous())  # MMPose's data preprocessor hands over contiguous NCHW
+            if isinstance(self.backbone, VisionTransformer) and isinstance(feats, torch.Tensor):
+                # mmpretrain returns its (B, Hp, Wp, C) tokens permuted to NCHW without a copy; oneDNN picks
+                # the head's convolution kernels by those exact strides (even a batch of 1's leading one)
+                feats = feats.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
+            return self.head(feats)
+
     def train(self, mode: bool = True) -> TopDownEstimator:
         if mode and self.fused:
             raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
@@ -110,12 +152,17 @@ class TopDownEstimator(nn.Module):
     def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test
         (a fusion head's whole output, (B, 4K, h, w), heatmaps first)."""
+        forward = self._forward_exact if self.exact else self
         if not self.flip_test:
-            return self.activate(self(x))
-        # Original and mirrored crops in one batch; the mirrored heatmaps are flipped back,
-        # left/right channels swapped, and averaged with the originals (MMPose's heatmap flip mode).
-        both = self.activate(self(torch.cat([x, x.flip(-1)])))
-        hm, hm_flip = both[: len(x)], both[len(x):]
+            return self.activate(forward(x))
+        # Original and mirrored crops (in one batch, or as MMPose in two passes when exact); the mirrored
+        # heatmaps are flipped back, left/right channels swapped, and averaged with the originals (MMPose's
+        # heatmap flip mode).
+        if self.exact:
+            hm, hm_flip = self.activate(forward(x)), self.activate(forward(x.flip(-1)))
+        else:
+            both = self.activate(forward(torch.cat([x, x.flip(-1)])))
+            hm, hm_flip = both[: len(x)], both[len(x):]
         # a head with maps beyond heatmaps (the fusion head's offsets) flips them itself
         flip = getattr(self.head, "flip_back", flip_heatmaps)
         hm_flip = flip(hm_flip, self.schema.flip_indices, self.shift_heatmap)
@@ -163,7 +210,9 @@ class TopDownEstimator(nn.Module):
         x = self.normalize(torch.from_numpy(crops).to(self.device))
         heatmaps = self.predict_heatmaps(x)
         keypoints, scores = self.decode(heatmaps)
-        keypoints = geometry.crop_to_image(torch.as_tensor(keypoints).float().cpu().numpy(), self.input_size,
-                                           center, scale)
+        keypoints = torch.as_tensor(keypoints).float().cpu().numpy()
+        if self.exact:  # MMPose's numpy map back promotes to float64 (its input size is a tuple of ints)
+            keypoints, center, scale = (np.asarray(a, np.float64) for a in (keypoints, center, scale))
+        keypoints = geometry.crop_to_image(keypoints, self.input_size, center, scale)
         return Prediction(keypoints.astype(np.float32), torch.as_tensor(scores).float().cpu().numpy(),
                           heatmaps[:, :K].float().cpu().numpy() if return_heatmaps else None)

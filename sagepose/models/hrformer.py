@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sagepose.models.hrnet import HRNet
-from sagepose.models.vit import attention, drop_path, linear
+from sagepose.models.vit import attention, drop_path, in_mmpose_arithmetic, linear
 
 # One row per named size (MMPose's td-hm_hrformer-{small,base} configs); both have 7x7 windows,
 # FFN ratio 4, two blocks per branch and (1, 4, 2) modules in stages 2-4.
@@ -56,7 +56,11 @@ class WindowAttention(nn.Module):
         B, N, C = x.shape
         q, k, v = linear(x, self.qkv).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)  # (heads, N, N)
-        x = attention(q, k, v, attn_mask=bias.unsqueeze(0))
+        if in_mmpose_arithmetic():  # MMPose's WindowMSA, operation for operation (TopDownEstimator.set_exact)
+            attn = (q * (C // self.num_heads) ** -0.5) @ k.transpose(-2, -1) + bias.contiguous().unsqueeze(0)
+            x = attn.softmax(-1) @ v
+        else:
+            x = attention(q, k, v, attn_mask=bias.unsqueeze(0))
         return linear(x.transpose(1, 2).reshape(B, N, C), self.proj)
 
 

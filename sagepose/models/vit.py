@@ -8,6 +8,8 @@ patch padding 2); :mod:`sagepose.models.checkpoint` maps MMPose's key names onto
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 import torch
@@ -51,7 +53,8 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 def _onednn_linear_ok(x: torch.Tensor) -> bool:
     """Whether :func:`linear` may take the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
-    return (_ONEDNN and not torch.is_grad_enabled() and type(x) is torch.Tensor and x.device.type == "cpu"
+    return (_ONEDNN and not _MMPOSE_ARITHMETIC.get() and not torch.is_grad_enabled() and type(x) is torch.Tensor
+            and x.device.type == "cpu"
             and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling())
 
@@ -89,8 +92,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
 
 
-# oneDNN matmuls for inference (see `linear`); SAGEPOSE_ONEDNN=0 turns them off.
+# oneDNN matmuls for inference (see `linear`); SAGEPOSE_ONEDNN=0 turns them off, `mmpose_arithmetic()` for a block.
 _ONEDNN = os.environ.get("SAGEPOSE_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
+_MMPOSE_ARITHMETIC = contextvars.ContextVar("sagepose_mmpose_arithmetic", default=False)
+
+
+@contextlib.contextmanager
+def mmpose_arithmetic():
+    """Within this block the transformer layers compute as MMPose's own modules do, operation for operation
+    (``TopDownEstimator.set_exact``): :func:`linear` is ``F.linear`` (torch's default CPU matmul, as
+    mmpretrain's ViT) and HRFormer's window attention is MMPose's explicit softmax(q k^T + bias) v."""
+    token = _MMPOSE_ARITHMETIC.set(True)
+    try:
+        yield
+    finally:
+        _MMPOSE_ARITHMETIC.reset(token)
+
+
+def in_mmpose_arithmetic() -> bool:
+    """Whether this code runs inside :func:`mmpose_arithmetic`."""
+    return _MMPOSE_ARITHMETIC.get()
 
 
 class Attention(nn.Module):
