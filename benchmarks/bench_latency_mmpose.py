@@ -9,7 +9,9 @@ side loads that file strictly through sagepose's MMPose import. Then the two sid
 one timed call each per round, never at the same time -- so load from other processes on the
 machine hits both alike. Timed: the network forward at batch 1 and 8 (normalised input ->
 heatmaps), and end to end on one image with flip test (sagepose ``predict`` vs MMPose's
-``inference_topdown``: crop, normalise, both passes, fusion, decode, back to image pixels).
+``inference_topdown``: crop, normalise, both passes, fusion, decode, back to image pixels), and that
+again with ``sagepose.load(..., exact=True)`` (MMPose's arithmetic operation for operation, its outputs
+bit for bit).
 Reported: the best time of the rounds (other processes only ever add time, so on a shared machine
 the minimum is the steadiest estimate) and its ratio, with medians beside them.
 """
@@ -157,6 +159,7 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
             info = mm.ask(op="setup", config=config, threads=threads, weights=str(Path(tmp) / "mmpose.pth"))
             # identical weights, every key (strict); load fuses the model for inference, as users get it
             model = sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth")
+            exact = sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth", exact=True)  # MMPose's arithmetic
         assert tuple(model.input_size) == tuple(info["input_size"]), (model.input_size, info["input_size"])
         assert model.flip_test == info["flip_test"]
         image, boxes, image_name = test_image()
@@ -165,6 +168,7 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
         x_by_batch = {b: inputs(b, model.input_size) for b in BATCHES}
         flip = "flip" if model.flip_test else "no flip"
         cases[f"predict {len(boxes)} boxes, {flip}"] = (dict(op="predict"), lambda: model.predict(image, boxes))
+        cases["  same, exact=True"] = (dict(op="predict"), lambda: exact.predict(image, boxes))
         times = {case: ([], []) for case in cases}
         with torch.no_grad():
             for req, ours in cases.values():  # warm up both (allocator, oneDNN primitives)

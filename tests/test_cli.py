@@ -56,6 +56,15 @@ def test_train_test_infer_end_to_end(synth_data, tmp_path):
     kp = np.asarray(rows[0]["keypoints"]).reshape(-1, 3)
     assert kp.shape == (17, 3) and np.isfinite(kp).all()
     assert len(list((tmp_path / "infer" / "vis").glob("*.png"))) == len(rows)
+    # --exact: MMPose's arithmetic; the same poses to float32 rounding of the heatmaps
+    assert main(["infer", str(out / "config.yaml"), str(images), "--checkpoint", str(out / "checkpoints" / "last.ckpt"),
+                 "--out", str(tmp_path / "exact"), "--no-render", "--exact"]) == 0
+    exact = json.loads((tmp_path / "exact" / "results.json").read_text())
+    assert [r["image_id"] for r in exact] == [r["image_id"] for r in rows]
+    fast_kp = np.array([r["keypoints"] for r in rows]).reshape(len(rows), -1, 3)
+    exact_kp = np.array([r["keypoints"] for r in exact]).reshape(len(rows), -1, 3)
+    np.testing.assert_allclose(exact_kp[..., 2], fast_kp[..., 2], atol=1e-4)
+    assert np.median(np.abs(exact_kp[..., :2] - fast_kp[..., :2])) <= 1e-3
 
 
 def test_train_rejects_a_misspelt_override(synth_data):

@@ -1,4 +1,4 @@
-"""sagepose infer MODEL INPUT [--checkpoint F] [--det-json D] [--out DIR]"""
+"""sagepose infer MODEL INPUT [--checkpoint F] [--det-json D] [--out DIR] [--exact]"""
 from __future__ import annotations
 
 
@@ -14,13 +14,15 @@ def add_arguments(p):
     p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-render", action="store_true")
+    p.add_argument("--exact", action="store_true", help="MMPose's arithmetic operation for operation: its keypoints "
+                                                        "bit for bit on the same torch and CPU (slower)")
 
 
 def run(args) -> int:
     import sagepose
     from sagepose.infer import load_boxes, run_inference
 
-    model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device)
+    model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device, exact=args.exact)
     boxes = load_boxes(args.det_json, args.images_json, args.det_thr) if args.det_json else None
     rows = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
                          score_thr=args.kpt_thr)
