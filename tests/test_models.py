@@ -1,6 +1,7 @@
 """sagepose.models: every zoo model's size, forward/backward, pos-embed resizing, activation
 checkpointing, checkpoint import and the strict-load report, and the ``load`` / ``predict`` API."""
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -284,3 +285,30 @@ def test_fuse_for_inference_folds_every_batchnorm_and_keeps_the_outputs(name):
     assert model.fuse_for_inference() is model  # idempotent
     with pytest.raises(RuntimeError, match="fused for inference"):
         model.train()
+
+
+def test_packed_linear_weights_give_the_same_bits_and_follow_weight_changes():
+    import copy
+
+    from sagepose.models.vit import pack_linear_weights
+
+    vit_module = sys.modules["sagepose.models.vit"]  # (sagepose.models.vit is also a function's name)
+    torch.manual_seed(0)
+    model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval()
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        plain = model(x)
+        if pack_linear_weights(model) == 0:
+            pytest.skip("this torch build has no oneDNN linear-weight packing")
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert all(vit_module._PACKED[m][2].is_mkldnn for m in linears)
+        torch.testing.assert_close(model(x), plain, rtol=0, atol=0)  # the same bits
+        fc1 = model.backbone.blocks[0].mlp.fc1
+        fc1.weight.mul_(0.5)  # changed in place after packing
+        proj = model.backbone.blocks[1].attn.proj
+        proj.weight = torch.nn.Parameter(torch.randn_like(proj.weight))  # replaced after packing
+        unpacked = copy.deepcopy(model)  # a copy is not packed (and copying works)
+        assert not any(m in vit_module._PACKED for m in unpacked.modules())
+        want = unpacked(x)
+        assert (want - plain).abs().max() > 1e-2
+        torch.testing.assert_close(model(x), want, rtol=0, atol=0)

@@ -73,14 +73,18 @@ class TopDownEstimator(nn.Module):
             return raw
         return raw.flatten(2).float().softmax(-1).view(raw.shape) * self.heatmap_mass
 
-    def fuse_for_inference(self) -> TopDownEstimator:
+    def fuse_for_inference(self, pack_weights: bool = True) -> TopDownEstimator:
         """Rewrite this model, in place, for faster prediction with the same outputs (to float32 rounding):
         BatchNorms folded into the convolutions before them, and for convolutional backbones (HRNet,
         HRFormer) channels-last weights, oneDNN's faster layout on CPUs. HRNet-W32 / HRFormer-B forward
-        at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. Eval mode only; afterwards the state
-        dict no longer has the BatchNorm entries, so fuse a model you only predict with (``sagepose.load``
-        does, unless ``fuse=False``). Returns ``self``; a second call does nothing."""
+        at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. ``pack_weights``: transformer linear
+        weights also kept in oneDNN's blocked layout (:func:`sagepose.models.vit.pack_linear_weights`:
+        ViTPose-B batch 1 198 -> 187 ms, at the cost of a second copy of those weights in memory).
+        Eval mode only; afterwards the state dict no longer has the BatchNorm entries, so fuse a model you
+        only predict with (``sagepose.load`` does, unless ``fuse=False``). Returns ``self``; a second call
+        does nothing."""
         from sagepose.models.fuse import fold_batchnorm
+        from sagepose.models.vit import pack_linear_weights
 
         if self.fused:
             return self
@@ -88,6 +92,8 @@ class TopDownEstimator(nn.Module):
         fold_batchnorm(self)
         if not hasattr(self.backbone, "blocks"):  # a ViT's time is in matmuls; its few convs gain nothing
             self.to(memory_format=torch.channels_last)
+        if pack_weights:
+            pack_linear_weights(self)
         self.fused = True
         return self
 
