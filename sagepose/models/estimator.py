@@ -79,7 +79,8 @@ class TopDownEstimator(nn.Module):
         HRFormer) channels-last weights, oneDNN's faster layout on CPUs. HRNet-W32 / HRFormer-B forward
         at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. ``pack_weights``: transformer linear
         weights also kept in oneDNN's blocked layout (:func:`sagepose.models.vit.pack_linear_weights`:
-        ViTPose-B batch 1 198 -> 187 ms, at the cost of a second copy of those weights in memory).
+        ViTPose-B batch 1 198 -> 187 ms, at the cost of a second copy of those weights in memory); a ViT's
+        classic head gets channels-last input from its second deconv on (``HeatmapHead.cpu_channels_last_from``).
         Eval mode only; afterwards the state dict no longer has the BatchNorm entries, so fuse a model you
         only predict with (``sagepose.load`` does, unless ``fuse=False``). Returns ``self``; a second call
         does nothing."""
@@ -92,6 +93,8 @@ class TopDownEstimator(nn.Module):
         fold_batchnorm(self)
         if not hasattr(self.backbone, "blocks"):  # a ViT's time is in matmuls; its few convs gain nothing
             self.to(memory_format=torch.channels_last)
+        elif len(getattr(self.head, "deconv_blocks", ())) >= 2:  # ViTPose's classic head: see HeatmapHead
+            self.head.cpu_channels_last_from = 1
         if pack_weights:
             pack_linear_weights(self)
         self.fused = True
