@@ -270,6 +270,7 @@ def test_exact_mode_agrees_with_the_default_path_and_switches_back(name):
     assert model.codec.decode_impl == "mmpose" and model.set_exact(False).codec is codec
     assert rel_err(exact.heatmaps, default.heatmaps) <= 1e-5
     np.testing.assert_allclose(exact.scores, default.scores, rtol=1e-5, atol=1e-6)
-    assert np.abs(exact.keypoints - default.keypoints).max() <= 0.5  # random maps: DARK may move a little
+    moved = np.abs(exact.keypoints - default.keypoints).max(-1)  # random maps: where DARK is ill-conditioned
+    assert np.mean(moved <= 1e-2) >= 0.9  # rounding may move a keypoint; most stay put
     with pytest.raises(RuntimeError, match="exact=True"):
         model.fuse_for_inference().set_exact()
