@@ -55,9 +55,8 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 def _onednn_linear_ok(x: torch.Tensor) -> bool:
     """Whether :func:`linear` may take the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
     return (_ONEDNN and not _MMPOSE_ARITHMETIC.get() and not torch.is_grad_enabled() and type(x) is torch.Tensor
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None):
@@ -98,14 +97,15 @@ def pack_linear_weights(model: nn.Module) -> int:
     """Keep a copy of each float32 CPU ``nn.Linear`` weight of ``model`` in oneDNN's blocked layout, for
     :func:`linear`'s inference path: oneDNN otherwise reorders every weight on every call. Same results
     bit for bit; ViTPose-B forward on 2 CPU cores: batch 1 198 -> 187 ms, batch 8 1461 -> 1423 ms. Costs
-    one more copy of those weights in memory (ViTPose-B +340 MB). A weight changed or replaced afterwards
-    is used as it is. Returns the number of weights packed."""
+    one more copy of those weights in memory (ViTPose-B +340 MB, ViTPose-H +2.5 GB: for the largest models
+    on small machines use ``fuse_for_inference(pack_weights=False)``). A weight changed or replaced
+    afterwards is used as it is. Returns the number of weights packed."""
     if not (_ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
         return 0
     n = 0
     for layer in model.modules():
-        w = getattr(layer, "weight", None)
-        if isinstance(layer, nn.Linear) and w.device.type == "cpu" and w.dtype == torch.float32:
+        if isinstance(layer, nn.Linear) and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32:
+            w = layer.weight
             _PACKED[layer] = (w, w._version, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
             n += 1
     return n
