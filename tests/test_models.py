@@ -312,3 +312,34 @@ def test_packed_linear_weights_give_the_same_bits_and_follow_weight_changes():
         want = unpacked(x)
         assert (want - plain).abs().max() > 1e-2
         torch.testing.assert_close(model(x), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["vitpose-b", "hrnet-w32"])
+def test_set_dtype_predicts_in_bfloat16_close_to_float32(name):
+    import copy
+
+    vit_module = sys.modules["sagepose.models.vit"]
+    torch.manual_seed(0)
+    arch = dict(depth=2) if name.startswith("vitpose") else dict(widths=(8, 16, 24, 32), num_modules=(1, 1, 1),
+                                                                  num_blocks=1, stem_blocks=1)
+    model = build_model(name, arch=arch).eval()
+    fused = copy.deepcopy(model).fuse_for_inference()
+    image = synthetic_image()
+    boxes = np.array([[60, 20, 260, 300], [0, 0, 320, 320]], np.float32)
+    want = model.predict(image, boxes, return_heatmaps=True)
+    for m in (model, fused):
+        got = m.set_dtype("bfloat16").predict(image, boxes, return_heatmaps=True)
+        assert m.compute_dtype == torch.bfloat16 and m.mean.dtype == torch.float32
+        assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+        assert got.heatmaps.dtype == np.float32 and got.keypoints.dtype == np.float32
+        rel = np.abs(got.heatmaps - want.heatmaps).max() / np.abs(want.heatmaps).max()
+        assert 1e-4 < rel <= 5e-2  # really computed in bf16 (not silently float32), and close
+    assert not any(m in vit_module._PACKED for m in fused.modules())  # no stale float32 packed copies
+    with pytest.raises(RuntimeError, match="float32"):
+        model.set_exact()
+    with pytest.raises(ValueError, match="float64"):
+        model.set_dtype(torch.float64)
+    back = model.set_dtype(torch.float32).predict(image, boxes, return_heatmaps=True)
+    assert np.abs(back.heatmaps - want.heatmaps).max() / np.abs(want.heatmaps).max() <= 1e-2  # weights went via bf16
+    with pytest.raises(RuntimeError, match="float32"):
+        model.set_exact().set_dtype("bfloat16")

@@ -53,6 +53,7 @@ class TopDownEstimator(nn.Module):
         self.flip_test = flip_test
         self.fused = False  # set by fuse_for_inference
         self.exact = False  # set by set_exact
+        self.compute_dtype = torch.float32  # set by set_dtype
         self._fast_codec = None  # the codec set_exact replaced
         self.shift_heatmap = codec.shift_heatmap_default if shift_heatmap is None else shift_heatmap
         # Non-persistent: checkpoints hold only weights; mean/std are part of the model's definition.
@@ -97,6 +98,7 @@ class TopDownEstimator(nn.Module):
             self.head.cpu_channels_last_from = 1
         if pack_weights:
             pack_linear_weights(self)
+        self._packed_weights = pack_weights
         self.fused = True
         return self
 
@@ -115,6 +117,9 @@ class TopDownEstimator(nn.Module):
         MMPose's speed (``benchmarks/bench_latency_mmpose.py``). Not for a fused model (load with
         ``sagepose.load(..., exact=True)``).
         Returns ``self``."""
+        if enabled and self.compute_dtype != torch.float32:
+            raise RuntimeError(f"exact mode reproduces MMPose's float32 arithmetic; this model runs in "
+                               f"{self.compute_dtype} (set_dtype)")
         if enabled and self.fused:
             raise RuntimeError("set_exact needs the unfused model (BatchNorms not folded): load it with "
                                "sagepose.load(..., exact=True) or sagepose.load(..., fuse=False)")
@@ -125,6 +130,29 @@ class TopDownEstimator(nn.Module):
         elif not enabled and self.exact:
             self.codec, self._fast_codec = self._fast_codec, None
         self.exact = enabled
+        return self
+
+    def set_dtype(self, dtype: torch.dtype | str) -> TopDownEstimator:
+        """Predict with the backbone and head in ``dtype`` (``torch.bfloat16`` or ``"bfloat16"``, ``float16``,
+        ``float32``): their weights are cast, :meth:`predict_heatmaps` casts its input and returns float32
+        heatmaps; normalisation, flip fusion and decoding stay float32. For inference only: bfloat16 on a
+        CPU with native bf16 (AVX512-BF16 / AMX) or a GPU, float16 on a GPU; outputs then differ from
+        float32 by about 1e-2 relative. Returns ``self``."""
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"set_dtype: {dtype} is not float32, bfloat16 or float16")
+        if self.exact and dtype != torch.float32:
+            raise RuntimeError("exact mode reproduces MMPose's float32 arithmetic: it cannot run in " + str(dtype))
+        if self.training and dtype != torch.float32:
+            raise RuntimeError("set_dtype is for prediction; train in float32 weights with mixed precision "
+                               "(trainer.precision=bf16-mixed)")
+        self.backbone.to(dtype)
+        self.head.to(dtype)
+        self.compute_dtype = dtype
+        if getattr(self, "_packed_weights", False):  # packed copies follow the weights' new dtype
+            from sagepose.models.vit import pack_linear_weights
+
+            pack_linear_weights(self)
         return self
 
     def _forward_exact(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,16 +189,21 @@ class TopDownEstimator(nn.Module):
     def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test
         (a fusion head's whole output, (B, 4K, h, w), heatmaps first)."""
-        forward = self._forward_exact if self.exact else self
+        net = self._forward_exact if self.exact else self
+
+        def forward(inputs: torch.Tensor) -> torch.Tensor:  # in the compute dtype (set_dtype), out in float32
+            out = net(inputs.to(self.compute_dtype))
+            return self.activate(out if self.compute_dtype == torch.float32 else out.float())
+
         if not self.flip_test:
-            return self.activate(forward(x))
+            return forward(x)
         # Original and mirrored crops (in one batch, or as MMPose in two passes when exact); the mirrored
         # heatmaps are flipped back, left/right channels swapped, and averaged with the originals (MMPose's
         # heatmap flip mode).
         if self.exact:
-            hm, hm_flip = self.activate(forward(x)), self.activate(forward(x.flip(-1)))
+            hm, hm_flip = forward(x), forward(x.flip(-1))
         else:
-            both = self.activate(forward(torch.cat([x, x.flip(-1)])))
+            both = forward(torch.cat([x, x.flip(-1)]))
             hm, hm_flip = both[: len(x)], both[len(x):]
         # a head with maps beyond heatmaps (the fusion head's offsets) flips them itself
         flip = getattr(self.head, "flip_back", flip_heatmaps)

@@ -100,11 +100,13 @@ def pack_linear_weights(model: nn.Module) -> int:
     one more copy of those weights in memory (ViTPose-B +340 MB, ViTPose-H +2.5 GB: for the largest models
     on small machines use ``fuse_for_inference(pack_weights=False)``). A weight changed or replaced
     afterwards is used as it is. Returns the number of weights packed."""
-    if not (_ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
-        return 0
+    can_pack = _ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     n = 0
     for layer in model.modules():
-        if isinstance(layer, nn.Linear) and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32:
+        if not isinstance(layer, nn.Linear):
+            continue
+        _PACKED.pop(layer, None)  # a former packing (say, before a change of dtype) goes
+        if can_pack and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32:
             w = layer.weight
             _PACKED[layer] = (w, w._version, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
             n += 1
