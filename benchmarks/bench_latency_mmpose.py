@@ -11,7 +11,7 @@ machine hits both alike. Timed: the network forward at batch 1 and 8 (normalised
 heatmaps), and end to end on one image with flip test (sagepose ``predict`` vs MMPose's
 ``inference_topdown``: crop, normalise, both passes, fusion, decode, back to image pixels), and that
 again with ``sagepose.load(..., exact=True)`` (MMPose's arithmetic operation for operation, its outputs
-bit for bit).
+bit for bit) and, on CPUs with native bf16, with ``dtype="bfloat16"`` (against MMPose in float32).
 Reported: the best time of the rounds (other processes only ever add time, so on a shared machine
 the minimum is the steadiest estimate) and its ratio, with medians beside them, and the median of the
 per-round ratios (the two calls of a round run back to back, so slow drifts of the machine cancel).
@@ -161,6 +161,9 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
             # identical weights, every key (strict); load fuses the model for inference, as users get it
             model = sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth")
             exact = sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth", exact=True)  # MMPose's arithmetic
+            # bfloat16 only where the CPU computes it natively (AVX512-BF16 / AMX); elsewhere it is emulated, slow
+            bf16 = (sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth", dtype="bfloat16")
+                    if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None)
         assert tuple(model.input_size) == tuple(info["input_size"]), (model.input_size, info["input_size"])
         assert model.flip_test == info["flip_test"]
         image, boxes, image_name = test_image()
@@ -170,6 +173,8 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
         flip = "flip" if model.flip_test else "no flip"
         cases[f"predict {len(boxes)} boxes, {flip}"] = (dict(op="predict"), lambda: model.predict(image, boxes))
         cases["  same, exact=True"] = (dict(op="predict"), lambda: exact.predict(image, boxes))
+        if bf16 is not None:
+            cases["  same, dtype=bfloat16"] = (dict(op="predict"), lambda: bf16.predict(image, boxes))
         times = {case: ([], []) for case in cases}
         with torch.no_grad():
             for req, ours in cases.values():  # warm up both (allocator, oneDNN primitives)
