@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,10 @@ class TopDownEstimator(nn.Module):
         if self.training and dtype != torch.float32:
             raise RuntimeError("set_dtype is for prediction; train in float32 weights with mixed precision "
                                "(trainer.precision=bf16-mixed)")
+        if self.device.type == "cpu" and (dtype == torch.float16 or (
+                dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported())):
+            warnings.warn(f"{dtype} on this CPU is emulated, several times slower than float32 "
+                          "(bfloat16 needs AVX512-BF16 or AMX; float16 is for GPUs)", stacklevel=2)
         self.backbone.to(dtype)
         self.head.to(dtype)
         self.compute_dtype = dtype
