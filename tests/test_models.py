@@ -345,3 +345,14 @@ def test_set_dtype_predicts_in_bfloat16_close_to_float32(name):
     assert np.abs(back.heatmaps - want.heatmaps).max() / np.abs(want.heatmaps).max() <= 1e-2  # weights went via bf16
     with pytest.raises(RuntimeError, match="float32"):
         model.set_exact().set_dtype("bfloat16")
+
+
+def test_weights_are_packed_by_default_only_where_the_copy_fits_in_an_eighth_of_the_ram(monkeypatch):
+    vit_module = sys.modules["sagepose.models.vit"]
+    linear_bytes = 2 * 4 * 4 * 768 * 768 + 2 * 2 * 4 * 768 * 3072  # 2 blocks: qkv + proj, fc1 + fc2; float32
+    pages = {"SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(vit_module.os, "sysconf", lambda name: pages[name])
+    for ram, packed in ((8 * linear_bytes + 4096, True), (8 * linear_bytes - 4096, False)):
+        pages["SC_PHYS_PAGES"] = ram // 4096
+        model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval().fuse_for_inference()
+        assert any(m in vit_module._PACKED for m in model.modules()) == (packed and vit_module._ONEDNN), ram

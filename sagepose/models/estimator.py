@@ -75,19 +75,23 @@ class TopDownEstimator(nn.Module):
             return raw
         return raw.flatten(2).float().softmax(-1).view(raw.shape) * self.heatmap_mass
 
-    def fuse_for_inference(self, pack_weights: bool = True) -> TopDownEstimator:
+    def fuse_for_inference(self, pack_weights: bool | None = None) -> TopDownEstimator:
         """Rewrite this model, in place, for faster prediction with the same outputs (to float32 rounding):
         BatchNorms folded into the convolutions before them, and for convolutional backbones (HRNet,
         HRFormer) channels-last weights, oneDNN's faster layout on CPUs. HRNet-W32 / HRFormer-B forward
-        at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. ``pack_weights``: transformer linear
-        weights also kept in oneDNN's blocked layout (:func:`sagepose.models.vit.pack_linear_weights`:
-        ViTPose-B batch 1 198 -> 187 ms, at the cost of a second copy of those weights in memory); a ViT's
-        classic head gets channels-last input from its second deconv on (``HeatmapHead.cpu_channels_last_from``).
+        at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. A ViT's classic head gets channels-last
+        input from its second deconv on (``HeatmapHead.cpu_channels_last_from``).
+
+        ``pack_weights``: also keep the transformer linear weights in oneDNN's blocked layout
+        (:func:`sagepose.models.vit.pack_linear_weights`; ViTPose-B batch 1 198 -> 187 ms) at the cost of a
+        second copy of them in memory. By default where that copy takes at most 1/8 of the RAM
+        (:func:`sagepose.models.vit.packing_fits_in_memory`).
+
         Eval mode only; afterwards the state dict no longer has the BatchNorm entries, so fuse a model you
         only predict with (``sagepose.load`` does, unless ``fuse=False``). Returns ``self``; a second call
         does nothing."""
         from sagepose.models.fuse import fold_batchnorm
-        from sagepose.models.vit import pack_linear_weights
+        from sagepose.models.vit import pack_linear_weights, packing_fits_in_memory
 
         if self.fused:
             return self
@@ -97,6 +101,8 @@ class TopDownEstimator(nn.Module):
             self.to(memory_format=torch.channels_last)
         elif len(getattr(self.head, "deconv_blocks", ())) >= 2:  # ViTPose's classic head: see HeatmapHead
             self.head.cpu_channels_last_from = 1
+        if pack_weights is None:
+            pack_weights = packing_fits_in_memory(self)
         if pack_weights:
             pack_linear_weights(self)
         self._packed_weights = pack_weights

@@ -113,6 +113,18 @@ def pack_linear_weights(model: nn.Module) -> int:
     return n
 
 
+def packing_fits_in_memory(model: nn.Module, fraction: float = 0.125) -> bool:
+    """Whether a packed copy of ``model``'s linear weights (:func:`pack_linear_weights`) stays within
+    ``fraction`` of this machine's physical memory: ViTPose-B's 0.34 GB from 2.7 GB of RAM, ViTPose-H's
+    2.5 GB from 20 GB, Sapiens-2B's 8.5 GB from 68 GB. True where the memory size is unknown."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return True
+    size = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, nn.Linear))
+    return size <= fraction * ram
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None):
     """``F.scaled_dot_product_attention``; a CPU bf16 call that autograd will differentiate runs in float32:
     torch's CPU flash-attention backward is 3-4x slower in bf16 than in float32 at short sequences (a 48-token
