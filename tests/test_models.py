@@ -341,6 +341,8 @@ def test_set_dtype_predicts_in_bfloat16_close_to_float32(name):
         model.set_dtype(torch.float64)
     with pytest.warns(UserWarning, match="float16 on this CPU is emulated"):
         model.set_dtype("float16")
+    with pytest.raises(RuntimeError, match="mixed precision"):
+        model.train()
     back = model.set_dtype(torch.float32).predict(image, boxes, return_heatmaps=True)
     assert np.abs(back.heatmaps - want.heatmaps).max() / np.abs(want.heatmaps).max() <= 1e-2  # weights went via bf16
     with pytest.raises(RuntimeError, match="float32"):

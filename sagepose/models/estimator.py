@@ -182,6 +182,9 @@ class TopDownEstimator(nn.Module):
         if mode and self.fused:
             raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
                                "convolutions) and cannot train; load it with sagepose.load(..., fuse=False)")
+        if mode and self.compute_dtype != torch.float32:
+            raise RuntimeError(f"this model predicts in {self.compute_dtype} (set_dtype); train in float32 weights "
+                               "with mixed precision: set_dtype('float32') first")
         return super().train(mode)
 
     @property
