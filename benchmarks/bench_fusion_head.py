@@ -107,13 +107,14 @@ def evaluate_decode_variant(cfg_eval, checkpoint: str, variant: str) -> dict:
     return module.last_metrics
 
 
-def run_arm(arm: str, steps: int, train_json: str, val_json: str, out: Path, batch: int, seed: int) -> dict:
+def run_arm(arm: str, steps: int, train_json: str, val_json: str, out: Path, batch: int, seed: int,
+            extra: tuple[str, ...] = ()) -> dict:
     model_name, output, arch = ARMS[arm]
     base = [f"model.name={model_name}", f"model.heatmap_output={output}", f"model.arch={arch!r}",
             f"data.train_json={train_json}",
             f"data.batch_size={batch}", f"trainer.seed={seed}", "trainer.max_epochs=1000", f"trainer.max_steps={steps}",
             "trainer.max_time_minutes=None", "trainer.val_every_epochs=1000", "trainer.progress_bar=False",
-            f"trainer.out_dir={out / arm}", *EXTRA.get(arm, [])]
+            f"trainer.out_dir={out / arm}", *EXTRA.get(arm, []), *extra]
     cfg = load_config(resolve_config("demo_tiny_vit"), base)  # no val_json: no validation inside the timed fit
     start = time.perf_counter()
     summary = fit(cfg)
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", default="plain-mse,plain-softmax,fusion", help=f"comma-separated, of {list(ARMS)}")
     parser.add_argument("--out", default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--fusion-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for the fusion arms, e.g. trainer.fusion_loss.heatmap=10 (repeatable)")
     args = parser.parse_args()
     arms = args.arms.split(",")
 
@@ -149,7 +152,8 @@ def main() -> None:
         train_json = generate_dataset(out / "data", args.train, seed=args.seed, split="train", workers=2)
         val_json = generate_dataset(out / "data", args.val, seed=args.seed + 10_000, split="val", workers=2)
         print(f"synthesized {args.train} train / {args.val} val images in {time.perf_counter() - start:.0f} s")
-        rows = [run_arm(arm, steps[arm], train_json, val_json, out, args.batch, args.seed) for arm in arms]
+        rows = [run_arm(arm, steps[arm], train_json, val_json, out, args.batch, args.seed,
+                        tuple(args.fusion_override) if arm.startswith("fusion") else ()) for arm in arms]
         fusion = next((r for r in rows if r["arm"] == "fusion"), None)
         variants = {v: evaluate_decode_variant(fusion["_cfg_eval"], fusion["_checkpoint"], v)
                     for v in (DECODE_VARIANTS if fusion else ())}

@@ -86,6 +86,18 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class FusionLossWeights:
+    """The fusion head's six loss terms' weights (:mod:`sagepose.train.fusion_loss`); 0 switches a term off."""
+
+    heatmap: float = 1.0
+    offset: float = 1.0
+    peak: float = 1.0
+    variance: float = 0.1
+    overlap: float = 1.0
+    shape: float = 0.1
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     out_dir: str = "runs/train"
     max_epochs: int = 210
@@ -104,6 +116,7 @@ class TrainerConfig:
     log_every_steps: int = 20
     progress_bar: bool = True
     use_joint_weights: bool = False  # weight the loss by the schema's joint weights
+    fusion_loss: FusionLossWeights = field(default_factory=FusionLossWeights)  # a fusion head's loss terms
     # checkpoints/last.ckpt is written at every epoch end and, when > 0, every this many optimizer steps
     # (a mid-epoch resume point); checkpoints/best.ckpt by val AP; epoch-EEE.ckpt kept every N epochs (0: none)
     checkpoint_every_steps: int = 0

@@ -72,3 +72,23 @@ def test_train_rejects_a_misspelt_override(synth_data):
 
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         main(["train", "demo_tiny_vit", "data.batchsize=4"])
+
+
+def test_fusion_loss_weights_come_from_the_run_config(synth_data, tmp_path, monkeypatch):
+    import sagepose.train.module as module
+    from sagepose.config import ConfigError, load_config
+
+    seen = []
+    real = module.fusion_loss
+
+    def spy(*args, **kwargs):
+        seen.append(args[4])  # loss_weights, passed positionally by the training step
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "fusion_loss", spy)
+    data = [f"data.train_json={synth_data / 'train.json'}", f"trainer.out_dir={tmp_path / 'run'}"]
+    assert main(["train", "demo_tiny_vit", *data, *TINY, "model.name=vit-tiny-fusion", "trainer.max_steps=2",
+                 "trainer.fusion_loss.offset=0.0", "trainer.fusion_loss.heatmap=5.0"]) == 0
+    assert seen and all(w.offset == 0.0 and w.heatmap == 5.0 and w.shape == 0.1 for w in seen)
+    with pytest.raises(ConfigError, match="did you mean 'offset'"):
+        load_config(None, ["trainer.fusion_loss.ofset=0"])

@@ -2,7 +2,8 @@
 
 Every term is a number per joint, averaged over the joints by their weights (a joint a sample does
 not label has weight 0 and adds nothing); ``FusionLossWeights`` scales each, 0 switches a term off
-(it is then not computed). Each term is logged unweighted as ``loss/fusion_<term>``.
+(it is then not computed); a run sets them as ``trainer.fusion_loss.<term>``. Each term is logged
+unweighted as ``loss/fusion_<term>``.
 
 * ``heatmap``  -- squared error of the map, summed over its pixels (MSE x h*w: the same size whatever
   the heatmap resolution, and on the scale of the other terms);
@@ -20,11 +21,10 @@ not label has weight 0 and adds nothing); ``FusionLossWeights`` scales each, 0 s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from sagepose.config import FusionLossWeights  # the weights are part of the run config (trainer.fusion_loss)
 from sagepose.models.fusion_head import decode_heatmaps, fusion_decode, split_outputs
 
 SUPPORT_LEVEL = 0.01  # the target Gaussian's support: where it exceeds 1 % of a unit peak (~3 sigma)
@@ -34,14 +34,7 @@ MAX_VAR = 16.0  # heatmap px^2: its cap -- an error past 4 px is a missed joint,
 # early misses' huge v*/v would swamp the other terms' gradients (and the clipped gradient norm)
 
 
-@dataclass(frozen=True)
-class FusionLossWeights:
-    heatmap: float = 1.0
-    offset: float = 1.0
-    peak: float = 1.0
-    variance: float = 0.1
-    overlap: float = 1.0
-    shape: float = 0.1
+DEFAULT_WEIGHTS = FusionLossWeights()
 
 
 def _joint_mean(per_joint: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -54,7 +47,7 @@ def _support_mean(per_pixel: torch.Tensor, support: torch.Tensor) -> torch.Tenso
 
 
 def fusion_loss(outputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, keypoints: torch.Tensor,
-                loss_weights: FusionLossWeights = FusionLossWeights(), radius: int = 2, blur_kernel_size: int = 0,
+                loss_weights: FusionLossWeights = DEFAULT_WEIGHTS, radius: int = 2, blur_kernel_size: int = 0,
                 min_var: float = MIN_VAR) -> tuple[torch.Tensor, dict]:
     """outputs (B, 4K, H, W) of a :class:`FusionHead`; target (B, K, H, W) and weights (B, K) from the codec;
     keypoints (B, K, 2) in heatmap pixels (:func:`~sagepose.models.fusion_head.to_heatmap_coords`).

@@ -83,8 +83,8 @@ class TopDownModule(L.LightningModule):
         if isinstance(self.model.head, FusionHead):  # heatmap + offset + variance maps, six loss terms
             keypoints = to_heatmap_coords(batch["keypoints"], self.model.codec)
             head = self.model.head
-            loss, logs = fusion_loss(self.model(x), targets, weights, keypoints, radius=head.radius,
-                                     blur_kernel_size=head.blur_kernel_size)
+            loss, logs = fusion_loss(self.model(x), targets, weights, keypoints, self.cfg.trainer.fusion_loss,
+                                     radius=head.radius, blur_kernel_size=head.blur_kernel_size)
         else:
             loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
             loss, logs = loss_fn(self.model(x), targets, weights)
