@@ -96,3 +96,20 @@ def assert_bit_exact(pred, raw: np.ndarray, g: dict, stride: int = 1) -> None:
     err = np.abs(pred.keypoints - g["keypoints"]).max(-1)
     assert err.max() <= 1e-4
     assert err[g["argmax_margin"] >= 1e-3].max() <= 1e-3
+
+
+def exact_model_fixture(names):
+    """A module-scoped fixture over ``names``: (the golden's model loaded with ``exact=True``, its name);
+    skips off the goldens' platform."""
+    @pytest.fixture(scope="module", params=names)
+    def exact_model_and_name(request):
+        require_golden_platform()
+        return golden_model(request.param, exact=True), request.param
+
+    return exact_model_and_name
+
+
+def assert_exact_predict(model, name: str, image: str, stride: int = 1) -> None:
+    """:func:`assert_bit_exact` of ``model``'s exact prediction on the golden ``name`` / ``image``."""
+    g = golden(name, image)
+    assert_bit_exact(*predict_exact(model, g), g, stride=stride)

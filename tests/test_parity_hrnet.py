@@ -15,16 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from goldens_io import (
-    GOLDENS,
-    assert_bit_exact,
-    golden,
-    golden_image,
-    golden_model,
-    predict_exact,
-    rel_err,
-    require_golden_platform,
-)
+from goldens_io import GOLDENS, assert_exact_predict, exact_model_fixture, golden, golden_image, golden_model, rel_err
 
 from sagepose.models import MODELS, build_model, from_mmpose
 
@@ -105,17 +96,12 @@ def test_predict_matches_mmpose_inference_topdown(model_and_name, image):
     assert np.all(err[unambiguous] <= KEYPOINT_ATOL + g["decode_sensitivity"][unambiguous])
 
 
-@pytest.fixture(scope="module", params=PARITY)
-def exact_model_and_name(request):
-    require_golden_platform()
-    return golden_model(request.param, exact=True), request.param
+exact_model_and_name = exact_model_fixture(PARITY)
 
 
 @pytest.mark.parametrize("image", IMAGES)
 def test_exact_predict_reproduces_mmpose_bit_for_bit(exact_model_and_name, image):
-    model, name = exact_model_and_name
-    g = golden(name, image)
-    assert_bit_exact(*predict_exact(model, g), g, stride=2)
+    assert_exact_predict(*exact_model_and_name, image, stride=2)
 
 
 def test_zoo_rows_carry_their_configs_codec_input_size_and_flip_shift():

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from goldens_io import (
     assert_bit_exact,
+    assert_exact_predict,
+    exact_model_fixture,
     golden,
     golden_image,
     golden_model,
@@ -105,17 +107,12 @@ def test_predict_matches_mmpose_inference_topdown(model_and_name, image):
     assert np.all(err[unambiguous] <= KEYPOINT_ATOL + g["decode_sensitivity"][unambiguous])
 
 
-@pytest.fixture(scope="module", params=MODELS)
-def exact_model_and_name(request):
-    require_golden_platform()
-    return golden_model(request.param, exact=True), request.param
+exact_model_and_name = exact_model_fixture(MODELS)
 
 
 @pytest.mark.parametrize("image", IMAGES)
 def test_exact_predict_reproduces_mmpose_bit_for_bit(exact_model_and_name, image):
-    model, name = exact_model_and_name
-    g = golden(name, image)
-    assert_bit_exact(*predict_exact(model, g), g)
+    assert_exact_predict(*exact_model_and_name, image)
 
 
 VIT_FAMILY = ("vitpose-l", "vitpose-h", "sapiens-0.3b", "sapiens-1b")

@@ -53,6 +53,7 @@ class TopDownEstimator(nn.Module):
                              f"{self.input_size}")
         self.flip_test = flip_test
         self.fused = False  # set by fuse_for_inference
+        self._packed_weights = False  # whether fuse_for_inference packed the linear weights (set_dtype re-packs)
         self.exact = False  # set by set_exact
         self.compute_dtype = torch.float32  # set by set_dtype
         self._fast_codec = None  # the codec set_exact replaced
@@ -160,7 +161,7 @@ class TopDownEstimator(nn.Module):
         self.backbone.to(dtype)
         self.head.to(dtype)
         self.compute_dtype = dtype
-        if getattr(self, "_packed_weights", False):  # packed copies follow the weights' new dtype
+        if self._packed_weights:  # packed copies follow the weights' new dtype
             from sagepose.models.vit import pack_linear_weights
 
             pack_linear_weights(self)
