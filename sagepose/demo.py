@@ -26,6 +26,7 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 5000, num_val: 
     from sagepose.config import load_config
     from sagepose.configs import resolve_config
     from sagepose.data.synth import generate_dataset
+    from sagepose.fileio import write_json_atomic
     from sagepose.train.run import fit, test
 
     out = Path(out_dir)
@@ -43,7 +44,7 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 5000, num_val: 
     metrics = test(cfg, summary["best_checkpoint"], out_dir=out)
     render_val(cfg, summary["best_checkpoint"], val_json, out / "vis", num_vis)
     metrics["total_minutes"] = round((time.time() - start) / 60, 2)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json_atomic(out / "metrics.json", metrics, indent=1)
     print(f"val AP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}, AR {metrics['AR']:.3f}) "
           f"in {metrics['total_minutes']} min -> {out}/metrics.json, {out}/predictions.json, {out}/vis/")
     return metrics

@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sagepose.fileio import atomic_open
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -143,12 +145,11 @@ def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     url = weights.url
     sha = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "sagepose"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
+        with urllib.request.urlopen(request, timeout=timeout) as response, atomic_open(dest) as out:
             total = int(response.headers.get("Content-Length") or 0)
             done, shown = 0, -1
             while chunk := response.read(1 << 20):
@@ -162,8 +163,7 @@ def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
                 print(file=sys.stderr)
             if total and done != total:
                 raise WeightsDownloadError(f"{name}: {url} ended after {done} of {total} bytes; try again")
-        _check(weights, sha.hexdigest(), name, url)
-        os.replace(tmp, dest)
+            _check(weights, sha.hexdigest(), name, url)  # raising here discards the temporary file
     except urllib.error.HTTPError as e:
         raise WeightsDownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from e
     except http.client.HTTPException as e:  # e.g. IncompleteRead: the server closed mid-file
@@ -173,6 +173,4 @@ def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
         raise WeightsDownloadError(
             f"{name}: cannot download {url} ({reason}). Offline? Fetch the file on a connected machine and "
             f"put it at {dest}, or pass it directly: sagepose.load({weights.model!r}, checkpoint=PATH)") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

@@ -95,6 +95,7 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
     Returns the COCO-format result rows (one per person, with ``file_name`` and ``bbox`` added).
     """
     from sagepose.data.coco import read_image
+    from sagepose.fileio import write_json_atomic
     from sagepose.viz import draw_poses
 
     out = Path(out_dir)
@@ -113,9 +114,7 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
             vis = image if pred is None else draw_poses(image, pred.keypoints, pred.scores, model.schema,
                                                         score_thr, boxes=b[:, :4])
             cv2.imwrite(str(out / "vis" / f"{path.stem}.png"), vis)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(out / "results.json")
+    write_json_atomic(out / "results.json", rows)
     return rows
 
 

@@ -281,13 +281,9 @@ def load_checkpoint(model: nn.Module, path_or_sd: str | os.PathLike | dict, stri
 
 def save_checkpoint(path: str | os.PathLike, state_dict: dict, **meta) -> Path:
     """Write a sagepose checkpoint ``{"state_dict": ..., "sagepose": meta}`` atomically (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from sagepose.fileio import atomic_open
+
+    with atomic_open(path) as f:
         torch.save({"state_dict": {k: v.detach().contiguous() for k, v in state_dict.items()},
-                    "sagepose": {"format_version": 1, **meta}}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+                    "sagepose": {"format_version": 1, **meta}}, f)
+    return Path(path)

@@ -12,7 +12,6 @@ complete one.
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from sagepose.config import TrainerConfig
+from sagepose.fileio import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -32,19 +32,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

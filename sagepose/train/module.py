@@ -15,7 +15,6 @@ a row stop the run.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
 from sagepose.eval import evaluate_coco, make_results
+from sagepose.fileio import write_json_atomic
 from sagepose.geometry import crop_to_image
 from sagepose.models import build_model_from_config
 from sagepose.models.fusion_head import FusionHead, to_heatmap_coords
@@ -236,8 +236,4 @@ def dedupe_instances(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def save_predictions(results: list[dict], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(results))
-    tmp.replace(path)
+    write_json_atomic(path, results)

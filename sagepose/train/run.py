@@ -6,7 +6,6 @@ environment, this module only builds the Trainer and the per-rank data shards.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from sagepose.config import Config, ConfigError, dump_config
+from sagepose.fileio import write_json_atomic, write_text_atomic
 
 # DataConfig fields that are TopDownSampler arguments of the same name
 _SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
@@ -151,7 +151,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     ckpt_dir = out / "checkpoints"
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(cfg))
+        write_text_atomic(out / "config.yaml", dump_config(cfg))
         print(f"resolved config (saved to {out / 'config.yaml'}):\n{dump_config(cfg)}")
     resume_path = find_resume_checkpoint(ckpt_dir) if resume else None
     if resume:
@@ -175,7 +175,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
                "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step,
                "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None}
     if trainer.is_global_zero:
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        write_json_atomic(out / "train_summary.json", summary, indent=1)
     return summary
 
 
@@ -201,9 +201,7 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
                    predictions=str(out / "predictions.json"), instances=len(module.last_instances))
     if trainer.is_global_zero:
         save_predictions(module.last_predictions, out / "predictions.json")
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=1))
-        tmp.replace(out / "metrics.json")
+        write_json_atomic(out / "metrics.json", metrics, indent=1)
     return metrics
 
 
