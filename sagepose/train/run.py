@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from sagepose.config import Config, ConfigError, dump_config
 from sagepose.fileio import write_json_atomic, write_text_atomic
@@ -173,10 +173,24 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
                "best_val_AP": float(best.best_model_score) if best and best.best_model_score is not None else None,
                "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step,
-               "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None}
+               "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None,
+               "stopped_by_time": _stopped_by_time(cfg, trainer)}
+    if summary["stopped_by_time"]:
+        rank_zero_warn(f"training stopped by trainer.max_time_minutes={cfg.trainer.max_time_minutes} after "
+                       f"{trainer.current_epoch} of {cfg.trainer.max_epochs} epochs ({trainer.global_step} steps): "
+                       "this is not the recipe's result; raise the limit or resume with --resume")
     if trainer.is_global_zero:
         write_json_atomic(out / "train_summary.json", summary, indent=1)
     return summary
+
+
+def _stopped_by_time(cfg: Config, trainer) -> bool:
+    """Whether a finished fit ended on its wall-time guard, before its epoch / step bound."""
+    t = cfg.trainer
+    if t.max_time_minutes is None:
+        return False
+    steps_done = t.max_steps >= 0 and trainer.global_step >= t.max_steps
+    return not steps_done and trainer.current_epoch < t.max_epochs
 
 
 def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None) -> dict:
