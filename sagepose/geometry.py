@@ -30,9 +30,48 @@ def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
     return np.concatenate([box[..., :2], box[..., :2] + box[..., 2:4]], axis=-1)
 
 
-def xyxy_to_xywh(box: np.ndarray) -> np.ndarray:
-    box = np.asarray(box, np.float32)
-    return np.concatenate([box[..., :2], box[..., 2:4] - box[..., :2]], axis=-1)
+BOX_NONFINITE = "non-finite coordinates"
+BOX_EMPTY = "empty or inverted (x2 <= x1 or y2 <= y1)"
+BOX_OUTSIDE = "wholly outside the image"
+
+
+def check_boxes(boxes, image_size=None, fmt: str = "xyxy", where: str = "bboxes",
+                strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) boxes in ``fmt`` ('xyxy' or 'xywh') -> (N, 4) float32 xyxy, (N,) problem of each box ('' if none).
+
+    The one box validation: a box needs finite coordinates, x2 > x1 and y2 > y1, and some overlap with
+    the image of ``image_size`` (w, h), or (N, 2) one per box; ``None`` skips that test. ``strict``
+    raises ValueError at the first bad box, naming ``where``, the box index and the problem; otherwise
+    the caller skips the bad boxes and counts them by problem (:data:`BOX_NONFINITE`, ...).
+    """
+    fields = {"xyxy": "x1, y1, x2, y2", "xywh": "x, y, w, h"}
+    if fmt not in fields:
+        raise ValueError(f"{where}: box format must be 'xyxy' or 'xywh', got {fmt!r}")
+    try:
+        given = np.asarray(boxes, np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: expected (N, 4) numeric boxes: {e}") from None
+    if given.ndim == 1 and given.size in (0, 4):
+        given = given.reshape(-1, 4)
+    if given.ndim != 2 or given.shape[1] != 4:
+        raise ValueError(f"{where}: expected (N, 4) boxes [{fields[fmt]}], got shape {given.shape}")
+    xyxy = xywh_to_xyxy(given) if fmt == "xywh" else given
+    problems = np.full(len(xyxy), "", object)
+    finite = np.isfinite(xyxy).all(1)
+    with np.errstate(invalid="ignore"):
+        empty = ~((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]))
+        if image_size is not None:
+            size = np.broadcast_to(np.asarray(image_size, np.float32), (len(xyxy), 2))
+            outside = (xyxy[:, 2] <= 0) | (xyxy[:, 3] <= 0) | (xyxy[:, 0] >= size[:, 0]) | (xyxy[:, 1] >= size[:, 1])
+            problems[outside] = BOX_OUTSIDE
+    problems[empty] = BOX_EMPTY
+    problems[~finite] = BOX_NONFINITE
+    bad = np.flatnonzero(problems != "")
+    if strict and bad.size:
+        i = int(bad[0])
+        extra = f" of size {tuple(int(v) for v in size[i])}" if problems[i] == BOX_OUTSIDE else ""
+        raise ValueError(f"{where}: box {i} {given[i].tolist()} ({fmt}): {problems[i]}{extra}")
+    return xyxy, problems
 
 
 def box_to_center_scale(box_xyxy: np.ndarray, padding: float = BBOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
@@ -137,10 +176,6 @@ def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 def hflip_matrix(width: float) -> np.ndarray:
     """2x3 affine of a horizontal image flip, ``x' = width - 1 - x`` (cv2.flip / flip_keypoints_lr)."""
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(np.asarray(matrix, np.float64)).astype(np.float32)
 
 
 def crop_to_image(keypoints, input_size: tuple[int, int], center, scale):

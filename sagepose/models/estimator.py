@@ -247,19 +247,17 @@ class TopDownEstimator(nn.Module):
                 bbox_format: str = "xyxy", return_heatmaps: bool = False) -> Prediction:
         """Keypoints of the people in ``bboxes`` (N, 4) of a BGR uint8 image (cv2 order) or an image path.
 
-        ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels.
+        ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels. A box that is
+        not finite, empty or inverted (x2 <= x1, e.g. xywh given as xyxy) or wholly outside the image is a
+        ValueError naming its index (:func:`sagepose.geometry.check_boxes`).
         """
         if isinstance(image, (str, os.PathLike)):
             image = read_image(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        if bboxes is None:
+        if bboxes is None:  # the whole image, the same numbers in either format
             bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
-        bboxes = np.asarray(bboxes, np.float32).reshape(-1, 4)
-        if bbox_format == "xywh":
-            bboxes = geometry.xywh_to_xyxy(bboxes)
-        elif bbox_format != "xyxy":
-            raise ValueError(f"bbox_format must be 'xyxy' or 'xywh', got {bbox_format!r}")
+        bboxes, _ = geometry.check_boxes(bboxes, image.shape[1::-1], bbox_format, where="predict: bboxes")
         K = self.schema.num_keypoints
         if len(bboxes) == 0:
             return Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
