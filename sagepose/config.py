@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from sagepose.errors import SagePoseError
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -51,7 +53,7 @@ class DataConfig:
     # keep decoded training images in RAM (each loader process its own copy): skips the JPEG decode, about
     # half of a small crop's loading cost; H x W x 3 bytes per image (the demo's 5000: 1.2 GB)
     cache_images: bool = False
-    # per-sample geometric augmentation (MMPose's defaults)
+    # per-sample geometric augmentation (MMPose's defaults; TopDownSampler's defaults are these, written once)
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
     scale_factor: tuple[float, float] = (0.5, 1.5)
@@ -59,7 +61,7 @@ class DataConfig:
     rotate_prob: float = 0.6
     shift_factor: float = 0.16
     shift_prob: float = 0.3
-    # batched on-device augmentation
+    # batched on-device augmentation (sagepose.data.batch_aug): each step's per-sample probability, 0 = off
     photometric_prob: float = 0.0
     coarse_dropout_prob: float = 0.0
 
@@ -133,13 +135,25 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(SagePoseError, ValueError):
+    """A setting that is unknown, of the wrong type or out of range.
+
+    ``key``: the dotted setting to blame (``"optim.lr"``), when there is one; ``reason``: the message
+    without the location, so :func:`load_config` can name the YAML file or the override that set it.
+    """
+
+    def __init__(self, message: str, key: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.key, self.reason = key, reason or message
 
 
-def _did_you_mean(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(options))}"
+def _error(where: str, reason: str) -> ConfigError:
+    return ConfigError(f"{where}: {reason}" if where else reason, key=where or None, reason=reason)
+
+
+def _did_you_mean(key: str, options, what: str = "valid keys") -> str:
+    close = difflib.get_close_matches(str(key), [str(o) for o in options], n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; {what}: {', '.join(sorted(map(str, options)))}"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -156,38 +170,38 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {tp}")
+        raise _error(where, f"{value!r} is not a valid {tp}")
     if tp is Any:
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _error(where, f"expected a list, got {value!r}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], where) for v in value)
         if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            raise _error(where, f"expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _error(where, f"expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise _error(where, f"expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise _error(where, f"expected an integer, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise _error(where, f"expected true/false, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise _error(where, f"expected a string, got {value!r}")
     return value
 
 
@@ -197,12 +211,12 @@ def _build(cls, data: dict, where: str):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key, names)}")
+            raise _error(where, f"unknown key {key!r}{_did_you_mean(key, names)}")
         tp = hints[key]
         sub = f"{where}.{key}" if where else key
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{sub}: expected a mapping")
+                raise _error(sub, f"expected a mapping, got {value!r}")
             kwargs[key] = _build(tp, value, sub)
         else:
             kwargs[key] = _coerce(value, tp, sub)
@@ -224,14 +238,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Set dotted ``section.key=value`` pairs into a nested dict (in place; returned)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
+            raise ConfigError(f"override {item}: expected key=value", reason="expected key=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         node = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a section")
+                raise ConfigError(f"override {item}: {p} is not a section", reason=f"{p} is not a section")
         node[parts[-1]] = parse_value(text)
     return data
 
@@ -240,23 +254,135 @@ def config_from_dict(data: dict) -> Config:
     return _build(Config, data or {}, "")
 
 
+# Lightning's precision and accelerator names; strategies beyond these are checked against its registry
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "bf16", "16", "64")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
+SCHEDULES = ("step", "cosine")
+HEATMAP_OUTPUTS = ("raw", "softmax")
+
+
+def _check(ok: bool, key: str, value: Any, reason: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {reason}", key=key, reason=reason)
+
+
+def _check_choice(value: Any, choices, key: str, what: str) -> None:
+    _check(value in choices, key, value, f"unknown {what} {value!r}{_did_you_mean(value, choices, 'choose from')}")
+
+
+def _strategies() -> list[str]:
+    from lightning.pytorch.strategies import StrategyRegistry  # deferred: seconds to import
+
+    return ["auto", *StrategyRegistry.available_strategies()]
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse, before any work starts, a value no run can use: names that are not choices (with a did-you-mean),
+    numbers out of range, settings that do not work together. Raises :class:`ConfigError` naming the
+    setting (``key``); returns ``cfg``."""
+    from sagepose.keypoints import SCHEMAS
+    from sagepose.models.zoo import MODELS  # deferred: torch
+
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
+    _check_choice(m.name, MODELS, "model.name", "model")
+    _check_choice(m.schema, SCHEMAS, "model.schema", "keypoint schema")
+    _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
+    _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
+    _check(m.drop_path_rate is None or 0 <= m.drop_path_rate < 1, "model.drop_path_rate", m.drop_path_rate,
+           "must be in [0, 1)")
+    for name in ("batch_size", "val_batch_size"):
+        _check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be at least 1")
+    _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0 (0: load in the main process)")
+    for name in ("flip_prob", "half_body_prob", "rotate_prob", "shift_prob", "photometric_prob",
+                 "coarse_dropout_prob"):
+        _check(0 <= getattr(d, name) <= 1, f"data.{name}", getattr(d, name), "a probability must be in [0, 1]")
+    _check(0 < d.scale_factor[0] <= d.scale_factor[1], "data.scale_factor", d.scale_factor,
+           "must be (low, high) with 0 < low <= high")
+    for name in ("rotate_factor", "shift_factor"):
+        _check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0")
+    _check(o.lr > 0, "optim.lr", o.lr, "must be positive")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", o.betas, "each must be in [0, 1)")
+    _check(0 < o.layer_decay <= 1, "optim.layer_decay", o.layer_decay, "must be in (0, 1] (1.0 = off)")
+    _check(o.warmup_iters >= 0, "optim.warmup_iters", o.warmup_iters, "must be >= 0")
+    _check(0 < o.warmup_ratio <= 1, "optim.warmup_ratio", o.warmup_ratio, "must be in (0, 1]")
+    _check_choice(o.schedule, SCHEDULES, "optim.schedule", "schedule")
+    _check(all(e >= 0 for e in o.milestones), "optim.milestones", o.milestones, "epochs must be >= 0")
+    _check(o.gamma > 0, "optim.gamma", o.gamma, "must be positive")
+    _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", o.min_lr_ratio, "must be in [0, 1]")
+    _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "must be positive (null = off)")
+    _check(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 = off)")
+    _check(o.freeze_backbone_epochs >= 0, "optim.freeze_backbone_epochs", o.freeze_backbone_epochs, "must be >= 0")
+    _check(t.max_epochs >= -1, "trainer.max_epochs", t.max_epochs, "must be >= -1 (-1: no limit)")
+    _check(t.max_steps >= -1, "trainer.max_steps", t.max_steps, "must be >= -1 (-1: no limit)")
+    _check(t.max_time_minutes is None or t.max_time_minutes > 0, "trainer.max_time_minutes", t.max_time_minutes,
+           "must be positive (null: no limit)")
+    _check_choice(t.precision, PRECISIONS, "trainer.precision", "precision")
+    _check(t.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", t.accumulate_grad_batches,
+           "must be at least 1")
+    _check_choice(t.accelerator, ACCELERATORS, "trainer.accelerator", "accelerator")
+    _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "must be at least 1")
+    if t.strategy not in ("auto", "ddp", "fsdp"):
+        _check_choice(t.strategy, _strategies(), "trainer.strategy", "strategy")
+    for name in ("val_every_epochs", "log_every_steps", "max_nonfinite_steps"):
+        _check(getattr(t, name) >= 1, f"trainer.{name}", getattr(t, name), "must be at least 1")
+    for name in ("checkpoint_every_steps", "keep_every_epochs"):
+        _check(getattr(t, name) >= 0, f"trainer.{name}", getattr(t, name), "must be >= 0 (0 = off)")
+    for f in dataclasses.fields(t.fusion_loss):
+        value = getattr(t.fusion_loss, f.name)
+        _check(value >= 0, f"trainer.fusion_loss.{f.name}", value, "must be >= 0 (0 switches the term off)")
+    _check(not (o.ema_decay > 0 and t.strategy == "fsdp"), "optim.ema_decay", o.ema_decay,
+           "with trainer.strategy=fsdp: Lightning's weight averaging keeps a whole unsharded copy of the model; "
+           "use ddp, or optim.ema_decay=0")
+    _check(not t.fsdp_cpu_offload or t.strategy == "fsdp", "trainer.fsdp_cpu_offload", t.fsdp_cpu_offload,
+           "needs trainer.strategy=fsdp")
+    return cfg
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """YAML file (or None for defaults) + ``key=value`` overrides -> a frozen :class:`Config`."""
+    """YAML file (a path or a bundled recipe name, or None for defaults) + ``key=value`` overrides -> a frozen,
+    validated (:func:`validate`) :class:`Config`.
+
+    Errors name their source: the YAML file for its own keys, ``override KEY=VALUE`` for a command-line one.
+    """
+    from sagepose.configs import resolve_config
+
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+            path = resolve_config(path)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        data = _read_yaml(path)
+        try:
+            config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}", key=e.key, reason=e.reason) from None
+    overrides = list(overrides or [])
+    for item in overrides:  # one at a time, so a bad one is named
+        try:
+            config_from_dict(apply_overrides(data, [item]))
+        except ConfigError as e:
+            raise ConfigError(f"override {item}: {e.reason}", key=e.key, reason=e.reason) from None
+    cfg = config_from_dict(data)
     try:
-        return config_from_dict(apply_overrides(data, overrides or []))
+        return validate(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+        by = [item for item in overrides if item.split("=", 1)[0].strip() == e.key]
+        if by:
+            raise ConfigError(f"override {by[-1]}: {e.reason}", key=e.key, reason=e.reason) from None
+        raise ConfigError(f"{path}: {e}" if path else str(e), key=e.key, reason=e.reason) from None
 
 
 def to_dict(cfg: Config) -> dict:

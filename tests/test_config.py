@@ -28,9 +28,67 @@ def test_unknown_key_fails_with_did_you_mean(tmp_path):
         load_config(p)
 
 
-def test_wrong_type_is_rejected():
-    with pytest.raises(ConfigError, match="trainer.max_epochs: expected an integer"):
+def test_wrong_type_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"^override trainer.max_epochs=1.5: expected an integer"):
         load_config(None, ["trainer.max_epochs=1.5"])
+    p = tmp_path / "bad.yaml"
+    p.write_text("trainer:\n  max_epochs: 1.5\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: trainer.max_epochs: expected an integer"):
+        load_config(p)
+
+
+def test_an_override_error_names_the_override_not_the_yaml_file(tmp_path):
+    p = tmp_path / "recipe.yaml"
+    p.write_text("optim:\n  lr: 1.0e-3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["trainer.max_epochs=3", "optim.lrr=1"])
+    assert str(e.value) == "override optim.lrr=1: unknown key 'lrr'; did you mean 'lr'?"
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["data.batch_size=-4"])
+    assert str(e.value) == "override data.batch_size=-4: must be at least 1"
+    p.write_text("data:\n  batch_size: -4\n")  # the same value from the file is blamed on the file
+    with pytest.raises(ConfigError, match=r"recipe.yaml: data.batch_size=-4: must be at least 1"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=-4", "must be at least 1"),
+    ("optim.schedule=cosin", "unknown schedule 'cosin'; did you mean 'cosine'?"),
+    ("model.name=vit-tiniest", "unknown model 'vit-tiniest'; did you mean 'vit-tiny'?"),
+    ("trainer.precision=bf16-mixd", "unknown precision 'bf16-mixd'; did you mean 'bf16-mixed'?"),
+    ("model.heatmap_output=softmx", "unknown heatmap output 'softmx'; did you mean 'softmax'?"),
+    ("model.schema=mpi", "unknown keypoint schema 'mpi'; did you mean 'mpii'?"),
+    ("trainer.strategy=dpp", "unknown strategy 'dpp'; did you mean 'ddp'?"),
+    ("trainer.accelerator=gpuu", "unknown accelerator 'gpuu'; did you mean 'gpu'?"),
+    ("data.flip_prob=1.5", "a probability must be in [0, 1]"),
+    ("optim.lr=0", "must be positive"),
+])
+def test_values_are_validated_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("demo_tiny_vit", [override])
+    assert str(e.value) == f"override {override}: {message}"
+    assert e.value.key == override.split("=")[0]
+
+
+def test_valid_choices_outside_the_fast_path_are_accepted():
+    cfg = load_config(None, ["trainer.strategy=ddp_spawn", "trainer.precision=bf16-mixed", "model.schema=aic"])
+    assert cfg.trainer.strategy == "ddp_spawn" and cfg.model.schema == "aic"
+
+
+def test_load_config_resolves_bundled_recipe_names():
+    by_name = load_config("demo_tiny_vit", ["trainer.max_epochs=1"])
+    assert by_name == load_config(CONFIG_DIR / "demo_tiny_vit.yaml", ["trainer.max_epochs=1"])
+    assert by_name.model.heatmap_output == "softmax" and by_name.trainer.max_epochs == 1
+    with pytest.raises(ConfigError, match="demo_tiny_vitt: no such config file or bundled recipe"):
+        load_config("demo_tiny_vitt")
+
+
+def test_config_errors_are_sagepose_errors_and_value_errors():
+    from sagepose.errors import SagePoseError
+
+    with pytest.raises(SagePoseError):
+        load_config(None, ["optim.lrr=1"])
+    assert issubclass(ConfigError, ValueError)
 
 
 def test_parse_value_never_evaluates_code():

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("model", help="zoo name (e.g. vitpose-b) or YAML recipe")
+    p.add_argument("model", help="named weights (vitpose-b-coco), zoo name (vitpose-b), bundled recipe name "
+                                 "(demo_tiny_vit), YAML recipe, or a checkpoint trained or converted by sagepose "
+                                 "(it carries its model)")
     p.add_argument("input", help="image, folder of images, or video")
-    p.add_argument("--checkpoint", default=None, help="weights (sagepose .ckpt, MMPose or ViTPose file)")
+    p.add_argument("--checkpoint", default=None, help="weights (sagepose .ckpt, MMPose or ViTPose file); a "
+                                                      "checkpoint sagepose trained rebuilds the model it was "
+                                                      "trained as")
     p.add_argument("--det-json", default=None, help="person boxes: COCO results json (with --images-json) "
                                                     "or {file_name: [[x1,y1,x2,y2,score], ...]}")
     p.add_argument("--images-json", default=None, help="COCO json whose images map ids to file names")

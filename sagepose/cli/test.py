@@ -1,4 +1,4 @@
-"""sagepose test CONFIG --checkpoint F [key=value ...]"""
+"""sagepose test CONFIG --checkpoint F [key=value ...] (options and overrides in any order)"""
 from __future__ import annotations
 
 
@@ -14,9 +14,10 @@ def run(args) -> int:
     import json
 
     from sagepose.config import load_config
-    from sagepose.configs import resolve_config
+
+    cfg = load_config(args.config, args.overrides)  # checked before Lightning is imported
+
     from sagepose.train.run import test
 
-    cfg = load_config(resolve_config(args.config), args.overrides)
     print(json.dumps(test(cfg, args.checkpoint, out_dir=args.out), indent=1))
     return 0

@@ -1,4 +1,4 @@
-"""sagepose train CONFIG [key=value ...] [--resume]"""
+"""sagepose train CONFIG [key=value ...] [--resume] (options and overrides in any order)"""
 from __future__ import annotations
 
 
@@ -13,13 +13,14 @@ def add_arguments(p):
 def run(args) -> int:
     import json
 
+    from sagepose.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # checked before Lightning is imported
+
     from lightning.pytorch.utilities import rank_zero_only
 
-    from sagepose.config import load_config
-    from sagepose.configs import resolve_config
     from sagepose.train.run import fit
 
-    cfg = load_config(resolve_config(args.config), args.overrides)
     summary = fit(cfg, resume=args.resume)
     if rank_zero_only.rank == 0:  # one summary, however many processes torchrun / SLURM started
         print(json.dumps(summary, indent=1))
