@@ -27,12 +27,15 @@ def add_arguments(p):
 
 def run(args) -> int:
     import sagepose
-    from sagepose.infer import load_boxes, run_inference
+    from sagepose.infer import image_ids, load_boxes, run_inference
 
     model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device, exact=args.exact,
                           dtype=args.dtype)
     boxes = load_boxes(args.det_json, args.images_json, args.det_thr) if args.det_json else None
-    rows = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
-                         score_thr=args.kpt_thr)
-    print(f"{len(rows)} poses -> {args.out}/results.json" + ("" if args.no_render else f", {args.out}/vis/"))
+    ids = image_ids(args.images_json) if args.images_json else None
+    done = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
+                         score_thr=args.kpt_thr, ids=ids)
+    for line in done.summary():
+        print(line)
+    print(f"{len(done.rows)} poses -> {args.out}/results.json" + ("" if args.no_render else f", {args.out}/vis/"))
     return 0
