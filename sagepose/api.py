@@ -1,14 +1,19 @@
 """User-facing entry points: ``sagepose.load(name_or_config, checkpoint, device)`` and :func:`convert`."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
+from sagepose.errors import ConfigMismatchWarning
 from sagepose.models.checkpoint import (
     BACKBONE_ONLY,
+    CheckpointMismatchError,
     adapt_pos_embed,
     convert_state_dict,
     load_checkpoint,
@@ -21,19 +26,114 @@ from sagepose.models.zoo import MODELS, build_model, build_model_from_config
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pt2", ".ckpt", ".bin")
 
 
-def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
+# ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
+# drop_path_rate, grad_checkpointing, channels_last) only matter to training or to speed
+RECIPE_FIELDS = ("name", "schema", "input_size", "flip_test", "codec", "arch", "heatmap_output")
+
+
+def checkpoint_model_config(raw: dict, source: str = "checkpoint"):
+    """The :class:`sagepose.config.ModelConfig` a checkpoint was trained with, or None if it carries none.
+
+    A Lightning ``.ckpt`` from ``sagepose train`` holds the run config in ``hyper_parameters["config"]``;
+    a file ``sagepose convert`` wrote from one keeps its model section in ``sagepose["model_config"]``.
+    ``init_checkpoint`` is dropped (the weights are here) and ``grad_checkpointing`` off (no training).
+    """
+    from sagepose.config import ConfigError, config_from_dict
+
+    if not isinstance(raw, dict):
+        return None
+    meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
+    hparams = raw.get("hyper_parameters") if isinstance(raw.get("hyper_parameters"), dict) else {}
+    run_config = hparams.get("config") if isinstance(hparams.get("config"), dict) else {}
+    model = meta.get("model_config") or run_config.get("model")
+    if not isinstance(model, dict):
+        return None
+    try:
+        cfg = config_from_dict({"model": model}).model
+    except ConfigError as e:
+        raise ConfigError(f"{source}: the model config it carries: {e}", key=e.key, reason=e.reason) from None
+    return dataclasses.replace(cfg, init_checkpoint=None, grad_checkpointing=False)
+
+
+def model_config_differences(given, trained) -> list[str]:
+    """``model.FIELD: checkpoint X, given Y`` for each :data:`RECIPE_FIELDS` entry in which a model config
+    (:class:`ModelConfig` or a model-config dict; missing keys: the defaults) differs from a checkpoint's."""
+    from sagepose.config import ModelConfig
+
+    def recipe(cfg) -> dict:
+        d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+        out = {f: d.get(f, getattr(ModelConfig(), f)) for f in RECIPE_FIELDS}
+        out["input_size"] = tuple(out["input_size"]) if out["input_size"] is not None else None
+        return out
+
+    g, t = recipe(given), recipe(trained)
+    return [f"model.{f}: checkpoint {t[f]!r}, given {g[f]!r}" for f in RECIPE_FIELDS if g[f] != t[f]]
+
+
+def warn_if_not_trained_as(given, trained, source: str) -> None:
+    """A loud warning naming each field in which ``given`` (an explicit model config) differs from the model
+    the checkpoint ``source`` was trained as (``trained``, see :func:`checkpoint_model_config`)."""
+    diff = model_config_differences(given, trained) if trained is not None else []
+    if diff:
+        warnings.warn(f"{source} was trained as another model than the config given builds ({'; '.join(diff)}); "
+                      "building the config's model. Pass the checkpoint alone (sagepose.load(CKPT)) or its zoo "
+                      "name to rebuild the model it was trained as", ConfigMismatchWarning, stacklevel=3)
+
+
+def load_weights(model: TopDownEstimator, raw: dict, source: str) -> None:
+    """:func:`load_checkpoint` (strict) of what the file ``source`` holds; a mismatch report names the file."""
+    try:
+        load_checkpoint(model, raw, strict=True)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{source}: {e}") from None
+
+
+def _drop_init(cfg):
+    """A model config without ``init_checkpoint``: weights that come from a checkpoint need no other file."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.replace(cfg, init_checkpoint=None)
+    return {k: v for k, v in dict(cfg).items() if k != "init_checkpoint"}
+
+
+def _explicit_config(name_or_config):
+    """The model config a Config, model-config dict, YAML path or bundled recipe name gives, else None."""
+    from sagepose.config import load_config  # deferred: only config users need it
+    from sagepose.configs import resolve_config
+
+    if hasattr(name_or_config, "model"):  # a loaded Config
+        return name_or_config.model
+    if isinstance(name_or_config, dict):
+        return name_or_config
+    if Path(name_or_config).suffix in (".yaml", ".yml"):
+        return load_config(name_or_config).model
+    if not Path(name_or_config).suffix:
+        try:
+            recipe = resolve_config(name_or_config)
+        except FileNotFoundError:
+            return None
+        return load_config(recipe).model
+    return None
+
+
+def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None,
          device: str = "cpu", fuse: bool = True, exact: bool = False,
          dtype: torch.dtype | str = torch.float32) -> TopDownEstimator:
     """A ready-to-predict model in eval mode, with optional weights loaded strictly.
 
     ``name_or_config``: a named checkpoint (``"vitpose-b-coco"``, see :data:`sagepose.hub.WEIGHTS`:
-    downloaded once into the cache), a zoo name (``"vitpose-b"``), a YAML config path, a loaded
-    :class:`sagepose.config.Config`, a model-config dict (see ``build_model_from_config``), or a
-    checkpoint written by ``sagepose convert`` (it names its model).
+    downloaded once into the cache), a zoo name (``"vitpose-b"``), a YAML config path or bundled recipe name
+    (``"demo_tiny_vit"``), a loaded :class:`sagepose.config.Config`, a model-config dict (see
+    ``build_model_from_config``), or a checkpoint file that names its model (``sagepose train``'s
+    ``.ckpt``, a file ``sagepose convert`` wrote); None with ``checkpoint`` set: that checkpoint's model.
     ``checkpoint``: any file :func:`sagepose.models.checkpoint.read_checkpoint` reads -- a sagepose
     checkpoint, MMPose 1.x / 0.x, the ViTPose repository's, Sapiens' (pretrain, pose, TorchScript,
     ``.pt2``); the format is detected from its content. A backbone-only file (pretraining) leaves
     the head at its initialisation.
+
+    A checkpoint that carries the model config it was trained with (:func:`checkpoint_model_config`:
+    heatmap output, codec and architecture overrides) rebuilds exactly that model, alone or with its zoo
+    name; another zoo name is an error, and an explicit config that differs from it a
+    :class:`~sagepose.errors.ConfigMismatchWarning` naming the fields (the config's model is built).
     ``fuse``: :meth:`TopDownEstimator.fuse_for_inference` (BatchNorms folded into convolutions, same outputs
     to float32 rounding, faster); ``fuse=False`` keeps the trainable module with its original state dict.
     ``exact``: :meth:`TopDownEstimator.set_exact` on the unfused model: MMPose 1.x's arithmetic operation for
@@ -43,35 +143,51 @@ def load(name_or_config, checkpoint: str | os.PathLike | dict | None = None,
     """
     from sagepose import hub  # deferred: only named weights need it
 
+    source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
     raw = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    key = str(name_or_config) if isinstance(name_or_config, (str, os.PathLike)) else None
+    if (key is not None and key not in hub.WEIGHTS and key not in MODELS and raw is None
+            and Path(key).suffix in CHECKPOINT_SUFFIXES):  # the checkpoint alone
+        source, raw, name_or_config, key = key, read_checkpoint(key), None, None
     meta = raw.get("sagepose", {}) if isinstance(raw, dict) and isinstance(raw.get("sagepose"), dict) else {}
-    if hasattr(name_or_config, "model"):  # a loaded Config
-        model = build_model_from_config(name_or_config.model)
-    elif isinstance(name_or_config, dict):
-        model = build_model_from_config(name_or_config)
-    elif str(name_or_config) in hub.WEIGHTS:
-        weights = hub.WEIGHTS[str(name_or_config)]
-        model = build_model(weights.model, num_keypoints=weights.num_keypoints)
+    trained = checkpoint_model_config(raw, source) if raw is not None else None
+    explicit = _explicit_config(name_or_config) if name_or_config is not None and key not in MODELS else None
+    if name_or_config is None:
         if raw is None:
-            raw = read_checkpoint(hub.fetch(str(name_or_config)))
-    elif str(name_or_config) in MODELS:
-        model = build_model(str(name_or_config), num_keypoints=meta.get("num_keypoints"))
-    elif Path(name_or_config).suffix in (".yaml", ".yml"):
-        from sagepose.config import load_config  # deferred: only config users need it
-
-        model = build_model_from_config(load_config(name_or_config).model)
-    elif Path(name_or_config).suffix in CHECKPOINT_SUFFIXES and raw is None:
-        raw = read_checkpoint(name_or_config)
-        meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
-        if meta.get("model") not in MODELS:
-            raise ValueError(f"{name_or_config}: names no zoo model (write it with `sagepose convert IN OUT "
+            raise ValueError("sagepose.load: give a model (zoo name, config) or a checkpoint")
+        if trained is not None:
+            model = build_model_from_config(trained)
+        elif meta.get("model") in MODELS:
+            model = build_model(meta["model"], num_keypoints=meta.get("num_keypoints"))
+        else:
+            raise ValueError(f"{source}: names no zoo model (write it with `sagepose convert IN OUT "
                              "--model NAME`), or pass the model name: sagepose.load(NAME, checkpoint=FILE)")
-        model = build_model(meta["model"], num_keypoints=meta.get("num_keypoints"))
+    elif key in hub.WEIGHTS or key in MODELS:
+        zoo_name = hub.WEIGHTS[key].model if key in hub.WEIGHTS else key
+        if trained is not None and trained.name != zoo_name:
+            raise ValueError(f"{source} was trained as {trained.name!r}, not {key!r}: pass {trained.name!r} "
+                             "or the checkpoint alone")
+        if trained is not None:
+            model = build_model_from_config(trained)
+        elif key in hub.WEIGHTS:
+            model = build_model(zoo_name, num_keypoints=hub.WEIGHTS[key].num_keypoints)
+        else:
+            model = build_model(zoo_name, num_keypoints=meta.get("num_keypoints"))
+        if raw is None and key in hub.WEIGHTS:
+            raw = read_checkpoint(hub.fetch(key))
+    elif explicit is not None:
+        warn_if_not_trained_as(explicit, trained, source)
+        model = build_model_from_config(_drop_init(explicit) if raw is not None else explicit)
     else:
-        raise ValueError(f"{name_or_config!r} is neither a named checkpoint ({', '.join(sorted(hub.WEIGHTS))}), "
-                         f"a zoo model ({', '.join(sorted(MODELS))}), a .yaml config nor a checkpoint file")
+        from sagepose.configs import CONFIG_DIR
+
+        names = [*hub.WEIGHTS, *MODELS, *(q.stem for q in CONFIG_DIR.glob("*.yaml"))]
+        close = difflib.get_close_matches(str(name_or_config), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"zoo models: {', '.join(sorted(MODELS))}"
+        raise ValueError(f"{name_or_config!r} is neither a named checkpoint, a zoo model, a bundled recipe, a .yaml "
+                         f"config nor a checkpoint file; {hint}")
     if raw is not None:
-        load_checkpoint(model, raw, strict=True)
+        load_weights(model, raw, source if checkpoint is not None or name_or_config is None else str(key))
     model = model.to(device).eval()
     if exact:
         return model.set_exact().set_dtype(dtype)
@@ -121,26 +237,37 @@ def match_model(sd: dict, backbone_only: bool = False, fmt: str | None = None) -
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
             fmt: str | None = None) -> dict:
-    """Any supported checkpoint file -> a sagepose checkpoint (``sagepose.load(model, checkpoint=dst)``).
+    """Any supported checkpoint file -> a sagepose checkpoint (``sagepose.load(dst)``).
 
     The weights are renamed, checked strictly against the zoo model (``model``, or the one they
     fit: :func:`match_model`), position embeddings resized to its grid, and written atomically with
-    their provenance. Returns a summary (model, keypoints, source format, tensor count, backbone only).
+    their provenance. A training checkpoint's model config (:func:`checkpoint_model_config`) decides the
+    model instead and is kept in the output's meta (``model_config``), so the file rebuilds the model it
+    was trained as. Returns a summary (model, keypoints, source format, tensor count, backbone only).
     """
     raw = read_checkpoint(src)
     sd, fmt, backbone_only = convert_state_dict(raw, fmt, str(src))
-    k = None
-    if model is None:
-        model, k = match_model(sd, backbone_only, fmt)
-    if model not in MODELS:
-        raise KeyError(f"unknown model {model!r}; known: {sorted(MODELS)}")
-    final = sd.get("head.final_conv.weight")
-    k = k or (int(final.shape[0]) if final is not None else 17)
-    net = build_model(model, num_keypoints=k)
+    trained = checkpoint_model_config(raw, str(src))
+    if trained is not None:  # a training checkpoint: its recipe's model (overrides and all), carried along
+        if model is not None and model != trained.name:
+            raise ValueError(f"{src} was trained as {trained.name!r}, not {model!r}: drop --model or pass "
+                             f"--model {trained.name}")
+        model, net = trained.name, build_model_from_config(trained)
+        k = net.schema.num_keypoints
+    else:
+        k = None
+        if model is None:
+            model, k = match_model(sd, backbone_only, fmt)
+        if model not in MODELS:
+            raise KeyError(f"unknown model {model!r}; known: {sorted(MODELS)}")
+        final = sd.get("head.final_conv.weight")
+        k = k or (int(final.shape[0]) if final is not None else 17)
+        net = build_model(model, num_keypoints=k)
     load_checkpoint(net, raw, strict=True, fmt=fmt)  # raises with the full report on any mismatch
     own = net.state_dict()
     keep = {n: own[n] for n in adapt_pos_embed(sd, net) if n in own}
+    recipe = {"model_config": dataclasses.asdict(trained)} if trained is not None else {}
     save_checkpoint(dst, keep, model=model, num_keypoints=k, source=Path(src).name, source_format=fmt,
-                    backbone_only=backbone_only)
+                    backbone_only=backbone_only, **recipe)
     return dict(model=model, num_keypoints=k, source_format=fmt, tensors=len(keep),
                 backbone_only=backbone_only or fmt in BACKBONE_ONLY, output=str(dst))

@@ -40,8 +40,9 @@ def test_train_test_infer_end_to_end(synth_data, tmp_path):
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "config.yaml").is_file()
     assert any((out / "logs").rglob("events.out.tfevents.*"))
 
-    assert main(["test", str(out / "config.yaml"), "--checkpoint", str(out / "checkpoints" / "last.ckpt"),
-                 "--out", str(tmp_path / "eval")]) == 0
+    # the README's form: a bundled recipe name, the option, then the overrides
+    assert main(["test", "demo_tiny_vit", "--checkpoint", str(out / "checkpoints" / "last.ckpt"),
+                 *data, *TINY, "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     preds = json.loads((tmp_path / "eval" / "predictions.json").read_text())
     gt = json.loads((synth_data / "val.json").read_text())
@@ -49,7 +50,8 @@ def test_train_test_infer_end_to_end(synth_data, tmp_path):
     assert {p["image_id"] for p in preds} <= {im["id"] for im in gt["images"]}
 
     images = synth_data / "val"
-    assert main(["infer", str(out / "config.yaml"), str(images), "--checkpoint",
+    # the zoo name with a training checkpoint builds the model it trained (the tiny arch), not the zoo default
+    assert main(["infer", "vit-tiny", str(images), "--checkpoint",
                  str(out / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "infer")]) == 0
     rows = json.loads((tmp_path / "infer" / "results.json").read_text())
     assert len(rows) == len(list(images.glob("*.jpg")))  # one whole-image box per image
@@ -67,11 +69,73 @@ def test_train_test_infer_end_to_end(synth_data, tmp_path):
     assert np.median(np.abs(exact_kp[..., :2] - fast_kp[..., :2])) <= 1e-3
 
 
-def test_train_rejects_a_misspelt_override(synth_data):
-    from sagepose.config import ConfigError
+def test_train_rejects_a_misspelt_override(synth_data, capsys):
+    assert main(["train", "demo_tiny_vit", "data.batchsize=4"]) == 2
+    assert capsys.readouterr().err == ("sagepose: error: override data.batchsize=4: unknown key 'batchsize'; "
+                                       "did you mean 'batch_size'?\n")
 
-    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
-        main(["train", "demo_tiny_vit", "data.batchsize=4"])
+
+def _sagepose(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sagepose.cli.main", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["train", "demo_tiny_vit", "data.batch_size=-4"], "override data.batch_size=-4: must be at least 1"),
+    (["train", "demo_tiny_vit", "optim.schedule=cosin"], "did you mean 'cosine'?"),
+    (["test", "demo_tiny_vit", "--checkpoint", "x.ckpt", "model.name=vit-tiniest"], "did you mean 'vit-tiny'?"),
+    (["infer", "demo_tiny_vit", "img.jpg", "trainer.precision=bf16"], None),  # infer takes no overrides: usage
+    (["train", "demo_tiny_vitt"], "demo_tiny_vitt: no such config file or bundled recipe"),
+    (["train", "demo_tiny_vit", "optim.lrr=1"], "override optim.lrr=1: unknown key 'lrr'; did you mean 'lr'?"),
+    (["infer", "vit-tiny", "img.jpg", "--checkpoint", "missing.ckpt"], "missing.ckpt"),
+    (["convert", "missing.pth", "out.pth"], "missing.pth"),
+    (["infer", "vit-tiniest", "img.jpg"], "did you mean 'vit-tiny'?"),
+])
+def test_a_cli_error_is_one_line_naming_the_culprit(argv, culprit, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sagepose.cli.main", *argv], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    if culprit is None:  # argparse's own usage error
+        assert r.returncode == 2 and "unrecognized arguments: trainer.precision=bf16" in r.stderr
+        return
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("sagepose: error: ") and culprit in r.stderr, r.stderr
+
+
+def test_a_typo_in_an_option_name_is_a_usage_error():
+    r = _sagepose("test", "demo_tiny_vit", "--checkpiont", "x.ckpt", "data.val_json=v.json")
+    assert r.returncode == 2 and "unrecognized option --checkpiont; did you mean --checkpoint?" in r.stderr
+
+
+def test_sagepose_traceback_env_var_shows_the_traceback():
+    import os
+
+    r = _sagepose("train", "demo_tiny_vit", "optim.lrr=1", env={**os.environ, "SAGEPOSE_TRACEBACK": "1"})
+    assert r.returncode != 0 and "Traceback" in r.stderr and "ConfigError" in r.stderr
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    import sagepose.config
+
+    def broken(*args, **kwargs):
+        return {}["no such key"]  # a KeyError no sagepose raise statement made
+
+    monkeypatch.setattr(sagepose.config, "load_config", broken)
+    with pytest.raises(KeyError, match="no such key"):
+        main(["train", "demo_tiny_vit"])
+
+
+def test_options_and_overrides_mix_in_any_order():
+    from sagepose.cli.main import parse_args
+
+    for argv in (["test", "demo_tiny_vit", "--checkpoint", "c.ckpt", "data.val_json=v.json", "data.batch_size=2"],
+                 ["test", "demo_tiny_vit", "data.val_json=v.json", "--checkpoint", "c.ckpt", "data.batch_size=2"],
+                 ["test", "--checkpoint", "c.ckpt", "demo_tiny_vit", "data.val_json=v.json", "data.batch_size=2"]):
+        args = parse_args(argv)
+        assert (args.config, args.checkpoint, args.overrides) == ("demo_tiny_vit", "c.ckpt",
+                                                                  ["data.val_json=v.json", "data.batch_size=2"])
+    for argv in (["train", "cfg.yaml", "--resume", "k=v"], ["train", "cfg.yaml", "k=v", "--resume"]):
+        args = parse_args(argv)
+        assert args.resume and args.overrides == ["k=v"]
 
 
 def test_fusion_loss_weights_come_from_the_run_config(synth_data, tmp_path, monkeypatch):

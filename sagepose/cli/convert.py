@@ -6,7 +6,8 @@ def add_arguments(p):
     p.add_argument("input", help="checkpoint to read: MMPose 1.x / 0.x, ViTPose repository, Sapiens pretrain or pose "
                                  "(.pth, TorchScript or torch.export .pt2), Lightning .ckpt or sagepose")
     p.add_argument("output", help="sagepose checkpoint to write (atomically)")
-    p.add_argument("--model", default=None, help="zoo model the weights are for (default: the one they fit exactly)")
+    p.add_argument("--model", default=None, help="zoo model the weights are for (default: the one a training "
+                                                "checkpoint was trained as, else the one they fit exactly)")
     p.add_argument("--format", default=None, help="source format: mmpose, vitpose, sapiens-pretrain, mae, lightning, "
                                                  "sagepose (default: detected from the keys)")
 
@@ -18,5 +19,6 @@ def run(args) -> int:
     part = " (backbone only: the head keeps its initialisation)" if info["backbone_only"] else ""
     print(f"{args.input} ({info['source_format']}) -> {info['output']}: {info['tensors']} tensors for "
           f"{info['model']} with {info['num_keypoints']} keypoints{part}")
-    print(f"load it with sagepose.load({info['model']!r}, checkpoint={info['output']!r})")
+    print(f"load it with sagepose.load({info['output']!r}) (it names its model), or sagepose infer "
+          f"{info['output']} IMAGES")
     return 0

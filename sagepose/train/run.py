@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from sagepose.config import Config, ConfigError, dump_config
+from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
 
 # DataConfig fields that are TopDownSampler arguments of the same name
@@ -79,24 +79,13 @@ class TopDownData(L.LightningDataModule):
 
 
 def check_config(cfg: Config) -> None:
-    """Refuse, before any work, settings the training code does not support together."""
-    t, o = cfg.trainer, cfg.optim
+    """Refuse, before any work, what :func:`sagepose.config.validate` refuses, and what training does not
+    support (fp16 mixed precision)."""
+    validate(cfg)
+    t = cfg.trainer
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
-                          "steps on its own, around the non-finite guard; use 'bf16-mixed'")
-    if t.max_nonfinite_steps < 1:
-        raise ConfigError(f"trainer.max_nonfinite_steps={t.max_nonfinite_steps}: must be at least 1")
-    if t.checkpoint_every_steps < 0 or t.keep_every_epochs < 0:
-        raise ConfigError("trainer.checkpoint_every_steps / keep_every_epochs: must be >= 0 (0 = off)")
-    if o.freeze_backbone_epochs < 0:
-        raise ConfigError(f"optim.freeze_backbone_epochs={o.freeze_backbone_epochs}: must be >= 0")
-    if not 0.0 <= o.ema_decay < 1.0:
-        raise ConfigError(f"optim.ema_decay={o.ema_decay}: must be in [0, 1) (0 = off)")
-    if o.ema_decay > 0 and t.strategy == "fsdp":
-        raise ConfigError("optim.ema_decay with trainer.strategy=fsdp: Lightning's weight averaging keeps a whole "
-                          "unsharded copy of the model; use ddp, or optim.ema_decay=0")
-    if t.fsdp_cpu_offload and t.strategy != "fsdp":
-        raise ConfigError("trainer.fsdp_cpu_offload needs trainer.strategy=fsdp")
+                          "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
 
 
 def build_strategy(cfg: Config):
@@ -199,15 +188,21 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
 
     Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``; returns the metrics.
     """
-    from sagepose.models.checkpoint import load_checkpoint
+    from sagepose.api import checkpoint_model_config, load_weights, warn_if_not_trained_as
+    from sagepose.models.checkpoint import read_checkpoint
     from sagepose.train.module import TopDownModule, save_predictions
 
+    validate(cfg)
     if not cfg.data.val_json:
-        raise ValueError("data.val_json is not set")
+        raise ConfigError("data.val_json is not set: the annotations to evaluate on", key="data.val_json")
+    raw = read_checkpoint(checkpoint) if checkpoint else None
+    if raw is not None:  # the weights come from the checkpoint: the recipe's init_checkpoint is not read
+        warn_if_not_trained_as(cfg.model, checkpoint_model_config(raw, str(checkpoint)), str(checkpoint))
+        cfg = replace(cfg, model={"init_checkpoint": None})
     out = Path(out_dir or cfg.trainer.out_dir)
     module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
-    if checkpoint:
-        load_checkpoint(module.model, checkpoint)
+    if raw is not None:
+        load_weights(module.model, raw, str(checkpoint))
     trainer = _trainer_eval(cfg)
     trainer.validate(module, datamodule=TopDownData(cfg, module.model), verbose=False)
     metrics = dict(module.last_metrics)
