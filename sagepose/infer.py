@@ -4,14 +4,20 @@ Boxes come from a detection json or, without one, the whole image/frame is one p
 Two detection formats are read:
 
 * COCO results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``) together with a COCO
-  json whose ``images`` give each ``file_name`` its ``image_id`` (``--images-json``);
+  json whose ``images`` give each ``file_name`` its ``image_id`` (``--images-json``), read by
+  :func:`sagepose.data.coco.read_detections` as for evaluation;
 * a plain mapping ``{"file_name": [[x1, y1, x2, y2, score], ...]}`` (for a video, keys are
   frame indices).
+
+Results carry the images json's ``image_id`` when one is given (so ``COCO(gt).loadRes`` takes
+them), else the input's index in the sorted folder (a video: the frame index). A box that is
+non-finite, empty or inverted, or wholly outside its image is skipped and counted; so is an
+unreadable image of a folder (a single unreadable image is an error).
 """
 from __future__ import annotations
 
-import json
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -21,35 +27,41 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
+def image_ids(images_json: str | Path) -> dict[str, int]:
+    """{file name (without its folders): image id} of a COCO json's ``images``; inputs are matched by name."""
+    from sagepose.data.coco import image_index, read_json
+
+    path = str(images_json)
+    ids: dict[str, int] = {}
+    for image_id, img in image_index(path, read_json(path)).items():
+        name = Path(img["file_name"]).name
+        if ids.setdefault(name, image_id) != image_id:
+            raise ValueError(f"{path}: images {ids[name]} and {image_id} are both named {name!r}; inputs are "
+                             f"matched to images by file name")
+    return ids
+
+
 def load_boxes(det_json: str | Path, images_json: str | Path | None = None,
                score_thr: float = 0.0) -> dict[str, np.ndarray]:
     """Detection json -> {file name (or frame index as str): (N, 5) xyxy + score}."""
-    det_json = Path(det_json)
-    try:
-        data = json.loads(det_json.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{det_json}: not valid JSON: {e}") from None
+    from sagepose.data.coco import read_detections, read_json
+
+    det_json = str(det_json)
+    data = read_json(det_json)
     boxes: dict[str, list] = defaultdict(list)
     if isinstance(data, dict):
         for key, rows in data.items():
             for i, row in enumerate(rows):
-                if len(row) not in (4, 5):
+                if not isinstance(row, (list, tuple)) or len(row) not in (4, 5):
                     raise ValueError(f"{det_json}: {key!r} box {i}: expected [x1, y1, x2, y2(, score)]")
                 boxes[str(key)].append(list(row) + [1.0] * (5 - len(row)))
     elif isinstance(data, list):
         if images_json is None:
             raise ValueError(f"{det_json}: COCO-results detections need --images-json to map image ids to files")
-        images = json.loads(Path(images_json).read_text()).get("images", [])
-        names = {im["id"]: Path(im["file_name"]).name for im in images}
-        for i, det in enumerate(data):
-            if det.get("category_id", 1) != 1:
-                continue
-            if "bbox" not in det or "image_id" not in det:
-                raise ValueError(f"{det_json}: detection {i}: missing 'bbox' or 'image_id'")
-            if det["image_id"] not in names:
-                raise ValueError(f"{det_json}: detection {i}: image_id {det['image_id']} not in {images_json}")
-            x, y, w, h = det["bbox"]
-            boxes[names[det["image_id"]]].append([x, y, x + w, y + h, det.get("score", 1.0)])
+        image_ids(images_json)  # file names must tell the images apart
+        for det in read_detections(det_json, str(images_json), score_thr):
+            x, y, w, h = (float(v) for v in det.bbox_xywh)
+            boxes[Path(det.image["file_name"]).name].append([x, y, x + w, y + h, det.score])
     else:
         raise ValueError(f"{det_json}: expected a list (COCO results) or a mapping of file name to boxes")
     out = {}
@@ -59,20 +71,53 @@ def load_boxes(det_json: str | Path, images_json: str | Path | None = None,
     return out
 
 
+@dataclass
+class InferenceRun:
+    """What :func:`run_inference` did: the result rows, and what it skipped."""
+
+    rows: list[dict]
+    unreadable: list[str] = field(default_factory=list)  # images of a folder that could not be read
+    skipped_boxes: Counter = field(default_factory=Counter)  # boxes not predicted on, by problem
+
+    def summary(self) -> list[str]:
+        """One line per kind of skip (none when nothing was skipped)."""
+        lines = []
+        if self.unreadable:
+            n = len(self.unreadable)
+            shown = ", ".join(self.unreadable[:5]) + (", ..." if n > 5 else "")
+            lines.append(f"skipped {n} unreadable image{'s' * (n > 1)}: {shown}")
+        if self.skipped_boxes:
+            n = sum(self.skipped_boxes.values())
+            parts = ", ".join(f"{k} {why}" for why, k in self.skipped_boxes.items())
+            lines.append(f"skipped {n} box{'es' * (n > 1)}: {parts}")
+        return lines
+
+
 def _whole(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     return np.array([[0, 0, w, h, 1.0]], np.float32)
 
 
+def _usable(boxes: np.ndarray, image: np.ndarray, skipped: Counter) -> np.ndarray:
+    """The (N, 5) boxes a prediction can use on ``image``; the others are counted in ``skipped``."""
+    from sagepose.geometry import check_boxes
+
+    _, problems = check_boxes(boxes[:, :4], image.shape[1::-1], strict=False)
+    skipped.update(p for p in problems if p)
+    return boxes[problems == ""]
+
+
 def _result_rows(pred, boxes: np.ndarray, image_id, file_name: str) -> list[dict]:
+    from sagepose.eval.coco import instance_scores
+
+    scores = instance_scores(pred.scores, boxes[:, 4])
     rows = []
     for n in range(len(boxes)):
         flat = np.concatenate([pred.keypoints[n], pred.scores[n][:, None]], 1).reshape(-1)
-        x1, y1, x2, y2, s = (float(v) for v in boxes[n])
+        x1, y1, x2, y2 = (float(v) for v in boxes[n, :4])
         rows.append(dict(image_id=image_id, file_name=file_name, category_id=1,
                          bbox=[round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                         keypoints=[round(float(v), 3) for v in flat],
-                         score=float(s * pred.scores[n].mean())))
+                         keypoints=[round(float(v), 3) for v in flat], score=float(scores[n])))
     return rows
 
 
@@ -89,36 +134,49 @@ def list_inputs(path: str | Path) -> list[Path]:
 
 
 def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[str, np.ndarray] | None = None,
-                  render: bool = True, score_thr: float = 0.3) -> list[dict]:
+                  render: bool = True, score_thr: float = 0.3, ids: dict[str, int] | None = None) -> InferenceRun:
     """Predict on ``source`` (image, folder or video); write ``OUT/results.json`` and ``OUT/vis/``.
 
-    Returns the COCO-format result rows (one per person, with ``file_name`` and ``bbox`` added).
+    ``ids`` ({file name: image id}, :func:`image_ids`) gives each image its dataset id; without it an
+    image's id is its index in the sorted folder. Returns the COCO-format result rows (one per person,
+    with ``file_name`` and ``bbox`` added) and what was skipped: unreadable images of a folder (a single
+    unreadable image is an error), boxes that are not finite, empty or inverted, or wholly outside.
     """
-    from sagepose.data.coco import read_image
+    from sagepose.data.coco import ImageReadError, read_image
     from sagepose.fileio import write_json_atomic
     from sagepose.viz import draw_poses
 
     out = Path(out_dir)
     (out / "vis").mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    for file_idx, path in enumerate(list_inputs(source)):
+    run = InferenceRun(rows=[])
+    inputs = list_inputs(source)
+    for file_idx, path in enumerate(inputs):
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            rows.extend(_run_video(model, path, out, boxes, render, score_thr))
+            run.rows.extend(_run_video(model, path, out, boxes, render, score_thr, run.skipped_boxes))
             continue
-        image = read_image(path)
+        if ids is not None and path.name not in ids:
+            raise ValueError(f"{path}: no image of this name in the images json")
+        try:
+            image = read_image(path)
+        except ImageReadError:
+            if not Path(source).is_dir():
+                raise
+            run.unreadable.append(str(path))
+            continue
         b = boxes.get(path.name, np.zeros((0, 5), np.float32)) if boxes is not None else _whole(image)
+        b = _usable(b, image, run.skipped_boxes)
         pred = model.predict(image, b[:, :4]) if len(b) else None
         if pred is not None:
-            rows.extend(_result_rows(pred, b, file_idx, path.name))
+            run.rows.extend(_result_rows(pred, b, file_idx if ids is None else ids[path.name], path.name))
         if render:
             vis = image if pred is None else draw_poses(image, pred.keypoints, pred.scores, model.schema,
                                                         score_thr, boxes=b[:, :4])
             cv2.imwrite(str(out / "vis" / f"{path.stem}.png"), vis)
-    write_json_atomic(out / "results.json", rows)
-    return rows
+    write_json_atomic(out / "results.json", run.rows)
+    return run
 
 
-def _run_video(model, path: Path, out: Path, boxes, render: bool, score_thr: float) -> list[dict]:
+def _run_video(model, path: Path, out: Path, boxes, render: bool, score_thr: float, skipped: Counter) -> list[dict]:
     from sagepose.viz import draw_poses
 
     cap = cv2.VideoCapture(str(path))
@@ -134,6 +192,7 @@ def _run_video(model, path: Path, out: Path, boxes, render: bool, score_thr: flo
             if not ok:
                 break
             b = boxes.get(str(frame_idx), np.zeros((0, 5), np.float32)) if boxes is not None else _whole(frame)
+            b = _usable(b, frame, skipped)
             pred = model.predict(frame, b[:, :4]) if len(b) else None
             if pred is not None:
                 rows.extend(_result_rows(pred, b, frame_idx, f"{path.name}#{frame_idx}"))

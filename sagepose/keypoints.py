@@ -21,6 +21,8 @@ class KeypointSchema:
     sigmas: tuple[float, ...]
     joint_weights: tuple[float, ...]
     upper_body: tuple[int, ...] = field(default=())
+    # (schema name, another name a released annotation file uses for that keypoint)
+    aliases: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self):
         k = len(self.keypoints)
@@ -33,6 +35,9 @@ class KeypointSchema:
                 raise ValueError(f"schema {self.name}: index pair ({a}, {b}) out of range for {k} keypoints")
         if len(set(self.keypoints)) != k:
             raise ValueError(f"schema {self.name}: duplicate keypoint names")
+        for name, _ in self.aliases:
+            if name not in self.keypoints:
+                raise ValueError(f"schema {self.name}: alias for unknown keypoint {name!r}")
 
     @property
     def num_keypoints(self) -> int:
@@ -59,6 +64,26 @@ class KeypointSchema:
 
     def sigmas_array(self) -> np.ndarray:
         return np.asarray(self.sigmas, np.float64)
+
+    def name_mismatches(self, names) -> list[tuple[int, str, str]]:
+        """(position, schema name, given name) where a dataset's keypoint names (in order) differ from this schema's.
+
+        Names are compared up to case, spaces, hyphens and underscores ('Head top' is 'head_top'), and an
+        alias of the schema's counts as its name; ``names`` has one per keypoint of the schema. A schema
+        named only by placeholders (``kp0``, ``kp1``, ...: a bare keypoint count) matches any names.
+        """
+        if len(names) != self.num_keypoints:
+            raise ValueError(f"schema {self.name} has {self.num_keypoints} keypoints, got {len(names)} names")
+        if self.keypoints == tuple(f"kp{i}" for i in range(self.num_keypoints)):
+            return []
+        known = {name: {_plain(name)} for name in self.keypoints}
+        for name, alias in self.aliases:
+            known[name].add(_plain(alias))
+        return [(i, a, str(b)) for i, (a, b) in enumerate(zip(self.keypoints, names)) if _plain(b) not in known[a]]
+
+
+def _plain(name) -> str:
+    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
 
 
 COCO17 = KeypointSchema(
@@ -108,6 +133,7 @@ CROWDPOSE14 = KeypointSchema(
     keypoints=("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
                "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
                "right_ankle", "top_head", "neck"),
+    aliases=(("top_head", "head"),),  # MMPose's name vs the CrowdPose json's
     flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
     skeleton=((10, 8), (8, 6), (11, 9), (9, 7), (6, 7), (0, 6), (1, 7), (0, 1), (0, 2), (1, 3),
               (2, 4), (3, 5), (12, 13), (1, 13), (0, 13)),
@@ -141,4 +167,5 @@ def schema_from_dict(d: dict) -> KeypointSchema:
         sigmas=tuple(d.get("sigmas", (0.05,) * k)),
         joint_weights=tuple(d.get("joint_weights", (1.0,) * k)),
         upper_body=tuple(d.get("upper_body", ())),
+        aliases=tuple(tuple(p) for p in d.get("aliases", ())),
     )

@@ -96,3 +96,12 @@ def test_make_results_neutralises_undecodable_joints():
     flat = np.asarray([r["keypoints"] for r in rows]).reshape(2, 17, 3)
     assert np.isfinite(flat).all()
     assert sorted([(r[3, 2] == 0.0, r[5, 2] == 0.0) for r in flat]) == [(False, True), (True, False)]
+
+
+def test_instance_score_is_box_score_times_mean_of_keypoint_scores_above_threshold():
+    from sagepose.eval import instance_scores
+
+    kp_scores = np.array([[0.9, 0.6, 0.3, 0.1, 0.2], [0.1, 0.05, 0.0, 0.2, 0.15], [np.nan, 0.5, np.inf, 0.1, 0.3]])
+    got = instance_scores(kp_scores, [0.8, 1.0, 0.5])
+    # above 0.2 (strictly): (0.9, 0.6, 0.3); none, so 0; a non-finite score counts as none: (0.5, 0.3)
+    np.testing.assert_allclose(got, [0.8 * 0.6, 0.0, 0.5 * 0.4], rtol=1e-12)

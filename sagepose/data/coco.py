@@ -9,10 +9,15 @@ training sets and GT-box evaluation sets have the same instances:
 * ``mode="train"`` drops crowd instances and those without labelled keypoints;
   ``mode="val"`` keeps every non-crowd instance;
 * a missing ``area`` becomes 0.53 x the clipped box area (MMPose's fallback, used
-  by OKS), a missing ``iscrowd`` is 0.
+  by OKS; :func:`annotation_area`, which evaluation uses too), a missing ``iscrowd`` is 0.
 
-Malformed input fails with an error naming the file and the annotation id; only
-zero-area boxes (common in real data) are skipped, with one summary warning per file.
+Malformed input fails with an error naming the file and the annotation id: a
+non-finite box, keypoint names (``categories[i]["keypoints"]``) that are not the
+schema's, a file with no usable annotation. Only zero-area boxes (common in real
+data) are skipped, with one summary warning per file. Detections (COCO results) are
+read by :func:`read_detections`, for evaluation and for ``sagepose infer`` alike; a
+detection box that is non-finite, empty or inverted, or wholly outside its image is
+skipped and counted in the same kind of warning.
 """
 from __future__ import annotations
 
@@ -21,10 +26,12 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from sagepose.geometry import BOX_NONFINITE, check_boxes
 from sagepose.keypoints import KeypointSchema, get_schema
 
 AREA_FROM_BOX = 0.53  # MMPose's area estimate for annotations without 'area'
@@ -72,7 +79,8 @@ def read_image(path: str) -> np.ndarray:
     return img
 
 
-def _read_json(path: str):
+def read_json(path: str):
+    """A json file's content; FileNotFoundError / ValueError naming the file when missing or not JSON."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: annotation file not found")
     with open(path, encoding="utf-8") as f:
@@ -88,7 +96,8 @@ def _require(obj: dict, keys: tuple[str, ...], where: str) -> None:
             raise ValueError(f"{where}: missing required field {key!r}")
 
 
-def _image_index(path: str, data) -> dict:
+def image_index(path: str, data) -> dict:
+    """{image id: ``images`` entry} of a COCO json's content, every entry with id, file_name, width, height."""
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a COCO json object, got {type(data).__name__}")
     _require(data, ("images", "annotations"), path)
@@ -106,97 +115,181 @@ def _clip_box_xywh(box, width: int, height: int) -> np.ndarray:
     return np.array([x1, y1, x2 - x1, y2 - y1], np.float32)
 
 
-def _warn_skipped(path: str, skipped: Counter) -> None:
+def annotation_area(ann: dict, image: dict) -> float:
+    """An annotation's ``area``, or MMPose's fallback where it has none: 0.53 x its box clipped to the image
+    (at least 1). The reader's records and the ground truth handed to pycocotools both take it from here."""
+    if "area" in ann:
+        return float(ann["area"])
+    box = _clip_box_xywh(ann["bbox"], image["width"], image["height"])
+    return max(float(box[2] * box[3]) * AREA_FROM_BOX, 1.0)
+
+
+def read_ground_truth(json_path: str) -> dict:
+    """A COCO keypoint json as pycocotools evaluates it, missing fields given the reader's values:
+    ``area`` :func:`annotation_area`, ``iscrowd`` 0, ``num_keypoints`` the count of labelled keypoints."""
+    path = os.fspath(json_path)
+    data = read_json(path)
+    images = image_index(path, data)
+    for i, ann in enumerate(data["annotations"]):
+        if "area" not in ann:
+            if "bbox" not in ann or ann.get("image_id") not in images:
+                raise ValueError(f"{path}: annotation {ann.get('id', f'#{i}')}: no 'area', and no 'bbox' "
+                                 f"and image to estimate it from")
+            ann["area"] = annotation_area(ann, images[ann["image_id"]])
+        ann.setdefault("iscrowd", 0)
+        if "num_keypoints" not in ann and "keypoints" in ann:
+            ann["num_keypoints"] = _num_labelled(ann["keypoints"])
+    return data
+
+
+def _num_labelled(keypoints) -> int:
+    return int(np.count_nonzero(np.asarray(keypoints, np.float32).reshape(-1, 3)[:, 2] > 0))
+
+
+def _warn_skipped(path: str, skipped: Counter, what: str = "annotations") -> None:
     if skipped:
         parts = ", ".join(f"{n} {why}" for why, n in skipped.items())
-        warnings.warn(f"skipped {sum(skipped.values())} annotations in {path}: {parts}", stacklevel=3)
+        warnings.warn(f"skipped {sum(skipped.values())} {what} in {path}: {parts}", stacklevel=3)
+
+
+def _check_keypoint_names(path: str, data: dict, schema: KeypointSchema) -> None:
+    """The keypoint names of the json's categories, where it gives them, must be the schema's (in order)."""
+    for cat in data.get("categories") or []:
+        names = cat.get("keypoints") if isinstance(cat, dict) else None
+        if not names:
+            continue
+        where = f"{path}: category {cat.get('id', '?')}"
+        if len(names) != schema.num_keypoints:
+            raise ValueError(f"{where} names {len(names)} keypoints, schema {schema.name} has "
+                             f"{schema.num_keypoints}")
+        diff = schema.name_mismatches(names)
+        if diff:
+            shown = ", ".join(f"{want!r} vs {got!r}" for _, want, got in diff[:4]) + (", ..." if len(diff) > 4 else "")
+            raise ValueError(f"{where} keypoints differ from schema {schema.name} at {len(diff)} of "
+                             f"{schema.num_keypoints} positions: {shown}")
 
 
 def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root: str | None = None,
               mode: str = "train") -> list[Record]:
     """Read a COCO-format keypoint json -> records in annotation order.
 
-    ``image_root`` defaults to the json's folder; ``mode`` is ``"train"`` or ``"val"``.
+    ``image_root`` defaults to the json's folder; ``mode`` is ``"train"`` or ``"val"``. A file with
+    no annotation left for ``mode`` is an error naming it.
     """
     if mode not in ("train", "val"):
         raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
     schema = get_schema(schema)
     path = os.fspath(json_path)
-    data = _read_json(path)
-    images = _image_index(path, data)
+    data = read_json(path)
+    images = image_index(path, data)
+    _check_keypoint_names(path, data, schema)
+    anns = data["annotations"]
+    if not anns:
+        raise ValueError(f"{path}: no annotations")
     root = os.path.dirname(path) if image_root is None else os.fspath(image_root)
     num_values = 3 * schema.num_keypoints
-    records: list[Record] = []
-    skipped: Counter = Counter()
-    for i, ann in enumerate(data["annotations"]):
-        ann_id = ann.get("id", f"#{i}")
-        where = f"{path}: annotation {ann_id}"
+    for i, ann in enumerate(anns):
+        where = f"{path}: annotation {ann.get('id', f'#{i}')}"
         _require(ann, ("id", "image_id", "bbox", "keypoints"), where)
         if len(ann["bbox"]) != 4:
             raise ValueError(f"{where}: expected 4 bbox values, got {len(ann['bbox'])}")
         if len(ann["keypoints"]) != num_values:
             raise ValueError(f"{where}: expected {num_values} keypoint values, got {len(ann['keypoints'])}")
-        img = images.get(ann["image_id"])
-        if img is None:
+        if ann["image_id"] not in images:
             raise ValueError(f"{where}: image_id {ann['image_id']} has no entry in 'images'")
+    # empty, inverted and off-image GT boxes are clipped to nothing and skipped below; a NaN one is an error
+    _, problems = check_boxes([ann["bbox"] for ann in anns], fmt="xywh", where=path, strict=False)
+    for i in np.flatnonzero(problems == BOX_NONFINITE)[:1]:
+        raise ValueError(f"{path}: annotation {anns[i]['id']}: bbox {anns[i]['bbox']}: {BOX_NONFINITE}")
+    records: list[Record] = []
+    skipped: Counter = Counter()
+    for ann in anns:
+        ann_id, img = ann["id"], images[ann["image_id"]]
         if ann.get("iscrowd", 0):
             continue
         kpt = np.asarray(ann["keypoints"], np.float32).reshape(-1, 3)
         flags = kpt[:, 2].copy()
         visible = (flags > 0).astype(np.float32)
-        num_kpts = ann.get("num_keypoints", int(visible.sum()))
+        num_kpts = ann.get("num_keypoints", _num_labelled(ann["keypoints"]))
         if mode == "train" and (num_kpts == 0 or kpt[:, :2].max() <= 0):
             continue
         box = _clip_box_xywh(ann["bbox"], img["width"], img["height"])
         if box[2] <= 0 or box[3] <= 0:
             skipped["zero-area boxes"] += 1
             continue
-        area = ann["area"] if "area" in ann else max(float(box[2] * box[3]) * AREA_FROM_BOX, 1.0)
         records.append(Record(
             image_path=os.path.join(root, img["file_name"]), image_id=ann["image_id"], ann_id=ann_id,
             bbox_xywh=box, keypoints=np.ascontiguousarray(kpt[:, :2]), visible=visible, flags=flags,
-            area=float(area), width=int(img["width"]), height=int(img["height"])))
+            area=annotation_area(ann, img), width=int(img["width"]), height=int(img["height"])))
     _warn_skipped(path, skipped)
+    if not records:
+        raise ValueError(f"{path}: none of its {len(anns)} annotations is usable for mode={mode!r} "
+                         f"(crowd, without labelled keypoints, or with no box area in the image)")
     return records
+
+
+class Detection(NamedTuple):
+    """One person detection of a COCO-results file: its index in the file, its ``images`` entry, box, score."""
+
+    index: int
+    image: dict
+    bbox_xywh: np.ndarray
+    score: float
+
+
+def read_detections(det_json: str, coco_json: str, score_thr: float = 0.0, category_id: int = 1) -> list[Detection]:
+    """The one reader of COCO-results detections (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``).
+
+    Images are looked up in ``coco_json``; detections of another ``category_id`` or scored below
+    ``score_thr`` are dropped (a missing score is 1). A box that is non-finite, empty or inverted, or
+    wholly outside its image is skipped and counted in one warning; malformed entries are errors.
+    """
+    det_path, coco_path = os.fspath(det_json), os.fspath(coco_json)
+    dets = read_json(det_path)
+    if not isinstance(dets, list):
+        raise ValueError(f"{det_path}: expected a list of detections, got {type(dets).__name__}")
+    images = image_index(coco_path, read_json(coco_path))
+    kept = []
+    for i, det in enumerate(dets):
+        where = f"{det_path}: detection {i}"
+        if not isinstance(det, dict):
+            raise ValueError(f"{where}: expected an object with 'image_id', 'bbox' and 'score'")
+        _require(det, ("image_id", "bbox"), where)
+        if det.get("category_id", category_id) != category_id or det.get("score", 1.0) < score_thr:
+            continue
+        img = images.get(det["image_id"])
+        if img is None:
+            raise ValueError(f"{where}: image_id {det['image_id']} has no entry in {coco_path}")
+        if not isinstance(det["bbox"], (list, tuple)) or len(det["bbox"]) != 4:
+            raise ValueError(f"{where}: expected a bbox of 4 values [x, y, w, h], got {det['bbox']!r}")
+        kept.append((i, img, det["bbox"], float(det.get("score", 1.0))))
+    sizes = [(img["width"], img["height"]) for _, img, _, _ in kept]
+    _, problems = check_boxes([box for _, _, box, _ in kept], np.reshape(sizes, (-1, 2)), fmt="xywh",
+                              where=det_path, strict=False)
+    _warn_skipped(det_path, Counter(p for p in problems if p), "detections")
+    return [Detection(i, img, np.asarray(box, np.float32), score)
+            for (i, img, box, score), problem in zip(kept, problems) if not problem]
 
 
 def load_detections(det_json: str, coco_json: str, schema: str | KeypointSchema = "coco",
                     image_root: str | None = None, score_thr: float = 0.0,
                     category_id: int = 1) -> list[Record]:
-    """Person detections (COCO results format: image_id, bbox xywh, score) -> records for evaluation.
+    """Person detections (COCO results format, :func:`read_detections`) -> records for evaluation.
 
-    Images are looked up in ``coco_json``; keypoints are zeros with ``visible`` 0 and
-    ``ann_id`` is the detection's index in the file. Boxes are used as given (MMPose
-    does not clip detections); zero-area boxes are skipped with a warning.
+    ``ann_id`` is the detection's index in the file; keypoints are zeros with ``visible`` 0. Boxes are
+    used as given (MMPose does not clip detections). No detection left is an error naming the file.
     """
     schema = get_schema(schema)
-    det_path, coco_path = os.fspath(det_json), os.fspath(coco_json)
-    dets = _read_json(det_path)
-    if not isinstance(dets, list):
-        raise ValueError(f"{det_path}: expected a list of detections, got {type(dets).__name__}")
-    images = _image_index(coco_path, _read_json(coco_path))
+    coco_path = os.fspath(coco_json)
     root = os.path.dirname(coco_path) if image_root is None else os.fspath(image_root)
     k = schema.num_keypoints
-    records: list[Record] = []
-    skipped: Counter = Counter()
-    for i, det in enumerate(dets):
-        where = f"{det_path}: detection {i}"
-        _require(det, ("image_id", "bbox", "score"), where)
-        if det.get("category_id", category_id) != category_id:
-            continue
-        if det["score"] < score_thr:
-            continue
-        img = images.get(det["image_id"])
-        if img is None:
-            raise ValueError(f"{where}: image_id {det['image_id']} has no entry in {coco_path}")
-        box = np.asarray(det["bbox"][:4], np.float32)
-        if box[2] <= 0 or box[3] <= 0:
-            skipped["zero-area boxes"] += 1
-            continue
-        records.append(Record(
-            image_path=os.path.join(root, img["file_name"]), image_id=det["image_id"], ann_id=i,
-            bbox_xywh=box, keypoints=np.zeros((k, 2), np.float32), visible=np.zeros(k, np.float32),
-            flags=np.zeros(k, np.float32), area=float(box[2] * box[3]), width=int(img["width"]),
-            height=int(img["height"]), bbox_score=float(det["score"])))
-    _warn_skipped(det_path, skipped)
+    records = [Record(
+        image_path=os.path.join(root, d.image["file_name"]), image_id=d.image["id"], ann_id=d.index,
+        bbox_xywh=d.bbox_xywh, keypoints=np.zeros((k, 2), np.float32), visible=np.zeros(k, np.float32),
+        flags=np.zeros(k, np.float32), area=float(d.bbox_xywh[2] * d.bbox_xywh[3]), width=int(d.image["width"]),
+        height=int(d.image["height"]), bbox_score=d.score)
+        for d in read_detections(det_json, coco_path, score_thr, category_id)]
+    if not records:
+        raise ValueError(f"{os.fspath(det_json)}: no detections of category {category_id} scored >= {score_thr} "
+                         f"with a usable box")
     return records

@@ -3,7 +3,9 @@
 Results follow MMPose's CocoMetric so numbers match it on the same predictions:
 instance score = box score x mean of the keypoint scores above ``keypoint_score_thr``
 (``score_mode='bbox_keypoint'``), then OKS-NMS per image (threshold 0.9), then
-pycocotools' ``COCOeval(iouType='keypoints')`` with the schema's sigmas.
+pycocotools' ``COCOeval(iouType='keypoints')`` with the schema's sigmas. Ground truth without
+``area`` or ``iscrowd`` (AI Challenger, CrowdPose) gets the reader's values for them
+(:func:`sagepose.data.coco.read_ground_truth`), so it scores instead of a KeyError in pycocotools.
 """
 from __future__ import annotations
 
@@ -66,6 +68,19 @@ def oks_nms(kpts: np.ndarray, scores: np.ndarray, areas: np.ndarray, sigmas: np.
     return keep
 
 
+def instance_scores(keypoint_scores, bbox_scores, keypoint_score_thr: float = 0.2) -> np.ndarray:
+    """MMPose's ``bbox_keypoint`` instance score: box score x mean of the keypoint scores above the threshold.
+
+    keypoint_scores (N, K), bbox_scores (N,) -> (N,); 0 for an instance with no keypoint above it (or
+    only non-finite scores). The one rescoring, for evaluation results and ``sagepose infer`` alike.
+    """
+    keypoint_scores = np.asarray(keypoint_scores, np.float64)
+    with np.errstate(invalid="ignore"):
+        above = np.isfinite(keypoint_scores) & (keypoint_scores > keypoint_score_thr)
+    kp_mean = np.where(above.any(1), np.where(above, keypoint_scores, 0.0).sum(1) / np.maximum(above.sum(1), 1), 0.0)
+    return np.asarray(bbox_scores, np.float64) * kp_mean
+
+
 def make_results(image_ids, keypoints, keypoint_scores, bbox_scores, areas, sigmas,
                  keypoint_score_thr: float = 0.2, nms_thr: float | None = 0.9,
                  category_id: int = 1) -> list[dict]:
@@ -85,9 +100,7 @@ def make_results(image_ids, keypoints, keypoint_scores, bbox_scores, areas, sigm
     bad = ~np.isfinite(keypoints).all(-1) | ~np.isfinite(keypoint_scores)
     keypoints = np.where(bad[..., None], 0.0, keypoints)
     keypoint_scores = np.where(bad, 0.0, keypoint_scores)
-    above = keypoint_scores > keypoint_score_thr
-    kp_mean = np.where(above.any(1), (keypoint_scores * above).sum(1) / np.maximum(above.sum(1), 1), 0.0)
-    inst_scores = bbox_scores * kp_mean
+    inst_scores = instance_scores(keypoint_scores, bbox_scores, keypoint_score_thr)
     results = []
     for img in np.unique(image_ids):
         idx = np.flatnonzero(image_ids == img)
@@ -100,6 +113,19 @@ def make_results(image_ids, keypoints, keypoint_scores, bbox_scores, areas, sigm
     return results
 
 
+def _load_gt(gt_json: str | Path):
+    """pycocotools' COCO of a keypoint json, its missing fields filled in as the reader does."""
+    from pycocotools.coco import COCO
+
+    from sagepose.data.coco import read_ground_truth
+
+    gt = COCO()
+    gt.dataset = read_ground_truth(gt_json)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
 def evaluate_coco(gt_json: str | Path, results: list[dict] | str | Path,
                   sigmas: np.ndarray | None = None, verbose: bool = False) -> CocoKeypointMetrics:
     """pycocotools keypoint AP/AR of ``results`` (a list or a results json path) against ``gt_json``.
@@ -107,7 +133,6 @@ def evaluate_coco(gt_json: str | Path, results: list[dict] | str | Path,
     ``sigmas`` (K,) sets OKS sigmas for non-COCO schemas; pycocotools' COCO-17 ones otherwise.
     Raises ValueError (naming the file) on empty or malformed predictions instead of returning 0.
     """
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if isinstance(results, (str, Path)):
@@ -117,8 +142,7 @@ def evaluate_coco(gt_json: str | Path, results: list[dict] | str | Path,
             raise ValueError(f"{results}: not valid JSON: {e}") from None
     if not isinstance(results, list) or not results:
         raise ValueError(f"no predictions to evaluate against {gt_json}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_json))
+    gt = _load_gt(gt_json)
     known = set(gt.getImgIds())
     unknown = {r["image_id"] for r in results} - known
     if unknown:
