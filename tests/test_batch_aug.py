@@ -1,18 +1,26 @@
-"""Batched device augmentation: normalize, photometric distortion, coarse dropout."""
+"""Batched device augmentation: normalize, photometric distortion, coarse dropout, per-sample keys."""
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from sagepose.data.batch_aug import (
+    _GAMMA,
     CoarseDropoutConfig,
     PhotometricConfig,
     _bgr_to_hsv,
     _hsv_to_bgr,
+    _mix,
+    _uniform,
     coarse_dropout,
     normalize,
     photometric,
+    sample_keys,
 )
+
+
+def _keys(b: int, seed: int = 0, epoch: int = 0) -> torch.Tensor:
+    return sample_keys(seed, epoch, torch.arange(b))
 
 
 def _crops(b=6, h=32, w=24, seed=0):
@@ -39,24 +47,62 @@ def test_hsv_conversion_matches_opencv():
     np.testing.assert_allclose(_hsv_to_bgr(h, s, v).numpy(), x.numpy(), atol=1e-3)
 
 
-def test_photometric_keeps_range_dtype_and_is_deterministic_per_generator():
+def test_mixer_is_splitmix64():
+    # the first outputs of splitmix64 seeded with 1234567, from its reference C code (Vigna), as uint64
+    published = [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431,
+                 16408922859458223821]
+    ours = _mix(1234567 + torch.arange(1, 6) * _GAMMA)
+    assert [v % 2**64 for v in ours.tolist()] == published
+
+
+def test_keys_are_distinct_per_seed_epoch_and_index_and_draws_are_uniform():
+    keys = torch.cat([sample_keys(seed, epoch, torch.arange(1000)) for seed in (0, 1) for epoch in (0, 1, 2)])
+    assert len(set(keys.tolist())) == 6000
+    u = _uniform(sample_keys(0, 0, torch.arange(100_000)), 1, 4)
+    assert u.min() >= 0 and u.max() < 1
+    counts = torch.histc(u.flatten(), bins=10, min=0, max=1)
+    assert (counts - 40_000).abs().max() < 1000  # 5 standard deviations of a bin count
+    corr = torch.corrcoef(u.T)
+    assert (corr - torch.eye(4)).abs().max() < 0.02  # the draws of one key are uncorrelated
+
+
+def test_each_sample_is_augmented_by_its_key_whatever_batch_it_is_in():
+    # 1 process x batch 8 and 2 ranks x batch 4 (samples dealt round-robin), and a shuffled batch
+    crops, index = _crops(b=8), torch.arange(8)
+    photo, holes = PhotometricConfig(p=0.5), CoarseDropoutConfig(p=0.5, fill="noise")
+
+    def augment(i):
+        keys = sample_keys(3, 1, index[i])
+        return coarse_dropout(photometric(crops[i], keys, photo), keys, holes)
+
+    whole = augment(torch.arange(8))
+    assert torch.equal(torch.cat([augment(torch.arange(0, 8, 2)), augment(torch.arange(1, 8, 2))]),
+                       whole[torch.cat([torch.arange(0, 8, 2), torch.arange(1, 8, 2)])])
+    perm = torch.tensor([5, 2, 7, 0, 1, 6, 3, 4])
+    assert torch.equal(augment(perm), whole[perm])
+    assert not torch.equal(whole, crops)
+    later = coarse_dropout(photometric(crops, sample_keys(3, 2, index), photo), sample_keys(3, 2, index), holes)
+    assert not torch.equal(later, whole)  # another epoch, other draws
+
+
+def test_photometric_keeps_range_dtype_and_is_deterministic_per_key():
     crops = _crops(b=64)
     cfg = PhotometricConfig(p=1.0)
-    a = photometric(crops, torch.Generator().manual_seed(1), cfg)
-    b = photometric(crops, torch.Generator().manual_seed(1), cfg)
-    c = photometric(crops, torch.Generator().manual_seed(2), cfg)
+    a = photometric(crops, _keys(64, seed=1), cfg)
+    b = photometric(crops, _keys(64, seed=1), cfg)
+    c = photometric(crops, _keys(64, seed=2), cfg)
     assert a.dtype == torch.uint8 and a.shape == crops.shape
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, crops)
-    f = photometric(crops.float() * 2 - 100, torch.Generator().manual_seed(1), cfg)  # out-of-range input
+    f = photometric(crops.float() * 2 - 100, _keys(64, seed=1), cfg)  # out-of-range input
     assert f.dtype == torch.float32 and f.min() >= 0 and f.max() <= 255
 
 
 def test_photometric_with_p0_is_identity_and_brightness_shifts_the_mean():
     crops = _crops()
-    assert torch.equal(photometric(crops, torch.Generator().manual_seed(0), PhotometricConfig(p=0.0)), crops)
+    assert torch.equal(photometric(crops, _keys(6), PhotometricConfig(p=0.0)), crops)
     gray = torch.full((400, 4, 4, 3), 100, dtype=torch.uint8)
     only_brightness = PhotometricConfig(p=1.0, contrast_range=(1, 1), saturation_range=(1, 1), hue_delta=1)
-    out = photometric(gray, torch.Generator().manual_seed(0), only_brightness).float()
+    out = photometric(gray, _keys(400), only_brightness).float()
     per_sample = out.mean(dim=(1, 2, 3)) - 100  # uniform in [-32, 32]; hue is void on gray
     assert per_sample.abs().max() <= 32.5 and per_sample.std() > 15
 
@@ -65,8 +111,7 @@ def test_photometric_saturation_scales_hsv_saturation():
     x = torch.tensor([[[[40.0, 120.0, 200.0]]]])  # one BGR pixel
     cfg = PhotometricConfig(p=1.0, brightness_delta=0, contrast_range=(1, 1), saturation_range=(0.5, 0.5),
                             hue_delta=1)
-    g = torch.Generator().manual_seed(3)
-    out = photometric(x, g, cfg)
+    out = photometric(x, _keys(1, seed=3), cfg)
     _, s0, v0 = _bgr_to_hsv(x)
     _, s1, v1 = _bgr_to_hsv(out)
     # S and V do not depend on channel order, so the random channel swap cannot hide the check
@@ -78,7 +123,7 @@ def test_coarse_dropout_fills_the_expected_fraction():
     crops = torch.full((16, 40, 20, 3), 200, dtype=torch.uint8)
     one_hole = CoarseDropoutConfig(p=1.0, min_holes=1, max_holes=1, min_height=0.25, max_height=0.25,
                                    min_width=0.5, max_width=0.5)
-    out = coarse_dropout(crops, torch.Generator().manual_seed(0), one_hole)
+    out = coarse_dropout(crops, _keys(16), one_hole)
     zeros = (out == 0).all(-1).sum(dim=(1, 2))
     assert zeros.tolist() == [10 * 10] * 16  # 0.25 * 40 by 0.5 * 20, always inside the crop
     assert ((out == 0) | (out == 200)).all()
@@ -87,16 +132,16 @@ def test_coarse_dropout_fills_the_expected_fraction():
 def test_coarse_dropout_probability_holes_and_noise_fill():
     crops = torch.full((2000, 16, 16, 3), 200, dtype=torch.uint8)
     cfg = CoarseDropoutConfig(p=0.5)
-    out = coarse_dropout(crops, torch.Generator().manual_seed(0), cfg)
+    out = coarse_dropout(crops, _keys(2000), cfg)
     hit = (out == 0).any(-1).flatten(1).any(1).float().mean()
     assert 0.45 < hit < 0.55
-    again = coarse_dropout(crops, torch.Generator().manual_seed(0), cfg)
+    again = coarse_dropout(crops, _keys(2000), cfg)
     assert torch.equal(out, again)
-    noisy = coarse_dropout(crops, torch.Generator().manual_seed(0), CoarseDropoutConfig(p=1.0, fill="noise"))
+    noisy = coarse_dropout(crops, _keys(2000), CoarseDropoutConfig(p=1.0, fill="noise"))
     changed = (noisy != 200).any(-1)
     assert changed.flatten(1).any(1).all() and noisy[changed].float().std() > 50
 
 
 def test_coarse_dropout_rejects_bad_config():
     with pytest.raises(ValueError, match="fill"):
-        CoarseDropoutConfig(fill="mean")
+        CoarseDropoutConfig(p=0.5, fill="mean")

@@ -193,8 +193,9 @@ def test_dataset_sample_fields_and_collate(tmp_path):
     batch = collate([ds[0], ds[1]])
     assert batch["img"].dtype == torch.uint8 and batch["img"].shape == (2, 64, 48, 3)
     assert batch["keypoints"].shape == (2, 17, 2) and batch["visible"].shape == (2, 17)
-    assert batch["joint_weights"][0].tolist() == pytest.approx(list(COCO17.joint_weights))
-    assert batch["ann_id"].tolist() == [11, 12] and batch["matrix"].shape == (2, 2, 3)
+    assert batch["image_id"].tolist() == [1, 1] and batch["index"].tolist() == [0, 1]
+    # only fields something reads: training (img, keypoints, visible, index), validation (all of them)
+    assert set(batch) == {"img", "keypoints", "visible", "center", "scale", "image_id", "bbox_score", "index"}
 
 
 def test_dataset_is_reproducible_with_any_num_workers_and_changes_per_epoch(tmp_path):

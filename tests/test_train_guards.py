@@ -1,6 +1,8 @@
 """Steps with a non-finite loss or gradient are skipped without touching the weights; gradient accumulation
-adds up to the full batch's gradient; a frozen backbone stays frozen for its phase."""
+adds up to the full batch's gradient; a frozen backbone stays frozen for its phase; val AP reaches the console."""
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ NAN = float("nan")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, 16, seed=1, split="train")  # 39 people: a full batch of 32
+    generate_dataset(root, 2, seed=2, split="val")
     return root
 
 
@@ -130,3 +133,11 @@ def test_frozen_backbone_phase_trains_only_the_head_then_everything(data, tmp_pa
     assert all(torch.equal(first[k], mid[k]) for k in backbone)  # phase 1: backbone weights untouched
     assert not all(torch.equal(first[k], mid[k]) for k in head)
     assert not all(torch.equal(mid[k], last[k]) for k in backbone)  # phase 2: everything trains
+
+
+def test_each_validation_prints_its_ap_line_with_the_progress_bar_on(data, tmp_path, capfd):
+    fit(_cfg(data, tmp_path / "run", f"data.val_json={data / 'val.json'}", "trainer.val_every_epochs=1",
+             "trainer.progress_bar=true"))
+    out, err = capfd.readouterr()
+    lines = re.findall(r"epoch (\d+) step (\d+): val AP \d\.\d{3} AP50 \d\.\d{3} AR \d\.\d{3}", out + err)
+    assert lines == [("0", "4")]  # one validation, after the epoch's 4 steps (39 people, batches of 8)

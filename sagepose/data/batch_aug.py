@@ -3,8 +3,12 @@
 Order in a train step: ``photometric`` -> ``coarse_dropout`` -> ``normalize``. The
 first two take and return (B, H, W, 3) BGR batches on the 0-255 scale (uint8 or
 float, dtype kept); ``normalize`` turns them into the model's (B, 3, H, W) float RGB.
-Every random number comes from the given ``torch.Generator``; per-sample parameters
-are drawn on the generator's device and moved, dense noise is drawn there too.
+
+Randomness is per sample: ``keys`` (B,) holds one int64 per sample (:func:`sample_keys` of the
+run seed, the epoch and the sample's dataset index), and every random number of sample ``b`` is a
+counter-based hash of ``keys[b]`` (splitmix64's mixer in wrapping int64 arithmetic, batched). A
+sample is augmented the same way whatever batch, rank or device it lands on, as its CPU
+augmentation is (``TopDownDataset``), so 2 processes x batch 4 see the crops 1 process x batch 8 sees.
 """
 from __future__ import annotations
 
@@ -25,58 +29,88 @@ def normalize(crops: torch.Tensor, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,
     return (x - mean) / std  # channels-last strides, from the free permute
 
 
+# splitmix64's increment and multipliers (Steele, Lea & Flood 2014), as signed int64
+_GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
+_MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MUL2 = 0x94D049BB133111EB - (1 << 64)
+_PHOTOMETRIC, _DROPOUT, _NOISE = 1, 2, 3  # the draw streams of one sample key
+
+
+def _shr(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic: it copies the sign bit)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's output function on int64 bits (the products wrap modulo 2^64)."""
+    x = (x ^ _shr(x, 30)) * _MUL1
+    x = (x ^ _shr(x, 27)) * _MUL2
+    return x ^ _shr(x, 31)
+
+
+def sample_keys(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
+    """Dataset indices (B,) -> (B,) int64 keys: one random stream per (seed, epoch, index)."""
+    x = _mix(torch.full_like(index, seed, dtype=torch.int64) + _GAMMA)
+    x = _mix(x + epoch + _GAMMA)
+    return _mix(x + index.long() + _GAMMA)
+
+
+def _bits(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """keys (B,) -> (B, n) random int64: the first n splitmix64 outputs of stream ``stream`` of each key."""
+    start = _mix(keys + torch.tensor(stream, dtype=torch.int64, device=keys.device) * _GAMMA)
+    step = torch.arange(1, n + 1, dtype=torch.int64, device=keys.device) * _GAMMA
+    return _mix(start[:, None] + step)
+
+
+def _uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """keys (B,) -> (B, n) float32 uniform in [0, 1), on multiples of 2^-24."""
+    return _shr(_bits(keys, stream, n), 40).float() * 2.0**-24
+
+
 @dataclass(frozen=True)
 class PhotometricConfig:
     """MMPose's PhotometricDistortion: each step applied per sample with probability ``p``.
 
+    ``p`` has no default here: a run's is ``data.photometric_prob`` (MMPose's recipes use 0.5).
     ``hue_delta`` is in OpenCV 8-bit hue units (half-degrees), as there.
     """
 
-    p: float = 0.5
+    p: float
     brightness_delta: float = 32.0
     contrast_range: tuple[float, float] = (0.5, 1.5)
     saturation_range: tuple[float, float] = (0.5, 1.5)
     hue_delta: int = 18
 
 
-def _rand(n: int, generator: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=generator.device).to(device)
+def photometric(crops: torch.Tensor, keys: torch.Tensor, cfg: PhotometricConfig) -> torch.Tensor:
+    """(B, H, W, 3) BGR 0-255, keys (B,) -> same shape and dtype, per-sample photometric distortion.
 
-
-def _uniform(lo: float, hi: float, n: int, generator, device) -> torch.Tensor:
-    return lo + (hi - lo) * _rand(n, generator, device)
-
-
-def photometric(crops: torch.Tensor, generator: torch.Generator,
-                cfg: PhotometricConfig = PhotometricConfig()) -> torch.Tensor:
-    """(B, H, W, 3) BGR 0-255 -> same shape and dtype, per-sample photometric distortion.
-
-    Brightness, contrast (before or after the HSV steps, at random), saturation and
+    Brightness, contrast (before or after the HSV steps, at even odds), saturation and
     hue in HSV, then a random channel permutation -- each with probability ``p``,
     clipped to 0-255 after every step. (MMPose's copy tests ``contrast_mode == 1`` at
     both places, so it applies contrast twice or never; we apply it once, as its
     docstring and mmdet's original describe.)
     """
-    b, dev = crops.shape[0], crops.device
-    x = crops.float()
-    on = lambda: _rand(b, generator, dev) < cfg.p  # noqa: E731
+    b = crops.shape[0]
+    u = _uniform(keys.to(crops.device), _PHOTOMETRIC, 13)
+    on = u[:, :5] < cfg.p  # brightness, contrast, saturation, hue, channel swap
     view = lambda t: t.view(b, 1, 1, 1)  # noqa: E731
-    beta = torch.where(on(), _uniform(-cfg.brightness_delta, cfg.brightness_delta, b, generator, dev), 0.0)
-    alpha = torch.where(on(), _uniform(*cfg.contrast_range, b, generator, dev), 1.0)
-    contrast_last = on()
-    sat = torch.where(on(), _uniform(*cfg.saturation_range, b, generator, dev), 1.0)
-    hue_steps = torch.randint(-cfg.hue_delta, cfg.hue_delta, (b,), generator=generator,
-                              device=generator.device).to(dev)
-    hue = torch.where(on(), hue_steps.float() * 2.0, 0.0)  # OpenCV hue unit = 2 degrees
-    swap = on()
-    perm = torch.argsort(torch.rand(b, 3, generator=generator, device=generator.device), dim=1).to(dev)
+    lerp = lambda lo, hi, t: lo + (hi - lo) * t  # noqa: E731
+    beta = torch.where(on[:, 0], lerp(-cfg.brightness_delta, cfg.brightness_delta, u[:, 5]), 0.0)
+    alpha = torch.where(on[:, 1], lerp(*cfg.contrast_range, u[:, 6]), 1.0)
+    contrast_last = u[:, 7] < 0.5
+    sat = torch.where(on[:, 2], lerp(*cfg.saturation_range, u[:, 8]), 1.0)
+    hue_steps = (u[:, 9] * (2 * cfg.hue_delta)).floor() - cfg.hue_delta  # -delta .. delta - 1, as randint
+    hue = torch.where(on[:, 3], hue_steps * 2.0, 0.0)  # OpenCV hue unit = 2 degrees
+    perm = torch.argsort(u[:, 10:13], dim=1)
 
+    x = crops.float()
     x = (x + view(beta)).clamp(0, 255)
     x = (x * view(torch.where(contrast_last, 1.0, alpha))).clamp(0, 255)
     h, s, v = _bgr_to_hsv(x)
     x = _hsv_to_bgr((h + hue.view(b, 1, 1)) % 360.0, (s * sat.view(b, 1, 1)).clamp(0, 1), v)
     x = (x * view(torch.where(contrast_last, alpha, 1.0))).clamp(0, 255)
-    perm = torch.where(swap[:, None], perm, torch.arange(3, device=dev))
+    perm = torch.where(on[:, 4, None], perm, torch.arange(3, device=crops.device))
     x = torch.gather(x, 3, perm.view(b, 1, 1, 3).expand_as(x))
     return x.to(crops.dtype) if crops.dtype.is_floating_point else x.round().to(crops.dtype)
 
@@ -105,11 +139,11 @@ def _hsv_to_bgr(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
 class CoarseDropoutConfig:
     """Albumentations' CoarseDropout: ``min_holes..max_holes`` rectangles per sample with probability ``p``.
 
-    Hole sides are fractions of the crop side; ``fill`` is ``"zero"`` or ``"noise"``
-    (uniform 0-255 per pixel and channel).
+    ``p`` has no default here: a run's is ``data.coarse_dropout_prob``. Hole sides are fractions of
+    the crop side; ``fill`` is ``"zero"`` or ``"noise"`` (uniform 0-255 per pixel and channel).
     """
 
-    p: float = 0.5
+    p: float
     min_holes: int = 1
     max_holes: int = 8
     min_height: float = 0.05
@@ -126,33 +160,34 @@ class CoarseDropoutConfig:
                              f"got {self.min_holes}, {self.max_holes}")
 
 
-def dropout_mask(shape: tuple[int, int, int], generator: torch.Generator, device,
-                 cfg: CoarseDropoutConfig = CoarseDropoutConfig()) -> torch.Tensor:
-    """-> (B, H, W) bool, True inside the holes; holes lie fully inside the crop."""
-    b, hgt, wid = shape
-    ys = torch.arange(hgt, device=device).view(1, hgt, 1)
-    xs = torch.arange(wid, device=device).view(1, 1, wid)
-    num = torch.randint(cfg.min_holes, cfg.max_holes + 1, (b,), generator=generator,
-                        device=generator.device).to(device)
-    num = torch.where(_rand(b, generator, device) < cfg.p, num, 0)
-    mask = torch.zeros(b, hgt, wid, dtype=torch.bool, device=device)
+def dropout_mask(keys: torch.Tensor, size: tuple[int, int], cfg: CoarseDropoutConfig) -> torch.Tensor:
+    """keys (B,), size (H, W) -> (B, H, W) bool on the keys' device, True inside the holes; holes lie
+    fully inside the crop."""
+    b, (hgt, wid) = keys.shape[0], size
+    ys = torch.arange(hgt, device=keys.device).view(1, hgt, 1)
+    xs = torch.arange(wid, device=keys.device).view(1, 1, wid)
+    u = _uniform(keys, _DROPOUT, 2 + 4 * cfg.max_holes)
+    num = cfg.min_holes + (u[:, 0] * (cfg.max_holes - cfg.min_holes + 1)).floor()
+    num = torch.where(u[:, 1] < cfg.p, num, 0)
+    mask = torch.zeros(b, hgt, wid, dtype=torch.bool, device=keys.device)
     for j in range(cfg.max_holes):  # a few holes, each vectorised over the batch
-        hh = (_uniform(cfg.min_height, cfg.max_height, b, generator, device) * hgt).round().clamp(1, hgt)
-        ww = (_uniform(cfg.min_width, cfg.max_width, b, generator, device) * wid).round().clamp(1, wid)
-        y0 = (_rand(b, generator, device) * (hgt - hh + 1)).floor()
-        x0 = (_rand(b, generator, device) * (wid - ww + 1)).floor()
+        uh, uw, uy, ux = u[:, 2 + 4 * j: 6 + 4 * j].unbind(1)
+        hh = ((cfg.min_height + (cfg.max_height - cfg.min_height) * uh) * hgt).round().clamp(1, hgt)
+        ww = ((cfg.min_width + (cfg.max_width - cfg.min_width) * uw) * wid).round().clamp(1, wid)
+        y0 = (uy * (hgt - hh + 1)).floor()
+        x0 = (ux * (wid - ww + 1)).floor()
         hole = ((ys >= y0.view(b, 1, 1)) & (ys < (y0 + hh).view(b, 1, 1))
                 & (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ww).view(b, 1, 1)))
         mask |= hole & (j < num).view(b, 1, 1)
     return mask
 
 
-def coarse_dropout(crops: torch.Tensor, generator: torch.Generator,
-                   cfg: CoarseDropoutConfig = CoarseDropoutConfig()) -> torch.Tensor:
-    """(B, H, W, C) 0-255 batch -> same, with random rectangles filled by zeros or noise."""
+def coarse_dropout(crops: torch.Tensor, keys: torch.Tensor, cfg: CoarseDropoutConfig) -> torch.Tensor:
+    """(B, H, W, C) 0-255 batch, keys (B,) -> same, with random rectangles filled by zeros or noise."""
     b, hgt, wid, c = crops.shape
-    mask = dropout_mask((b, hgt, wid), generator, crops.device, cfg)[..., None]
+    keys = keys.to(crops.device)
+    mask = dropout_mask(keys, (hgt, wid), cfg)[..., None]
     if cfg.fill == "zero":
         return crops.masked_fill(mask, 0)
-    noise = torch.randint(0, 256, crops.shape, generator=generator, device=generator.device)
-    return torch.where(mask, noise.to(crops.device, crops.dtype), crops)
+    noise = _shr(_bits(keys, _NOISE, hgt * wid * c), 56).view(crops.shape)  # 8 random bits a value
+    return torch.where(mask, noise.to(crops.dtype), crops)

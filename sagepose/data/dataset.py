@@ -43,7 +43,6 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.skip_bad_images = skip_bad_images
-        self.joint_weights = np.asarray(sampler.schema.joint_weights, np.float32)
         self.bad_images = 0
         self._images: dict[str, np.ndarray] | None = {} if cache_images else None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -65,8 +64,8 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         """-> ``img`` (H, W, 3) uint8 BGR, ``keypoints`` (K, 2) float32 crop px, ``visible`` (K,),
-        ``joint_weights`` (K,), ``center`` / ``scale`` (2,), ``rotation``, ``flipped``, ``matrix``
-        (2, 3), ``image_id``, ``ann_id``, ``bbox_score``, ``index``."""
+        ``center`` / ``scale`` (2,) the crop box (validation maps keypoints back with it), ``image_id``,
+        ``bbox_score``, and ``index``: the key of the sample's device augmentation and of its val row."""
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
         for _ in range(MAX_SUBSTITUTIONS):
@@ -84,10 +83,8 @@ class TopDownDataset(torch.utils.data.Dataset):
             raise ImageReadError(f"{record.image_path}: {MAX_SUBSTITUTIONS} unreadable images in a row "
                                  f"while substituting for index {index}")
         s = self.sampler(image, record, rng, self.train)
-        return dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, joint_weights=self.joint_weights,
-                    center=s.center, scale=s.scale, rotation=np.float32(s.rotation), flipped=s.flipped,
-                    matrix=s.matrix, image_id=s.image_id, ann_id=s.ann_id,
-                    bbox_score=np.float32(s.bbox_score), index=index)
+        return dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
+                    image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index)
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sagepose import geometry
+from sagepose.config import DataConfig
 from sagepose.data.coco import Record
 from sagepose.keypoints import KeypointSchema
 
@@ -26,26 +27,27 @@ class TopDownSampler:
     """Per-sample CPU augmentation and crop (MMPose's defaults).
 
     ``input_size`` is (w, h). Probabilities and ranges can be set to 0 / 1 to force
-    or disable each step (tests do).
+    or disable each step (tests do). The steps a run config sets (``data.flip_prob`` ...)
+    take their defaults from :class:`~sagepose.config.DataConfig`, where they are written once.
     """
 
     schema: KeypointSchema
     input_size: tuple[int, int] = (192, 256)
     udp: bool = False
     padding: float = geometry.BBOX_PADDING
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.3
+    flip_prob: float = DataConfig.flip_prob
+    half_body_prob: float = DataConfig.half_body_prob
     half_body_min_total_keypoints: int = 9
     half_body_min_upper_keypoints: int = 2
     half_body_min_lower_keypoints: int = 3
     half_body_upper_prob: float = 0.7
     half_body_padding: float = 1.5
-    shift_factor: float = 0.16
-    shift_prob: float = 0.3
-    scale_factor: tuple[float, float] = (0.5, 1.5)
+    shift_factor: float = DataConfig.shift_factor
+    shift_prob: float = DataConfig.shift_prob
+    scale_factor: tuple[float, float] = DataConfig.scale_factor
     scale_prob: float = 1.0
-    rotate_factor: float = 80.0
-    rotate_prob: float = 0.6
+    rotate_factor: float = DataConfig.rotate_factor
+    rotate_prob: float = DataConfig.rotate_prob
 
     def __call__(self, image_bgr: np.ndarray, record: Record, rng: np.random.Generator,
                  train: bool) -> Sample:
@@ -87,7 +89,7 @@ class TopDownSampler:
             visible=np.asarray(visible, np.float32).copy(),
             center=np.asarray(center, np.float32), scale=np.asarray(scale, np.float32),
             rotation=float(rotation), flipped=bool(flip), matrix=np.asarray(image_matrix, np.float32),
-            image_id=record.image_id, ann_id=record.ann_id, bbox_score=record.bbox_score)
+            image_id=record.image_id, bbox_score=record.bbox_score)
 
     def _half_body(self, keypoints, visible, center, scale, rng):
         """MMPose's RandomHalfBody: box of the labelled upper (or lower) joints, padded."""
@@ -137,7 +139,6 @@ class Sample:
     flipped: bool
     matrix: np.ndarray
     image_id: int
-    ann_id: int
     bbox_score: float
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
@@ -55,17 +56,27 @@ class TopDownModule(L.LightningModule):
         self._ndims = {name: p.ndim for name, p in self.model.named_parameters()}  # before any FSDP flattening
 
     # ---- training -------------------------------------------------------------------------
-    def _augment(self, crops: torch.Tensor) -> torch.Tensor:
-        """uint8 BGR crops (B, H, W, 3) -> normalized float (B, 3, H, W), augmented on the device."""
-        d = self.cfg.data
-        gen = torch.Generator(device=crops.device)
-        step = self.cfg.trainer.seed * 1_000_003 + self.global_step
-        gen.manual_seed(step * self.trainer.world_size + self.trainer.global_rank)
+    def _augment(self, batch: dict) -> torch.Tensor:
+        """uint8 BGR crops (B, H, W, 3) -> normalized float (B, 3, H, W), augmented on the device.
+
+        Each sample's draws depend only on (seed, epoch, its dataset index), as its CPU augmentation
+        does: the same crops however the global batch is split over ranks, and on resume.
+        """
+        d, crops = self.cfg.data, batch["img"]
+        keys = batch_aug.sample_keys(self.cfg.trainer.seed, self.current_epoch, batch["index"])
         if d.photometric_prob > 0:
-            crops = batch_aug.photometric(crops, gen, batch_aug.PhotometricConfig(p=d.photometric_prob))
+            crops = batch_aug.photometric(crops, keys, batch_aug.PhotometricConfig(p=d.photometric_prob))
         if d.coarse_dropout_prob > 0:
-            crops = batch_aug.coarse_dropout(crops, gen, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
+            crops = batch_aug.coarse_dropout(crops, keys, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
         return self.model.normalize(crops)
+
+    def _targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> heatmap targets (B, K, H, W) and the loss's joint weights (B, K): labelled joints inside the
+        heatmap (the codec's), times the schema's joint weights when ``trainer.use_joint_weights``."""
+        targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
+        if self.cfg.trainer.use_joint_weights:
+            weights = weights * self.joint_weights
+        return targets, weights
 
     def on_train_batch_start(self, batch, batch_idx):
         # phase one of a fine-tuning recipe: the head learns on a frozen backbone (checked every batch, so
@@ -76,10 +87,8 @@ class TopDownModule(L.LightningModule):
             self._stats_before = [b.clone() for b in self._running_stats()]
 
     def training_step(self, batch, batch_idx):
-        x = self._augment(batch["img"])
-        targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
-        if self.cfg.trainer.use_joint_weights:
-            weights = weights * self.joint_weights
+        x = self._augment(batch)
+        targets, weights = self._targets(batch)
         if isinstance(self.model.head, FusionHead):  # heatmap + offset + variance maps, six loss terms
             keypoints = to_heatmap_coords(batch["keypoints"], self.model.codec)
             head = self.model.head
@@ -215,6 +224,10 @@ class TopDownModule(L.LightningModule):
         metrics = self.last_metrics = self.trainer.strategy.broadcast(metrics, src=0)
         logged = {f"val/{k}": float(v) for k, v in metrics.items() if k != "num_predictions"}
         self.log_dict({**logged, "val/instances": float(len(cat["index"]))})
+        if self.trainer.state.fn == TrainerFn.FITTING:  # `sagepose test` prints its metrics as JSON itself
+            # rank 0 only, above the progress bar when there is one
+            self.print(f"epoch {self.current_epoch} step {self.global_step}: val AP {metrics['AP']:.3f} "
+                       f"AP50 {metrics['AP50']:.3f} AR {metrics['AR']:.3f}")
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
