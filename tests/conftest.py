@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real-data samples in ../shared (skipped cleanly when absent)."""
+"""Shared test fixtures: the real-data samples shipped in tests/data/realdata (its README: source, licences)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +6,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / "shared" / "realdata"
+REALDATA = REPO / "tests" / "data" / "realdata"  # the one path to the real samples; test modules import it
 
 
 @pytest.fixture
 def realdata() -> Path:
-    if not REALDATA.is_dir():
-        pytest.skip("../shared/realdata is not present (only in the developers' checkout)")
     return REALDATA

@@ -11,13 +11,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import REALDATA
 from float_platform import GOLDEN_THREADS, signature
 from weightgen import deterministic_weights, synthetic_image
 
 import sagepose
 
 GOLDENS = Path(__file__).parent / "goldens" / "models"
-REPO = Path(__file__).resolve().parent.parent
+# Exact mode's keypoints vs MMPose's, from bit-identical heatmaps: MMPose maps back in float64, both store
+# float32, so they differ by the float32 rounding of an image coordinate: 1 ulp (6.1e-5 px for 512-1024 px)
+# measured, on ViTPose-B's COCO golden; bound: 4 ulps at coordinates below 1024 px.
+EXACT_KEYPOINT_ATOL = 2.5e-4
 
 
 def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
@@ -29,16 +33,49 @@ def golden(name: str, image: str) -> dict:
 
 
 def golden_image(g: dict) -> np.ndarray:
-    """The golden's image (synthetic, or a ../shared/realdata file: skips when absent), checked by md5."""
+    """The golden's image, checked by md5: synthetic, or a real sample, read from the repository's copy
+    (``REALDATA``; the golden records the path it had under a ``realdata/`` folder when it was written)."""
     path = str(g["image_path"])
     if not path:
         img = synthetic_image()
     else:
-        if not (REPO / path).is_file():
-            pytest.skip(f"{path} not available (../shared/realdata)")
-        img = cv2.imread(str(REPO / path))
+        file = REALDATA / path.split("realdata/", 1)[-1]
+        img = cv2.imread(str(file))
+        assert img is not None, f"{file}: the golden's image is missing or unreadable"
     assert hashlib.md5(img.tobytes()).hexdigest() == str(g["image_md5"]), f"{path or 'synthetic'} differs"
     return img
+
+
+def argmax_margin(heatmaps: np.ndarray, r: int = 2) -> np.ndarray:
+    """(N, K, h, w) -> (N, K): relative gap between each map's maximum and its best rival outside +-r px
+    (as ``tools/make_model_goldens.py`` records it in the goldens)."""
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, -1).astype(np.float64)
+    idx = flat.argmax(-1)
+    top = np.take_along_axis(flat, idx[..., None], -1)[..., 0]
+    ys, xs = np.divmod(idx, w)
+    yy, xx = np.mgrid[0:h, 0:w]
+    near = (np.abs(yy - ys[..., None, None]) <= r) & (np.abs(xx - xs[..., None, None]) <= r)
+    rival = np.where(near.reshape(n, k, -1), -np.inf, flat).max(-1)
+    return (top - rival) / (np.abs(top) + 1e-12)
+
+
+def well_posed_joints(model, heatmaps: np.ndarray, scale: np.ndarray, rel: float = 1e-4, trials: int = 16,
+                      margin: float = 1e-3, px: float = 1e-3) -> np.ndarray:
+    """(N, K) bool: the joints whose keypoint the heatmaps (N, K, h, w) fix to well within ``px`` image px on
+    any CPU: a clear maximum (argmax margin >= ``margin``) and ``model.decode`` moving the keypoint by at most
+    ``px`` under seeded noise of ``rel`` x max|heatmap| (10x the heatmap tolerance of the parity tests);
+    ``scale``: the crops' (N, 2) box scales, to convert to image px. Random weights give flat maps on which
+    DARK's Newton step and MSRA's quarter-pixel shift turn float rounding into visible moves: elsewhere
+    keypoints of two arithmetics are not comparable."""
+    base = np.asarray(model.decode(torch.from_numpy(heatmaps))[0])
+    to_image = (np.asarray(scale, np.float64) / np.asarray(model.input_size, np.float64))[:, None]
+    moved = np.zeros(heatmaps.shape[:2])
+    for t in range(trials):
+        noise = np.random.default_rng(t).standard_normal(heatmaps.shape).astype(np.float32)
+        noisy = np.asarray(model.decode(torch.from_numpy(heatmaps + rel * np.abs(heatmaps).max() * noise))[0])
+        moved = np.maximum(moved, (np.abs(noisy - base) * to_image).max(-1))
+    return (argmax_margin(heatmaps) >= margin) & (moved <= px)
 
 
 def golden_model(name: str, fuse: bool = True, exact: bool = False):
@@ -87,15 +124,13 @@ def predict_exact(model, g: dict) -> tuple:
 
 
 def assert_bit_exact(pred, raw: np.ndarray, g: dict, stride: int = 1) -> None:
-    """Heatmaps (raw and flip-fused) and scores equal to MMPose's bit for bit, keypoints within float32 rounding
-    of MMPose's float64 map back to the image (<= 1e-4 px) everywhere: at every point where the argmax margin
-    is >= 1e-3 as well, however ill-conditioned the decode."""
+    """Heatmaps (raw and flip-fused) and scores equal to MMPose's bit for bit, keypoints within the float32
+    rounding of MMPose's float64 map back to the image (``EXACT_KEYPOINT_ATOL``) at every point, however
+    ill-conditioned the decode (the same heatmaps, the same decode arithmetic)."""
     np.testing.assert_array_equal(raw[..., ::stride, ::stride], g["heatmaps_raw"])
     np.testing.assert_array_equal(pred.heatmaps[..., ::stride, ::stride], g["heatmaps_final"])
     np.testing.assert_array_equal(pred.scores, g["scores"])
-    err = np.abs(pred.keypoints - g["keypoints"]).max(-1)
-    assert err.max() <= 1e-4
-    assert err[g["argmax_margin"] >= 1e-3].max() <= 1e-3
+    assert np.abs(pred.keypoints - g["keypoints"]).max() <= EXACT_KEYPOINT_ATOL
 
 
 def exact_model_fixture(names):

@@ -24,7 +24,6 @@ non-affine InstanceNorm + SiLU at the same places, and the head's formula is als
 """
 import hashlib
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -40,6 +39,7 @@ from goldens_io import (
     predict_exact,
     rel_err,
     require_golden_platform,
+    well_posed_joints,
 )
 from weightgen import deterministic_weights
 
@@ -228,16 +228,17 @@ def test_sapiens_head_is_deconv_then_instance_norm_and_silu_by_hand():
 
 
 def test_vit_onednn_inference_path_matches_the_plain_one_and_training_keeps_autograd(monkeypatch):
-    vit_module = sys.modules["sagepose.models.vit"]  # (sagepose.models.vit is also a function's name)
+    from sagepose.models import cpu_kernels
+
     torch.manual_seed(0)
     model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval()
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         fast = model(x)
-        monkeypatch.setattr(vit_module, "_ONEDNN", False)
+        monkeypatch.setattr(cpu_kernels, "onednn_available", lambda: False)
         plain = model(x)
     assert rel_err(fast.numpy(), plain.numpy()) <= 1e-6
-    monkeypatch.setattr(vit_module, "_ONEDNN", True)
+    monkeypatch.setattr(cpu_kernels, "onednn_available", lambda: True)
     model.train()
     model(x).square().mean().backward()  # grad enabled: plain F.linear, so every weight gets a gradient
     assert all(p.grad is not None for p in model.backbone.parameters())
@@ -267,7 +268,10 @@ def test_exact_mode_agrees_with_the_default_path_and_switches_back(name):
     assert model.codec.decode_impl == "mmpose" and model.set_exact(False).codec is codec
     assert rel_err(exact.heatmaps, default.heatmaps) <= 1e-5
     np.testing.assert_allclose(exact.scores, default.scores, rtol=1e-5, atol=1e-6)
-    moved = np.abs(exact.keypoints - default.keypoints).max(-1)  # random maps: where DARK is ill-conditioned
-    assert np.mean(moved <= 1e-2) >= 0.9  # rounding may move a keypoint; most stay put
+    # random weights give flat maps, on which rounding moves DARK / MSRA keypoints by up to ~0.1 px (by how much
+    # depends on the CPU): keypoints are compared where the heatmaps fix them (ViTPose-B: 9 of 34 joints here)
+    well_posed = well_posed_joints(model, default.heatmaps, model.crop(image, boxes)[2])
+    assert well_posed.sum() >= 4
+    assert np.abs(exact.keypoints - default.keypoints).max(-1)[well_posed].max() <= KEYPOINT_ATOL
     with pytest.raises(RuntimeError, match="exact=True"):
         model.fuse_for_inference().set_exact()
