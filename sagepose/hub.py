@@ -27,6 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sagepose.errors import SagePoseError
 from sagepose.fileio import atomic_open
 
 
@@ -100,7 +101,7 @@ WEIGHTS: dict[str, Weights] = {
 }
 
 
-class WeightsDownloadError(RuntimeError):
+class WeightsDownloadError(SagePoseError, RuntimeError):
     """A named checkpoint could not be fetched (offline, server error) -- nothing was written to the cache."""
 
 

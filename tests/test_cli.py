@@ -156,3 +156,23 @@ def test_fusion_loss_weights_come_from_the_run_config(synth_data, tmp_path, monk
     assert seen and all(w.offset == 0.0 and w.heatmap == 5.0 and w.shape == 0.1 for w in seen)
     with pytest.raises(ConfigError, match="did you mean 'offset'"):
         load_config(None, ["trainer.fusion_loss.ofset=0"])
+
+
+def test_purposeful_error_classes_are_sagepose_errors_of_their_builtin_kind():
+    from sagepose.config import ConfigError
+    from sagepose.data.coco import ImageReadError
+    from sagepose.errors import DataError, SagePoseError
+    from sagepose.hub import ChecksumError, WeightsDownloadError
+    from sagepose.models.checkpoint import CheckpointMismatchError, CheckpointReadError
+
+    for cls, builtin in ((ConfigError, ValueError), (DataError, ValueError), (CheckpointReadError, RuntimeError),
+                         (CheckpointMismatchError, RuntimeError), (WeightsDownloadError, RuntimeError),
+                         (ChecksumError, RuntimeError), (ImageReadError, OSError)):
+        assert issubclass(cls, SagePoseError) and issubclass(cls, builtin), cls
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    r = _sagepose("infer", tmp_path / "bad.ckpt", tmp_path / "img.jpg")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"sagepose: error: {tmp_path / 'bad.ckpt'}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sagepose.errors import SagePoseError
 from sagepose.models.checkpoint_files import CheckpointReadError, read_checkpoint  # noqa: F401 (public here too)
 from sagepose.models.vit import interpolate_pos_embed
 
@@ -216,7 +217,7 @@ def adapt_pos_embed(sd: dict, model: nn.Module, key: str = "backbone.pos_embed")
     return {**sd, key: interpolate_pos_embed(pos, src, grid)}
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(SagePoseError, RuntimeError):
     pass
 
 

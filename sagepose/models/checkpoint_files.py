@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
+from sagepose.errors import SagePoseError
 
-class CheckpointReadError(RuntimeError):
+
+class CheckpointReadError(SagePoseError, RuntimeError):
     """A file that cannot be read as a checkpoint (truncated, corrupt, or an unknown layout)."""
 
 
@@ -195,7 +197,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise
     except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError,
             OSError) as e:
-        raise CheckpointReadError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e}). A truncated or "
+        first = (str(e).strip().splitlines() or [""])[0]  # one line (torch's weights-only message runs to ten)
+        raise CheckpointReadError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {first}). A truncated or "
                                   "corrupt file (download it again) or a layout sagepose does not know") from e
     if not isinstance(raw, dict):
         raise CheckpointReadError(f"{path}: holds a {type(raw).__name__}, not a state dict")
