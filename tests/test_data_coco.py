@@ -9,14 +9,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import REALDATA
 
 from sagepose.data.coco import ImageReadError, load_coco, load_detections, read_image
 from sagepose.data.dataset import TopDownDataset, collate
 from sagepose.data.transforms import TopDownSampler
 from sagepose.keypoints import COCO17
-
-REALDATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realdata")
-needs_realdata = pytest.mark.skipif(not os.path.isdir(REALDATA), reason="../shared/realdata absent")
 
 
 def _coco(tmp_path, annotations=None, images=None, name="ann.json"):
@@ -47,7 +45,6 @@ def _ann(ann_id=11, **kw):
 
 # ---- real samples -------------------------------------------------------------------------------
 
-@needs_realdata
 def test_real_coco_counts_match_mmpose():
     path = os.path.join(REALDATA, "coco", "test_coco.json")
     train, val = load_coco(path, mode="train"), load_coco(path, mode="val")
@@ -61,7 +58,6 @@ def test_real_coco_counts_match_mmpose():
     assert read_image(r.image_path).shape == (425, 640, 3)
 
 
-@needs_realdata
 def test_real_aic_without_area_or_iscrowd_fields():
     path = os.path.join(REALDATA, "aic", "test_aic.json")
     records = load_coco(path, schema="aic")
@@ -72,7 +68,6 @@ def test_real_aic_without_area_or_iscrowd_fields():
     np.testing.assert_allclose(r.bbox_xywh, [279, 55, 213, 599 - 55])
 
 
-@needs_realdata
 def test_real_crowdpose_and_detections():
     path = os.path.join(REALDATA, "crowdpose", "test_crowdpose.json")
     assert len(load_coco(path, schema="crowdpose", mode="val")) == 5
