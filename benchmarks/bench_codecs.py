@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, "/work/shared/peers")  # MMPose's import shim, where the peer venv lives
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "peers"))  # MMPose's import shim
 
 import torch  # noqa: E402
 

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
 MMPOSE_PYTHON = Path.home() / ".cache" / "sagepose-peers" / "mmpose-venv" / "bin" / "python"
-REAL_IMAGE = ROOT.parent / "shared" / "realdata" / "coco" / "000000196141.jpg"
+REAL_IMAGE = ROOT / "tests" / "data" / "realdata" / "coco" / "000000196141.jpg"
 REAL_BOXES_XYXY = [[247.76, 74.23, 417.43, 375.01], [453.77, 206.81, 631.0, 417.68]]  # its 2 GT people
 
 # One row per benchmarked model: sagepose zoo name -> MMPose config in

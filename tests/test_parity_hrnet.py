@@ -4,8 +4,8 @@ Same protocol as ``test_parity_mmpose.py``: goldens from ``tools/make_model_gold
 MMPose venv), weights regenerated from MMPose's key list by ``tests/weightgen.py``, converted with
 ``from_mmpose`` and loaded strictly; flip test on. The HRNet / HRFormer goldens are compact: heatmaps
 on every second row and column (float32) and the network input crops as an md5, so the crops are
-cut here from the image (and must be bit-identical to MMPose's). The real COCO image comes from
-../shared/realdata; without it those cases skip, the synthetic-image cases always run.
+cut here from the image (and must be bit-identical to MMPose's). The real COCO image is the repository's copy
+(tests/data/realdata).
 ``sagepose.load(..., exact=True)`` (MMPose's arithmetic operation for operation) reproduces MMPose bit
 for bit on the goldens' platform (``tests/goldens/models/platform.json``; skipped elsewhere).
 """

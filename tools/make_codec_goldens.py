@@ -27,14 +27,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, "/work/shared/peers")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT.parent / "shared" / "peers"))  # MMPose's import shim
 import compat  # noqa: E402,F401  (must come before mmpose)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmpose.codecs import MSRAHeatmap, UDPHeatmap  # noqa: E402
 from mmpose.models.utils.tta import flip_heatmaps  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "goldens" / "codecs.npz"
+OUT = ROOT / "tests" / "goldens" / "codecs.npz"
 COCO_FLIP = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
 
 # name: (input_size, heatmap_size, sigma, blur_kernel_size, keypoints per instance,

@@ -26,7 +26,8 @@ import os
 import platform
 import sys
 
-sys.path.insert(0, "/work/shared/peers")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(ROOT), "shared", "peers"))  # MMPose's import shim
 import compat  # noqa: E402, F401  (mmcv-lite / torchvision shims; must precede mmpose)
 import cv2  # noqa: E402
 import mmpose  # noqa: E402
@@ -37,7 +38,6 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpose.apis import inference_topdown, init_model  # noqa: E402
 from mmpose.registry import MODELS  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from float_platform import GOLDEN_THREADS, signature  # noqa: E402
 from weightgen import SYNTHETIC_BOX_XYXY, deterministic_weights, synthetic_image  # noqa: E402
@@ -45,7 +45,7 @@ from weightgen import SYNTHETIC_BOX_XYXY, deterministic_weights, synthetic_image
 OUT = os.path.join(ROOT, "tests", "goldens", "models")
 CFG_DIR = os.path.join(os.path.dirname(mmpose.__file__), ".mim", "configs", "body_2d_keypoint",
                        "topdown_heatmap", "coco")
-REALDATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "realdata", "coco"))
+REALDATA = os.path.join(ROOT, "tests", "data", "realdata", "coco")  # conftest.REALDATA
 VITPOSE = {"vitpose-s": "small", "vitpose-b": "base", "vitpose-l": "large", "vitpose-h": "huge"}
 SAPIENS = {"sapiens-0.3b": (1024, 24, 16, 4096), "sapiens-0.6b": (1280, 32, 16, 5120),
            "sapiens-1b": (1536, 40, 24, 6144), "sapiens-2b": (1920, 48, 32, 7680)}
