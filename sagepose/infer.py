@@ -51,6 +51,8 @@ def load_boxes(det_json: str | Path, images_json: str | Path | None = None,
     boxes: dict[str, list] = defaultdict(list)
     if isinstance(data, dict):
         for key, rows in data.items():
+            if not isinstance(rows, list):
+                raise ValueError(f"{det_json}: {key!r}: expected a list of boxes [[x1, y1, x2, y2(, score)], ...]")
             for i, row in enumerate(rows):
                 if not isinstance(row, (list, tuple)) or len(row) not in (4, 5):
                     raise ValueError(f"{det_json}: {key!r} box {i}: expected [x1, y1, x2, y2(, score)]")
