@@ -282,10 +282,8 @@ def validate(cfg: Config) -> Config:
     numbers out of range, settings that do not work together. Raises :class:`ConfigError` naming the
     setting (``key``); returns ``cfg``."""
     from sagepose.keypoints import SCHEMAS
-    from sagepose.models.zoo import MODELS  # deferred: torch
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
-    _check_choice(m.name, MODELS, "model.name", "model")
     _check_choice(m.schema, SCHEMAS, "model.schema", "keypoint schema")
     _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
     _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
@@ -337,6 +335,9 @@ def validate(cfg: Config) -> Config:
            "use ddp, or optim.ema_decay=0")
     _check(not t.fsdp_cpu_offload or t.strategy == "fsdp", "trainer.fsdp_cpu_offload", t.fsdp_cpu_offload,
            "needs trainer.strategy=fsdp")
+    from sagepose.models.zoo import MODELS  # deferred, and last: it imports torch
+
+    _check_choice(m.name, MODELS, "model.name", "model")
     return cfg
 
 

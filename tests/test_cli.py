@@ -176,3 +176,13 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path):
     r = _sagepose("infer", tmp_path / "bad.ckpt", tmp_path / "img.jpg")
     assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith(f"sagepose: error: {tmp_path / 'bad.ckpt'}")
+
+
+def test_infer_accepts_a_bundled_recipe_name(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8))
+    assert main(["infer", "demo_tiny_vit", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                 "--no-render"]) == 0  # as train and test accept it
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(rows) == 1 and len(rows[0]["keypoints"]) == 17 * 3
