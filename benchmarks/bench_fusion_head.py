@@ -52,7 +52,7 @@ from sagepose.config import load_config
 from sagepose.configs import resolve_config
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model, load_checkpoint
-from sagepose.models.fusion_head import fusion_decode, heatmap_scale, split_outputs
+from sagepose.models.fusion_head import fusion_decode, split_outputs, to_input_pixels
 from sagepose.train.module import TopDownModule
 from sagepose.train.run import TopDownData, fit, test
 
@@ -78,8 +78,8 @@ def train_flops_per_sample(name: str, arch: dict) -> float:
 
 def _in_input_pixels(decoded, codec):
     locs, scores, std = decoded
-    scale = locs.new_tensor(heatmap_scale(codec, decoding=True))
-    return locs * scale, scores, std * scale.mean()
+    keypoints, std = to_input_pixels(locs, std, codec)
+    return keypoints, scores, std
 
 
 def _no_offsets(outputs: torch.Tensor, codec):

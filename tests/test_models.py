@@ -13,7 +13,7 @@ from weightgen import synthetic_image
 
 import sagepose.api
 from sagepose.keypoints import MPII16
-from sagepose.models import MODELS, build_model, build_model_from_config, from_vitpose, load_checkpoint
+from sagepose.models import MODELS, build_model, build_model_from_config, cpu_kernels, from_vitpose, load_checkpoint
 from sagepose.models.checkpoint import CheckpointMismatchError
 from sagepose.models.heads import SkipHeatmapHead
 from sagepose.models.vit import interpolate_pos_embed, vit
@@ -231,13 +231,11 @@ def test_channels_last_config_gives_nhwc_conv_weights_and_the_same_heatmaps():
 
 
 def test_cpu_bf16_training_attention_runs_in_float32_with_the_same_values_and_gradients(monkeypatch):
-    import sagepose.models.vit  # noqa: F401  (the package exports a function of the module's name)
-    vit_module = __import__("sys").modules["sagepose.models.vit"]
     kernel_dtypes = []
     sdpa = F.scaled_dot_product_attention
-    monkeypatch.setattr(vit_module.F, "scaled_dot_product_attention",
+    monkeypatch.setattr(cpu_kernels.F, "scaled_dot_product_attention",
                         lambda q, *a, **kw: kernel_dtypes.append(q.dtype) or sdpa(q, *a, **kw))
-    attention = vit_module.attention
+    attention = cpu_kernels.attention
     torch.manual_seed(0)
     base = [torch.randn(4, 2, 48, 16).bfloat16() for _ in range(3)] + [torch.randn(2, 48, 48)]
     q, k, v = (t.clone().requires_grad_() for t in base[:3])
@@ -290,9 +288,8 @@ def test_fuse_for_inference_folds_every_batchnorm_and_keeps_the_outputs(name):
 def test_packed_linear_weights_give_the_same_bits_and_follow_weight_changes():
     import copy
 
-    from sagepose.models.vit import pack_linear_weights
+    from sagepose.models.cpu_kernels import pack_linear_weights
 
-    vit_module = sys.modules["sagepose.models.vit"]  # (sagepose.models.vit is also a function's name)
     torch.manual_seed(0)
     model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval()
     x = torch.randn(2, 3, 128, 96)
@@ -301,14 +298,14 @@ def test_packed_linear_weights_give_the_same_bits_and_follow_weight_changes():
         if pack_linear_weights(model) == 0:
             pytest.skip("this torch build has no oneDNN linear-weight packing")
         linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        assert all(vit_module._PACKED[m][2].is_mkldnn for m in linears)
+        assert all(cpu_kernels._PACKED[m][2].is_mkldnn for m in linears)
         torch.testing.assert_close(model(x), plain, rtol=0, atol=0)  # the same bits
         fc1 = model.backbone.blocks[0].mlp.fc1
         fc1.weight.mul_(0.5)  # changed in place after packing
         proj = model.backbone.blocks[1].attn.proj
         proj.weight = torch.nn.Parameter(torch.randn_like(proj.weight))  # replaced after packing
         unpacked = copy.deepcopy(model)  # a copy is not packed (and copying works)
-        assert not any(m in vit_module._PACKED for m in unpacked.modules())
+        assert not any(m in cpu_kernels._PACKED for m in unpacked.modules())
         want = unpacked(x)
         assert (want - plain).abs().max() > 1e-2
         torch.testing.assert_close(model(x), want, rtol=0, atol=0)
@@ -318,7 +315,6 @@ def test_packed_linear_weights_give_the_same_bits_and_follow_weight_changes():
 def test_set_dtype_predicts_in_bfloat16_close_to_float32(name):
     import copy
 
-    vit_module = sys.modules["sagepose.models.vit"]
     torch.manual_seed(0)
     arch = dict(depth=2) if name.startswith("vitpose") else dict(widths=(8, 16, 24, 32), num_modules=(1, 1, 1),
                                                                   num_blocks=1, stem_blocks=1)
@@ -334,7 +330,7 @@ def test_set_dtype_predicts_in_bfloat16_close_to_float32(name):
         assert got.heatmaps.dtype == np.float32 and got.keypoints.dtype == np.float32
         rel = np.abs(got.heatmaps - want.heatmaps).max() / np.abs(want.heatmaps).max()
         assert 1e-4 < rel <= 5e-2  # really computed in bf16 (not silently float32), and close
-    assert not any(m in vit_module._PACKED for m in fused.modules())  # no stale float32 packed copies
+    assert not any(m in cpu_kernels._PACKED for m in fused.modules())  # no stale float32 packed copies
     with pytest.raises(RuntimeError, match="float32"):
         model.set_exact()
     with pytest.raises(ValueError, match="float64"):
@@ -350,11 +346,96 @@ def test_set_dtype_predicts_in_bfloat16_close_to_float32(name):
 
 
 def test_weights_are_packed_by_default_only_where_the_copy_fits_in_an_eighth_of_the_ram(monkeypatch):
-    vit_module = sys.modules["sagepose.models.vit"]
     linear_bytes = 2 * 4 * 4 * 768 * 768 + 2 * 2 * 4 * 768 * 3072  # 2 blocks: qkv + proj, fc1 + fc2; float32
     pages = {"SC_PAGE_SIZE": 4096}
-    monkeypatch.setattr(vit_module.os, "sysconf", lambda name: pages[name])
+    monkeypatch.setattr(cpu_kernels.os, "sysconf", lambda name: pages[name])
     for ram, packed in ((8 * linear_bytes + 4096, True), (8 * linear_bytes - 4096, False)):
         pages["SC_PHYS_PAGES"] = ram // 4096
         model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval().fuse_for_inference()
-        assert any(m in vit_module._PACKED for m in model.modules()) == (packed and vit_module._ONEDNN), ram
+        packs = any(m in cpu_kernels._PACKED for m in model.modules())
+        assert packs == (packed and cpu_kernels.onednn_available()), ram
+
+
+def test_inference_mode_refuses_exactly_exact_with_fusing_or_low_precision_and_packing_without_fusing():
+    import itertools
+
+    from sagepose.models.estimator import InferenceMode
+
+    for fused, exact, dtype, packed in itertools.product((False, True), (False, True),
+                                                         (torch.float32, torch.bfloat16, torch.float16), (False, True)):
+        mode = InferenceMode(fused, exact, dtype, packed)
+        reasons = [(exact and fused, r"exact=True"), (exact and dtype != torch.float32, r"float32 arithmetic"),
+                   (packed and not fused, r"needs fused=True")]
+        refused = [match for bad, match in reasons if bad]
+        if not refused:
+            mode.check()
+            continue
+        with pytest.raises((RuntimeError, ValueError), match=refused[0] if len(refused) == 1 else None):
+            mode.check()
+    with pytest.raises(ValueError, match="float64"):
+        InferenceMode(dtype=torch.float64).check()
+
+
+def test_fuse_for_inference_refuses_a_model_in_exact_mode_and_fusing_cannot_be_undone():
+    import dataclasses
+
+    from sagepose.models.estimator import InferenceMode
+
+    model = build_model("vit-tiny").eval().set_exact()
+    with pytest.raises(RuntimeError, match="set_exact\\(False\\) before fuse_for_inference"):
+        model.fuse_for_inference()  # formerly it folded the BatchNorms under exact mode
+    assert model.exact and not model.fused
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    model.set_exact(False).fuse_for_inference(pack_weights=False)
+    assert model.inference_mode == InferenceMode(fused=True)
+    with pytest.raises(RuntimeError, match="cannot be undone"):
+        model.set_mode(dataclasses.replace(model.inference_mode, fused=False))
+
+
+def test_set_mode_in_one_step_predicts_as_the_setters_one_after_another():
+    import copy
+
+    from sagepose.models.estimator import InferenceMode
+
+    torch.manual_seed(0)
+    model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval()
+    image = synthetic_image()
+    boxes = np.array([[60, 20, 260, 300]], np.float32)
+    stepwise = copy.deepcopy(model).fuse_for_inference(pack_weights=True).set_dtype("bfloat16")
+    at_once = model.set_mode(InferenceMode(fused=True, dtype=torch.bfloat16, packed=True))  # folded, then cast
+    for _ in range(2):
+        assert at_once.inference_mode == stepwise.inference_mode
+        want = stepwise.predict(image, boxes, return_heatmaps=True)
+        got = at_once.predict(image, boxes, return_heatmaps=True)
+        np.testing.assert_array_equal(got.heatmaps, want.heatmaps)
+        np.testing.assert_array_equal(got.keypoints, want.keypoints)
+        stepwise.set_dtype("float32")
+        at_once.set_mode(InferenceMode(fused=True, packed=True))
+    assert any(m in cpu_kernels._PACKED for m in at_once.modules()) == cpu_kernels.onednn_available()  # re-packed
+
+
+def test_models_and_data_do_not_import_each_other():
+    import subprocess
+
+    code = ("import sys, sagepose.{a}; bad = sorted(m for m in sys.modules if m.startswith('sagepose.{b}'));"
+            " assert not bad, bad")
+    for a, b in (("models", "data"), ("data", "models")):
+        run = subprocess.run([sys.executable, "-c", code.format(a=a, b=b)], capture_output=True, text=True)
+        assert run.returncode == 0, f"importing sagepose.{a} imports sagepose.{b}: {run.stderr[-300:]}"
+
+
+def test_onednn_is_probed_once_and_sagepose_onednn_0_gives_plain_f_linear(monkeypatch):
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 5, 8)
+    monkeypatch.setenv("SAGEPOSE_ONEDNN", "0")
+    cpu_kernels.onednn_available.cache_clear()
+    try:
+        assert cpu_kernels.onednn_available() is False
+        monkeypatch.setenv("SAGEPOSE_ONEDNN", "1")
+        assert cpu_kernels.onednn_available() is False  # probed once: the first answer stays
+        with torch.no_grad():
+            torch.testing.assert_close(cpu_kernels.linear(x, layer, gelu=True), F.gelu(F.linear(x, layer.weight,
+                                       layer.bias)), rtol=0, atol=0)
+            assert cpu_kernels.pack_linear_weights(layer) == 0
+    finally:
+        cpu_kernels.onednn_available.cache_clear()

@@ -107,16 +107,22 @@ def continuous_gaussian_heatmaps(keypoints: torch.Tensor, visible: torch.Tensor,
 # ----------------------------------------------------------------------------- decode
 
 
+def heatmap_argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """heatmaps (B, K, H, W) -> pixel (B, K, 2) int64 (x, y) of the first maximum in row-major order, values (B, K)."""
+    w = heatmaps.shape[-1]
+    vals, idx = heatmaps.flatten(-2).max(dim=-1)
+    return torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1), vals
+
+
 def get_heatmap_maximum(heatmaps):
     """heatmaps (B, K, H, W) -> locations (B, K, 2) as (x, y) heatmap pixels, values (B, K).
 
-    The first maximum in row-major order; where the maximum is <= 0 the location is
-    (-1, -1), as MMPose marks it. Accepts torch tensors or numpy arrays.
+    The first maximum in row-major order (:func:`heatmap_argmax`); where the maximum is <= 0
+    the location is (-1, -1), as MMPose marks it. Accepts torch tensors or numpy arrays.
     """
     hm, from_numpy = _as_tensor(heatmaps)
-    w = hm.shape[-1]
-    vals, idx = hm.flatten(-2).max(dim=-1)
-    locs = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1).to(_float(hm).dtype)
+    locs, vals = heatmap_argmax(hm)
+    locs = locs.to(_float(hm).dtype)
     locs = torch.where((vals <= 0)[..., None], torch.full_like(locs, -1), locs)
     return (locs.numpy(), vals.numpy()) if from_numpy else (locs, vals)
 
@@ -312,10 +318,18 @@ class MSRAHeatmap:
         ratio = np.float32(np.array(self.input_size) / np.array(self.heatmap_size))
         return torch.from_numpy(ratio).to(dtype=like.dtype, device=like.device)
 
+    def to_heatmap(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """keypoints (..., 2) in input pixels -> heatmap pixels, as :meth:`encode` places them."""
+        return keypoints / self._scale(keypoints)
+
+    def to_input(self, locs: torch.Tensor) -> torch.Tensor:
+        """locations (..., 2) in heatmap pixels -> input pixels, as :meth:`decode` maps them."""
+        return locs * self._scale(locs)
+
     def encode(self, keypoints, visible=None):
         """keypoints (B, K, 2), visible (B, K) -> heatmaps (B, K, H, W) float32, weights (B, K) float32."""
         kp, vis, to_numpy = _encode_inputs(keypoints, visible, "MSRAHeatmap")
-        kp = kp / self._scale(kp)
+        kp = self.to_heatmap(kp)
         if self.unbiased:
             heatmaps, weights = continuous_gaussian_heatmaps(kp, vis, self.heatmap_size, self.sigma)
         else:
@@ -335,7 +349,7 @@ class MSRAHeatmap:
             locs = refine_dark(locs, hm, self.blur_kernel_size)
         else:
             locs = refine_quarter_pixel(locs, hm)
-        keypoints = locs * self._scale(locs)
+        keypoints = self.to_input(locs)
         return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
 
 
@@ -378,10 +392,22 @@ class UDPHeatmap:
         ratio = np.float32((np.array(self.input_size) - 1) / (np.array(self.heatmap_size) - 1))
         return torch.from_numpy(ratio).to(dtype=like.dtype, device=like.device)
 
+    def to_heatmap(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """keypoints (..., 2) in input pixels -> heatmap pixels, as :meth:`encode` places them."""
+        return keypoints / self._encode_scale(keypoints)
+
+    def to_input(self, locs: torch.Tensor) -> torch.Tensor:
+        """locations (..., 2) in heatmap pixels -> input pixels, as :meth:`decode` maps them (``decode_scale``)."""
+        if self.decode_scale == "unbiased":
+            return locs * self._encode_scale(locs)
+        w, h = self.heatmap_size
+        return locs / torch.tensor([w - 1, h - 1], dtype=locs.dtype, device=locs.device) \
+            * torch.tensor(self.input_size, dtype=locs.dtype, device=locs.device)
+
     def encode(self, keypoints, visible=None):
         """keypoints (B, K, 2), visible (B, K) -> heatmaps (B, K, H, W) float32, weights (B, K) float32."""
         kp, vis, to_numpy = _encode_inputs(keypoints, visible, "UDPHeatmap")
-        kp = kp / self._encode_scale(kp)
+        kp = self.to_heatmap(kp)
         heatmaps, weights = window_gaussian_heatmaps(kp, vis, self.heatmap_size, self.sigma, subpixel=True)
         return _encode_outputs(heatmaps, weights, to_numpy)
 
@@ -395,13 +421,7 @@ class UDPHeatmap:
             locs = _per_instance(reference.refine_dark_udp_mmpose, locs, hm, self.blur_kernel_size).double()
         else:
             locs = refine_dark_udp(locs, hm, self.blur_kernel_size)
-        if self.decode_scale == "unbiased":
-            keypoints = locs * self._encode_scale(locs)
-        else:
-            w, h = self.heatmap_size
-            keypoints = locs / torch.tensor([w - 1, h - 1], dtype=locs.dtype, device=locs.device) \
-                * torch.tensor(self.input_size, dtype=locs.dtype, device=locs.device)
-        keypoints = keypoints.to(hm.dtype)
+        keypoints = self.to_input(locs).to(hm.dtype)
         return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
 
 

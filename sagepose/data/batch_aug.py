@@ -16,18 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)  # MMPose's PoseDataPreprocessor, 0-255 scale
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
-
-
-def normalize(crops: torch.Tensor, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, H, W, 3) BGR uint8 -> (B, 3, H, W) RGB ``(x - mean) / std``; mean / std are RGB, 0-255."""
-    x = crops.flip(-1).permute(0, 3, 1, 2).to(dtype)
-    mean = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std  # channels-last strides, from the free permute
-
+from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize  # noqa: F401 (they live in sagepose.image)
 
 # splitmix64's increment and multipliers (Steele, Lea & Flood 2014), as signed int64
 _GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)

@@ -28,17 +28,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from sagepose.geometry import BOX_NONFINITE, check_boxes
+from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live in sagepose.image)
 from sagepose.keypoints import KeypointSchema, get_schema
 
 AREA_FROM_BOX = 0.53  # MMPose's area estimate for annotations without 'area'
-
-
-class ImageReadError(OSError):
-    """An image that is missing or cannot be decoded; the message starts with its path."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,18 +61,6 @@ class Record:
     @property
     def num_keypoints(self) -> int:
         return int(np.count_nonzero(self.visible))
-
-
-def read_image(path: str) -> np.ndarray:
-    """Decode an image file -> (H, W, 3) BGR uint8; :class:`ImageReadError` if missing or corrupt."""
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError:
-        raise ImageReadError(f"{path}: missing") from None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise ImageReadError(f"{path}: cannot decode (corrupt or not an image)")
-    return img
 
 
 def read_json(path: str):

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,11 +18,16 @@ from torch import nn
 
 from sagepose import geometry
 from sagepose.codecs import flip_heatmaps
-from sagepose.data.batch_aug import IMAGENET_MEAN_RGB as IMAGENET_MEAN
-from sagepose.data.batch_aug import IMAGENET_STD_RGB as IMAGENET_STD
-from sagepose.data.batch_aug import normalize
-from sagepose.data.coco import read_image
+from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize, read_image
 from sagepose.keypoints import KeypointSchema
+from sagepose.models.cpu_kernels import (
+    mmpose_arithmetic,
+    pack_linear_weights,
+    packing_fits_in_memory,
+    unpack_linear_weights,
+)
+from sagepose.models.fuse import fold_batchnorm
+from sagepose.models.vit import VisionTransformer
 
 
 @dataclass
@@ -33,11 +39,59 @@ class Prediction:
     heatmaps: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class InferenceMode:
+    """How a :class:`TopDownEstimator` predicts. Every combination of the four either passes :meth:`check` or
+    is refused there; :meth:`TopDownEstimator.set_mode` moves a model from one to another.
+
+    * ``fused``: BatchNorms folded into the convolutions, channels-last weights for convolutional backbones
+      (:meth:`TopDownEstimator.fuse_for_inference`). Cannot be undone; a fused model does not train.
+    * ``exact``: MMPose's float32 arithmetic operation for operation (:meth:`TopDownEstimator.set_exact`):
+      needs the BatchNorms, so not fused, and float32.
+    * ``dtype``: the backbone's and head's weights and compute (:meth:`TopDownEstimator.set_dtype`): float32,
+      or bfloat16 / float16 for prediction only.
+    * ``packed``: a fused model's float32 CPU linear weights also kept in oneDNN's blocked layout
+      (:func:`~sagepose.models.cpu_kernels.pack_linear_weights`). In bfloat16 / float16 no weight is float32
+      and nothing is packed; back in float32 the weights are packed again.
+    """
+
+    fused: bool = False
+    exact: bool = False
+    dtype: torch.dtype = torch.float32
+    packed: bool = False
+
+    DTYPES: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
+
+    def check(self) -> None:
+        """Refuse an invalid combination, with the error that says why it is one."""
+        if self.dtype not in self.DTYPES:
+            raise ValueError(f"set_dtype: {self.dtype} is not float32, bfloat16 or float16")
+        if self.exact and self.dtype != torch.float32:
+            raise RuntimeError(f"exact mode reproduces MMPose's float32 arithmetic: it cannot run in {self.dtype} "
+                               "(set_dtype)")
+        if self.exact and self.fused:
+            raise RuntimeError("exact mode needs the unfused model (BatchNorms not folded): load it with "
+                               "sagepose.load(..., exact=True) or sagepose.load(..., fuse=False), or call "
+                               "set_exact(False) before fuse_for_inference")
+        if self.packed and not self.fused:
+            raise ValueError("packed linear weights are part of fusing: InferenceMode(packed=True) needs fused=True")
+
+    def check_trainable(self) -> None:
+        """Refuse a mode a model cannot train in (``TopDownEstimator.train``)."""
+        if self.fused:
+            raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
+                               "convolutions) and cannot train; load it with sagepose.load(..., fuse=False)")
+        if self.dtype != torch.float32:
+            raise RuntimeError(f"{self.dtype} weights (set_dtype) are for prediction, in eval mode; train float32 "
+                               "weights with mixed precision (trainer.precision=bf16-mixed): set_dtype('float32')")
+
+
 class TopDownEstimator(nn.Module):
-    """Backbone + heatmap head + codec for one keypoint schema at a fixed input size (w, h)."""
+    """Backbone + heatmap head + codec for one keypoint schema at a fixed input size (w, h), predicting in
+    one :class:`InferenceMode` (``inference_mode``; the default: unfused float32, the trainable module)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, codec, schema: KeypointSchema,
-                 input_size: tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 input_size: tuple[int, int], mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,
                  flip_test: bool = True, shift_heatmap: bool | None = None, heatmap_output: str = "raw"):
         super().__init__()
         if heatmap_output not in ("raw", "softmax"):
@@ -52,11 +106,8 @@ class TopDownEstimator(nn.Module):
             raise ValueError(f"codec input size {tuple(codec.input_size)} != model input size "
                              f"{self.input_size}")
         self.flip_test = flip_test
-        self.fused = False  # set by fuse_for_inference
-        self._packed_weights = False  # whether fuse_for_inference packed the linear weights (set_dtype re-packs)
-        self.exact = False  # set by set_exact
-        self.compute_dtype = torch.float32  # set by set_dtype
-        self._fast_codec = None  # the codec set_exact replaced
+        self.inference_mode = InferenceMode()  # changed by set_mode only
+        self._fast_codec = None  # in exact mode: the codec set_exact replaced
         self.shift_heatmap = codec.shift_heatmap_default if shift_heatmap is None else shift_heatmap
         # Non-persistent: checkpoints hold only weights; mean/std are part of the model's definition.
         self.register_buffer("mean", torch.tensor(mean).float().view(1, 3, 1, 1), persistent=False)
@@ -76,6 +127,57 @@ class TopDownEstimator(nn.Module):
             return raw
         return raw.flatten(2).float().softmax(-1).view(raw.shape) * self.heatmap_mass
 
+    @property
+    def fused(self) -> bool:
+        return self.inference_mode.fused
+
+    @property
+    def exact(self) -> bool:
+        return self.inference_mode.exact
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.inference_mode.dtype
+
+    def set_mode(self, mode: InferenceMode) -> TopDownEstimator:
+        """Move this model, in place, to inference ``mode`` (:meth:`InferenceMode.check` refuses an invalid one;
+        fusing cannot be undone). ``fuse_for_inference``, ``set_exact`` and ``set_dtype`` change one field of
+        the present mode through here. Returns ``self``."""
+        mode.check()
+        old = self.inference_mode
+        if old.fused and not mode.fused:
+            raise RuntimeError("fuse_for_inference cannot be undone (the BatchNorms are folded): build or load the "
+                               "model again, e.g. sagepose.load(..., fuse=False)")
+        if mode.fused and not old.fused:
+            self.eval()  # folding uses the running statistics
+        if self.training:
+            mode.check_trainable()
+        if mode.fused and not old.fused:
+            fold_batchnorm(self)
+            if not hasattr(self.backbone, "blocks"):  # a ViT's time is in matmuls; its few convs gain nothing
+                self.to(memory_format=torch.channels_last)
+            elif len(getattr(self.head, "deconv_blocks", ())) >= 2:  # ViTPose's classic head: see HeatmapHead
+                self.head.cpu_channels_last_from = 1
+        if mode.dtype != old.dtype:
+            if self.device.type == "cpu" and (mode.dtype == torch.float16 or (
+                    mode.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported())):
+                warnings.warn(f"{mode.dtype} on this CPU is emulated, several times slower than float32 "
+                              "(bfloat16 needs AVX512-BF16 or AMX; float16 is for GPUs)", stacklevel=3)
+            self.backbone.to(mode.dtype)
+            self.head.to(mode.dtype)
+        if mode.exact and not old.exact:  # the codec's decode with MMPose's numpy / OpenCV float operations
+            self._fast_codec = self.codec
+            if "decode_impl" in {f.name for f in dataclasses.fields(self.codec)}:
+                self.codec = dataclasses.replace(self.codec, decode_impl="mmpose")
+        elif old.exact and not mode.exact:
+            self.codec, self._fast_codec = self._fast_codec, None
+        if mode.packed and (not old.packed or mode.dtype != old.dtype):  # packed copies follow the weights' dtype
+            pack_linear_weights(self)
+        elif old.packed and not mode.packed:
+            unpack_linear_weights(self)
+        self.inference_mode = mode
+        return self
+
     def fuse_for_inference(self, pack_weights: bool | None = None) -> TopDownEstimator:
         """Rewrite this model, in place, for faster prediction with the same outputs (to float32 rounding):
         BatchNorms folded into the convolutions before them, and for convolutional backbones (HRNet,
@@ -84,31 +186,18 @@ class TopDownEstimator(nn.Module):
         input from its second deconv on (``HeatmapHead.cpu_channels_last_from``).
 
         ``pack_weights``: also keep the transformer linear weights in oneDNN's blocked layout
-        (:func:`sagepose.models.vit.pack_linear_weights`; ViTPose-B batch 1 198 -> 187 ms) at the cost of a
-        second copy of them in memory. By default where that copy takes at most 1/8 of the RAM
-        (:func:`sagepose.models.vit.packing_fits_in_memory`).
+        (:func:`sagepose.models.cpu_kernels.pack_linear_weights`; ViTPose-B batch 1 198 -> 187 ms) at the cost
+        of a second copy of them in memory. By default where that copy takes at most 1/8 of the RAM
+        (:func:`sagepose.models.cpu_kernels.packing_fits_in_memory`).
 
-        Eval mode only; afterwards the state dict no longer has the BatchNorm entries, so fuse a model you
-        only predict with (``sagepose.load`` does, unless ``fuse=False``). Returns ``self``; a second call
-        does nothing."""
-        from sagepose.models.fuse import fold_batchnorm
-        from sagepose.models.vit import pack_linear_weights, packing_fits_in_memory
-
+        Puts the model in eval mode; afterwards the state dict no longer has the BatchNorm entries, so fuse a
+        model you only predict with (``sagepose.load`` does, unless ``fuse=False``). Not for a model in exact
+        mode. Returns ``self``; a second call does nothing."""
         if self.fused:
             return self
-        self.eval()
-        fold_batchnorm(self)
-        if not hasattr(self.backbone, "blocks"):  # a ViT's time is in matmuls; its few convs gain nothing
-            self.to(memory_format=torch.channels_last)
-        elif len(getattr(self.head, "deconv_blocks", ())) >= 2:  # ViTPose's classic head: see HeatmapHead
-            self.head.cpu_channels_last_from = 1
         if pack_weights is None:
             pack_weights = packing_fits_in_memory(self)
-        if pack_weights:
-            pack_linear_weights(self)
-        self._packed_weights = pack_weights
-        self.fused = True
-        return self
+        return self.set_mode(dataclasses.replace(self.inference_mode, fused=True, packed=pack_weights))
 
     def set_exact(self, enabled: bool = True) -> TopDownEstimator:
         """Predict with MMPose 1.x's float32 arithmetic, operation for operation, so that on the same torch build,
@@ -123,54 +212,21 @@ class TopDownEstimator(nn.Module):
         where a decode is ill-conditioned (DARK on flat heatmaps, e.g. from random weights) that rounding
         can move a keypoint, and only this mode reproduces MMPose's keypoint there. It runs at about
         MMPose's speed (``benchmarks/bench_latency_mmpose.py``). Not for a fused model (load with
-        ``sagepose.load(..., exact=True)``).
+        ``sagepose.load(..., exact=True)``) nor one in another dtype than float32.
         Returns ``self``."""
-        if enabled and self.compute_dtype != torch.float32:
-            raise RuntimeError(f"exact mode reproduces MMPose's float32 arithmetic; this model runs in "
-                               f"{self.compute_dtype} (set_dtype)")
-        if enabled and self.fused:
-            raise RuntimeError("set_exact needs the unfused model (BatchNorms not folded): load it with "
-                               "sagepose.load(..., exact=True) or sagepose.load(..., fuse=False)")
-        if enabled and not self.exact:
-            self._fast_codec = self.codec
-            if "decode_impl" in {f.name for f in dataclasses.fields(self.codec)}:
-                self.codec = dataclasses.replace(self.codec, decode_impl="mmpose")
-        elif not enabled and self.exact:
-            self.codec, self._fast_codec = self._fast_codec, None
-        self.exact = enabled
-        return self
+        return self.set_mode(dataclasses.replace(self.inference_mode, exact=enabled))
 
     def set_dtype(self, dtype: torch.dtype | str) -> TopDownEstimator:
         """Predict with the backbone and head in ``dtype`` (``torch.bfloat16`` or ``"bfloat16"``, ``float16``,
         ``float32``): their weights are cast, :meth:`predict_heatmaps` casts its input and returns float32
-        heatmaps; normalisation, flip fusion and decoding stay float32. For inference only: bfloat16 on a
-        CPU with native bf16 (AVX512-BF16 / AMX) or a GPU, float16 on a GPU; outputs then differ from
+        heatmaps; normalisation, flip fusion and decoding stay float32. For inference only (eval mode): bfloat16
+        on a CPU with native bf16 (AVX512-BF16 / AMX) or a GPU, float16 on a GPU; outputs then differ from
         float32 by about 1e-2 relative. Returns ``self``."""
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"set_dtype: {dtype} is not float32, bfloat16 or float16")
-        if self.exact and dtype != torch.float32:
-            raise RuntimeError("exact mode reproduces MMPose's float32 arithmetic: it cannot run in " + str(dtype))
-        if self.training and dtype != torch.float32:
-            raise RuntimeError("set_dtype is for prediction; train in float32 weights with mixed precision "
-                               "(trainer.precision=bf16-mixed)")
-        if self.device.type == "cpu" and (dtype == torch.float16 or (
-                dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported())):
-            warnings.warn(f"{dtype} on this CPU is emulated, several times slower than float32 "
-                          "(bfloat16 needs AVX512-BF16 or AMX; float16 is for GPUs)", stacklevel=2)
-        self.backbone.to(dtype)
-        self.head.to(dtype)
-        self.compute_dtype = dtype
-        if self._packed_weights:  # packed copies follow the weights' new dtype
-            from sagepose.models.vit import pack_linear_weights
-
-            pack_linear_weights(self)
-        return self
+        return self.set_mode(dataclasses.replace(self.inference_mode, dtype=dtype))
 
     def _forward_exact(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass with MMPose's arithmetic (see :meth:`set_exact`)."""
-        from sagepose.models.vit import VisionTransformer, mmpose_arithmetic
-
         with mmpose_arithmetic():
             feats = self.backbone(x.contiguous())  # MMPose's data preprocessor hands over contiguous NCHW
             if isinstance(self.backbone, VisionTransformer) and isinstance(feats, torch.Tensor):
@@ -180,12 +236,8 @@ class TopDownEstimator(nn.Module):
             return self.head(feats)
 
     def train(self, mode: bool = True) -> TopDownEstimator:
-        if mode and self.fused:
-            raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
-                               "convolutions) and cannot train; load it with sagepose.load(..., fuse=False)")
-        if mode and self.compute_dtype != torch.float32:
-            raise RuntimeError(f"this model predicts in {self.compute_dtype} (set_dtype); train in float32 weights "
-                               "with mixed precision: set_dtype('float32') first")
+        if mode:
+            self.inference_mode.check_trainable()
         return super().train(mode)
 
     @property

@@ -11,7 +11,9 @@ The head's decoder is the plain :class:`~sagepose.models.heads.HeatmapHead` endi
 ``forward`` returns them stacked in one tensor (B, 4K, h, w) -- heatmaps first, then (x, y) offsets per
 keypoint, then log-variances -- so the estimator, flip test, export and training see one tensor as for
 any head. :meth:`FusionHead.decode` reads it: argmax, a soft-argmax in a small window, one Newton step
-on the log-heatmap from there (DARK's local Gaussian model), then the predicted offset.
+on the log-heatmap from there (DARK's local Gaussian model), then the predicted offset. The codec's pieces
+are reused: its argmax, blur, flip and its map between heatmap and input pixels. Its DARK step is not: that
+one starts at the integer argmax, this one at the sub-pixel soft-argmax, with bilinearly sampled derivatives.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sagepose.codecs.heatmap import gaussian_blur
+from sagepose.codecs.heatmap import flip_heatmaps, gaussian_blur, heatmap_argmax
 from sagepose.models.heads import HeatmapHead, _act, _norm
 
 LOG_EPS = 1e-10  # heatmap floor before the log in the Newton step
@@ -44,20 +46,15 @@ def join_outputs(heatmaps: torch.Tensor, offsets: torch.Tensor, log_var: torch.T
 # ----------------------------------------------------------------------------- coordinates
 
 
-def heatmap_scale(codec, decoding: bool) -> tuple[float, float]:
-    """Input pixels per heatmap pixel (x, y) as ``codec`` maps them: MSRA input / heatmap both ways; UDP encodes
-    with (input - 1) / (heatmap - 1) and decodes as its ``decode_scale`` says (MMPose: input / (heatmap - 1))."""
-    (iw, ih), (hw, hh) = codec.input_size, codec.heatmap_size
-    if not codec.udp:
-        return iw / hw, ih / hh
-    if decoding and codec.decode_scale == "mmpose":
-        return iw / (hw - 1), ih / (hh - 1)
-    return (iw - 1) / (hw - 1), (ih - 1) / (hh - 1)
-
-
 def to_heatmap_coords(keypoints: torch.Tensor, codec) -> torch.Tensor:
-    """keypoints (B, K, 2) in input pixels -> heatmap pixels, where ``codec.encode`` centres its Gaussians."""
-    return keypoints.float() / keypoints.new_tensor(heatmap_scale(codec, decoding=False)).float()
+    """keypoints (B, K, 2) in input pixels -> float32 heatmap pixels, where ``codec.encode`` centres its Gaussians."""
+    return codec.to_heatmap(keypoints.float())
+
+
+def to_input_pixels(locs: torch.Tensor, std: torch.Tensor, codec) -> tuple[torch.Tensor, torch.Tensor]:
+    """locations (B, K, 2), std (B, K) in heatmap pixels -> input pixels, by ``codec``'s decode map (a scaling
+    per axis; the std scaled by its mean)."""
+    return codec.to_input(locs), std * codec.to_input(std.new_ones(2)).mean()
 
 
 # ----------------------------------------------------------------------------- decode
@@ -89,8 +86,7 @@ def soft_argmax_window(heatmaps: torch.Tensor, radius: int) -> tuple[torch.Tenso
     argmax (pixels outside the map left out); a window with no positive value keeps the argmax.
     """
     b, k, h, w = heatmaps.shape
-    scores, idx = heatmaps.flatten(2).max(-1)
-    peak = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1)
+    peak, scores = heatmap_argmax(heatmaps)
     d = torch.arange(-radius, radius + 1, device=heatmaps.device)
     xs = (peak[..., 0, None, None] + d.view(1, 1, 1, -1)).expand(b, k, len(d), len(d))
     ys = (peak[..., 1, None, None] + d.view(1, 1, -1, 1)).expand(b, k, len(d), len(d))
@@ -191,16 +187,15 @@ class FusionHead(nn.Module):
         left / right keypoints swapped (MMPose's heatmap flip, ``shift`` moving maps right one pixel), and
         the x offsets negated."""
         heatmaps, offsets, log_var = split_outputs(outputs)
-        index = list(flip_indices)
-        if len(index) != heatmaps.shape[1]:
-            raise ValueError(f"flip_back: {len(index)} flip indices for {heatmaps.shape[1]} keypoints")
+        b, k, h, w = heatmaps.shape
+        flip = lambda maps: flip_heatmaps(maps, flip_indices, shift)
         sign = offsets.new_tensor([-1.0, 1.0]).view(1, 1, 2, 1, 1)
-        out = join_outputs(heatmaps.flip(-1)[:, index], offsets.flip(-1)[:, index] * sign, log_var.flip(-1)[:, index])
-        return torch.cat([out[..., :1], out[..., :-1]], dim=-1) if shift else out
+        offsets = flip(offsets.reshape(b, k, 2 * h, w)).reshape(b, k, 2, h, w) * sign  # x and y maps in one call
+        return join_outputs(flip(heatmaps), offsets, flip(log_var))
 
     def decode(self, outputs: torch.Tensor, codec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 4K, h, w) -> keypoints (B, K, 2) in input pixels (``codec``'s heatmap-to-input map), scores (B, K)
         = heatmap maxima, std (B, K) in input pixels (the mean of the x and y scales)."""
         locs, scores, std = fusion_decode(outputs, self.radius, self.blur_kernel_size)
-        scale = locs.new_tensor(heatmap_scale(codec, decoding=True))
-        return locs * scale, scores, std * scale.mean()
+        keypoints, std = to_input_pixels(locs, std, codec)
+        return keypoints, scores, std

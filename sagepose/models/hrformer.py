@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sagepose.models.cpu_kernels import attention, in_mmpose_arithmetic, linear
 from sagepose.models.hrnet import HRNet
-from sagepose.models.vit import attention, drop_path, in_mmpose_arithmetic, linear
+from sagepose.models.vit import drop_path
 
 # One row per named size (MMPose's td-hm_hrformer-{small,base} configs); both have 7x7 windows,
 # FFN ratio 4, two blocks per branch and (1, 4, 2) modules in stages 2-4.

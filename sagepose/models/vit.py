@@ -5,18 +5,19 @@ without a cls token, a final LayerNorm, and the patch tokens returned as an NCHW
 feature map for a heatmap head. Numerically this is mmpretrain's ``VisionTransformer``
 as MMPose configures it for ViTPose (``with_cls_token=False``, ``out_type='featmap'``,
 patch padding 2); :mod:`sagepose.models.checkpoint` maps MMPose's key names onto ours.
+The layers' matmuls and attention go through :mod:`sagepose.models.cpu_kernels` (``linear``,
+``attention``: oneDNN at CPU inference, the same numbers); the hybrid demo model's conv stem is
+:mod:`sagepose.models.conv_stem`.
 """
 from __future__ import annotations
-
-import contextlib
-import contextvars
-import os
-import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from sagepose.models.conv_stem import ConvStem
+from sagepose.models.cpu_kernels import attention, linear
 
 # One row of numbers per named size. ViTPose-S uses 12 heads (not DeiT-S's 6), as the
 # official repo and MMPose's configs do. Sapiens: img 1024x768, no drop path.
@@ -50,116 +51,6 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - p)
     return x * keep / (1.0 - p)
-
-
-def _onednn_linear_ok(x: torch.Tensor) -> bool:
-    """Whether :func:`linear` may take the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
-    return (_ONEDNN and not _MMPOSE_ARITHMETIC.get() and not torch.is_grad_enabled() and type(x) is torch.Tensor
-            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
-
-
-def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None):
-    """``residual + gelu?(layer(x))``. At CPU float32 inference the matmul goes through oneDNN, with the GELU or
-    the residual add fused into it: torch's default CPU matmul is MKL's sgemm, which on AMD CPUs runs generic
-    kernels (about 1.5-2.5x slower here at ViTPose's 192 tokens). Same numbers to ~1e-6 relative; elsewhere
-    (training, autograd, tracing, export, GPU) it is plain ``F.linear``."""
-    global _ONEDNN
-    if _onednn_linear_ok(x):
-        weight = _packed_weight(layer)
-        try:
-            if residual is not None:
-                return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, layer.bias, "add")
-            return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, *(
-                ("gelu", [], "none") if gelu else ("none", [], "")))
-        except (RuntimeError, AttributeError, NotImplementedError):  # a torch build without these kernels
-            _ONEDNN = False
-    y = F.gelu(layer(x)) if gelu else layer(x)
-    return y if residual is None else residual + y
-
-
-# nn.Linear -> (its weight, that weight's version, the packed copy), see `pack_linear_weights`. Kept outside the
-# modules, so that copying or pickling a model never meets oneDNN's opaque tensors (a copy runs unpacked).
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _packed_weight(layer: nn.Linear) -> torch.Tensor:
-    """The weight in oneDNN's blocked layout if :func:`pack_linear_weights` packed it and it has not changed
-    since (same tensor, same version), else the weight as it is (oneDNN then reorders it on every call)."""
-    packed = _PACKED.get(layer)
-    if packed is not None and packed[0] is layer.weight and packed[1] == layer.weight._version:
-        return packed[2]
-    return layer.weight
-
-
-@torch.no_grad()
-def pack_linear_weights(model: nn.Module) -> int:
-    """Keep a copy of each float32 CPU ``nn.Linear`` weight of ``model`` in oneDNN's blocked layout, for
-    :func:`linear`'s inference path: oneDNN otherwise reorders every weight on every call. Same results
-    bit for bit; ViTPose-B forward on 2 CPU cores: batch 1 198 -> 187 ms, batch 8 1461 -> 1423 ms. Costs
-    one more copy of those weights in memory (ViTPose-B +340 MB, ViTPose-H +2.5 GB: for the largest models
-    on small machines use ``fuse_for_inference(pack_weights=False)``). A weight changed or replaced
-    afterwards is used as it is. Returns the number of weights packed."""
-    can_pack = _ONEDNN and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    n = 0
-    for layer in model.modules():
-        if not isinstance(layer, nn.Linear):
-            continue
-        _PACKED.pop(layer, None)  # a former packing (say, before a change of dtype) goes
-        if can_pack and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32:
-            w = layer.weight
-            _PACKED[layer] = (w, w._version, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
-            n += 1
-    return n
-
-
-def packing_fits_in_memory(model: nn.Module, fraction: float = 0.125) -> bool:
-    """Whether a packed copy of ``model``'s linear weights (:func:`pack_linear_weights`) stays within
-    ``fraction`` of this machine's physical memory: ViTPose-B's 0.34 GB from 2.7 GB of RAM, ViTPose-H's
-    2.5 GB from 20 GB, Sapiens-2B's 8.5 GB from 68 GB. True where the memory size is unknown."""
-    try:
-        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
-        return True
-    size = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, nn.Linear))
-    return size <= fraction * ram
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None):
-    """``F.scaled_dot_product_attention``; a CPU bf16 call that autograd will differentiate runs in float32:
-    torch's CPU flash-attention backward is 3-4x slower in bf16 than in float32 at short sequences (a 48-token
-    demo ViT: 9.0 vs 2.9 ms per fwd+bwd of (32, 4, 48, 32), casts included; no slower at ViTPose's 192).
-    A floating ``attn_mask`` (an additive bias) is cast to the dtype the kernel runs in."""
-    in_float32 = q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.requires_grad and torch.is_grad_enabled()
-    dtype = torch.float32 if in_float32 else q.dtype
-    if attn_mask is not None and attn_mask.is_floating_point():  # an additive bias: in the kernel's dtype
-        attn_mask = attn_mask.to(dtype)
-    if not in_float32:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
-
-
-# oneDNN matmuls for inference (see `linear`); SAGEPOSE_ONEDNN=0 turns them off, `mmpose_arithmetic()` for a block.
-_ONEDNN = os.environ.get("SAGEPOSE_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
-_MMPOSE_ARITHMETIC = contextvars.ContextVar("sagepose_mmpose_arithmetic", default=False)
-
-
-@contextlib.contextmanager
-def mmpose_arithmetic():
-    """Within this block the transformer layers compute as MMPose's own modules do, operation for operation
-    (``TopDownEstimator.set_exact``): :func:`linear` is ``F.linear`` (torch's default CPU matmul, as
-    mmpretrain's ViT) and HRFormer's window attention is MMPose's explicit softmax(q k^T + bias) v."""
-    token = _MMPOSE_ARITHMETIC.set(True)
-    try:
-        yield
-    finally:
-        _MMPOSE_ARITHMETIC.reset(token)
-
-
-def in_mmpose_arithmetic() -> bool:
-    """Whether this code runs inside :func:`mmpose_arithmetic`."""
-    return _MMPOSE_ARITHMETIC.get()
 
 
 class Attention(nn.Module):
@@ -215,8 +106,8 @@ class VisionTransformer(nn.Module):
     per side (16x12 for ViTPose at 256x192). ``pos_embed`` is (1, Hp * Wp, C), no cls slot.
 
     Hybrid form (ours, for small models trained from scratch): ``stem_channels`` replaces the
-    patch projection by a conv stem (:class:`ConvStem`, ``stem_blocks`` residual blocks per stage);
-    with ``skip_strides`` the forward returns ``[stem features at those strides..., token map]``
+    patch projection by a conv stem (:class:`ConvStem`, ``stem_blocks`` residual blocks per stage); with
+    ``skip_strides`` the forward returns ``[stem features at those strides..., token map]``
     (``out_channels`` lists their channels) for a head that merges them (:class:`SkipHeatmapHead`).
     """
 
@@ -275,66 +166,6 @@ class VisionTransformer(nn.Module):
             else:
                 x = block(x)
         return self.norm(x).transpose(1, 2).reshape(B, C, Hp, Wp)
-
-
-class ResBlock(nn.Module):
-    """Basic residual block: relu(x + BN(conv3x3(relu(BN(conv3x3(x))))))."""
-
-    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.fuse)
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-
-
-class ConvStem(nn.Module):
-    """A convolutional patch embedding: per entry of ``channels`` a stride-2 3x3 conv + BN + ReLU and
-    ``blocks[i]`` residual blocks, then a 1x1 projection to the embedding.
-
-    Xiao et al. 2021 ("Early convolutions help transformers see better"): it makes small
-    ViTs trained from scratch converge much faster at negligible cost. The residual blocks and
-    the features it hands to the head at ``skip_strides`` (a U-Net-style hybrid) are ours: they
-    give the CPU demo model local detail at stride 4 that 16-pixel tokens lack.
-    Forward: the stride-``patch_size`` map, or ``[features at skip_strides..., that map]``.
-    """
-
-    def __init__(self, channels: tuple[int, ...], embed_dim: int, patch_size: int, blocks: tuple[int, ...] = (),
-                 skip_strides: tuple[int, ...] = ()):
-        super().__init__()
-        if 2 ** len(channels) != patch_size:
-            raise ValueError(f"conv stem: {len(channels)} stride-2 convs give stride {2 ** len(channels)}, "
-                             f"patch_size is {patch_size}")
-        blocks = tuple(blocks) or (0,) * len(channels)
-        if len(blocks) != len(channels):
-            raise ValueError(f"conv stem: stem_blocks {blocks} needs one count per stage of {channels}")
-        strides = [2 ** (i + 1) for i in range(len(channels) - 1)]  # of the stages before the last
-        bad = [s for s in skip_strides if s not in strides]
-        if bad:
-            raise ValueError(f"conv stem: skip_strides {bad} are not strides of its stages before the last ({strides})")
-        self.skip_stages = [strides.index(s) for s in skip_strides]
-        self.skip_channels = [channels[i] for i in self.skip_stages]
-        stages, c_in = [], 3
-        for c, n in zip(channels, blocks):
-            stages.append(nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
-                                        nn.ReLU(inplace=True), *(ResBlock(c) for _ in range(n))))
-            c_in = c
-        self.stages = nn.ModuleList(stages)
-        self.proj = nn.Conv2d(c_in, embed_dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        skips = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.skip_stages:
-                skips.append(x)
-        x = self.proj(x)
-        return [*skips, x] if self.skip_stages else x
 
 
 def interpolate_pos_embed(pos: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]):
