@@ -97,10 +97,9 @@ class TopDownEstimator(nn.Module):
         if heatmap_output not in ("raw", "softmax"):
             raise ValueError(f"heatmap_output must be 'raw' or 'softmax', got {heatmap_output!r}")
         self.heatmap_output = heatmap_output
-        self.codec = codec
-        self.heatmap_mass = self._target_mass() if heatmap_output == "softmax" else 1.0
         self.backbone, self.head = backbone, head
         self.codec, self.schema = codec, schema
+        self.heatmap_mass = self._target_mass() if heatmap_output == "softmax" else 1.0
         self.input_size = tuple(input_size)
         if tuple(codec.input_size) != self.input_size:
             raise ValueError(f"codec input size {tuple(codec.input_size)} != model input size "
