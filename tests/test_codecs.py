@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from goldens_io import require_golden_platform
 
 from sagepose.codecs import CODECS, MSRAHeatmap, UDPHeatmap, build_codec, flip_heatmaps, get_heatmap_maximum
 from sagepose.codecs.heatmap import continuous_gaussian_heatmaps
@@ -29,6 +30,19 @@ def golden_heatmaps(case: str) -> tuple[torch.Tensor, int]:
     """Decode inputs (B, K, H, W) and how many leading instances are uniform noise (the rest: noisy peaks)."""
     n_random = int(GOLDENS[f"{case}/config"][-1])
     return torch.from_numpy(GOLDENS[f"{case}/heatmaps"].astype(np.float32)), n_random
+
+
+def well_posed(case: str, name: str) -> np.ndarray:
+    """(B, K) bool: where MMPose's decode of the golden heatmaps is a well-posed function of them. On uniform
+    noise DARK's Newton step is ill-conditioned: MMPose's own decode moves by up to 0.09 px when its input moves
+    one ulp (``ulp_spread``), and any CPU's float rounding moves either decode as far; there only points with a
+    spread <= 1e-4 px are comparable (1 to 19 of a case's random maps). Noisy peaked maps and MSRA (argmax and the
+    sign of a difference: no rounding) are well-posed everywhere."""
+    config = GOLDENS[f"{case}/config"]
+    mask = np.ones(GOLDENS[f"{case}/{name}/decoded"].shape[:2], bool)
+    if name != "msra":
+        mask[: int(config[-1])] = GOLDENS[f"{case}/{name}/ulp_spread"] <= 1e-4
+    return mask
 
 
 def assert_keypoints_close(ours: np.ndarray, ref: np.ndarray, atol) -> None:
@@ -60,34 +74,46 @@ def test_decode_of_noisy_peaked_heatmaps_equals_mmpose_within_1e4_px(case, name)
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", NAMES)
-def test_decode_of_random_heatmaps_equals_mmpose_up_to_its_own_float32_spread(case, name):
-    # On uniform noise DARK's Newton step is ill-conditioned: MMPose itself moves by
-    # `ulp_spread` px when its input moves one ulp. Where it is stable (spread ~0) the
-    # bound is the flat 1e-4 px; plain MSRA decode is exact everywhere.
+def test_decode_of_random_heatmaps_equals_mmpose_where_the_decode_is_well_posed(case, name):
     heatmaps, n_random = golden_heatmaps(case)
     keypoints, scores = golden_codec(case, name).decode(heatmaps[:n_random])
-    spread = 0.0 if name == "msra" else GOLDENS[f"{case}/{name}/ulp_spread"]
     reference = GOLDENS[f"{case}/{name}/decoded"][:n_random]
-    assert_keypoints_close(keypoints.numpy(), reference, atol=1e-4 + 8 * spread)
+    np.testing.assert_array_equal(np.isnan(keypoints.numpy()), np.isnan(reference))  # all-zero maps: NaN
+    mask = well_posed(case, name)[:n_random]
+    assert mask.any()
+    assert_keypoints_close(keypoints.numpy()[mask], reference[mask], atol=1e-4 if name == "msra" else 1e-3)
     np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"][:n_random])
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", ["dark", "udp"])
-def test_mmpose_decode_impl_equals_mmpose_within_1e4_px_on_random_and_noisy_heatmaps(case, name):
-    # decode_impl="mmpose" repeats MMPose's float operations, so even the ill-conditioned random maps agree
-    # (DARK to the bit; UDP to the float32 rounding of MMPose's float64 keypoints)
+def test_mmpose_decode_impl_equals_mmpose_within_1e4_px_where_the_decode_is_well_posed(case, name):
     heatmaps, n_random = golden_heatmaps(case)
     codec = dataclasses.replace(golden_codec(case, name), decode_impl="mmpose")
     keypoints, scores = codec.decode(heatmaps)
     reference = GOLDENS[f"{case}/{name}/decoded"]
     assert keypoints.dtype == torch.float32
-    assert_keypoints_close(keypoints.numpy(), reference, atol=1e-4)
-    assert_keypoints_close(keypoints.numpy(), reference, atol=0 if name == "dark" else 2e-5)
+    np.testing.assert_array_equal(np.isnan(keypoints.numpy()), np.isnan(reference))
+    mask = well_posed(case, name)
+    assert_keypoints_close(keypoints.numpy()[mask], reference[mask], atol=1e-4)
     np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"])
     # and numpy in, numpy out, like the batched path
     keypoints_np, _ = codec.decode(heatmaps[:n_random].numpy())
     np.testing.assert_array_equal(keypoints_np, keypoints[:n_random].numpy())
+
+
+def test_mmpose_decode_impl_reproduces_mmpose_bit_for_bit_on_the_goldens_platform():
+    # decode_impl="mmpose" repeats MMPose's numpy / OpenCV operations, so on the CPU that wrote the goldens even
+    # the ill-conditioned random maps agree: DARK to the bit, UDP to the float32 rounding of MMPose's float64
+    # keypoints. Elsewhere numpy's and OpenCV's SIMD kernels may round differently (skipped).
+    require_golden_platform()
+    for case in CASES:
+        heatmaps, _ = golden_heatmaps(case)
+        for name in ("dark", "udp"):
+            codec = dataclasses.replace(golden_codec(case, name), decode_impl="mmpose")
+            keypoints, _ = codec.decode(heatmaps)
+            assert_keypoints_close(keypoints.numpy(), GOLDENS[f"{case}/{name}/decoded"],
+                                   atol=0 if name == "dark" else 2e-5)
 
 
 def test_decode_impl_is_checked():
@@ -160,11 +186,16 @@ def test_invisible_and_off_map_keypoints_get_an_empty_map_and_the_documented_wei
 
 @pytest.mark.parametrize("name", NAMES)
 def test_batched_decode_equals_per_instance_decode(name):
+    # the batch only changes the shapes of the blur's matrix products: an instance's keypoints stay the same
+    # (MSRA: no rounding, the same bits) or, where the decode is well-posed (`well_posed`), within float rounding
     heatmaps, _ = golden_heatmaps("coco")
     codec = golden_codec("coco", name)
     batched, batched_scores = codec.decode(heatmaps)
     single = [codec.decode(heatmaps[i : i + 1]) for i in range(len(heatmaps))]
-    torch.testing.assert_close(batched, torch.cat([s[0] for s in single]), rtol=0, atol=0, equal_nan=True)
+    single_keypoints = torch.cat([s[0] for s in single]).numpy()
+    np.testing.assert_array_equal(np.isnan(batched.numpy()), np.isnan(single_keypoints))
+    mask = well_posed("coco", name)
+    assert_keypoints_close(batched.numpy()[mask], single_keypoints[mask], atol=0 if name == "msra" else 1e-3)
     torch.testing.assert_close(batched_scores, torch.cat([s[1] for s in single]), rtol=0, atol=0)
 
 
