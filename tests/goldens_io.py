@@ -60,22 +60,23 @@ def argmax_margin(heatmaps: np.ndarray, r: int = 2) -> np.ndarray:
     return (top - rival) / (np.abs(top) + 1e-12)
 
 
-def well_posed_joints(model, heatmaps: np.ndarray, scale: np.ndarray, rel: float = 1e-4, trials: int = 16,
-                      margin: float = 1e-3, px: float = 1e-3) -> np.ndarray:
-    """(N, K) bool: the joints whose keypoint the heatmaps (N, K, h, w) fix to well within ``px`` image px on
-    any CPU: a clear maximum (argmax margin >= ``margin``) and ``model.decode`` moving the keypoint by at most
-    ``px`` under seeded noise of ``rel`` x max|heatmap| (10x the heatmap tolerance of the parity tests);
-    ``scale``: the crops' (N, 2) box scales, to convert to image px. Random weights give flat maps on which
-    DARK's Newton step and MSRA's quarter-pixel shift turn float rounding into visible moves: elsewhere
-    keypoints of two arithmetics are not comparable."""
+def well_posed_joints(model, heatmaps: np.ndarray, scale: np.ndarray | None = None, rel: float = 1e-4,
+                      trials: int = 16, margin: float = 1e-3, px: float = 1e-3) -> np.ndarray:
+    """(N, K) bool: the joints whose keypoint the heatmaps (N, K, h, w; a fusion head's whole output, heatmaps
+    first) fix to well within ``px`` image px on any CPU: a clear maximum (argmax margin >= ``margin``) and
+    ``model.decode`` moving the keypoint by at most ``px`` under seeded noise of ``rel`` x max|heatmap| (10x
+    the heatmap tolerance of the parity tests). ``scale``: the crops' (N, 2) box scales, to convert to image
+    px (None: ``px`` is in input-crop px). Random weights give flat maps on which DARK's Newton step and MSRA's
+    quarter-pixel shift turn float rounding into visible moves: there keypoints of two arithmetics (or two
+    CPUs) are not comparable."""
     base = np.asarray(model.decode(torch.from_numpy(heatmaps))[0])
-    to_image = (np.asarray(scale, np.float64) / np.asarray(model.input_size, np.float64))[:, None]
-    moved = np.zeros(heatmaps.shape[:2])
+    to_image = 1.0 if scale is None else (np.asarray(scale, np.float64) / np.asarray(model.input_size))[:, None]
+    moved = np.zeros(base.shape[:2])
     for t in range(trials):
         noise = np.random.default_rng(t).standard_normal(heatmaps.shape).astype(np.float32)
         noisy = np.asarray(model.decode(torch.from_numpy(heatmaps + rel * np.abs(heatmaps).max() * noise))[0])
         moved = np.maximum(moved, (np.abs(noisy - base) * to_image).max(-1))
-    return (argmax_margin(heatmaps) >= margin) & (moved <= px)
+    return (argmax_margin(heatmaps[:, : base.shape[1]]) >= margin) & (moved <= px)
 
 
 def golden_model(name: str, fuse: bool = True, exact: bool = False):
