@@ -5,9 +5,11 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
+import sagepose
 from sagepose.cli.main import main
 
 TINY = ["model.arch={'depth': 1, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
@@ -65,8 +67,15 @@ def test_train_test_infer_end_to_end(synth_data, tmp_path):
     assert [r["image_id"] for r in exact] == [r["image_id"] for r in rows]
     fast_kp = np.array([r["keypoints"] for r in rows]).reshape(len(rows), -1, 3)
     exact_kp = np.array([r["keypoints"] for r in exact]).reshape(len(rows), -1, 3)
-    np.testing.assert_allclose(exact_kp[..., 2], fast_kp[..., 2], atol=1e-4)
-    assert np.median(np.abs(exact_kp[..., :2] - fast_kp[..., :2])) <= 1e-3
+    # The file holds 3 decimals: scores (heatmap maxima) one rounding step apart at most. Keypoints are not
+    # comparable on this tiny run's near-flat maps (no joint well-posed: DARK turns float rounding into ~0.1 px
+    # moves, by CPU; test_parity_mmpose compares the paths where the maps fix them): --exact's file holds exact
+    # mode's predictions.
+    np.testing.assert_allclose(exact_kp[..., 2], fast_kp[..., 2], rtol=0, atol=1.5e-3)
+    model = sagepose.load(str(out / "config.yaml"), checkpoint=out / "checkpoints" / "last.ckpt", exact=True)
+    for n, row in enumerate(exact):
+        pred = model.predict(cv2.imread(str(images / row["file_name"])))  # the CLI's whole-image box
+        np.testing.assert_allclose(exact_kp[n, :, :2], pred.keypoints[0], rtol=0, atol=6e-4)
 
 
 def test_train_rejects_a_misspelt_override(synth_data, capsys):
