@@ -18,9 +18,9 @@ from weightgen import deterministic_weights, synthetic_image
 import sagepose
 
 GOLDENS = Path(__file__).parent / "goldens" / "models"
-# Exact mode's keypoints vs MMPose's, from bit-identical heatmaps: MMPose maps back in float64, both store
-# float32, so they differ by the float32 rounding of an image coordinate: 1 ulp (6.1e-5 px for 512-1024 px)
-# measured, on ViTPose-B's COCO golden; bound: 4 ulps at coordinates below 1024 px.
+# Exact mode's keypoints vs MMPose's, from bit-identical heatmaps: both map back in float64 and store float32,
+# ours from a float32 decode, so they differ by float32 rounding of an image coordinate: measured <= 6.1e-5 px
+# (1 ulp at 512-1024 px) over every parity golden; bound: 4 ulps at coordinates below 1024 px.
 EXACT_KEYPOINT_ATOL = 2.5e-4
 
 
