@@ -137,7 +137,8 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
     ``fuse``: :meth:`TopDownEstimator.fuse_for_inference` (BatchNorms folded into convolutions, same outputs
     to float32 rounding, faster); ``fuse=False`` keeps the trainable module with its original state dict.
     ``exact``: :meth:`TopDownEstimator.set_exact` on the unfused model: MMPose 1.x's arithmetic operation for
-    operation, its heatmaps and keypoints bit for bit on the same torch build, CPU and thread count; slower.
+    operation, its heatmaps and scores bit for bit (keypoints to float32 rounding) on the same torch build, CPU
+    and thread count; slower.
     ``dtype``: :meth:`TopDownEstimator.set_dtype` -- ``"bfloat16"`` (CPUs with native bf16, GPUs) or
     ``"float16"`` (GPUs) for faster prediction at about 1e-2 relative difference in the heatmaps.
     """

@@ -18,8 +18,9 @@ def add_arguments(p):
     p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-render", action="store_true")
-    p.add_argument("--exact", action="store_true", help="MMPose's arithmetic operation for operation: its keypoints "
-                                                        "bit for bit on the same torch and CPU (slower)")
+    p.add_argument("--exact", action="store_true", help="MMPose's arithmetic operation for operation: its heatmaps and "
+                                                        "scores bit for bit on the same torch and CPU, keypoints to "
+                                                        "float32 rounding (slower)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="backbone and head precision: bfloat16 is faster on CPUs with native bf16 and on GPUs, "
                         "float16 on GPUs (heatmaps within ~1e-2 of float32)")
