@@ -199,13 +199,13 @@ class TopDownEstimator(nn.Module):
         return self.set_mode(dataclasses.replace(self.inference_mode, fused=True, packed=pack_weights))
 
     def set_exact(self, enabled: bool = True) -> TopDownEstimator:
-        """Predict with MMPose 1.x's float32 arithmetic, operation for operation, so that on the same torch build,
-        CPU and thread count :meth:`predict` gives MMPose's heatmaps and scores bit for bit and its keypoints to
-        float32 rounding (measured <= 1.2e-4 px): BatchNorms kept (not folded), transformer matmuls through torch's default kernels (``F.linear``), HRFormer's window
-        attention as MMPose's explicit softmax, a ViT's feature map handed to the head in mmpretrain's
-        channels-last layout, the input contiguous as MMPose's preprocessor gives it, the mirrored crops in
-        a forward pass of their own, the codec's ``decode_impl="mmpose"`` (numpy / OpenCV DARK and UDP) and
-        the map back to image pixels in float64.
+        """Predict with MMPose 1.x's float32 arithmetic, operation for operation, so that on the same torch build, CPU
+        and thread count :meth:`predict` gives MMPose's heatmaps and scores bit for bit and its keypoints to float32
+        rounding (measured <= 1.2e-4 px): BatchNorms kept (not folded), transformer matmuls through torch's default
+        kernels (``F.linear``), HRFormer's window attention as MMPose's explicit softmax, a ViT's feature map handed
+        to the head in mmpretrain's channels-last layout, the input contiguous as MMPose's preprocessor gives it, the
+        mirrored crops in a forward pass of their own, the codec's ``decode_impl="mmpose"`` (numpy / OpenCV DARK and
+        UDP) and the map back to image pixels in float64.
 
         The default path agrees with MMPose to float32 rounding (heatmaps ~1e-6 relative) and is faster;
         where a decode is ill-conditioned (DARK on flat heatmaps, e.g. from random weights) that rounding
