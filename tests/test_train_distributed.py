@@ -86,7 +86,10 @@ def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_pat
         return [f"data.train_json={data / 'train.json'}", f"data.val_json={data / 'val.json'}",
                 f"trainer.out_dir={out}", "model.name=vit-tiny", "model.heatmap_output=raw",
                 "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64, 'stem_channels': (), "
-                "'norm': 'in'}", f"data.batch_size={batch}", "data.val_batch_size=2", "data.num_workers=0",
+                "'norm': 'in'}", f"data.batch_size={batch}", "data.num_workers=0",
+                # one instance per val batch: the sharded and the 1-process evaluation then run each crop
+                # through the same kernels, so their keypoints agree on any CPU however flat these maps are
+                "data.val_batch_size=1",
                 "optim.lr=1e-3", "optim.warmup_iters=2", "trainer.max_epochs=2", "trainer.val_every_epochs=1",
                 "trainer.log_every_steps=1", "trainer.progress_bar=false", "trainer.accelerator=cpu",
                 # device augmentation on: each sample's photometric and dropout draws depend on its index
@@ -140,5 +143,5 @@ def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_pat
     one_pred = json.loads((one_out / "eval" / "predictions.json").read_text())
     ddp_pred = json.loads((ddp_out / "eval" / "predictions.json").read_text())
     assert [p["image_id"] for p in ddp_pred] == [p["image_id"] for p in one_pred]
-    np.testing.assert_allclose([p["keypoints"] for p in ddp_pred], [p["keypoints"] for p in one_pred], atol=0.01)
-    assert ddp_metrics["AP"] == pytest.approx(one_metrics["AP"], abs=1e-6)
+    assert [p["keypoints"] for p in ddp_pred] == [p["keypoints"] for p in one_pred]  # same crops, same kernels
+    assert ddp_metrics["AP"] == one_metrics["AP"]
