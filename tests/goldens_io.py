@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import REALDATA
 from float_platform import GOLDEN_THREADS, signature
-from weightgen import deterministic_weights, synthetic_image
+from weightgen import argmax_margin, deterministic_weights, synthetic_image
 
 import sagepose
 
@@ -44,20 +44,6 @@ def golden_image(g: dict) -> np.ndarray:
         assert img is not None, f"{file}: the golden's image is missing or unreadable"
     assert hashlib.md5(img.tobytes()).hexdigest() == str(g["image_md5"]), f"{path or 'synthetic'} differs"
     return img
-
-
-def argmax_margin(heatmaps: np.ndarray, r: int = 2) -> np.ndarray:
-    """(N, K, h, w) -> (N, K): relative gap between each map's maximum and its best rival outside +-r px
-    (as ``tools/make_model_goldens.py`` records it in the goldens)."""
-    n, k, h, w = heatmaps.shape
-    flat = heatmaps.reshape(n, k, -1).astype(np.float64)
-    idx = flat.argmax(-1)
-    top = np.take_along_axis(flat, idx[..., None], -1)[..., 0]
-    ys, xs = np.divmod(idx, w)
-    yy, xx = np.mgrid[0:h, 0:w]
-    near = (np.abs(yy - ys[..., None, None]) <= r) & (np.abs(xx - xs[..., None, None]) <= r)
-    rival = np.where(near.reshape(n, k, -1), -np.inf, flat).max(-1)
-    return (top - rival) / (np.abs(top) + 1e-12)
 
 
 def well_posed_joints(model, heatmaps: np.ndarray, scale: np.ndarray | None = None, rel: float = 1e-4,

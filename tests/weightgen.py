@@ -62,3 +62,18 @@ def synthetic_image(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
 
 
 SYNTHETIC_BOX_XYXY = (150.0, 60.0, 420.0, 440.0)
+
+
+def argmax_margin(heatmaps: np.ndarray, r: int = 2) -> np.ndarray:
+    """(N, K, h, w) -> (N, K) float64: relative gap between each map's maximum and its best rival outside
+    +-r px; the goldens record it (``tools/make_model_goldens.py``), the parity tests read it to compare
+    keypoints only where the heatmaps fix them."""
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, -1).astype(np.float64)
+    idx = flat.argmax(-1)
+    top = np.take_along_axis(flat, idx[..., None], -1)[..., 0]
+    ys, xs = np.divmod(idx, w)
+    yy, xx = np.mgrid[0:h, 0:w]
+    near = (np.abs(yy - ys[..., None, None]) <= r) & (np.abs(xx - xs[..., None, None]) <= r)
+    rival = np.where(near.reshape(n, k, -1), -np.inf, flat).max(-1)
+    return (top - rival) / (np.abs(top) + 1e-12)

@@ -40,7 +40,7 @@ from mmpose.registry import MODELS  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from float_platform import GOLDEN_THREADS, signature  # noqa: E402
-from weightgen import SYNTHETIC_BOX_XYXY, deterministic_weights, synthetic_image  # noqa: E402
+from weightgen import SYNTHETIC_BOX_XYXY, argmax_margin, deterministic_weights, synthetic_image  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "goldens", "models")
 CFG_DIR = os.path.join(os.path.dirname(mmpose.__file__), ".mim", "configs", "body_2d_keypoint",
@@ -111,20 +111,6 @@ def param_count(name):
     return sum(p.numel() for p in model.parameters()) - bn_affine
 
 
-def argmax_margin(hm, r=2):
-    """(N, K, h, w) -> (N, K): relative gap between each map's maximum and its best rival outside +-r px."""
-    n, k, h, w = hm.shape
-    flat = hm.reshape(n, k, -1).astype(np.float64)
-    idx = flat.argmax(-1)
-    top = np.take_along_axis(flat, idx[..., None], -1)[..., 0]
-    ys, xs = np.divmod(idx, w)
-    yy, xx = np.mgrid[0:h, 0:w]
-    near = ((np.abs(yy[None, None] - ys[..., None, None]) <= r)
-            & (np.abs(xx[None, None] - xs[..., None, None]) <= r))
-    rival = np.where(near.reshape(n, k, -1), -np.inf, flat).max(-1)
-    return ((top - rival) / (np.abs(top) + 1e-12)).astype(np.float32)
-
-
 def decode_sensitivity(decoder, heatmaps, scale, input_size, rel=1e-5, trials=4):
     """(N, K, h, w) -> (N, K) image px: how far MMPose's own decode moves under noise of ``rel`` x max|hm|.
 
@@ -187,7 +173,7 @@ def run_parity(name, seed=0, compact=False):
                    heatmaps_raw=heads[0].numpy(), heatmaps_final=final.astype(np.float32),
                    keypoints=np.stack([r.pred_instances.keypoints[0] for r in res]).astype(np.float32),
                    scores=np.stack([r.pred_instances.keypoint_scores[0] for r in res]).astype(np.float32),
-                   argmax_margin=argmax_margin(final),
+                   argmax_margin=argmax_margin(final).astype(np.float32),
                    decode_sensitivity=decode_sensitivity(model.head.decoder, final,
                                                          np.stack([r.metainfo["input_scale"] for r in res]),
                                                          cfg.codec.input_size),
@@ -287,7 +273,7 @@ def run_vit_parity(name, seed=0):
                    heatmaps_final=np.ascontiguousarray(final[..., ::s, ::s]),
                    keypoints=np.stack([r.pred_instances.keypoints[0] for r in res]).astype(np.float32),
                    scores=np.stack([r.pred_instances.keypoint_scores[0] for r in res]).astype(np.float32),
-                   argmax_margin=argmax_margin(final),
+                   argmax_margin=argmax_margin(final).astype(np.float32),
                    decode_sensitivity=decode_sensitivity(model.head.decoder, final, scale, cfg.codec.input_size),
                    input_center=np.stack([r.metainfo["input_center"] for r in res]).astype(np.float32),
                    input_scale=scale, versions=np.array(json.dumps(VERSIONS)))
