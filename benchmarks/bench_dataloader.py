@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 
 from sagepose import geometry
-from sagepose.data.coco import Record, read_image
+from sagepose.data.coco import Record
 from sagepose.data.transforms import TopDownSampler
+from sagepose.image import read_image
 from sagepose.keypoints import COCO17
 
 

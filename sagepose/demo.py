@@ -62,7 +62,7 @@ def render_val(cfg, checkpoint: str, val_json: str | Path, vis_dir: Path, num: i
     import cv2
 
     import sagepose
-    from sagepose.data.coco import read_image
+    from sagepose.image import read_image
     from sagepose.viz import draw_poses
 
     model = sagepose.load(cfg, checkpoint=checkpoint)

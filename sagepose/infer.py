@@ -56,21 +56,19 @@ def load_boxes(det_json: str | Path, images_json: str | Path | None = None,
             for i, row in enumerate(rows):
                 if not isinstance(row, (list, tuple)) or len(row) not in (4, 5):
                     raise ValueError(f"{det_json}: {key!r} box {i}: expected [x1, y1, x2, y2(, score)]")
-                boxes[str(key)].append(list(row) + [1.0] * (5 - len(row)))
+                row = list(row) + [1.0] * (5 - len(row))
+                if row[4] >= score_thr:
+                    boxes[str(key)].append(row)
     elif isinstance(data, list):
         if images_json is None:
             raise ValueError(f"{det_json}: COCO-results detections need --images-json to map image ids to files")
         image_ids(images_json)  # file names must tell the images apart
-        for det in read_detections(det_json, str(images_json), score_thr):
+        for det in read_detections(det_json, str(images_json), score_thr):  # thresholded there
             x, y, w, h = (float(v) for v in det.bbox_xywh)
             boxes[Path(det.image["file_name"]).name].append([x, y, x + w, y + h, det.score])
     else:
         raise ValueError(f"{det_json}: expected a list (COCO results) or a mapping of file name to boxes")
-    out = {}
-    for key, rows in boxes.items():
-        arr = np.asarray(rows, np.float32).reshape(-1, 5)
-        out[key] = arr[arr[:, 4] >= score_thr]
-    return out
+    return {key: np.asarray(rows, np.float32).reshape(-1, 5) for key, rows in boxes.items()}
 
 
 @dataclass
@@ -144,8 +142,8 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
     with ``file_name`` and ``bbox`` added) and what was skipped: unreadable images of a folder (a single
     unreadable image is an error), boxes that are not finite, empty or inverted, or wholly outside.
     """
-    from sagepose.data.coco import ImageReadError, read_image
     from sagepose.fileio import write_json_atomic
+    from sagepose.image import ImageReadError, read_image
     from sagepose.viz import draw_poses
 
     out = Path(out_dir)

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sagepose.data.coco import ImageReadError, Record, read_image
+from sagepose.data.coco import Record
 from sagepose.data.transforms import TopDownSampler
+from sagepose.image import ImageReadError, read_image
 
 MAX_SUBSTITUTIONS = 10  # consecutive unreadable images tolerated per item with skip_bad_images
 
