@@ -128,11 +128,71 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class ViewConfig:
+    """One kind of view of an unlabeled crop, drawn on the device (:mod:`sagepose.ssl.views`): a random affine about
+    the crop centre, then photometric distortion and coarse dropout with these per-sample probabilities."""
+
+    rotate: float = 10.0  # max |degrees|
+    scale: tuple[float, float] = (0.9, 1.1)  # zoom range
+    shift: float = 0.05  # max shift, as a fraction of the crop side
+    flip_prob: float = 0.0
+    photometric_prob: float = 0.5
+    coarse_dropout_prob: float = 0.0
+
+
+def _strong_view() -> ViewConfig:
+    return ViewConfig(rotate=30.0, scale=(0.75, 1.25), shift=0.1, flip_prob=0.5, photometric_prob=0.8,
+                      coarse_dropout_prob=0.5)
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """Semi-supervised fine-tuning (:mod:`sagepose.train.ssl_module`); the defaults are the SAGE-Pose notes'.
+
+    ``mode``: "off" (supervised), "semi" (a labeled and an unlabeled batch every step) or "unsup_only" (unlabeled
+    batches only, from a supervised checkpoint in ``model.init_checkpoint``). ``unlabeled``: one source or a list --
+    an image folder, a video file, a detections json (COCO results), a COCO json with boxes, or a dict
+    ``{path, kind, every_n, score_thr, images, root}`` (:func:`sagepose.data.unlabeled.load_unlabeled`).
+    """
+
+    mode: str = "off"
+    unlabeled: str | tuple[Any, ...] = ()
+    unlabeled_root: str | None = None  # where detections' images are found as {image_id:012d}.jpg
+    every_n: int = 10  # video sources: every n-th frame
+    det_score_thr: float = 0.3  # detections below it are not used
+    batch_size: int = 32  # unlabeled crops per step (per process)
+    num_strong_views: int = 1  # M strong student views per unlabeled crop
+    teacher_ema: float = 0.999  # EMA decay of the teacher, updated every optimizer step
+    teacher_bf16: bool = True  # the teacher's forward in bf16 autocast where the device computes bf16 natively
+    lambda_u: float = 5.0  # weight of the consistency term (ramped up over rampup_iters)
+    rampup_iters: int = 1000
+    consistency: str = "js"  # "js", "kl" or "mse"
+    prob_tau: float = 0.5  # temperature of the probabilities compared (<= 1 sharpens)
+    teacher_tau: float = 0.5  # spatial sharpening of the fused teacher map (<= 1 sharpens; 1 = off)
+    fusion: bool = True  # fuse two weak teacher views by confidence (False: one teacher view)
+    fusion_temperature: float = 1.0
+    mask: bool = True  # the dynamic keypoint mask (False: every joint that stays in view counts)
+    mask_beta: float = 2.0  # threshold mean - beta * std of each keypoint's confidence
+    mask_momentum: float = 0.99
+    mask_warmup_iters: int = 1000  # all-ones mask before this step
+    min_keep_ratio: float = 0.3
+    priors: bool = True  # structural priors from the skeleton and the labeled set
+    lambda_topo: float = 0.02
+    lambda_bone: float = 0.02
+    lambda_angle: float = 0.01
+    lambda_temporal: float = 1.0  # video sources: consecutive frames' coordinates (0 = off)
+    temporal_eps_px: float = 20.0  # image pixels of motion a frame that cost nothing (lightning-pose's)
+    weak: ViewConfig = field(default_factory=ViewConfig)
+    strong: ViewConfig = field(default_factory=_strong_view)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
 class ConfigError(SagePoseError, ValueError):
@@ -260,6 +320,8 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
 SCHEDULES = ("step", "cosine")
 HEATMAP_OUTPUTS = ("raw", "softmax")
+SSL_MODES = ("off", "semi", "unsup_only")
+CONSISTENCIES = ("js", "kl", "mse")
 
 
 def _check(ok: bool, key: str, value: Any, reason: str) -> None:
@@ -284,7 +346,11 @@ def validate(cfg: Config) -> Config:
     from sagepose.keypoints import SCHEMAS
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
-    _check_choice(m.schema, SCHEMAS, "model.schema", "keypoint schema")
+    if not Path(m.schema).suffix:  # a built-in name; a file (COCO json, YAML schema) is read when the model is built
+        _check_choice(m.schema, SCHEMAS, "model.schema", "keypoint schema")
+    else:
+        _check(Path(m.schema).is_file(), "model.schema", m.schema, "no such schema file (a COCO json or a YAML "
+               f"schema), nor a built-in schema ({', '.join(sorted(SCHEMAS))})")
     _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
     _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
     _check(m.drop_path_rate is None or 0 <= m.drop_path_rate < 1, "model.drop_path_rate", m.drop_path_rate,
@@ -335,10 +401,42 @@ def validate(cfg: Config) -> Config:
            "use ddp, or optim.ema_decay=0")
     _check(not t.fsdp_cpu_offload or t.strategy == "fsdp", "trainer.fsdp_cpu_offload", t.fsdp_cpu_offload,
            "needs trainer.strategy=fsdp")
+    _validate_ssl(cfg)
     from sagepose.models.zoo import MODELS  # deferred, and last: it imports torch
 
     _check_choice(m.name, MODELS, "model.name", "model")
     return cfg
+
+
+def _validate_ssl(cfg: Config) -> None:
+    s = cfg.ssl
+    _check_choice(s.mode, SSL_MODES, "ssl.mode", "mode")
+    _check_choice(s.consistency, CONSISTENCIES, "ssl.consistency", "consistency")
+    if s.mode != "off":
+        _check(bool(s.unlabeled), "ssl.unlabeled", s.unlabeled, f"ssl.mode={s.mode!r} needs unlabeled sources")
+    _check(s.mode != "semi" or bool(cfg.data.train_json), "ssl.mode", s.mode,
+           "'semi' trains on labeled and unlabeled batches: set data.train_json (or use 'unsup_only')")
+    for name in ("every_n", "batch_size", "num_strong_views"):
+        _check(getattr(s, name) >= 1, f"ssl.{name}", getattr(s, name), "must be at least 1")
+    for name in ("rampup_iters", "mask_warmup_iters"):
+        _check(getattr(s, name) >= 0, f"ssl.{name}", getattr(s, name), "must be >= 0")
+    _check(0 <= s.teacher_ema < 1, "ssl.teacher_ema", s.teacher_ema, "must be in [0, 1)")
+    _check(0 < s.mask_momentum < 1, "ssl.mask_momentum", s.mask_momentum, "must be in (0, 1)")
+    _check(0 <= s.det_score_thr <= 1, "ssl.det_score_thr", s.det_score_thr, "must be in [0, 1]")
+    _check(0 <= s.min_keep_ratio <= 1, "ssl.min_keep_ratio", s.min_keep_ratio, "must be in [0, 1]")
+    for name in ("prob_tau", "teacher_tau", "fusion_temperature"):
+        _check(getattr(s, name) > 0, f"ssl.{name}", getattr(s, name), "must be positive")
+    for name in ("lambda_u", "lambda_topo", "lambda_bone", "lambda_angle", "lambda_temporal", "temporal_eps_px",
+                 "mask_beta"):
+        _check(getattr(s, name) >= 0, f"ssl.{name}", getattr(s, name), "must be >= 0 (0 switches the term off)")
+    for view in ("weak", "strong"):
+        v = getattr(s, view)
+        _check(0 < v.scale[0] <= v.scale[1], f"ssl.{view}.scale", v.scale, "must be (low, high) with 0 < low <= high")
+        for name in ("rotate", "shift"):
+            _check(getattr(v, name) >= 0, f"ssl.{view}.{name}", getattr(v, name), "must be >= 0")
+        for name in ("flip_prob", "photometric_prob", "coarse_dropout_prob"):
+            _check(0 <= getattr(v, name) <= 1, f"ssl.{view}.{name}", getattr(v, name),
+                   "a probability must be in [0, 1]")
 
 
 def _read_yaml(path: Path) -> dict:
