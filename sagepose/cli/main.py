@@ -26,7 +26,10 @@ SUBCOMMANDS = {
     "test": "evaluate a checkpoint: sagepose test CONFIG --checkpoint F [key=value ...]",
     "infer": "predict keypoints on an image or folder; write results json and renders",
     "convert": "any supported checkpoint (MMPose, ViTPose, Sapiens, TorchScript, .pt2) -> a sagepose checkpoint",
+    "import": "labeled data of another tool -> a COCO keypoint json: sagepose import dlc CSV --out OUT.json",
 }
+# subcommands whose module is not named after them (``import`` is a Python keyword)
+MODULES = {"import": "import_dlc"}
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -36,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.subcommand_parsers = {}
     for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f"sagepose.cli.{name}")
+        module = importlib.import_module(f"sagepose.cli.{MODULES.get(name, name)}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_module=module, command=name)

@@ -130,12 +130,13 @@ def _number(path: str, line: int, row: list[str], col: int, coords_row: list[str
     text = row[col].strip()
     if not text:
         return math.nan
+    where = f"{path}: line {line}, column {col + 1} ({coords_row[col]})"
     try:
         value = float(text)
     except ValueError:
-        raise DataError(f"{path}: line {line}, column {col + 1} ({coords_row[col]}): {text!r} is not a number") from None
+        raise DataError(f"{where}: {text!r} is not a number") from None
     if math.isinf(value):
-        raise DataError(f"{path}: line {line}, column {col + 1} ({coords_row[col]}): {text!r} is not finite")
+        raise DataError(f"{where}: {text!r} is not finite")
     return value
 
 
