@@ -9,9 +9,10 @@ from sagepose.data.batch_aug import (
 from sagepose.data.coco import ImageReadError, Record, load_coco, load_detections, read_image
 from sagepose.data.dataset import TopDownDataset, collate
 from sagepose.data.transforms import Sample, TopDownSampler
+from sagepose.data.unlabeled import UnlabeledDataset, UnlabeledRecord, UnlabeledSource, load_unlabeled
 
 __all__ = [
     "CoarseDropoutConfig", "ImageReadError", "PhotometricConfig", "Record", "Sample", "TopDownDataset",
-    "TopDownSampler", "coarse_dropout", "collate", "load_coco", "load_detections", "normalize",
-    "photometric", "read_image",
+    "TopDownSampler", "UnlabeledDataset", "UnlabeledRecord", "UnlabeledSource", "coarse_dropout", "collate",
+    "load_coco", "load_detections", "load_unlabeled", "normalize", "photometric", "read_image",
 ]

@@ -1,0 +1,618 @@
+"""Unlabeled sources for semi-supervised training -> instance records, and the dataset of their crops.
+
+A source (one entry of ``ssl.unlabeled``) is a path, its kind detected, or a dict
+``{"path", "kind", "every_n", "score_thr", "images", "root", "category_id"}``:
+
+* ``images``: a folder of images (recursive, sorted); each image is one whole-frame instance;
+* ``video``: every n-th frame of a video, decoded as a stream in ONE pass and written as JPEGs
+  (with the frame after each, for the temporal term) into a cache folder keyed by the video's
+  (resolved path, size, mtime, every_n); a marker written last says the cache is complete, so a
+  second run reads no frame and training gets a map-style dataset (random access, shards, resume);
+* ``detections``: COCO results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``), images found
+  in an ``images`` list (``file_name``) or, without one, as ``{image_id:012d}.jpg`` in the root
+  (Sapiens' recipe); ``coco``: a COCO json whose annotations carry boxes (keypoints ignored).
+
+Image sizes come from the file headers (JPEG, PNG, BMP, WebP; others are decoded once). Boxes that
+are not finite, empty or wholly outside their image, images that are missing and frames that do
+not decode are skipped and counted in one line per source; a source with nothing usable is an error
+naming it. :class:`UnlabeledDataset` crops each record's box exactly as the supervised val crop
+(:meth:`TopDownSampler.crop`), so a labeled and an unlabeled crop of the same box are the same pixels.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import struct
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from sagepose import geometry
+from sagepose.config import ConfigError
+from sagepose.data.coco import image_index, read_json
+from sagepose.errors import DataError
+from sagepose.fileio import write_json_atomic
+from sagepose.image import ImageReadError, read_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+KINDS = ("images", "video", "detections", "coco")
+SOURCE_KEYS = ("path", "kind", "every_n", "score_thr", "images", "root", "category_id")
+JPEG_QUALITY = 95
+CACHE_MARKER = "complete.json"
+CACHE_VERSION = 1
+MAX_FRAME_MISSES = 25  # consecutive unreadable frames before a stream of unknown length counts as ended
+MAX_SUBSTITUTIONS = 10  # unreadable images in a row tolerated per item
+SHOWN = 5  # file names a skip warning quotes
+
+MISSING_FILE = "image file missing"
+NO_IMAGE_ENTRY = "image_id not in the images list"
+UNREADABLE = "unreadable image"
+BAD_FRAME = "frames that failed to decode"
+FILTERED = {"below the score threshold", "other category", "crowd"}  # filters, not problems: no warning
+
+
+@dataclass(frozen=True, eq=False)
+class UnlabeledRecord:
+    """One unlabeled instance: ``bbox_xywh`` (4,) float32 image px, the whole image when no detector gave it.
+
+    ``next_path``: the cached file of the video frame after this one (temporal term), else None;
+    ``frame``: the frame number in its video (-1 for images); ``source``: the source's path.
+    """
+
+    image_path: str
+    image_id: int
+    bbox_xywh: np.ndarray
+    width: int
+    height: int
+    score: float = 1.0
+    next_path: str | None = None
+    source: str = ""
+    frame: int = -1
+
+
+@dataclass(frozen=True)
+class UnlabeledSource:
+    """One entry of ``ssl.unlabeled``, its defaults filled in (:func:`parse_source`)."""
+
+    path: str
+    kind: str
+    every_n: int
+    score_thr: float
+    images: str | None = None
+    root: str | None = None
+    category_id: int | None = None
+
+
+def parse_source(spec, every_n: int = 10, score_thr: float = 0.3) -> UnlabeledSource:
+    """A source string or dict -> :class:`UnlabeledSource`; :class:`ConfigError` naming the bad key or value."""
+    if isinstance(spec, (str, os.PathLike)):
+        spec = {"path": os.fspath(spec)}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"ssl.unlabeled: a source is a path or a dict with 'path', got {spec!r}")
+    for key in spec:
+        if key not in SOURCE_KEYS:
+            close = difflib.get_close_matches(str(key), SOURCE_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(SOURCE_KEYS)})"
+            raise ConfigError(f"ssl.unlabeled: unknown source key {key!r}{hint}")
+    if not isinstance(spec.get("path"), (str, os.PathLike)):
+        raise ConfigError(f"ssl.unlabeled: source {spec!r} has no 'path'")
+    path = os.fspath(spec["path"])
+    n = spec.get("every_n", every_n)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"ssl.unlabeled: {path}: every_n must be an integer >= 1, got {n!r}")
+    thr = spec.get("score_thr", score_thr)
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr):
+        raise ConfigError(f"ssl.unlabeled: {path}: score_thr must be a finite number, got {thr!r}")
+    kind = spec.get("kind") or _detect_kind(path)
+    if kind not in KINDS:
+        raise ConfigError(f"ssl.unlabeled: {path}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return UnlabeledSource(path, kind, n, float(thr), spec.get("images"), spec.get("root"), spec.get("category_id"))
+
+
+def _detect_kind(path: str) -> str:
+    if os.path.isdir(path):
+        return "images"
+    if not os.path.exists(path):
+        raise DataError(f"{path}: unlabeled source not found (no such file or folder)")
+    suffix = Path(path).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "images"
+    if suffix == ".json":
+        return "coco" if isinstance(data := read_json(path), dict) and "annotations" in data else "detections"
+    raise DataError(f"{path}: not an unlabeled source (a folder of images, a video "
+                    f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a json of detections or boxes)")
+
+
+def load_unlabeled(sources, *, root: str | None = None, cache_dir: str | None = None, every_n: int = 10,
+                   score_thr: float = 0.3, temporal: bool = True, verbose: bool = True) -> list[UnlabeledRecord]:
+    """``ssl.unlabeled`` (one source or a list) -> the records of every source, in order.
+
+    ``root``: the image folder of detection jsons without an ``images`` list (``{image_id:012d}.jpg``)
+    and of jsons whose sources give none; ``cache_dir``: where video frames are cached; ``every_n`` and
+    ``score_thr``: the defaults of sources that do not set them; ``temporal``: also cache the frame after
+    each kept one. One summary line per source (a warning when something was skipped for a problem).
+    """
+    specs = [sources] if isinstance(sources, (str, os.PathLike, dict)) else list(sources or [])
+    if not specs:
+        raise ConfigError("ssl.unlabeled: no unlabeled source given")
+    records: list[UnlabeledRecord] = []
+    for spec in specs:
+        src = parse_source(spec, every_n, score_thr)
+        if src.kind == "images":
+            recs, skipped, line = _image_records(src)
+        elif src.kind == "video":
+            recs, skipped, line = _video_records(src, cache_dir, temporal)
+        else:
+            recs, skipped, line = _box_records(src, root)
+        if not recs:
+            why = _skip_text(skipped) or "nothing found"
+            raise DataError(f"{src.path}: no usable unlabeled instance ({why})")
+        if any(why not in FILTERED for why in skipped):
+            warnings.warn(line, stacklevel=2)
+        elif verbose:
+            print(line, flush=True)
+        records.extend(recs)
+    return records
+
+
+def _skip_text(skipped: Counter, names: dict[str, list[str]] | None = None) -> str:
+    parts = []
+    for why, n in skipped.items():
+        named = (names or {}).get(why, [])  # distinct files, the first few quoted
+        shown, more = named[:SHOWN], ", ..." if len(named) > SHOWN else ""
+        parts.append(f"{n} {why}" + (f" ({', '.join(shown)}{more})" if shown else ""))
+    return ", ".join(parts)
+
+
+def _summary(src: UnlabeledSource, what: str, skipped: Counter, names=None) -> str:
+    text = _skip_text(skipped, names)
+    return f"unlabeled {src.kind} {src.path}: {what}" + (f"; skipped {text}" if text else "")
+
+
+def _whole(path: str, image_id: int, width: int, height: int, src: UnlabeledSource, **kw) -> UnlabeledRecord:
+    return UnlabeledRecord(image_path=path, image_id=image_id, bbox_xywh=np.array([0, 0, width, height], np.float32),
+                           width=width, height=height, source=src.path, **kw)
+
+
+# ---------------------------------------------------------------- images
+
+
+def _image_records(src: UnlabeledSource):
+    base = Path(src.path)
+    if base.is_dir():
+        files = sorted((p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                       key=lambda p: p.relative_to(base).as_posix())
+        if not files:
+            raise DataError(f"{src.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or below")
+    elif base.is_file():
+        files = [base]
+    else:
+        raise DataError(f"{src.path}: unlabeled source not found (no such file or folder)")
+    records, skipped, names = [], Counter(), {}
+    for i, p in enumerate(files):
+        try:
+            w, h = image_size(str(p))
+        except ImageReadError:
+            skipped[UNREADABLE] += 1
+            names.setdefault(UNREADABLE, []).append(p.name)
+            continue
+        records.append(_whole(str(p), i, w, h, src))
+    return records, skipped, _summary(src, f"{len(records)} images", skipped, names)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image as :func:`read_image` decodes it, from its header where the format allows.
+
+    JPEG (with its EXIF orientation, which OpenCV applies), PNG, BMP and WebP headers are parsed; other
+    formats, or headers that do not parse, are decoded once. :class:`ImageReadError` if neither works.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            size = _header_size(f, head)
+    except OSError:
+        raise ImageReadError(f"{path}: missing") from None
+    if size is not None and size[0] > 0 and size[1] > 0:
+        return size
+    h, w = read_image(path).shape[:2]
+    return w, h
+
+
+def _header_size(f, head: bytes) -> tuple[int, int] | None:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head[:2] == b"BM" and len(head) >= 26:
+        if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 core header: 16-bit sizes
+            return struct.unpack("<HH", head[18:22])
+        w, h = struct.unpack("<ii", head[18:26])
+        return w, abs(h)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if chunk == b"VP8L" and head[20] == 0x2F:
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+            w, h = struct.unpack("<HH", head[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        return None
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(f)
+    return None
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """Walk a JPEG's marker segments to its frame header; EXIF orientations 5-8 (transposed) swap w and h."""
+    f.seek(2)
+    transposed = False
+    while True:
+        b = f.read(1)
+        while b == b"\xff":  # fill bytes
+            b = f.read(1)
+        if not b:
+            return None
+        marker = b[0]
+        if marker in (0x01, *range(0xD0, 0xD9)):  # standalone markers
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        length_bytes = f.read(2)
+        if len(length_bytes) < 2:
+            return None
+        length = struct.unpack(">H", length_bytes)[0]
+        if length < 2:
+            return None
+        if marker in _SOF:
+            data = f.read(5)
+            if len(data) < 5:
+                return None
+            h, w = struct.unpack(">HH", data[1:5])
+            return (h, w) if transposed else (w, h)
+        if marker == 0xE1:
+            data = f.read(length - 2)
+            transposed = transposed or _exif_orientation(data) in (5, 6, 7, 8)
+        else:
+            f.seek(length - 2, os.SEEK_CUR)
+
+
+def _exif_orientation(app1: bytes) -> int:
+    """The orientation tag (0x0112) of an APP1 segment's EXIF IFD0; 1 (upright) when absent or malformed."""
+    if app1[:6] != b"Exif\x00\x00" or len(app1) < 14:
+        return 1
+    tiff = app1[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 1
+    ifd = struct.unpack(order + "I", tiff[4:8])[0]
+    if ifd + 2 > len(tiff):
+        return 1
+    for k in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return 1
+        if struct.unpack(order + "H", entry[:2])[0] == 0x0112:
+            return struct.unpack(order + "H", entry[8:10])[0]
+    return 1
+
+
+# ---------------------------------------------------------------- video
+
+
+def video_cache_folder(path: str, cache_dir: str, every_n: int, temporal: bool = True) -> Path:
+    """The cache folder of a video's frames: named by its (resolved path, size, mtime, every_n, temporal)."""
+    st = os.stat(path)
+    key = json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, every_n, temporal, JPEG_QUALITY,
+                      CACHE_VERSION])
+    return Path(cache_dir) / f"{Path(path).stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _frame_file(folder: Path, frame: int) -> Path:
+    return folder / f"{frame:07d}.jpg"
+
+
+def _read_marker(folder: Path) -> dict | None:
+    """The marker of a complete cache (every frame it lists on disk), else None."""
+    try:
+        with open(folder / CACHE_MARKER, encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("version") != CACHE_VERSION:
+        return None
+    if not all(_frame_file(folder, i).is_file() for i in marker.get("written", [])):
+        return None
+    return marker
+
+
+def _video_records(src: UnlabeledSource, cache_dir: str | None, temporal: bool):
+    if not os.path.isfile(src.path):
+        raise DataError(f"{src.path}: video not found")
+    if cache_dir is None:
+        raise ConfigError(f"{src.path}: a video source needs a cache folder (cache_dir) for its decoded frames")
+    folder = video_cache_folder(src.path, cache_dir, src.every_n, temporal)
+    marker = _read_marker(folder)
+    how = "cache reused"
+    if marker is None:
+        t0 = time.perf_counter()
+        marker = _build_video_cache(src.path, folder, src.every_n, temporal)
+        how = f"cache built in {time.perf_counter() - t0:.1f} s"
+    written = set(marker["written"])
+    w, h = marker["width"], marker["height"]
+    records = [_whole(str(_frame_file(folder, i)), i, w, h, src, frame=i,
+                      next_path=str(_frame_file(folder, i + 1)) if temporal and i + 1 in written else None)
+               for i in marker["kept"]]
+    skipped = Counter({BAD_FRAME: marker["failed"]} if marker["failed"] else {})
+    nexts = sum(r.next_path is not None for r in records)
+    what = (f"{len(records)} frames (every {src.every_n} of {marker['frames']}; {nexts} with the next frame), "
+            f"{w}x{h}, {how}: {folder}")
+    return records, skipped, _summary(src, what, skipped)
+
+
+def _build_video_cache(path: str, folder: Path, every_n: int, temporal: bool) -> dict:
+    """Decode ``path`` in one pass; write the kept frames (and each one's next) as JPEGs, then the marker.
+
+    The frames go to a temporary folder renamed onto ``folder`` when complete, so processes building the
+    same cache at once (the ranks of a run) never see each other's partial files.
+    """
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot open video (not a video, or a codec OpenCV's FFmpeg lacks)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    written, kept, failed, misses, frame, size = [], [], 0, 0, 0, None
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    try:
+        while True:
+            if not cap.grab():  # a frame the demuxer or decoder refused, or the end of the stream
+                if (reported > 0 and frame >= reported) or misses >= MAX_FRAME_MISSES:
+                    break
+                misses, frame = misses + 1, frame + 1
+                continue
+            failed, misses = failed + misses, 0  # a frame after them: those were frames that failed
+            keep = frame % every_n == 0
+            if keep or (temporal and (frame - 1) % every_n == 0 and frame - 1 in kept[-1:]):
+                ok, image = cap.retrieve()
+                if ok and image is not None:
+                    if size is None:
+                        size = image.shape[1::-1]
+                    if not cv2.imwrite(str(_frame_file(tmp, frame)), image, params):
+                        raise OSError(f"{_frame_file(tmp, frame)}: cannot write a cached frame of {path}")
+                    written.append(frame)
+                    if keep:
+                        kept.append(frame)
+                else:
+                    failed += 1
+            frame += 1
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        cap.release()
+    if not kept:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{path}: no frame could be decoded" if frame == 0 or size is None else
+                        f"{path}: none of its {frame} frames at every_n={every_n} could be decoded")
+    marker = dict(version=CACHE_VERSION, video=str(Path(path).resolve()), every_n=every_n, temporal=temporal,
+                  width=int(size[0]), height=int(size[1]), frames=frame - misses, failed=failed, kept=kept,
+                  written=written)
+    write_json_atomic(tmp / CACHE_MARKER, marker)  # last: the cache is complete
+    done = _read_marker(folder)
+    if done is not None:  # another process finished the same cache meanwhile: keep the one in use
+        shutil.rmtree(tmp, ignore_errors=True)
+        return done
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache (no marker, or a frame gone)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process renamed its complete copy first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _read_marker(folder) is None:
+            raise
+    return marker
+
+
+# ---------------------------------------------------------------- detections and boxes
+
+
+def _box_records(src: UnlabeledSource, root: str | None):
+    """Detections (COCO results) or a COCO json's boxes -> one record per usable box."""
+    data = read_json(src.path)
+    if isinstance(data, list):
+        entries, field = data, "detection"
+        images_path = src.images
+        images = _images_of(src.images, read_json(src.images)) if src.images else None
+    elif isinstance(data, dict) and "images" in data and ("annotations" in data or "detections" in data):
+        field = "annotation" if "annotations" in data else "detection"
+        entries = data.get("annotations", data.get("detections"))
+        images_path = src.images or src.path
+        images = _images_of(images_path, read_json(src.images) if src.images else data)
+    else:
+        raise DataError(f"{src.path}: expected a list of detections (COCO results) or a COCO json with 'images' "
+                        f"and 'annotations' (or 'detections'), got {type(data).__name__}")
+    if not isinstance(entries, list):
+        raise DataError(f"{src.path}: '{field}s' must be a list")
+    if images is None:
+        folder = src.root or root
+        if folder is None:
+            raise ConfigError(f"{src.path}: detections without an images list need an image folder holding "
+                              f"{{image_id:012d}}.jpg (the source's 'root', or ssl.unlabeled_root)")
+    else:
+        folder = src.root or root or os.path.dirname(images_path)
+    skipped, names = Counter(), {}
+    files: dict = {}  # image id -> (path, width, height), or a skip reason
+    kept = []
+    for i, det in enumerate(entries):
+        where = f"{src.path}: {field} {det.get('id', i) if isinstance(det, dict) else i}"
+        if not isinstance(det, dict) or "image_id" not in det or "bbox" not in det:
+            raise DataError(f"{where}: expected an object with 'image_id' and 'bbox' [x, y, w, h]")
+        box = det["bbox"]
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise DataError(f"{where}: expected a bbox of 4 values [x, y, w, h], got {box!r}")
+        score = det.get("score", 1.0)
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise DataError(f"{where}: score must be a number, got {score!r}")
+        if det.get("iscrowd", 0):
+            skipped["crowd"] += 1
+            continue
+        if src.category_id is not None and det.get("category_id", src.category_id) != src.category_id:
+            skipped["other category"] += 1
+            continue
+        if score < src.score_thr:
+            skipped["below the score threshold"] += 1
+            continue
+        image_id = det["image_id"]
+        if image_id not in files:
+            files[image_id] = _locate(image_id, images, folder, where)
+        found = files[image_id]
+        if isinstance(found, tuple) and len(found) == 2:  # (reason, name)
+            skipped[found[0]] += 1
+            names.setdefault(found[0], [])
+            if found[1] not in names[found[0]]:
+                names[found[0]].append(found[1])
+            continue
+        kept.append((found, image_id, box, float(score)))
+    boxes = [box for _, _, box, _ in kept]
+    sizes = np.reshape([(w, h) for (_, w, h), _, _, _ in kept], (-1, 2))
+    _, problems = geometry.check_boxes(boxes, sizes, fmt="xywh", where=src.path, strict=False)
+    skipped.update(p for p in problems if p)
+    records = [UnlabeledRecord(image_path=p, image_id=image_id, bbox_xywh=np.asarray(box, np.float32), width=w,
+                               height=h, score=score, source=src.path)
+               for ((p, w, h), image_id, box, score), problem in zip(kept, problems) if not problem]
+    what = f"{len(records)} instances in {len({r.image_path for r in records})} images"
+    if src.score_thr > 0:
+        what += f" (score >= {src.score_thr:g})"
+    return records, skipped, _summary(src, what, skipped, names)
+
+
+def _images_of(path: str, data) -> dict:
+    """{image id: images entry} of a COCO json, which may be an image-info file with no 'annotations'."""
+    if isinstance(data, dict) and "images" in data and "annotations" not in data:
+        data = {**data, "annotations": []}
+    try:
+        return image_index(path, data)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
+def _locate(image_id, images: dict | None, folder: str, where: str):
+    """An image's (path, width, height), or (skip reason, name to quote)."""
+    if images is not None:
+        img = images.get(image_id)
+        if img is None:
+            return NO_IMAGE_ENTRY, str(image_id)
+        path = os.path.join(folder, img["file_name"])
+        if not os.path.isfile(path):
+            return MISSING_FILE, img["file_name"]
+        return path, int(img["width"]), int(img["height"])
+    if isinstance(image_id, bool) or not isinstance(image_id, int):
+        raise DataError(f"{where}: image_id {image_id!r} is not an integer, and there is no images list to "
+                        f"look it up in")
+    name = f"{image_id:012d}.jpg"
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return MISSING_FILE, name
+    try:
+        w, h = image_size(path)
+    except ImageReadError:
+        return UNREADABLE, name
+    return path, w, h
+
+
+# ---------------------------------------------------------------- dataset
+
+
+class UnlabeledDataset(torch.utils.data.Dataset):
+    """Unlabeled records -> the plain crop of each box (and of the next video frame), no random augmentation.
+
+    The strong and weak views are drawn on the device from these crops. An unreadable image is replaced
+    by another record, chosen from ``(seed, index)`` (so every process substitutes alike), counted in
+    ``bad_images`` (per process) and warned about; :data:`MAX_SUBSTITUTIONS` in a row is an error naming
+    the files. ``cache_images`` keeps decoded images in RAM after their first use (per process).
+    """
+
+    def __init__(self, records: Sequence[UnlabeledRecord], input_size: tuple[int, int], udp: bool, seed: int = 0,
+                 cache_images: bool = False, padding: float = geometry.BBOX_PADDING):
+        if not records:
+            raise ValueError("UnlabeledDataset: no records")
+        self.records = list(records)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.udp = udp
+        self.seed = seed
+        self.padding = padding
+        self.bad_images = 0
+        self._images: dict[str, np.ndarray] | None = {} if cache_images else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read(self, path: str) -> np.ndarray:
+        if self._images is None:
+            return read_image(path)
+        image = self._images.get(path)
+        if image is None:
+            image = self._images[path] = read_image(path)
+            image.setflags(write=False)
+        return image
+
+    def _bad(self, error: ImageReadError, what: str) -> None:
+        self.bad_images += 1
+        warnings.warn(f"{error}; {what} ({self.bad_images} bad images so far)", stacklevel=3)
+
+    def crop_box(self, record: UnlabeledRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The crop matrix (2, 3), center (2,) and scale (2,) of a record's box: the supervised val crop's."""
+        w, h = self.input_size
+        center, scale = geometry.box_to_center_scale(geometry.xywh_to_xyxy(record.bbox_xywh), self.padding)
+        scale = geometry.fix_aspect_ratio(scale, w / h)
+        return geometry.crop_matrix(center, scale, 0.0, self.input_size, self.udp), center, scale
+
+    def __getitem__(self, index: int) -> dict:
+        """-> ``img`` (H, W, 3) uint8 BGR crop, ``img_next`` the same box in the next frame (``img`` itself
+        when there is none), ``has_next`` float32 1 / 0, ``center`` / ``scale`` (2,) float32, ``image_id``,
+        ``index`` (the key of the sample's device augmentation)."""
+        record, rng, tried = self.records[index], None, []
+        for _ in range(MAX_SUBSTITUTIONS):
+            try:
+                image = self._read(record.image_path)
+                break
+            except ImageReadError as e:
+                self._bad(e, "substituted another record")
+                tried.append(record.image_path)
+                rng = rng or np.random.default_rng([self.seed, index])
+                record = self.records[int(rng.integers(len(self.records)))]
+        else:
+            shown = ", ".join(tried[:3]) + (", ..." if len(tried) > 3 else "")
+            raise ImageReadError(f"{MAX_SUBSTITUTIONS} unreadable images in a row while substituting for "
+                                 f"index {index}: {shown}")
+        matrix, center, scale = self.crop_box(record)
+        img = geometry.warp_image(image, matrix, self.input_size)
+        img_next, has_next = img, 0.0
+        if record.next_path is not None:
+            try:
+                img_next = geometry.warp_image(self._read(record.next_path), matrix, self.input_size)
+                has_next = 1.0
+            except ImageReadError as e:
+                self._bad(e, "used without its next frame")
+        return dict(img=img, img_next=img_next.copy() if img_next is img else img_next,
+                    has_next=np.float32(has_next), center=np.asarray(center, np.float32),
+                    scale=np.asarray(scale, np.float32), image_id=record.image_id, index=index)
