@@ -56,6 +56,12 @@ def _uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     return _shr(_bits(keys, stream, n), 40).float() * 2.0**-24
 
 
+def uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """keys (B,) -> (B, n) float32 uniform in [0, 1): the per-sample draws, public for the other device-side
+    augmentations (:mod:`sagepose.ssl.views`); they pick ``stream`` numbers other than this module's 1-3."""
+    return _uniform(keys, stream, n)
+
+
 @dataclass(frozen=True)
 class PhotometricConfig:
     """MMPose's PhotometricDistortion: each step applied per sample with probability ``p``.
