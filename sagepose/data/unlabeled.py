@@ -20,6 +20,7 @@ naming it. :class:`UnlabeledDataset` crops each record's box exactly as the supe
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -132,8 +133,8 @@ def _detect_kind(path: str) -> str:
         return "video"
     if suffix in IMAGE_SUFFIXES:
         return "images"
-    if suffix == ".json":
-        return "coco" if isinstance(data := read_json(path), dict) and "annotations" in data else "detections"
+    if suffix == ".json":  # detections or COCO boxes: one reader, which names the kind from the content
+        return "detections"
     raise DataError(f"{path}: not an unlabeled source (a folder of images, a video "
                     f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a json of detections or boxes)")
 
@@ -444,6 +445,7 @@ def _box_records(src: UnlabeledSource, root: str | None):
         images = _images_of(src.images, read_json(src.images)) if src.images else None
     elif isinstance(data, dict) and "images" in data and ("annotations" in data or "detections" in data):
         field = "annotation" if "annotations" in data else "detection"
+        src = dataclasses.replace(src, kind="coco" if field == "annotation" else "detections")
         entries = data.get("annotations", data.get("detections"))
         images_path = src.images or src.path
         images = _images_of(images_path, read_json(src.images) if src.images else data)
