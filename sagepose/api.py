@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from sagepose.errors import ConfigMismatchWarning
+from sagepose.keypoints import KeypointSchema, schema_from_dict, schema_to_dict
 from sagepose.models.checkpoint import (
     BACKBONE_ONLY,
     CheckpointMismatchError,
@@ -55,6 +56,35 @@ def checkpoint_model_config(raw: dict, source: str = "checkpoint"):
     return dataclasses.replace(cfg, init_checkpoint=None, grad_checkpointing=False)
 
 
+def checkpoint_schema(raw: dict, source: str = "checkpoint") -> KeypointSchema | None:
+    """The keypoint schema a checkpoint was trained with, as it stores it (plain data: a training ``.ckpt``'s
+    ``hyper_parameters["schema"]``, a converted file's ``sagepose["schema"]``), or None if it stores none.
+
+    This is what the weights mean, so it is preferred to resolving ``model.schema`` again: a schema file (a COCO
+    json, a YAML) need not exist where the checkpoint is loaded.
+    """
+    if not isinstance(raw, dict):
+        return None
+    meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
+    hparams = raw.get("hyper_parameters") if isinstance(raw.get("hyper_parameters"), dict) else {}
+    stored = hparams.get("schema") or meta.get("schema")
+    if not isinstance(stored, dict):
+        return None
+    return schema_from_dict(stored, where=f"{source}: its stored keypoint schema")
+
+
+def _head_keypoints(raw: dict, source: str) -> int | None:
+    """The keypoint count a checkpoint's head predicts (its final heatmap layer's outputs), or None."""
+    try:
+        sd = convert_state_dict(raw, None, source)[0]
+    except (ValueError, KeyError):
+        return None
+    for key in ("head.final_conv.weight", "head.heatmap.weight"):  # heatmap heads, the fusion head
+        if key in sd:
+            return int(sd[key].shape[0])
+    return None
+
+
 def model_config_differences(given, trained) -> list[str]:
     """``model.FIELD: checkpoint X, given Y`` for each :data:`RECIPE_FIELDS` entry in which a model config
     (:class:`ModelConfig` or a model-config dict; missing keys: the defaults) differs from a checkpoint's."""
@@ -81,10 +111,17 @@ def warn_if_not_trained_as(given, trained, source: str) -> None:
 
 
 def load_weights(model: TopDownEstimator, raw: dict, source: str) -> None:
-    """:func:`load_checkpoint` (strict) of what the file ``source`` holds; a mismatch report names the file."""
+    """:func:`load_checkpoint` (strict) of what the file ``source`` holds; a mismatch report names the file, and a
+    head for another keypoint count than the model's schema is one line naming both counts."""
     try:
         load_checkpoint(model, raw, strict=True)
     except CheckpointMismatchError as e:
+        k, schema = _head_keypoints(raw, source), model.schema
+        if k is not None and k != schema.num_keypoints:
+            raise CheckpointMismatchError(
+                f"{source}: its head predicts {k} keypoints, schema {schema.name} has {schema.num_keypoints}: give "
+                "the schema it was trained with (model.schema), or start a new head from it with "
+                "model.init_checkpoint") from None
         raise CheckpointMismatchError(f"{source}: {e}") from None
 
 
@@ -93,6 +130,13 @@ def _drop_init(cfg):
     if dataclasses.is_dataclass(cfg):
         return dataclasses.replace(cfg, init_checkpoint=None)
     return {k: v for k, v in dict(cfg).items() if k != "init_checkpoint"}
+
+
+def _schema_spec(cfg):
+    """``model.schema`` of a model config (a ModelConfig or a dict; the default when absent)."""
+    from sagepose.config import ModelConfig
+
+    return cfg.schema if dataclasses.is_dataclass(cfg) else dict(cfg).get("schema", ModelConfig().schema)
 
 
 def _explicit_config(name_or_config):
@@ -152,12 +196,13 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
         source, raw, name_or_config, key = key, read_checkpoint(key), None, None
     meta = raw.get("sagepose", {}) if isinstance(raw, dict) and isinstance(raw.get("sagepose"), dict) else {}
     trained = checkpoint_model_config(raw, source) if raw is not None else None
+    stored = checkpoint_schema(raw, source) if raw is not None else None
     explicit = _explicit_config(name_or_config) if name_or_config is not None and key not in MODELS else None
     if name_or_config is None:
         if raw is None:
             raise ValueError("sagepose.load: give a model (zoo name, config) or a checkpoint")
         if trained is not None:
-            model = build_model_from_config(trained)
+            model = build_model_from_config(trained, schema=stored)
         elif meta.get("model") in MODELS:
             model = build_model(meta["model"], num_keypoints=meta.get("num_keypoints"))
         else:
@@ -169,7 +214,7 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
             raise ValueError(f"{source} was trained as {trained.name!r}, not {key!r}: pass {trained.name!r} "
                              "or the checkpoint alone")
         if trained is not None:
-            model = build_model_from_config(trained)
+            model = build_model_from_config(trained, schema=stored)
         elif key in hub.WEIGHTS:
             model = build_model(zoo_name, num_keypoints=hub.WEIGHTS[key].num_keypoints)
         else:
@@ -178,7 +223,9 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
             raw = read_checkpoint(hub.fetch(key))
     elif explicit is not None:
         warn_if_not_trained_as(explicit, trained, source)
-        model = build_model_from_config(_drop_init(explicit) if raw is not None else explicit)
+        # the same model.schema as the checkpoint's: its stored schema (the file need not be here)
+        same = stored if trained is not None and _schema_spec(explicit) == trained.schema else None
+        model = build_model_from_config(_drop_init(explicit) if raw is not None else explicit, schema=same)
     else:
         from sagepose.configs import CONFIG_DIR
 
@@ -253,7 +300,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = 
         if model is not None and model != trained.name:
             raise ValueError(f"{src} was trained as {trained.name!r}, not {model!r}: drop --model or pass "
                              f"--model {trained.name}")
-        model, net = trained.name, build_model_from_config(trained)
+        model, net = trained.name, build_model_from_config(trained, schema=checkpoint_schema(raw, str(src)))
         k = net.schema.num_keypoints
     else:
         k = None
@@ -267,7 +314,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = 
     load_checkpoint(net, raw, strict=True, fmt=fmt)  # raises with the full report on any mismatch
     own = net.state_dict()
     keep = {n: own[n] for n in adapt_pos_embed(sd, net) if n in own}
-    recipe = {"model_config": dataclasses.asdict(trained)} if trained is not None else {}
+    recipe = ({"model_config": dataclasses.asdict(trained), "schema": schema_to_dict(net.schema)}
+              if trained is not None else {})
     save_checkpoint(dst, keep, model=model, num_keypoints=k, source=Path(src).name, source_format=fmt,
                     backbone_only=backbone_only, **recipe)
     return dict(model=model, num_keypoints=k, source_format=fmt, tensors=len(keep),

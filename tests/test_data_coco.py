@@ -190,7 +190,13 @@ def test_dataset_sample_fields_and_collate(tmp_path):
     assert batch["keypoints"].shape == (2, 17, 2) and batch["visible"].shape == (2, 17)
     assert batch["image_id"].tolist() == [1, 1] and batch["index"].tolist() == [0, 1]
     # only fields something reads: training (img, keypoints, visible, index), validation (all of them)
-    assert set(batch) == {"img", "keypoints", "visible", "center", "scale", "image_id", "bbox_score", "index"}
+    assert set(batch) == {"img", "keypoints", "visible", "center", "scale", "image_id", "bbox_score", "index",
+                          "gt_keypoints", "gt_visible", "bbox"}
+    # the labels as the file gives them (image px), for validation's pixel metrics
+    records = ds.records
+    assert np.array_equal(batch["gt_keypoints"].numpy(), np.stack([records[0].keypoints, records[1].keypoints]))
+    assert np.array_equal(batch["gt_visible"].numpy(), np.stack([records[0].visible, records[1].visible]))
+    assert np.array_equal(batch["bbox"].numpy(), np.stack([records[0].bbox_xywh, records[1].bbox_xywh]))
 
 
 def test_dataset_is_reproducible_with_any_num_workers_and_changes_per_epoch(tmp_path):

@@ -66,7 +66,9 @@ class TopDownDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         """-> ``img`` (H, W, 3) uint8 BGR, ``keypoints`` (K, 2) float32 crop px, ``visible`` (K,),
         ``center`` / ``scale`` (2,) the crop box (validation maps keypoints back with it), ``image_id``,
-        ``bbox_score``, and ``index``: the key of the sample's device augmentation and of its val row."""
+        ``bbox_score``, ``index``: the key of the sample's device augmentation and of its val row, and the
+        record's labels as the file gives them (validation's pixel metrics): ``gt_keypoints`` (K, 2) image px,
+        ``gt_visible`` (K,) 1 where labeled, ``bbox`` (4,) xywh image px (clipped to the image)."""
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
         for _ in range(MAX_SUBSTITUTIONS):
@@ -85,7 +87,8 @@ class TopDownDataset(torch.utils.data.Dataset):
                                  f"while substituting for index {index}")
         s = self.sampler(image, record, rng, self.train)
         return dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
-                    image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index)
+                    image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index,
+                    gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh)
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import warnings
 from functools import partial
 
 import torch
 
 from sagepose.codecs import build_codec
-from sagepose.keypoints import COCO17, KeypointSchema, get_schema
+from sagepose.keypoints import COCO17, KeypointSchema, load_schema
 from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.fusion_head import FusionHead
@@ -153,13 +154,14 @@ for _name in ("hrformer-s", "hrformer-b", "vit-tiny"):
 
 def build_model(name: str, num_keypoints: int | None = None, schema: KeypointSchema | str | None = None,
                 **overrides) -> TopDownEstimator:
-    """A zoo model by name; ``schema`` (or a bare ``num_keypoints``) replaces COCO-17, ``overrides``
+    """A zoo model by name; ``schema`` (or a bare ``num_keypoints``) replaces COCO-17 -- a schema, a built-in
+    name, or a COCO json / YAML schema file (:func:`sagepose.keypoints.load_schema`); ``overrides``
     go to the builder (``input_size=(w, h)``, ``sigma``, ``drop_path_rate``, ``grad_checkpointing``,
     ``flip_test``, ``codec={...}``, ``arch={...}``)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
     if schema is not None:
-        schema = get_schema(schema)
+        schema = load_schema(schema)
         if num_keypoints is not None and num_keypoints != schema.num_keypoints:
             raise ValueError(f"num_keypoints={num_keypoints} but schema {schema.name} has "
                              f"{schema.num_keypoints}")
@@ -169,14 +171,21 @@ def build_model(name: str, num_keypoints: int | None = None, schema: KeypointSch
     return MODELS[name](**overrides)
 
 
-def build_model_from_config(model_cfg) -> TopDownEstimator:
+def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> TopDownEstimator:
     """A model from a config's ``model`` section: :class:`sagepose.config.ModelConfig` or a dict like
     ``{"name": "vit-tiny", "num_keypoints": 17, ...builder overrides}``. ``None`` values keep the zoo's
-    defaults; ``init_checkpoint`` (if set) must cover the whole backbone -- only head keys may be missing."""
+    defaults. ``model.schema`` is resolved with :func:`sagepose.keypoints.load_schema` (a built-in name or a
+    COCO json / YAML schema file); ``schema`` (a checkpoint's stored schema) replaces it.
+
+    ``init_checkpoint`` (if set) must cover the whole backbone; only head keys may be missing, or shaped for
+    another keypoint count (a pose model fine-tuned to a new skeleton: that head keeps its initialisation,
+    with a warning)."""
     cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
     cfg = {k: v for k, v in cfg.items() if v is not None and v != {}}
     if "name" not in cfg:
         raise ValueError(f"model config needs a 'name' (one of {sorted(MODELS)}); got keys {sorted(cfg)}")
+    if schema is not None:
+        cfg["schema"] = schema
     init = cfg.pop("init_checkpoint", None)
     channels_last = cfg.pop("channels_last", False)
     if isinstance(cfg.get("input_size"), list):
@@ -186,7 +195,13 @@ def build_model_from_config(model_cfg) -> TopDownEstimator:
         model.to(memory_format=torch.channels_last)
     if init:
         missing, unexpected, shaped = load_checkpoint(model, init, strict=False)
-        stray = [k for k in missing if not k.startswith("head.")] + unexpected + shaped
+        head_shaped = [k for k in shaped if k.startswith("head.")]
+        stray = [k for k in missing if not k.startswith("head.")] + unexpected + [k for k in shaped
+                                                                                 if not k.startswith("head.")]
         if stray:
             raise CheckpointMismatchError(f"{init}: init checkpoint does not match the backbone: {stray}")
+        if head_shaped:
+            warnings.warn(f"{init}: its head is shaped for another keypoint count than schema "
+                          f"{model.schema.name} ({model.schema.num_keypoints}): {', '.join(head_shaped)}; those "
+                          "layers start from their initialisation", stacklevel=2)
     return model

@@ -1,7 +1,7 @@
 """Checkpoints that survive a kill: atomic writes, a completeness check, and which file to resume from.
 
     checkpoints/last.ckpt        every epoch end, and every ``trainer.checkpoint_every_steps`` steps
-    checkpoints/best.ckpt        best ``val/AP`` so far
+    checkpoints/best.ckpt        best ``val/AP`` so far (``val/pixel_error``, lowest, for a schema without OKS sigmas)
     checkpoints/epoch-EEE.ckpt   kept every ``trainer.keep_every_epochs`` epochs
 
 Every file is written to a hidden temporary name, flushed to the disk (fsync) and renamed over the
@@ -84,8 +84,16 @@ class NamedCheckpoint(ModelCheckpoint):
                                         every_n_epochs=self._every_n_epochs)
 
 
-def checkpoint_callbacks(t: TrainerConfig, ckpt_dir: str | Path, monitor: str | None) -> list[ModelCheckpoint]:
-    """Lightning ModelCheckpoint callbacks writing last / best / every-N files into ``ckpt_dir``.
+def monitor_for(schema) -> tuple[str, str]:
+    """The metric that picks ``best.ckpt`` for a keypoint schema, and its mode: ``("val/AP", "max")`` when the
+    schema has OKS sigmas, else ``("val/pixel_error", "min")``."""
+    return ("val/AP", "max") if schema.has_sigmas else ("val/pixel_error", "min")
+
+
+def checkpoint_callbacks(t: TrainerConfig, ckpt_dir: str | Path, monitor: str | None,
+                         mode: str = "max") -> list[ModelCheckpoint]:
+    """Lightning ModelCheckpoint callbacks writing last / best / every-N files into ``ckpt_dir``; ``best`` is the
+    checkpoint with the highest (``mode="max"``) or lowest (``"min"``) ``monitor`` (see :func:`monitor_for`).
 
     ``last`` takes two callbacks when it is also written every N steps: Lightning keeps step and epoch
     triggers in separate callbacks.
@@ -97,7 +105,7 @@ def checkpoint_callbacks(t: TrainerConfig, ckpt_dir: str | Path, monitor: str | 
         callbacks.append(NamedCheckpoint(save_top_k=0, save_last=True, every_n_train_steps=t.checkpoint_every_steps,
                                          **common))
     if monitor is not None:
-        callbacks.append(NamedCheckpoint(filename="best", monitor=monitor, mode="max", save_top_k=1, **common))
+        callbacks.append(NamedCheckpoint(filename="best", monitor=monitor, mode=mode, save_top_k=1, **common))
     if t.keep_every_epochs > 0:
         callbacks.append(NamedCheckpoint(filename="epoch-{epoch:03d}", every_n_epochs=t.keep_every_epochs,
                                          save_top_k=-1, save_on_train_epoch_end=True, **common))

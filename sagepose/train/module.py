@@ -3,8 +3,11 @@
     crops (uint8, CPU workers) -> [device] normalize, photometric aug, coarse dropout
       -> encode heatmap targets from keypoints (codec) -> model -> masked heatmap MSE
 
-Validation decodes with flip test, maps keypoints back to the image and scores them
-with pycocotools once per validation epoch (``val/AP`` drives the best checkpoint). Under
+Validation decodes with flip test, maps keypoints back to the image and scores them once per
+validation epoch: pycocotools OKS AP when the schema has OKS sigmas, and pixel metrics
+(``val/pixel_error``, its median and p95, PCK; :func:`sagepose.eval.pixel_metrics`) against the
+labels the val set carries in image pixels, for every schema (not with detection boxes: no pairing
+with the labels). ``val/AP``, or ``val/pixel_error`` without sigmas, drives the best checkpoint. Under
 DDP / FSDP each rank validates its shard; the predictions are gathered once, keyed by each
 instance's dataset index, so every val instance is scored exactly once.
 
@@ -25,23 +28,31 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
-from sagepose.eval import evaluate_coco, make_results
+from sagepose.eval import box_size, evaluate_coco, make_results, pixel_metrics
 from sagepose.fileio import write_json_atomic
 from sagepose.geometry import crop_to_image
+from sagepose.keypoints import KeypointSchema, schema_to_dict
 from sagepose.models import build_model_from_config
 from sagepose.models.fusion_head import FusionHead, to_heatmap_coords
 from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
 from sagepose.train.optim import build_optimizer, build_scheduler
 
+# metric entries that are counts, not scores: kept in last_metrics, not logged
+_COUNTS = ("num_predictions", "num_joints", "num_nonfinite")
+
 
 class TopDownModule(L.LightningModule):
-    def __init__(self, cfg: Config, val_gt_json: str | None = None):
+    def __init__(self, cfg: Config, val_gt_json: str | None = None, schema: KeypointSchema | None = None):
+        """``schema``: the keypoint schema to build the model with instead of resolving ``cfg.model.schema`` (a
+        checkpoint's stored one, :func:`sagepose.api.checkpoint_schema`). The resolved schema is saved in the
+        hyper-parameters (``schema``, plain data), so a checkpoint rebuilds it without the schema file."""
         super().__init__()
         self.cfg = cfg
         self.val_gt_json = val_gt_json
-        self.model = build_model_from_config(cfg.model)
-        self.save_hyperparameters({"config": to_dict(cfg), "val_gt_json": val_gt_json})
+        self.model = build_model_from_config(cfg.model, schema=schema)
+        self.save_hyperparameters({"config": to_dict(cfg), "val_gt_json": val_gt_json,
+                                   "schema": schema_to_dict(self.model.schema)})
         self.register_buffer("joint_weights", torch.tensor(self.model.schema.joint_weights), persistent=False)
         self._val_outputs: list[dict] = []
         self.last_predictions: list[dict] = []
@@ -196,10 +207,12 @@ class TopDownModule(L.LightningModule):
         heatmaps = self.model.predict_heatmaps(x)
         kpts, scores = self.model.decode(heatmaps)
         kpts = crop_to_image(kpts, self.model.input_size, batch["center"], batch["scale"])
-        self._val_outputs.append({
-            "image_id": batch["image_id"].cpu().numpy(), "keypoints": kpts.float().cpu().numpy(),
-            "scores": scores.float().cpu().numpy(), "bbox_score": batch["bbox_score"].cpu().numpy(),
-            "area": batch["scale"].prod(-1).cpu().numpy(), "index": batch["index"].cpu().numpy()})
+        out = {"image_id": batch["image_id"].cpu().numpy(), "keypoints": kpts.float().cpu().numpy(),
+               "scores": scores.float().cpu().numpy(), "bbox_score": batch["bbox_score"].cpu().numpy(),
+               "area": batch["scale"].prod(-1).cpu().numpy(), "index": batch["index"].cpu().numpy()}
+        if "gt_keypoints" in batch and not self.cfg.data.det_json:  # detections carry no labels to pair with
+            out.update({k: batch[k].float().cpu().numpy() for k in ("gt_keypoints", "gt_visible", "bbox")})
+        self._val_outputs.append(out)
 
     def on_validation_epoch_end(self):
         outs, self._val_outputs = self._val_outputs, []
@@ -214,20 +227,35 @@ class TopDownModule(L.LightningModule):
         if cat is None:
             return
         cat = dedupe_instances(cat)
+        schema = self.model.schema
+        # OKS-NMS needs sigmas; without them every instance is kept (GT boxes: one per labeled animal)
+        sigmas = schema.sigmas_array() if schema.has_sigmas else ()
         results = make_results(cat["image_id"], cat["keypoints"], cat["scores"], cat["bbox_score"],
-                               cat["area"], self.model.schema.sigmas_array())
+                               cat["area"], sigmas, nms_thr=0.9 if schema.has_sigmas else None)
         self.last_predictions, self.last_instances = results, cat["index"]
         # pycocotools once, on rank 0; every rank logs the same numbers (the best checkpoint reads them)
         metrics = None
         if self.trainer.is_global_zero:
-            metrics = evaluate_coco(self.val_gt_json, results, sigmas=self.model.schema.sigmas_array()).as_dict()
+            metrics = {}
+            if schema.has_sigmas:
+                metrics.update(evaluate_coco(self.val_gt_json, results, sigmas=sigmas).as_dict())
+            if "gt_keypoints" in cat:
+                metrics.update(pixel_metrics(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"],
+                                             box_size(cat["bbox"]), schema.keypoints))
         metrics = self.last_metrics = self.trainer.strategy.broadcast(metrics, src=0)
-        logged = {f"val/{k}": float(v) for k, v in metrics.items() if k != "num_predictions"}
+        logged = {f"val/{k}": float(v) for k, v in metrics.items()
+                  if k not in _COUNTS and isinstance(v, (int, float)) and v is not None}
         self.log_dict({**logged, "val/instances": float(len(cat["index"]))})
         if self.trainer.state.fn == TrainerFn.FITTING:  # `sagepose test` prints its metrics as JSON itself
             # rank 0 only, above the progress bar when there is one
-            self.print(f"epoch {self.current_epoch} step {self.global_step}: val AP {metrics['AP']:.3f} "
-                       f"AP50 {metrics['AP50']:.3f} AR {metrics['AR']:.3f}")
+            line = f"epoch {self.current_epoch} step {self.global_step}: val"
+            if "AP" in metrics:
+                line += f" AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} AR {metrics['AR']:.3f}"
+            if metrics.get("pixel_error") is not None:
+                line += f" pixel_error {metrics['pixel_error']:.2f} px"
+                if "AP" not in metrics:
+                    line += f" (median {metrics['pixel_error_median']:.2f}, PCK@0.1box {metrics['PCK@0.1box']:.3f})"
+            self.print(line)
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
