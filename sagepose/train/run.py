@@ -59,6 +59,30 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
     return loaders
 
 
+def unlabeled_records(cfg: Config, verbose: bool = True):
+    """The records of ``ssl.unlabeled`` (video frames cached under ``OUT/unlabeled_cache``)."""
+    from sagepose.data.unlabeled import load_unlabeled
+
+    s = cfg.ssl
+    cache = str(Path(cfg.trainer.out_dir) / "unlabeled_cache")
+    return load_unlabeled(s.unlabeled, root=s.unlabeled_root, cache_dir=cache, every_n=s.every_n,
+                          score_thr=s.det_score_thr, temporal=s.lambda_temporal > 0, verbose=verbose)
+
+
+def build_unlabeled_loader(cfg: Config, model, records, rank: int = 0, world_size: int = 1):
+    """Rank ``rank``'s resumable shard of the unlabeled crops (a seeded permutation per epoch, as training's)."""
+    from sagepose.data import UnlabeledDataset, collate
+    from sagepose.train.sampling import ResumableLoader, ShardSampler
+
+    d, s = cfg.data, cfg.ssl
+    ds = UnlabeledDataset(records, tuple(model.input_size), udp=model.codec.udp, seed=cfg.trainer.seed,
+                          cache_images=d.cache_images)
+    shard = ShardSampler(len(ds), seed=cfg.trainer.seed + 1, shuffle=True, rank=rank, world_size=world_size)
+    return ResumableLoader(ds, shard, batch_size=s.batch_size, drop_last=len(shard) > s.batch_size,
+                           generator=torch.Generator().manual_seed(cfg.trainer.seed + 1), num_workers=d.num_workers,
+                           collate_fn=collate, persistent_workers=d.num_workers > 0)
+
+
 class TopDownData(L.LightningDataModule):
     """The loaders of :func:`build_loaders` for Lightning, which asks for them once the process group is
     up, so each rank builds its own shard."""
@@ -78,11 +102,34 @@ class TopDownData(L.LightningDataModule):
         return self._loaders(train=False)["val"] if self.cfg.data.val_json else []
 
 
+class SemiSupervisedData(TopDownData):
+    """Training batches ``{"labeled": ..., "unlabeled": ...}`` (``ssl.mode="semi"``; an epoch ends with the shorter
+    loader, so it is the supervised run's epoch when the unlabeled set is the larger) or unlabeled batches only
+    (``"unsup_only"``). Video frames are cached once, by local rank 0, before any loader is built."""
+
+    def prepare_data(self):
+        unlabeled_records(self.cfg)
+
+    def train_dataloader(self):
+        from lightning.pytorch.utilities import CombinedLoader
+
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        unlabeled = build_unlabeled_loader(self.cfg, self.model, unlabeled_records(self.cfg, verbose=False),
+                                           rank, world)
+        if self.cfg.ssl.mode == "unsup_only":
+            return unlabeled
+        return CombinedLoader({"labeled": self._loaders(train=True)["train"], "unlabeled": unlabeled},
+                              mode="min_size")
+
+
 def check_config(cfg: Config) -> None:
     """Refuse, before any work, what :func:`sagepose.config.validate` refuses, and what training does not
     support (fp16 mixed precision)."""
     validate(cfg)
     t = cfg.trainer
+    if cfg.ssl.mode != "off" and cfg.model.name.endswith("-fusion"):
+        raise ConfigError(f"ssl.mode={cfg.ssl.mode!r}: semi-supervised training takes heatmap models; "
+                          f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
@@ -132,7 +179,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     """
     from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor
 
-    from sagepose.train.checkpoints import checkpoint_callbacks, find_resume_checkpoint
+    from sagepose.train.checkpoints import checkpoint_callbacks, find_resume_checkpoint, monitor_for
     from sagepose.train.module import TopDownModule
 
     check_config(cfg)
@@ -147,20 +194,26 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
         rank_zero_info(f"resuming from {resume_path}" if resume_path else
                        f"--resume: no complete checkpoint in {ckpt_dir}; starting from scratch")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+    if cfg.ssl.mode == "off":
+        module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+        datamodule = TopDownData(cfg, module.model)
+    else:
+        module = _semi_supervised_module(cfg)
+        datamodule = SemiSupervisedData(cfg, module.model)
     if cfg.trainer.strategy == "fsdp":
         module.model.backbone.grad_checkpointing = False  # FSDP's checkpointing policy does it (build_strategy)
-    checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor="val/AP" if cfg.data.val_json else None)
+    monitor, mode = monitor_for(module.model.schema)
+    checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor=monitor if cfg.data.val_json else None, mode=mode)
     extra = [LearningRateMonitor(logging_interval="step")]
     if cfg.optim.ema_decay > 0:
         extra.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
     trainer = _trainer(cfg, out, [*checkpoints, *extra, *callbacks])
     start = time.time()
-    trainer.fit(module, datamodule=TopDownData(cfg, module.model), ckpt_path=resume_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
     best = next((c for c in checkpoints if c.monitor), None)
     last = str(ckpt_dir / "last.ckpt")
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
-               "best_val_AP": float(best.best_model_score) if best and best.best_model_score is not None else None,
+               "best_val_AP": _best_score(best, "val/AP"), "best_val_pixel_error": _best_score(best, "val/pixel_error"),
                "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step,
                "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None,
                "stopped_by_time": _stopped_by_time(cfg, trainer)}
@@ -171,6 +224,29 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     if trainer.is_global_zero:
         write_json_atomic(out / "train_summary.json", summary, indent=1)
     return summary
+
+
+def _best_score(best, key: str) -> float | None:
+    """The best checkpoint's score when it was chosen by ``key``."""
+    if best is None or best.monitor != key or best.best_model_score is None:
+        return None
+    return float(best.best_model_score)
+
+
+def _semi_supervised_module(cfg: Config):
+    """The semi-supervised module, its structural priors measured on the labeled set (``data.train_json``)."""
+    from sagepose.train.ssl_module import SemiSupervisedModule, labeled_priors
+
+    module = SemiSupervisedModule(cfg, val_gt_json=cfg.data.val_json)
+    if cfg.ssl.priors and cfg.data.train_json:
+        from sagepose.data import load_coco
+
+        model = module.model
+        records = load_coco(cfg.data.train_json, schema=model.schema, image_root=cfg.data.image_root, mode="train")
+        module.priors = labeled_priors(records, model.schema, tuple(model.input_size), model.codec.udp)
+    elif cfg.ssl.priors:
+        rank_zero_warn("ssl.priors: no data.train_json to measure the skeleton's ranges on; training without priors")
+    return module
 
 
 def _stopped_by_time(cfg: Config, trainer) -> bool:

@@ -1,0 +1,231 @@
+"""Semi-supervised top-down training (SAGE-Pose) as a LightningModule: the supervised step plus an unlabeled one.
+
+    unlabeled crops (uint8, plain crops of their boxes) -> [device]
+      two weak views -> EMA teacher (no grad, bf16 where native) -> probabilities -> warped into each strong view
+        (the relative affine, flip with pair swap) -> fused by confidence, sharpened -> target, confidence
+      M strong views -> student -> probabilities -> KL / JS / MSE to the target, on the joints the dynamic mask keeps
+      the last strong view's soft-argmax coordinates -> structural priors (bones, angles, skeleton Laplacian)
+      video sources: the next frame in the same strong view -> temporal term (epsilon-insensitive, image px)
+    loss = supervised + ramp(step) * (lambda_u * consistency + priors + temporal)
+
+The supervised half is :class:`~sagepose.train.module.TopDownModule`'s own step, unchanged (``mode="semi"``);
+validation, the non-finite guard, checkpoints and optimizers are inherited. The teacher (``self.teacher``) and the
+mask statistics (``self.keypoint_mask``) are submodules, so checkpoints carry them and a resume restores them; the
+priors (``self.priors``) are recomputed from the labeled set, also carried. The teacher is updated after every
+optimizer step. Each rank draws its own shard of the unlabeled data; the mask statistics are taken over all ranks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from sagepose.config import Config, ViewConfig
+from sagepose.data import batch_aug
+from sagepose.ssl import losses, views
+from sagepose.ssl.priors import StructuralPriors
+from sagepose.ssl.teacher import EMATeacher
+from sagepose.ssl.warp import warp_heatmaps
+from sagepose.train.module import TopDownModule
+
+UNLABELED_SEED_OFFSET = 0x5EED  # unlabeled sample keys differ from labeled ones of the same index
+MIN_KEPT_MASS = 0.5  # a joint whose warped teacher probability kept less than this left the student's view
+
+
+def view_params(v: ViewConfig) -> views.ViewParams:
+    return views.ViewParams(rotate=v.rotate, scale=tuple(v.scale), shift=v.shift, flip_prob=v.flip_prob)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def labeled_priors(records, schema, input_size: tuple[int, int], udp: bool) -> StructuralPriors | None:
+    """Structural priors from labeled records, measured in their plain crops (the frame the student predicts in),
+    with the crop diagonal as the scale; None for a schema without skeleton."""
+    from sagepose import geometry
+
+    if not schema.skeleton or not records:
+        return None
+    w, h = input_size
+    keypoints = []
+    for r in records:
+        center, scale = geometry.box_to_center_scale(geometry.xywh_to_xyxy(r.bbox_xywh))
+        matrix = geometry.crop_matrix(center, geometry.fix_aspect_ratio(scale, w / h), 0.0, input_size, udp)
+        keypoints.append(geometry.apply_affine(r.keypoints, matrix))
+    visible = np.stack([r.visible for r in records])
+    return StructuralPriors.from_labeled(np.stack(keypoints), visible, np.full(len(records), math.hypot(w, h)),
+                                         schema.skeleton, schema.num_keypoints)
+
+
+class SemiSupervisedModule(TopDownModule):
+    def __init__(self, cfg: Config, val_gt_json: str | None = None, priors: StructuralPriors | None = None):
+        super().__init__(cfg, val_gt_json)
+        s, k = cfg.ssl, self.model.schema.num_keypoints
+        self.teacher = EMATeacher(self.model, decay=s.teacher_ema)
+        self.keypoint_mask = losses.KeypointMask(k, beta=s.mask_beta, momentum=s.mask_momentum,
+                                                 warmup_iters=s.mask_warmup_iters, min_keep_ratio=s.min_keep_ratio)
+        self.priors = priors if s.priors else None
+        self.map_kind = "logits" if self.model.heatmap_output == "softmax" else "heatmap"
+        self.weak, self.strong = view_params(s.weak), view_params(s.strong)
+        self.weak_photometric = dataclasses.replace(views.WEAK_PHOTOMETRIC, p=s.weak.photometric_prob) \
+            if s.weak.photometric_prob > 0 else None
+        self.strong_photometric = dataclasses.replace(views.STRONG_PHOTOMETRIC, p=s.strong.photometric_prob) \
+            if s.strong.photometric_prob > 0 else None
+        self.strong_dropout = dataclasses.replace(views.STRONG_DROPOUT, p=s.strong.coarse_dropout_prob) \
+            if s.strong.coarse_dropout_prob > 0 else None
+        self._teacher_step = 0  # the optimizer step the teacher last followed
+
+    # ---- the unlabeled half ------------------------------------------------------------------
+    def _teacher_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.cfg.ssl.teacher_bf16 and native_bf16(self.device) else None
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) on every rank -> (world * B, ...): the mask's statistics are the whole global batch's."""
+        if self.trainer.world_size <= 1:
+            return x
+        return self.all_gather(x).flatten(0, 1)
+
+    def unlabeled_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One unlabeled batch -> (the unweighted-by-ramp sum of the unlabeled terms, logs)."""
+        s, model = self.cfg.ssl, self.model
+        crops = batch["img"]
+        keys = batch_aug.sample_keys(self.cfg.trainer.seed + UNLABELED_SEED_OFFSET, self.current_epoch,
+                                     batch["index"]).to(crops.device)
+        hm_scale = model.codec.to_heatmap(torch.ones(2, device=crops.device))
+        flip_indices = model.schema.flip_indices
+
+        # teacher: one or two weak views, their probability maps
+        n_teacher = 2 if s.fusion else 1
+        t_views = [views.make_views(crops, keys, self.weak, stream=v, photometric_cfg=self.weak_photometric)
+                   for v in range(n_teacher)]
+        t_in = model.normalize(torch.cat([v[0] for v in t_views]).clamp(0, 255))
+        t_out = self.teacher(t_in, autocast_dtype=self._teacher_dtype())
+        t_probs = losses.to_probabilities(t_out, 1.0, self.map_kind).chunk(n_teacher)
+
+        # student: M strong views
+        s_views = [views.make_views(crops, keys, self.strong, stream=2 + m, photometric_cfg=self.strong_photometric,
+                                    dropout_cfg=self.strong_dropout) for m in range(s.num_strong_views)]
+        s_out = model(model.normalize(torch.cat([v[0] for v in s_views]).clamp(0, 255))).chunk(s.num_strong_views)
+
+        cons, logs, mask = 0.0, {}, None
+        for m, (_, A_s, flip_s, _) in enumerate(s_views):
+            warped, masses = [], []
+            for p_t, (_, A_t, flip_t, _) in zip(t_probs, t_views):
+                w = warp_heatmaps(p_t, views.relative_affine(A_t, A_s), flip_t ^ flip_s, flip_indices, hm_scale,
+                                  mass_preserving=True)
+                w, mass = losses.renormalize(w)
+                warped.append(w)
+                masses.append(mass)
+            target, conf = losses.fuse_teacher_views(warped[0], warped[1] if s.fusion else None,
+                                                     temperature=s.fusion_temperature, spatial_tau=s.teacher_tau)
+            in_view = (torch.stack(masses).amin(0) >= MIN_KEPT_MASS).float()
+            if m == 0:  # the mask statistics advance once a step
+                mask = self.keypoint_mask(conf, self.global_step, stats_conf=self._gather(conf)) if s.mask \
+                    else torch.ones_like(conf)
+                logs["teacher_conf_mean"], logs["teacher_conf_max"] = conf.mean(), conf.max()
+            joint_mask = mask * in_view
+            loss_m, logs_m = losses.consistency_loss(s_out[m], target, joint_mask, kind=s.consistency,
+                                                     tau=s.prob_tau, map_kind=self.map_kind)
+            cons = cons + loss_m / s.num_strong_views
+            if m == 0:
+                logs["mask_kept"] = logs_m["kept"]
+        total = s.lambda_u * cons
+        logs["consistency"] = cons.detach()
+
+        last_out, zoom_last = s_out[-1], s_views[-1][3]
+        if self.priors is not None and not self.priors.is_empty and (s.lambda_topo or s.lambda_bone or s.lambda_angle):
+            coords = self._input_coords(last_out, hm_scale)
+            scale = zoom_last * math.hypot(*model.input_size)
+            weights = joint_mask.detach()
+            for name, fn, lam in (("topology", self.priors.topology_loss, s.lambda_topo),
+                                  ("bone", self.priors.bone_loss, s.lambda_bone),
+                                  ("angle", self.priors.angle_loss, s.lambda_angle)):
+                if lam > 0:
+                    loss_p, logs_p = fn(coords, scale, weights)
+                    total = total + lam * loss_p
+                    logs[name] = logs_p["loss"]
+
+        has_next = batch["has_next"].to(crops.device)
+        if s.lambda_temporal > 0 and bool(has_next.any()):
+            total = total + s.lambda_temporal * self._temporal(batch, keys, s_out[0], s_views[0], has_next,
+                                                               hm_scale, logs)
+        logs["unlabeled"] = total.detach()
+        return total, logs
+
+    def _input_coords(self, out: torch.Tensor, hm_scale: torch.Tensor) -> torch.Tensor:
+        """Raw student maps (B, K, h, w) -> soft-argmax coordinates (B, K, 2) in its view's input pixels."""
+        probs = losses.to_probabilities(out, self.cfg.ssl.prob_tau, self.map_kind)
+        return losses.soft_argmax(probs) / hm_scale
+
+    def _temporal(self, batch, keys, out_t, view_t, has_next, hm_scale, logs) -> torch.Tensor:
+        """The next frame through the same strong view; both soft-argmaxes mapped back to image pixels."""
+        s, model = self.cfg.ssl, self.model
+        _, A, flipped, _ = view_t
+        stream = 2  # the first strong view's: the same affine and appearance for both frames
+        nxt, _, _, _ = views.make_views(batch["img_next"], keys, self.strong, stream=stream,
+                                        photometric_cfg=self.strong_photometric, dropout_cfg=self.strong_dropout)
+        out_next = model(model.normalize(nxt.clamp(0, 255)))
+        inv = views.invert_affine(A)
+        px = batch["scale"].to(out_t.device).float() / torch.tensor(model.input_size, device=out_t.device)
+        coords = [views.apply_affine(inv, self._input_coords(o, hm_scale)) * px[:, None, :] for o in (out_t, out_next)]
+        # a mirrored view's channels are mirrored joints in both frames alike: the comparison is unaffected
+        valid = has_next[:, None].expand(-1, coords[0].shape[1])
+        loss, logs_t = losses.temporal_loss(coords[0], coords[1], valid, s.temporal_eps_px)
+        logs["temporal"], logs["motion_px"] = logs_t["loss"], logs_t["motion"]
+        return loss
+
+    # ---- the step --------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        s = self.cfg.ssl
+        unlabeled = batch["unlabeled"] if "unlabeled" in batch else batch
+        if s.mode == "semi":
+            sup = super().training_step(batch["labeled"], batch_idx)  # logs train/loss (the supervised loss)
+        else:
+            sup = None
+        u_loss, logs = self.unlabeled_loss(unlabeled)
+        ramp = losses.rampup(self.global_step, s.rampup_iters)
+        loss = u_loss * ramp if sup is None else sup + ramp * u_loss
+        self._step_bad |= ~torch.isfinite(loss.detach())
+        n = unlabeled["img"].shape[0]
+        self.log("train/total", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("ssl/ramp", ramp, batch_size=n)
+        kept = logs.pop("mask_kept")
+        self.log("ssl/mask_kept", kept, prog_bar=True, batch_size=n)
+        self.log_dict({f"ssl/{k}": v.float() for k, v in logs.items()}, batch_size=n)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # after each optimizer step (not each micro-batch of an accumulation)
+        if self.global_step != self._teacher_step:
+            self.teacher.update(self.model, self.global_step)
+            self._teacher_step = self.global_step
+
+    # ---- checkpoint extras: both loaders' positions -------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        loaders = self.trainer.train_dataloader
+        if isinstance(loaders, dict):
+            checkpoint["sagepose"]["train_loader"] = {k: v.state_dict() for k, v in loaders.items()
+                                                      if hasattr(v, "state_dict")}
+        checkpoint["sagepose"]["teacher_step"] = self._teacher_step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._teacher_step = int(checkpoint.get("sagepose", {}).get("teacher_step", 0))
+
+    def on_train_start(self):
+        loaders, state = self.trainer.train_dataloader, self._loader_state
+        if isinstance(loaders, dict) and isinstance(state, dict) and set(state) <= set(loaders):
+            for k, v in state.items():
+                if hasattr(loaders[k], "load_state_dict"):
+                    loaders[k].load_state_dict(v)
+            self._loader_state = None
+            return
+        super().on_train_start()
