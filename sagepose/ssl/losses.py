@@ -181,7 +181,7 @@ class KeypointMask(nn.Module):
         self.update(conf if stats_conf is None else stats_conf)
         if step < self.warmup_iters:
             return torch.ones_like(conf)
-        raw = conf >= self.thresholds()
+        raw = conf >= self.thresholds() - 1e-6  # a joint as confident as its steady mean stays (float rounding)
         protected = torch.zeros_like(raw)
         if self.min_keep > 0:
             protected.scatter_(1, conf.topk(min(self.min_keep, k), dim=1).indices, True)
