@@ -59,10 +59,11 @@ def renormalize(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _sharpen(p: torch.Tensor, tau: float) -> torch.Tensor:
-    """p ** (1 / tau) renormalised, through a softmax of log p / tau (zeros stay zeros)."""
-    logp = torch.log(p.clamp_min(_TINY)).flatten(2) / tau
-    out = torch.softmax(logp, dim=-1).view(p.shape)
-    return torch.where(p > 0, out, 0.0)
+    """p ** (1 / tau) renormalised; each map divided by its maximum first, so the peak never underflows."""
+    peak = p.amax(dim=(2, 3), keepdim=True)
+    x = (p / torch.where(peak > 0, peak, 1.0)).pow(1.0 / tau)
+    total = x.sum(dim=(2, 3), keepdim=True)
+    return x / torch.where(total > 0, total, 1.0)
 
 
 def fuse_teacher_views(p_a: torch.Tensor, p_b: torch.Tensor | None = None, temperature: float = 1.0,
