@@ -346,11 +346,15 @@ def validate(cfg: Config) -> Config:
     from sagepose.keypoints import SCHEMAS
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
-    if not Path(m.schema).suffix:  # a built-in name; a file (COCO json, YAML schema) is read when the model is built
+    if not Path(m.schema).suffix:  # a built-in name
         _check_choice(m.schema, SCHEMAS, "model.schema", "keypoint schema")
-    else:
-        _check(Path(m.schema).is_file(), "model.schema", m.schema, "no such schema file (a COCO json or a YAML "
-               f"schema), nor a built-in schema ({', '.join(sorted(SCHEMAS))})")
+    else:  # a COCO json or a YAML schema file: read now, so a bad one fails before any work
+        from sagepose.keypoints import SchemaError, load_schema
+
+        try:
+            load_schema(m.schema)
+        except SchemaError as e:
+            raise ConfigError(f"model.schema={m.schema!r}: {e}", key="model.schema", reason=str(e)) from None
     _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
     _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
     _check(m.drop_path_rate is None or 0 <= m.drop_path_rate < 1, "model.drop_path_rate", m.drop_path_rate,

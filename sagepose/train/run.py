@@ -203,7 +203,9 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     if cfg.trainer.strategy == "fsdp":
         module.model.backbone.grad_checkpointing = False  # FSDP's checkpointing policy does it (build_strategy)
     monitor, mode = monitor_for(module.model.schema)
-    checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor=monitor if cfg.data.val_json else None, mode=mode)
+    if not cfg.data.val_json or (cfg.data.det_json and monitor == "val/pixel_error"):
+        monitor = None  # nothing to score (detections have no labels to pair with, and no AP without sigmas)
+    checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor=monitor, mode=mode)
     extra = [LearningRateMonitor(logging_interval="step")]
     if cfg.optim.ema_decay > 0:
         extra.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
@@ -264,7 +266,7 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
 
     Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``; returns the metrics.
     """
-    from sagepose.api import checkpoint_model_config, load_weights, warn_if_not_trained_as
+    from sagepose.api import checkpoint_model_config, checkpoint_schema, load_weights, warn_if_not_trained_as
     from sagepose.models.checkpoint import read_checkpoint
     from sagepose.train.module import TopDownModule, save_predictions
 
@@ -272,11 +274,15 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
     if not cfg.data.val_json:
         raise ConfigError("data.val_json is not set: the annotations to evaluate on", key="data.val_json")
     raw = read_checkpoint(checkpoint) if checkpoint else None
+    schema = None
     if raw is not None:  # the weights come from the checkpoint: the recipe's init_checkpoint is not read
-        warn_if_not_trained_as(cfg.model, checkpoint_model_config(raw, str(checkpoint)), str(checkpoint))
+        trained = checkpoint_model_config(raw, str(checkpoint))
+        warn_if_not_trained_as(cfg.model, trained, str(checkpoint))
         cfg = replace(cfg, model={"init_checkpoint": None})
+        if trained is not None and cfg.model.schema == trained.schema:  # the schema it was trained with, as stored
+            schema = checkpoint_schema(raw, str(checkpoint))
     out = Path(out_dir or cfg.trainer.out_dir)
-    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json, schema=schema)
     if raw is not None:
         load_weights(module.model, raw, str(checkpoint))
     trainer = _trainer_eval(cfg)

@@ -80,7 +80,7 @@ class SemiSupervisedModule(TopDownModule):
             if s.strong.photometric_prob > 0 else None
         self.strong_dropout = dataclasses.replace(views.STRONG_DROPOUT, p=s.strong.coarse_dropout_prob) \
             if s.strong.coarse_dropout_prob > 0 else None
-        self._teacher_step = 0  # the optimizer step the teacher last followed
+        self._teacher_step = 0  # optimizer steps the teacher has followed
 
     # ---- the unlabeled half ------------------------------------------------------------------
     def _teacher_dtype(self) -> torch.dtype | None:
@@ -201,11 +201,11 @@ class SemiSupervisedModule(TopDownModule):
         self.log_dict({f"ssl/{k}": v.float() for k, v in logs.items()}, batch_size=n)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        # after each optimizer step (not each micro-batch of an accumulation)
-        if self.global_step != self._teacher_step:
-            self.teacher.update(self.model, self.global_step)
-            self._teacher_step = self.global_step
+    def optimizer_step(self, *args, **kwargs):
+        # the teacher follows every optimizer step, before any checkpoint of that step is written
+        super().optimizer_step(*args, **kwargs)
+        self._teacher_step += 1
+        self.teacher.update(self.model, self._teacher_step)
 
     # ---- checkpoint extras: both loaders' positions -------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
