@@ -416,10 +416,6 @@ def _validate_ssl(cfg: Config) -> None:
     s = cfg.ssl
     _check_choice(s.mode, SSL_MODES, "ssl.mode", "mode")
     _check_choice(s.consistency, CONSISTENCIES, "ssl.consistency", "consistency")
-    if s.mode != "off":
-        _check(bool(s.unlabeled), "ssl.unlabeled", s.unlabeled, f"ssl.mode={s.mode!r} needs unlabeled sources")
-    _check(s.mode != "semi" or bool(cfg.data.train_json), "ssl.mode", s.mode,
-           "'semi' trains on labeled and unlabeled batches: set data.train_json (or use 'unsup_only')")
     for name in ("every_n", "batch_size", "num_strong_views"):
         _check(getattr(s, name) >= 1, f"ssl.{name}", getattr(s, name), "must be at least 1")
     for name in ("rampup_iters", "mask_warmup_iters"):

@@ -1,4 +1,5 @@
-"""The out-of-the-box demo: synthesize -> train the tiny ViT on CPU -> evaluate -> render.
+"""The out-of-the-box demos: synthesize -> train the tiny ViT on CPU -> evaluate -> render; and ``--ssl``, the
+same model trained supervised and semi-supervised on one labeled set, scored on a shifted style (:func:`run_ssl_demo`).
 
 Everything lands in one folder (default ``runs/demo/``):
 
@@ -81,3 +82,35 @@ def render_val(cfg, checkpoint: str, val_json: str | Path, vis_dir: Path, num: i
             vis = draw_poses(image, pred.keypoints, pred.scores, model.schema, boxes=boxes)
         vis = cv2.resize(vis, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
         cv2.imwrite(str(vis_dir / f"{Path(im['file_name']).stem}.png"), vis)
+
+
+def compare_arms(recipe: str, common: list[str], arms: dict[str, list[str]], seeds, out_dir: str | Path,
+                 test_json: str | Path | None = None) -> list[dict]:
+    """Train each arm (overrides on top of ``recipe`` + ``common``) once per seed and test its LAST checkpoint on
+    ``test_json`` (default ``data.val_json``): every arm the same data, steps, initialisation and seed, and no
+    checkpoint picked on the test set. -> one row per (arm, seed): its metrics (``AP`` where the schema has
+    sigmas, ``pixel_error`` always), ``train_minutes``, ``steps``, ``out`` (the run folder)."""
+    from sagepose.config import load_config
+    from sagepose.configs import resolve_config
+    from sagepose.train.run import fit, test
+
+    rows = []
+    for name, extra in arms.items():
+        for seed in seeds:
+            run_out = Path(out_dir) / f"{name}-seed{seed}"
+            cfg = load_config(resolve_config(recipe), [*common, f"trainer.out_dir={run_out}", f"trainer.seed={seed}",
+                                                      *extra, *([f"data.val_json={test_json}"] if test_json else [])])
+            summary = fit(cfg)
+            metrics = test(cfg, summary["last_checkpoint"], out_dir=run_out)
+            rows.append({"arm": name, "seed": seed, "train_minutes": summary["train_minutes"],
+                         "steps": summary["steps"], "out": str(run_out), **metrics})
+    return rows
+
+
+def mean_by_arm(rows: list[dict], keys=("AP", "pixel_error", "train_minutes")) -> dict[str, dict[str, float]]:
+    """{arm: {key: mean over its seeds}} for the keys every row of the arm has."""
+    arms: dict[str, list[dict]] = {}
+    for r in rows:
+        arms.setdefault(r["arm"], []).append(r)
+    return {arm: {k: float(np.mean([r[k] for r in rs])) for k in keys if all(r.get(k) is not None for r in rs)}
+            for arm, rs in arms.items()}

@@ -130,6 +130,9 @@ def check_config(cfg: Config) -> None:
     if cfg.ssl.mode != "off" and cfg.model.name.endswith("-fusion"):
         raise ConfigError(f"ssl.mode={cfg.ssl.mode!r}: semi-supervised training takes heatmap models; "
                           f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
+    if cfg.ssl.mode != "off" and t.strategy == "fsdp":
+        raise ConfigError(f"ssl.mode={cfg.ssl.mode!r} with trainer.strategy=fsdp: the EMA teacher is not sharded yet "
+                          "(it would be wrapped with the student's blocks); use ddp", key="trainer.strategy")
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
@@ -239,6 +242,13 @@ def _semi_supervised_module(cfg: Config):
     """The semi-supervised module, its structural priors measured on the labeled set (``data.train_json``)."""
     from sagepose.train.ssl_module import SemiSupervisedModule, labeled_priors
 
+    s = cfg.ssl  # data paths are checked when a run starts, as data.train_json is: recipes leave them to the user
+    if not s.unlabeled:
+        raise ConfigError(f"ssl.unlabeled: ssl.mode={s.mode!r} needs unlabeled sources (a video, an image folder, "
+                          "a detections or COCO json, or a list of them)", key="ssl.unlabeled")
+    if s.mode == "semi" and not cfg.data.train_json:
+        raise ConfigError("ssl.mode='semi' trains on labeled and unlabeled batches: set data.train_json (or use "
+                          "ssl.mode=unsup_only)", key="data.train_json")
     module = SemiSupervisedModule(cfg, val_gt_json=cfg.data.val_json)
     if cfg.ssl.priors and cfg.data.train_json:
         from sagepose.data import load_coco
