@@ -58,6 +58,14 @@ class UnequalStepsError(SagePoseError, RuntimeError):
     """The arms did not train the same number of optimizer steps: the comparison would not be fair."""
 
 
+# The mouse's body in each mirror view (the CSV has no skeleton): nose and tail base on the body axis, the front paws
+# hang from the nose end, the hind paws from the tail base; the obstacle points stay unconnected. The structural
+# priors need it.
+MOUSE_SKELETON = ",".join(f"{a}_{v}-{b}_{v}" for v in ("top", "bot") for a, b in (
+    ("nose", "tailBase"), ("tailBase", "tailMid"), ("nose", "paw2LF"), ("nose", "paw3RF"), ("tailBase", "paw1LH"),
+    ("tailBase", "paw4RH")))
+
+
 def mouse_split(root: Path, out: Path) -> tuple[str, str, int]:
     """mirror-mouse's CollectedData.csv -> ``out/mouse_train.json`` (30 frames), ``out/mouse_test.json`` (the
     rest), both with the import's category; -> (train json, test json, number of frames)."""
@@ -70,7 +78,7 @@ def mouse_split(root: Path, out: Path) -> tuple[str, str, int]:
         if not path.is_file():
             raise SagePoseError(f"{path}: not found; the mouse part needs lightning-pose's mirror-mouse example "
                                 f"(--mouse-root, default {DEFAULT_MOUSE_ROOT})")
-    coco = csv_to_coco(csv, image_root=root)
+    coco = csv_to_coco(csv, image_root=root, skeleton=MOUSE_SKELETON)
     images = sorted(coco["images"], key=lambda im: im["file_name"])
     if len(images) <= MOUSE_TRAIN:
         raise SagePoseError(f"{csv}: {len(images)} labeled frames; the split needs more than {MOUSE_TRAIN}")
@@ -101,7 +109,7 @@ def part_plan(part: str, args, data: Path) -> dict:
         train_json, test_json, frames = mouse_split(root, data)
         common += [f"data.train_json={train_json}", f"model.schema={train_json}", f"data.image_root={root}"]
         semi = ["ssl.mode=semi", f"ssl.unlabeled={root / 'videos' / 'test_vid.mp4'}",
-                f"ssl.every_n={quick['every_n'] if quick else 1}"]
+                f"ssl.every_n={quick['every_n'] if quick else 1}", f"ssl.cache_dir={data / 'unlabeled_cache'}"]
         arms = [("supervised", "custom_tiny_vit", [])]
         arms += [(r, "custom_tiny_vit_ssl", semi + ABLATIONS.get(r, [])) for r in rows]
         header = (f"mirror-mouse ({root}): {frames} labeled frames sorted by file name, permuted with seed "

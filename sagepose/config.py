@@ -158,6 +158,7 @@ class SSLConfig:
     mode: str = "off"
     unlabeled: str | tuple[Any, ...] = ()
     unlabeled_root: str | None = None  # where detections' images are found as {image_id:012d}.jpg
+    cache_dir: str | None = None  # where video frames are cached (None: OUT/unlabeled_cache); runs may share one
     every_n: int = 10  # video sources: every n-th frame
     det_score_thr: float = 0.3  # detections below it are not used
     batch_size: int = 32  # unlabeled crops per step (per process)

@@ -60,11 +60,11 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
 
 
 def unlabeled_records(cfg: Config, verbose: bool = True):
-    """The records of ``ssl.unlabeled`` (video frames cached under ``OUT/unlabeled_cache``)."""
+    """The records of ``ssl.unlabeled`` (video frames cached in ``ssl.cache_dir``, default ``OUT/unlabeled_cache``)."""
     from sagepose.data.unlabeled import load_unlabeled
 
     s = cfg.ssl
-    cache = str(Path(cfg.trainer.out_dir) / "unlabeled_cache")
+    cache = s.cache_dir or str(Path(cfg.trainer.out_dir) / "unlabeled_cache")
     return load_unlabeled(s.unlabeled, root=s.unlabeled_root, cache_dir=cache, every_n=s.every_n,
                           score_thr=s.det_score_thr, temporal=s.lambda_temporal > 0, verbose=verbose)
 
