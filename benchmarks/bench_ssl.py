@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sagepose.demo import SSL_DEMO_STEPS
 from sagepose.errors import SagePoseError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ MOUSE_TRAIN, MOUSE_SPLIT_SEED = 30, 0
 ABLATIONS = {"no_mask": ["ssl.mask=False"], "no_priors": ["ssl.priors=False"], "no_fusion": ["ssl.fusion=False"],
              "mse": ["ssl.consistency=mse"], "no_temporal": ["ssl.lambda_temporal=0"]}
 VIDEO_ONLY = {"no_temporal"}
-DEFAULT_STEPS = {"mouse": 700, "synthetic": 750}  # the recipes' sizing: custom_tiny_vit_ssl ~700, demo --ssl ~750
+DEFAULT_STEPS = {"mouse": 900, "synthetic": SSL_DEMO_STEPS}  # the mouse: ~10 min for the semi arm on 2 cores
 # --quick: a smoke run (the test's sizes)
 TINY_ARCH = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}"
 QUICK = {"steps": 3, "labeled": 8, "unlabeled": 8, "test": 4, "every_n": 100,

@@ -181,7 +181,9 @@ class SSLConfig:
     lambda_topo: float = 0.02
     lambda_bone: float = 0.02
     lambda_angle: float = 0.01
-    lambda_temporal: float = 1.0  # video sources: consecutive frames' coordinates (0 = off)
+    # video sources: consecutive frames' coordinates, in image px (0 = off); lightning-pose weighs its temporal
+    # loss 1 / (2 e^5) ~ 0.0034 by default: a loss in pixels must weigh little beside probability divergences
+    lambda_temporal: float = 0.005
     temporal_eps_px: float = 20.0  # image pixels of motion a frame that cost nothing (lightning-pose's)
     weak: ViewConfig = field(default_factory=ViewConfig)
     strong: ViewConfig = field(default_factory=_strong_view)

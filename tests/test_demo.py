@@ -35,3 +35,25 @@ def test_a_run_cut_by_the_time_guard_says_so(tmp_path):
 def test_a_run_that_finishes_its_epochs_under_the_guard_is_not_flagged(tmp_path):
     summary = fit(_tiny(tmp_path, "trainer.max_epochs=1", "trainer.max_time_minutes=60"))
     assert summary["stopped_by_time"] is False
+
+
+@pytest.mark.slow
+def test_demo_ssl_trains_both_arms_the_same_steps_and_reports_the_gain_on_the_shifted_style(tmp_path, capsys):
+    import json
+
+    from sagepose.cli.main import main
+
+    out = tmp_path / "demo-ssl"
+    code = main(["demo", "--ssl", "--out", str(out), "--num-train", "6", "--num-unlabeled", "6", "--num-val", "3",
+                 "--workers", "1", "model.arch={'depth': 1, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
+                 "data.batch_size=4", "ssl.batch_size=4", "trainer.max_steps=2", "trainer.progress_bar=false"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["style"] == "surveillance"
+    for arm in ("supervised", "semi"):
+        metrics = json.loads((out / f"{arm}-seed0" / "metrics.json").read_text())
+        assert metrics["checkpoint"].endswith("last.ckpt")  # scored once, on the last checkpoint, not a picked one
+        assert metrics["AP"] == summary[f"{arm}_AP"]
+        assert metrics["val_json"] == str(out / "data" / "target" / "val.json")
+    assert summary["gain"] == pytest.approx(summary["semi_AP"] - summary["supervised_AP"])
+    assert "target-style (surveillance) val AP: supervised" in capsys.readouterr().out
