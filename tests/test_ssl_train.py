@@ -1,35 +1,20 @@
 """Semi-supervised training end to end: the step, what the checkpoint carries, resume, and bad unlabeled input."""
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
+from test_train_resume import _child, _finish  # the killable training child process
 
 from sagepose.cli.main import main
 from sagepose.data.synth import generate_dataset
 
 TINY = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}"
 
-CHILD = """
-import json, sys, time
-from lightning.pytorch.callbacks import Callback
-from sagepose.config import load_config
-from sagepose.train.run import fit
-
-class Pace(Callback):
-    def on_train_batch_end(self, *args):
-        time.sleep(float(sys.argv[3]))
-
-fit(load_config(None, json.loads(sys.argv[1])), resume=sys.argv[2] == "1", callbacks=[Pace()])
-"""
 
 
 def _video(path: Path, images: list[Path], repeat: int = 2) -> Path:
@@ -124,20 +109,6 @@ def test_unsup_only_starts_from_a_supervised_checkpoint_and_skips_the_labeled_lo
     from sagepose.data import load_unlabeled
 
     assert summary["steps"] == len(load_unlabeled(str(data["unlabeled"]), verbose=False)) // 4  # one epoch of it
-
-
-CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def _child(overrides: list[str], resume: bool, pace: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(overrides), "1" if resume else "0", str(pace)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=CHILD_ENV)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=400)
-    assert proc.returncode == 0, out[-3000:]
-    return out
 
 
 @pytest.mark.slow

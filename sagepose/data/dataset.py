@@ -22,6 +22,18 @@ from sagepose.image import ImageReadError, read_image
 MAX_SUBSTITUTIONS = 10  # consecutive unreadable images tolerated per item with skip_bad_images
 
 
+def read_cached(path: str, images: dict[str, np.ndarray] | None) -> np.ndarray:
+    """``read_image(path)``, kept in ``images`` (a dataset's per-process cache; None: no cache) after the first read
+    and made read-only there: every later sample of the image shares it. A bad image is never cached."""
+    if images is None:
+        return read_image(path)
+    image = images.get(path)
+    if image is None:
+        image = images[path] = read_image(path)
+        image.setflags(write=False)
+    return image
+
+
 class TopDownDataset(torch.utils.data.Dataset):
     """Person records -> dicts of one sample each (see :meth:`__getitem__`).
 
@@ -55,13 +67,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def _read(self, path: str) -> np.ndarray:
-        if self._images is None:
-            return read_image(path)
-        image = self._images.get(path)
-        if image is None:
-            image = self._images[path] = read_image(path)
-            image.setflags(write=False)  # shared by every later sample of this image
-        return image
+        return read_cached(path, self._images)
 
     def __getitem__(self, index: int) -> dict:
         """-> ``img`` (H, W, 3) uint8 BGR, ``keypoints`` (K, 2) float32 crop px, ``visible`` (K,),

@@ -43,6 +43,7 @@ import torch
 from sagepose import geometry
 from sagepose.config import ConfigError
 from sagepose.data.coco import image_index, read_json
+from sagepose.data.dataset import read_cached
 from sagepose.errors import DataError
 from sagepose.fileio import write_json_atomic
 from sagepose.image import ImageReadError, read_image
@@ -569,13 +570,7 @@ class UnlabeledDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def _read(self, path: str) -> np.ndarray:
-        if self._images is None:
-            return read_image(path)
-        image = self._images.get(path)
-        if image is None:
-            image = self._images[path] = read_image(path)
-            image.setflags(write=False)
-        return image
+        return read_cached(path, self._images)
 
     def _bad(self, error: ImageReadError, what: str) -> None:
         self.bad_images += 1
