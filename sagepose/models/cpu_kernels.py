@@ -152,3 +152,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX (there
+    oneDNN's bf16 convolutions and matmuls run ~1.4x faster than float32; elsewhere bf16 is emulated, slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

@@ -24,6 +24,7 @@ import torch
 
 from sagepose.config import Config, ViewConfig
 from sagepose.data import batch_aug
+from sagepose.models.cpu_kernels import native_bf16
 from sagepose.ssl import losses, views
 from sagepose.ssl.priors import StructuralPriors
 from sagepose.ssl.teacher import EMATeacher
@@ -36,14 +37,6 @@ MIN_KEPT_MASS = 0.5  # a joint whose warped teacher probability kept less than t
 
 def view_params(v: ViewConfig) -> views.ViewParams:
     return views.ViewParams(rotate=v.rotate, scale=tuple(v.scale), shift=v.shift, flip_prob=v.flip_prob)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 def labeled_priors(records, schema, input_size: tuple[int, int], udp: bool) -> StructuralPriors | None:
