@@ -138,6 +138,8 @@ class ViewConfig:
     flip_prob: float = 0.0
     photometric_prob: float = 0.5
     coarse_dropout_prob: float = 0.0
+    blur_prob: float = 0.0  # camera degradation (sagepose.data.batch_aug.degrade): Gaussian blur, sigma 0.3-2 px
+    noise_prob: float = 0.0  # and sensor noise, std up to 12 grey levels
 
 
 def _strong_view() -> ViewConfig:
@@ -437,7 +439,7 @@ def _validate_ssl(cfg: Config) -> None:
         _check(0 < v.scale[0] <= v.scale[1], f"ssl.{view}.scale", v.scale, "must be (low, high) with 0 < low <= high")
         for name in ("rotate", "shift"):
             _check(getattr(v, name) >= 0, f"ssl.{view}.{name}", getattr(v, name), "must be >= 0")
-        for name in ("flip_prob", "photometric_prob", "coarse_dropout_prob"):
+        for name in ("flip_prob", "photometric_prob", "coarse_dropout_prob", "blur_prob", "noise_prob"):
             _check(0 <= getattr(v, name) <= 1, f"ssl.{view}.{name}", getattr(v, name),
                    "a probability must be in [0, 1]")
 

@@ -145,3 +145,39 @@ def test_coarse_dropout_probability_holes_and_noise_fill():
 def test_coarse_dropout_rejects_bad_config():
     with pytest.raises(ValueError, match="fill"):
         CoarseDropoutConfig(p=0.5, fill="mean")
+
+
+def test_gaussian_blur_of_a_point_is_the_sampled_normalised_gaussian_and_keeps_constants():
+    from sagepose.data.batch_aug import gaussian_blur
+
+    point = torch.zeros(2, 21, 21, 3)
+    point[:, 10, 10] = 255.0
+    out = gaussian_blur(point, torch.tensor([1.5, 0.0]), radius=6)
+    t = np.arange(-6, 7, dtype=np.float64)
+    g = np.exp(-0.5 * (t / 1.5) ** 2)
+    g /= g.sum()
+    expect = 255.0 * np.outer(g, g)
+    np.testing.assert_allclose(out[0, 4:17, 4:17, 1].numpy(), expect, atol=1e-3)
+    assert float(out[0].sum()) == pytest.approx(3 * 255.0, rel=1e-5)  # the mass stays in the image
+    assert torch.equal(out[1], point[1])  # sigma 0: unchanged
+    flat = torch.full((1, 16, 12, 3), 77.0)
+    torch.testing.assert_close(gaussian_blur(flat, torch.tensor([2.0]), radius=6), flat)
+
+
+def test_degrade_noise_has_the_drawn_std_and_every_sample_follows_its_key():
+    from sagepose.data.batch_aug import _DEGRADE, DegradeConfig, degrade
+
+    grey = torch.full((8, 64, 48, 3), 128.0)
+    noisy = degrade(grey, _keys(8), DegradeConfig(blur_prob=0.0, noise_prob=1.0, noise_std=10.0))
+    u = _uniform(_keys(8), _DEGRADE, 4)  # the sample's draws: noise std = noise_std * u[:, 3]
+    np.testing.assert_allclose((noisy - 128).flatten(1).std(1).numpy(), 10.0 * u[:, 3].numpy(), rtol=0.05, atol=0.05)
+    assert abs(float((noisy - 128).mean())) < 0.1
+    crops = _crops(b=8)
+    cfg = DegradeConfig(blur_prob=0.5, noise_prob=0.5)
+    whole = degrade(crops, _keys(8), cfg)
+    assert whole.dtype == torch.uint8 and not torch.equal(whole, crops)
+    perm = torch.tensor([5, 2, 7, 0, 1, 6, 3, 4])
+    assert torch.equal(degrade(crops[perm], _keys(8)[perm], cfg), whole[perm])
+    assert torch.equal(degrade(crops, _keys(8), DegradeConfig(blur_prob=0.0, noise_prob=0.0)), crops)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        DegradeConfig(blur_sigma=(0.0, 1.0))

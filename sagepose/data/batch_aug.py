@@ -1,7 +1,7 @@
 """Batched pixel augmentation and normalisation on the device (torch only).
 
-Order in a train step: ``photometric`` -> ``coarse_dropout`` -> ``normalize``. The
-first two take and return (B, H, W, 3) BGR batches on the 0-255 scale (uint8 or
+Order in a train step: ``photometric`` -> ``degrade`` -> ``coarse_dropout`` -> ``normalize``. The
+first three take and return (B, H, W, 3) BGR batches on the 0-255 scale (uint8 or
 float, dtype kept); ``normalize`` turns them into the model's (B, 3, H, W) float RGB.
 
 Randomness is per sample: ``keys`` (B,) holds one int64 per sample (:func:`sample_keys` of the
@@ -12,9 +12,11 @@ augmentation is (``TopDownDataset``), so 2 processes x batch 4 see the crops 1 p
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize  # noqa: F401 (they live in sagepose.image)
 
@@ -22,7 +24,7 @@ from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize  # noq
 _GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MUL2 = 0x94D049BB133111EB - (1 << 64)
-_PHOTOMETRIC, _DROPOUT, _NOISE = 1, 2, 3  # the draw streams of one sample key
+_PHOTOMETRIC, _DROPOUT, _NOISE, _DEGRADE, _SENSOR = 1, 2, 3, 4, 5  # the draw streams of one sample key
 
 
 def _shr(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -186,3 +188,58 @@ def coarse_dropout(crops: torch.Tensor, keys: torch.Tensor, cfg: CoarseDropoutCo
         return crops.masked_fill(mask, 0)
     noise = _shr(_bits(keys, _NOISE, hgt * wid * c), 56).view(crops.shape)  # 8 random bits a value
     return torch.where(mask, noise.to(crops.dtype), crops)
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """Camera degradation: a Gaussian blur of sigma uniform in ``blur_sigma`` px with probability ``blur_prob``,
+    then additive Gaussian sensor noise of std uniform in ``(0, noise_std)`` grey levels with probability
+    ``noise_prob`` -- the blurred, noisy, low-resolution look of far-away people (surveillance footage)."""
+
+    blur_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (0.3, 2.0)
+    noise_prob: float = 0.5
+    noise_std: float = 12.0
+
+    def __post_init__(self):
+        lo, hi = self.blur_sigma
+        if not 0 < lo <= hi:
+            raise ValueError(f"DegradeConfig.blur_sigma must be 0 < low <= high, got {self.blur_sigma}")
+        if self.noise_std < 0:
+            raise ValueError(f"DegradeConfig.noise_std must be >= 0, got {self.noise_std}")
+
+
+def gaussian_blur(crops: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, H, W, C) float, sigma (B,) px -> the same, each sample blurred by its own separable Gaussian of taps
+    -radius..radius (one grouped convolution per axis, reflected borders); sigma <= 0 leaves a sample unchanged.
+    ``radius`` is fixed by the caller, not by the batch, so a sample's result does not depend on its batch."""
+    b, hgt, wid, c = crops.shape
+    t = torch.arange(-radius, radius + 1, device=crops.device, dtype=torch.float32)
+    safe = sigma.float().clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None] / safe) ** 2)
+    k = torch.where(sigma[:, None] > 0, k, (t[None] == 0).float())
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, 2r+1)
+    x = crops.float().permute(0, 3, 1, 2).reshape(1, b * c, hgt, wid)
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect" if min(hgt, wid) > radius else "replicate")
+    x = F.conv2d(x, k[:, None, :, None], groups=b * c)
+    x = F.conv2d(x, k[:, None, None, :], groups=b * c)
+    return x.reshape(b, c, hgt, wid).permute(0, 2, 3, 1)
+
+
+def degrade(crops: torch.Tensor, keys: torch.Tensor, cfg: DegradeConfig) -> torch.Tensor:
+    """(B, H, W, 3) BGR 0-255, keys (B,) -> same shape and dtype: per-sample blur, then sensor noise, clipped."""
+    b, hgt, wid, c = crops.shape
+    keys = keys.to(crops.device)
+    u = _uniform(keys, _DEGRADE, 4)
+    lo, hi = cfg.blur_sigma
+    sigma = torch.where(u[:, 0] < cfg.blur_prob, lo + (hi - lo) * u[:, 1], 0.0)
+    std = torch.where(u[:, 2] < cfg.noise_prob, cfg.noise_std * u[:, 3], 0.0)
+    radius = max(int(math.ceil(3.0 * hi)), 1)
+    x = gaussian_blur(crops, sigma, radius) if bool((sigma > 0).any()) else crops.float()
+    if bool((std > 0).any()):
+        n = hgt * wid * c
+        v = _uniform(keys, _SENSOR, 2 * n).clamp_min(2.0**-25)  # Box-Muller: two uniforms -> one normal
+        normal = torch.sqrt(-2.0 * torch.log(v[:, :n])) * torch.cos(2.0 * math.pi * v[:, n:])
+        x = x + normal.view(b, hgt, wid, c) * std.view(b, 1, 1, 1)
+    x = x.clamp(0, 255)
+    return x.to(crops.dtype) if crops.dtype.is_floating_point else x.round().to(crops.dtype)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sagepose.data import batch_aug
-from sagepose.data.batch_aug import CoarseDropoutConfig, PhotometricConfig
+from sagepose.data.batch_aug import CoarseDropoutConfig, DegradeConfig, PhotometricConfig
 
 _GEOMETRY_STREAM = 100  # the draw stream of a view key that holds its geometry (batch_aug uses 1-3)
 _VIEW_HASH_BASE = 100  # view keys hash (sample key, 100 + stream): no clash with the run seeds of sample_keys
@@ -156,11 +156,11 @@ def warp_images(images: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 def make_views(crops: torch.Tensor, keys: torch.Tensor, params: ViewParams, stream: int,
                photometric_cfg: PhotometricConfig | None = None, dropout_cfg: CoarseDropoutConfig | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               degrade_cfg: DegradeConfig | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """crops (B, H, W, 3) uint8 BGR, keys (B,) -> views (B, H, W, 3) float 0-255, A (B, 2, 3), flipped (B,), zoom (B,).
 
-    The view's warp, then ``batch_aug.photometric`` and ``batch_aug.coarse_dropout`` (each when its config is
-    given) with the view's own key; ``A``, ``flipped`` and ``zoom`` are :func:`sample_view_affines`'.
+    The view's warp, then ``batch_aug.photometric``, ``batch_aug.degrade`` and ``batch_aug.coarse_dropout`` (each
+    when its config is given) with the view's own key; ``A``, ``flipped`` and ``zoom`` are :func:`sample_view_affines`'.
     """
     b, h, w, _ = crops.shape
     keys = keys.to(crops.device)
@@ -169,6 +169,8 @@ def make_views(crops: torch.Tensor, keys: torch.Tensor, params: ViewParams, stre
     vkeys = view_keys(keys, stream)
     if photometric_cfg is not None:
         views = batch_aug.photometric(views, vkeys, photometric_cfg)
+    if degrade_cfg is not None:
+        views = batch_aug.degrade(views, vkeys, degrade_cfg)
     if dropout_cfg is not None:
         views = batch_aug.coarse_dropout(views, vkeys, dropout_cfg)
     return views, A, flipped, zoom

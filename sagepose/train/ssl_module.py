@@ -73,6 +73,8 @@ class SemiSupervisedModule(TopDownModule):
             if s.strong.photometric_prob > 0 else None
         self.strong_dropout = dataclasses.replace(views.STRONG_DROPOUT, p=s.strong.coarse_dropout_prob) \
             if s.strong.coarse_dropout_prob > 0 else None
+        self.strong_degrade = batch_aug.DegradeConfig(blur_prob=s.strong.blur_prob, noise_prob=s.strong.noise_prob) \
+            if s.strong.blur_prob > 0 or s.strong.noise_prob > 0 else None
         self._teacher_step = 0  # optimizer steps the teacher has followed
 
     # ---- the unlabeled half ------------------------------------------------------------------
@@ -104,7 +106,8 @@ class SemiSupervisedModule(TopDownModule):
 
         # student: M strong views
         s_views = [views.make_views(crops, keys, self.strong, stream=2 + m, photometric_cfg=self.strong_photometric,
-                                    dropout_cfg=self.strong_dropout) for m in range(s.num_strong_views)]
+                                    dropout_cfg=self.strong_dropout, degrade_cfg=self.strong_degrade)
+                   for m in range(s.num_strong_views)]
         s_out = model(model.normalize(torch.cat([v[0] for v in s_views]).clamp(0, 255))).chunk(s.num_strong_views)
 
         cons, logs, mask = 0.0, {}, None
@@ -163,7 +166,8 @@ class SemiSupervisedModule(TopDownModule):
         _, A, flipped, _ = view_t
         stream = 2  # the first strong view's: the same affine and appearance for both frames
         nxt, _, _, _ = views.make_views(batch["img_next"], keys, self.strong, stream=stream,
-                                        photometric_cfg=self.strong_photometric, dropout_cfg=self.strong_dropout)
+                                        photometric_cfg=self.strong_photometric, dropout_cfg=self.strong_dropout,
+                                        degrade_cfg=self.strong_degrade)
         out_next = model(model.normalize(nxt.clamp(0, 255)))
         inv = views.invert_affine(A)
         px = batch["scale"].to(out_t.device).float() / torch.tensor(model.input_size, device=out_t.device)
