@@ -64,6 +64,8 @@ class DataConfig:
     # batched on-device augmentation (sagepose.data.batch_aug): each step's per-sample probability, 0 = off
     photometric_prob: float = 0.0
     coarse_dropout_prob: float = 0.0
+    blur_prob: float = 0.0  # camera degradation (batch_aug.degrade): Gaussian blur, sigma 0.3-2 px
+    noise_prob: float = 0.0  # and sensor noise, std up to 12 grey levels
 
 
 @dataclass(frozen=True)
@@ -368,7 +370,7 @@ def validate(cfg: Config) -> Config:
         _check(getattr(d, name) >= 1, f"data.{name}", getattr(d, name), "must be at least 1")
     _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0 (0: load in the main process)")
     for name in ("flip_prob", "half_body_prob", "rotate_prob", "shift_prob", "photometric_prob",
-                 "coarse_dropout_prob"):
+                 "coarse_dropout_prob", "blur_prob", "noise_prob"):
         _check(0 <= getattr(d, name) <= 1, f"data.{name}", getattr(d, name), "a probability must be in [0, 1]")
     _check(0 < d.scale_factor[0] <= d.scale_factor[1], "data.scale_factor", d.scale_factor,
            "must be (low, high) with 0 < low <= high")

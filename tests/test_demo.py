@@ -45,15 +45,24 @@ def test_demo_ssl_trains_both_arms_the_same_steps_and_reports_the_gain_on_the_sh
 
     out = tmp_path / "demo-ssl"
     code = main(["demo", "--ssl", "--out", str(out), "--num-train", "6", "--num-unlabeled", "6", "--num-val", "3",
-                 "--workers", "1", "model.arch={'depth': 1, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
+                 "--num-pretrain", "6", "--workers", "1",
+                 "model.arch={'depth': 1, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
                  "data.batch_size=4", "ssl.batch_size=4", "trainer.max_steps=2", "trainer.progress_bar=false"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["style"] == "surveillance"
+    # both arms start from the stage-0 demo model, trained in OUT/pretrained and scored on the target style too
+    pretrained = json.loads((out / "pretrained" / "metrics.json").read_text())
+    assert summary["init_checkpoint"] == pretrained["checkpoint"]
+    assert summary["init_AP"] == json.loads((out / "init" / "metrics.json").read_text())["AP"]
+    for arm in ("supervised", "semi"):
+        cfg = (out / f"{arm}-seed0" / "config.yaml").read_text()
+        assert f"init_checkpoint: {pretrained['checkpoint']}" in cfg
     for arm in ("supervised", "semi"):
         metrics = json.loads((out / f"{arm}-seed0" / "metrics.json").read_text())
         assert metrics["checkpoint"].endswith("last.ckpt")  # scored once, on the last checkpoint, not a picked one
         assert metrics["AP"] == summary[f"{arm}_AP"]
         assert metrics["val_json"] == str(out / "data" / "target" / "val.json")
     assert summary["gain"] == pytest.approx(summary["semi_AP"] - summary["supervised_AP"])
-    assert "target-style (surveillance) val AP: supervised" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "target-style (surveillance) val AP: start" in printed and "semi-supervised" in printed

@@ -13,6 +13,11 @@ def add_arguments(p):
                    help="synthetic validation images (default 200; with --ssl the shifted-style test set, 300)")
     p.add_argument("--num-unlabeled", type=int, default=5000, help="with --ssl: unlabeled shifted-style images")
     p.add_argument("--style", default="surveillance", help="with --ssl: the shifted style (surveillance, sports, ...)")
+    p.add_argument("--init", default=None,
+                   help="with --ssl: the checkpoint both arms start from (e.g. runs/demo/checkpoints/best.ckpt of "
+                        "`sagepose demo`); default: train that model first, in OUT/pretrained")
+    p.add_argument("--num-pretrain", type=int, default=5000,
+                   help="with --ssl and no --init: default-style images the starting model is trained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis")
 
@@ -23,7 +28,7 @@ def run(args) -> int:
     if args.ssl:
         run_ssl_demo(args.out or "runs/demo-ssl", num_labeled=args.num_train or 300, num_unlabeled=args.num_unlabeled,
                      num_test=args.num_val or 300, style=args.style, seed=args.seed, workers=args.workers,
-                     overrides=args.overrides)
+                     overrides=args.overrides, init=args.init, num_pretrain=args.num_pretrain)
         return 0
     run_demo(args.out or "runs/demo", num_train=args.num_train or 5000, num_val=args.num_val or 200, seed=args.seed,
              workers=args.workers, overrides=args.overrides)

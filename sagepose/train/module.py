@@ -77,6 +77,9 @@ class TopDownModule(L.LightningModule):
         keys = batch_aug.sample_keys(self.cfg.trainer.seed, self.current_epoch, batch["index"])
         if d.photometric_prob > 0:
             crops = batch_aug.photometric(crops, keys, batch_aug.PhotometricConfig(p=d.photometric_prob))
+        if d.blur_prob > 0 or d.noise_prob > 0:
+            crops = batch_aug.degrade(crops, keys, batch_aug.DegradeConfig(blur_prob=d.blur_prob,
+                                                                           noise_prob=d.noise_prob))
         if d.coarse_dropout_prob > 0:
             crops = batch_aug.coarse_dropout(crops, keys, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
         return self.model.normalize(crops)
