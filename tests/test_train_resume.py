@@ -76,6 +76,7 @@ def _overrides(data: Path, out: Path) -> list[str]:
             "model.name=vit-tiny", "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
             "model.drop_path_rate=0.2",  # uses the global torch RNG: its state must come back on resume
             "data.batch_size=8", "data.val_batch_size=16", "data.num_workers=1", "data.photometric_prob=0.5",
+            "data.blur_prob=0.5", "data.noise_prob=0.5",  # the device augmentations draw from each sample's key
             "optim.warmup_iters=3", "optim.schedule=cosine", "optim.ema_decay=0.9",
             "trainer.max_epochs=2", "trainer.val_every_epochs=1", "trainer.progress_bar=false",
             "trainer.accelerator=cpu", "trainer.checkpoint_every_steps=3", "trainer.log_every_steps=1"]
