@@ -156,7 +156,8 @@ def warp_images(images: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 def make_views(crops: torch.Tensor, keys: torch.Tensor, params: ViewParams, stream: int,
                photometric_cfg: PhotometricConfig | None = None, dropout_cfg: CoarseDropoutConfig | None = None,
-               degrade_cfg: DegradeConfig | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               degrade_cfg: DegradeConfig | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """crops (B, H, W, 3) uint8 BGR, keys (B,) -> views (B, H, W, 3) float 0-255, A (B, 2, 3), flipped (B,), zoom (B,).
 
     The view's warp, then ``batch_aug.photometric``, ``batch_aug.degrade`` and ``batch_aug.coarse_dropout`` (each
