@@ -12,7 +12,8 @@ joint is labeled and scored). The conventions are MMPose's (``mmpose.evaluation.
 - a joint is correct when its normalised distance is strictly below the threshold (``<``, not ``<=``);
 - the distance is divided by the norm factor per axis before taking the Euclidean norm;
 - an instance whose norm factor is 0 on either axis is left out entirely (its joints count nowhere);
-- normalised distances are rounded to float32 before the comparison and the means, as MMPose stores them.
+- normalised distances are rounded to float32 before the comparison and the means, as MMPose stores them;
+- a non-finite prediction of a scored joint is a miss for PCK and makes the EPE NaN (as in MMPose).
 
 Where MMPose reports a placeholder (accuracy -1 for a joint with no scored sample, 0 for a mean over nothing),
 these functions return NaN, so an absent joint cannot pass for a number.
@@ -143,8 +144,10 @@ def pckh(pred, gt, visible, head_sizes, thr: float = 0.5, pred_offset: float = 1
     pred (N, 16, 2) predictions in sagepose's 0-based pixel coordinates; gt (N, 16, 2) MPII's annotated joints,
     which are 1-based (MATLAB: the centre of the top-left pixel is (1, 1)), as MPII's json / mat files store them;
     visible (N, 16) (true or > 0: labeled); head_sizes (N,) px, 0.6 x the head box diagonal (``mpii_head_size``).
-    ``pred_offset`` (1.0) is added to every prediction before the comparison, as MMPose does, to bring it into
-    the 1-based frame of the labels; pass 0.0 when gt is already 0-based.
+    ``pred_offset`` (1.0) is added to every prediction before the comparison, to bring it into the 1-based frame
+    of the labels: MMPose's ``MpiiDataset`` keeps the json's 1-based joints as they are (it moves only the box
+    centre by -1 for the crop) and ``MpiiPCKAccuracy.compute_metrics`` adds 1.0 to the predictions. Pass 0.0 when
+    gt is already 0-based.
 
     -> ``Head`` (head top), ``Shoulder``, ``Elbow``, ``Wrist``, ``Hip``, ``Knee``, ``Ankle`` (the mean of the left
     and right joint), ``PCKh`` (the mean over all joints but pelvis and thorax, each weighted by how many
