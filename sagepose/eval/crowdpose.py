@@ -25,7 +25,6 @@ import numpy as np
 from sagepose.eval.coco import STAT_NAMES, CocoKeypointMetrics
 from sagepose.keypoints import AIC14, CROWDPOSE14
 
-AREA_FROM_BOX = 0.53  # xtcocotools' use_area=False estimate (the same number as sagepose.data.coco's)
 CROWD_EASY_BELOW = 0.2  # crowdIndex < 0.2: easy
 CROWD_HARD_FROM = 0.8  # crowdIndex >= 0.8: hard; medium in between
 CROWDPOSE_STAT_NAMES = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP(E)", "AP(M)", "AP(H)")
@@ -44,7 +43,7 @@ def _load_results(results, gt_json) -> list[dict]:
 
 def _ground_truth(gt_json: str | Path, num_keypoints_from_json: bool, need_crowd_index: bool) -> dict:
     """The GT json prepared so pycocotools scores it as xtcocotools with ``use_area=False`` does."""
-    from sagepose.data.coco import image_index, read_json
+    from sagepose.data.coco import AREA_FROM_BOX, image_index, read_json  # 0.53, xtcocotools' number too
 
     path = str(gt_json)
     data = read_json(path)
@@ -72,7 +71,7 @@ def _ground_truth(gt_json: str | Path, num_keypoints_from_json: bool, need_crowd
 
 
 def _cocoeval(gt_json, data: dict, results: list[dict], sigmas: np.ndarray):
-    """pycocotools' COCOeval of ``results`` on the prepared GT ``data``, evaluated and accumulated."""
+    """pycocotools' COCOeval of ``results`` on the prepared GT ``data``, evaluated, accumulated, summarized."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
