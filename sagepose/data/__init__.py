@@ -8,11 +8,14 @@ from sagepose.data.batch_aug import (
 )
 from sagepose.data.coco import ImageReadError, Record, load_coco, load_detections, read_image
 from sagepose.data.dataset import TopDownDataset, collate
+from sagepose.data.mpii import MpiiSet, load_mpii, load_mpii_set
+from sagepose.data.posetrack import load_posetrack18
 from sagepose.data.transforms import Sample, TopDownSampler
 from sagepose.data.unlabeled import UnlabeledDataset, UnlabeledRecord, UnlabeledSource, load_unlabeled
 
 __all__ = [
-    "CoarseDropoutConfig", "ImageReadError", "PhotometricConfig", "Record", "Sample", "TopDownDataset",
+    "CoarseDropoutConfig", "ImageReadError", "MpiiSet", "PhotometricConfig", "Record", "Sample", "TopDownDataset",
     "TopDownSampler", "UnlabeledDataset", "UnlabeledRecord", "UnlabeledSource", "coarse_dropout", "collate",
-    "load_coco", "load_detections", "load_unlabeled", "normalize", "photometric", "read_image",
+    "load_coco", "load_detections", "load_mpii", "load_mpii_set", "load_posetrack18", "load_unlabeled", "normalize",
+    "photometric", "read_image",
 ]
