@@ -40,23 +40,7 @@ from sagepose.data.coco import (
     read_json,
 )
 from sagepose.errors import DataError
-from sagepose.keypoints import KeypointSchema
-
-# Numbers from MMPose 1.3.2's configs/_base_/datasets/posetrack18.py (names, swaps, skeleton links, weights,
-# sigmas). To move into sagepose.keypoints.SCHEMAS.
-POSETRACK18 = KeypointSchema(
-    name="posetrack18",
-    keypoints=("nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder",
-               "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-               "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"),
-    flip_pairs=((3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
-    skeleton=((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-              (6, 8), (7, 9), (8, 10), (0, 1), (0, 2), (1, 5), (1, 6)),
-    sigmas=(0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
-            0.107, 0.107, 0.087, 0.087, 0.089, 0.089),
-    joint_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5),
-    upper_body=tuple(range(11)),
-)
+from sagepose.keypoints import POSETRACK18
 
 
 def _json_files(path: str) -> list[str]:
