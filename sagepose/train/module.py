@@ -28,7 +28,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
-from sagepose.eval import box_size, evaluate_coco, make_results, pixel_metrics
+from sagepose.eval import box_size, make_results, official_ap, pixel_metrics
 from sagepose.fileio import write_json_atomic
 from sagepose.geometry import crop_to_image
 from sagepose.keypoints import KeypointSchema, schema_to_dict
@@ -241,7 +241,7 @@ class TopDownModule(L.LightningModule):
         if self.trainer.is_global_zero:
             metrics = {}
             if schema.has_sigmas:
-                metrics.update(evaluate_coco(self.val_gt_json, results, sigmas=sigmas).as_dict())
+                metrics.update(official_ap(schema.name, self.val_gt_json, results, sigmas))
             if "gt_keypoints" in cat:
                 metrics.update(pixel_metrics(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"],
                                              box_size(cat["bbox"]), schema.keypoints))
