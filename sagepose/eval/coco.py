@@ -126,6 +126,19 @@ def _load_gt(gt_json: str | Path):
     return gt
 
 
+def load_results(results, gt_json) -> list[dict]:
+    """COCO results (a list, or the path of a results json) -> the list; a ValueError naming the file for invalid
+    JSON, and for no predictions at all (an empty list would score 0, not fail)."""
+    if isinstance(results, (str, Path)):
+        try:
+            results = json.loads(Path(results).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{results}: not valid JSON: {e}") from None
+    if not isinstance(results, list) or not results:
+        raise ValueError(f"no predictions to evaluate against {gt_json}")
+    return results
+
+
 def evaluate_coco(gt_json: str | Path, results: list[dict] | str | Path,
                   sigmas: np.ndarray | None = None, verbose: bool = False) -> CocoKeypointMetrics:
     """pycocotools keypoint AP/AR of ``results`` (a list or a results json path) against ``gt_json``.
@@ -135,13 +148,7 @@ def evaluate_coco(gt_json: str | Path, results: list[dict] | str | Path,
     """
     from pycocotools.cocoeval import COCOeval
 
-    if isinstance(results, (str, Path)):
-        try:
-            results = json.loads(Path(results).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{results}: not valid JSON: {e}") from None
-    if not isinstance(results, list) or not results:
-        raise ValueError(f"no predictions to evaluate against {gt_json}")
+    results = load_results(results, gt_json)
     gt = _load_gt(gt_json)
     known = set(gt.getImgIds())
     unknown = {r["image_id"] for r in results} - known

@@ -17,28 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
-from sagepose.eval.coco import STAT_NAMES, CocoKeypointMetrics
+from sagepose.eval.coco import STAT_NAMES, CocoKeypointMetrics, load_results
 from sagepose.keypoints import AIC14, CROWDPOSE14
 
 CROWD_EASY_BELOW = 0.2  # crowdIndex < 0.2: easy
 CROWD_HARD_FROM = 0.8  # crowdIndex >= 0.8: hard; medium in between
 CROWDPOSE_STAT_NAMES = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP(E)", "AP(M)", "AP(H)")
-
-
-def _load_results(results, gt_json) -> list[dict]:
-    if isinstance(results, (str, Path)):
-        try:
-            results = json.loads(Path(results).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{results}: not valid JSON: {e}") from None
-    if not isinstance(results, list) or not results:
-        raise ValueError(f"no predictions to evaluate against {gt_json}")
-    return results
 
 
 def _ground_truth(gt_json: str | Path, num_keypoints_from_json: bool, need_crowd_index: bool) -> dict:
@@ -102,7 +90,7 @@ def evaluate_aic(gt_json: str | Path, results: list[dict] | str | Path,
 
     ``sigmas`` (K,) default to AIC's (``AIC14.sigmas``). The ten numbers of :func:`sagepose.eval.evaluate_coco`.
     """
-    results = _load_results(results, gt_json)
+    results = load_results(results, gt_json)
     data = _ground_truth(gt_json, num_keypoints_from_json=False, need_crowd_index=False)
     sigmas = np.asarray(AIC14.sigmas if sigmas is None else sigmas, np.float64)
     ev = _cocoeval(gt_json, data, results, sigmas)
@@ -127,7 +115,7 @@ def evaluate_crowdpose(gt_json: str | Path, results: list[dict] | str | Path,
 
     ``sigmas`` (K,) default to CrowdPose's (``CROWDPOSE14.sigmas``). A split with no image gives -1.
     """
-    results = _load_results(results, gt_json)
+    results = load_results(results, gt_json)
     data = _ground_truth(gt_json, num_keypoints_from_json=True, need_crowd_index=True)
     sigmas = np.asarray(CROWDPOSE14.sigmas if sigmas is None else sigmas, np.float64)
     ev = _cocoeval(gt_json, data, results, sigmas)
