@@ -1,6 +1,7 @@
 """The large built-in keypoint sets as data (the keyword arguments of :class:`sagepose.keypoints.KeypointSchema`),
 kept out of ``keypoints.py`` so that it stays the schema logic: COCO-WholeBody-133 and Sapiens' Goliath-308 with
-its COCO-17 map. ``sagepose.keypoints`` builds the schemas and registers them. Imports nothing."""
+its COCO-17 map; which joints of the body datasets correspond (``JOINT_EQUIVALENCES``, ``MIDPOINT_JOINTS``: read by
+:mod:`sagepose.keypoint_maps`). ``sagepose.keypoints`` builds the schemas and registers them. Imports nothing."""
 
 # COCO-WholeBody (Jin et al., ECCV 2020): body 17 + feet 6 + face 68 + left hand 21 + right hand 21, as MMPose 1.3.2's
 # configs/_base_/datasets/coco_wholebody.py (joint weights all 1 there). upper_body: the body's upper joints (0-10)
@@ -239,3 +240,30 @@ GOLIATH308 = dict(
 # name (its coco_wholebody_to_goliath_mapping, of which COCO's 17 body names are the first entries); the wrists sit
 # at 62 (left) and 41 (right).
 GOLIATH_TO_COCO17: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 62, 41, 9, 10, 11, 12, 13, 14)
+
+# ---- joints that correspond between datasets -----------------------------------------------------------------------
+# Each row is one body point and the name each dataset's annotation gives it ({schema name: keypoint name}). Two
+# joints of different schemas are the same output of a merged union, and copy into each other in a converter, only if
+# a row holds both. Same names are not enough: AI Challenger's and MPII's head_top are annotated differently (the
+# 23-keypoint COCO+MPII+AIC union keeps them apart), and CrowdPose's top_head / neck have their own conventions.
+_BODY_SCHEMAS = ("coco", "mpii", "aic", "crowdpose", "posetrack18", "coco_wholebody")
+_LIMB_JOINTS = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
+JOINT_EQUIVALENCES = (
+    *({s: j for s in _BODY_SCHEMAS} for j in _LIMB_JOINTS),
+    {"coco": "nose", "posetrack18": "nose", "coco_wholebody": "nose"},
+    {"coco": "left_eye", "coco_wholebody": "left_eye"},
+    {"coco": "right_eye", "coco_wholebody": "right_eye"},
+    {"coco": "left_ear", "posetrack18": "left_ear", "coco_wholebody": "left_ear"},
+    {"coco": "right_ear", "posetrack18": "right_ear", "coco_wholebody": "right_ear"},
+)
+
+# Joints a converter may place at the midpoint of two others, named in the target schema's own keypoints:
+# {(schema, keypoint): (keypoint a, keypoint b)}. Approximations, used only where asked (``midpoints=True``):
+# MPII's pelvis between the hips and thorax between the shoulders, AIC's and CrowdPose's neck between the shoulders.
+MIDPOINT_JOINTS = {
+    ("mpii", "pelvis"): ("left_hip", "right_hip"),
+    ("mpii", "thorax"): ("left_shoulder", "right_shoulder"),
+    ("aic", "neck"): ("left_shoulder", "right_shoulder"),
+    ("crowdpose", "neck"): ("left_shoulder", "right_shoulder"),
+}
