@@ -39,6 +39,23 @@ class ModelConfig:
     # convolution weights in channels-last (NHWC) memory: oneDNN's faster layout for CPU convolutions
     # (+11% training throughput for the demo model in bf16); crops already arrive channels-last
     channels_last: bool = False
+    # multi-dataset runs (data.datasets): "shared" -- one head over the union's outputs; "per_dataset" -- ViTPose+'s
+    # layout, one head per dataset on the shared backbone, each predicting its dataset's joints
+    heads: str = "shared"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset of a multi-dataset run (``data.datasets``): its annotations in its own keypoint schema."""
+
+    name: str
+    schema: str = "coco"  # a built-in schema name or a schema file, as model.schema
+    train_json: str | None = None
+    val_json: str | None = None  # scored in its own schema with its own metric (None: not scored)
+    image_root: str | None = None  # default: the folder of each json
+    # how often its samples are drawn: a dataset's share of each epoch is weight x size over the sum of those
+    # (1.0 everywhere: every sample once per epoch, as one concatenated dataset); epochs hold all datasets' samples
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,11 @@ class DataConfig:
     coarse_dropout_prob: float = 0.0
     blur_prob: float = 0.0  # camera degradation (batch_aug.degrade): Gaussian blur, sigma 0.3-2 px
     noise_prob: float = 0.0  # and sensor noise, std up to 12 grey levels
+    # several datasets with their own keypoint sets in one run (then train_json / val_json stay unset);
+    # data.union: "merged" (joints they share are one output), "concatenated" (each dataset's joints its own
+    # outputs) or "convert" (every dataset mapped into model.schema, MMPose's KeypointConverter; midpoints allowed)
+    datasets: tuple[DatasetConfig, ...] = ()
+    union: str = "merged"
 
 
 @dataclass(frozen=True)
@@ -240,12 +262,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise _error(where, f"{value!r} is not a valid {tp}")
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise _error(where, f"expected a mapping, got {value!r}")
+        return _build(tp, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise _error(where, f"expected a list, got {value!r}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise _error(where, f"expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
@@ -328,6 +356,8 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
 SCHEDULES = ("step", "cosine")
 HEATMAP_OUTPUTS = ("raw", "softmax")
 SSL_MODES = ("off", "semi", "unsup_only")
+UNION_MODES = ("merged", "concatenated", "convert")
+HEAD_LAYOUTS = ("shared", "per_dataset")
 CONSISTENCIES = ("js", "kl", "mse")
 
 
@@ -350,18 +380,8 @@ def validate(cfg: Config) -> Config:
     """Refuse, before any work starts, a value no run can use: names that are not choices (with a did-you-mean),
     numbers out of range, settings that do not work together. Raises :class:`ConfigError` naming the
     setting (``key``); returns ``cfg``."""
-    from sagepose.keypoints import SCHEMAS
-
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
-    if not Path(m.schema).suffix:  # a built-in name
-        _check_choice(m.schema, SCHEMAS, "model.schema", "keypoint schema")
-    else:  # a COCO json or a YAML schema file: read now, so a bad one fails before any work
-        from sagepose.keypoints import SchemaError, load_schema
-
-        try:
-            load_schema(m.schema)
-        except SchemaError as e:
-            raise ConfigError(f"model.schema={m.schema!r}: {e}", key="model.schema", reason=str(e)) from None
+    _check_schema_spec(m.schema, "model.schema")
     _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
     _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
     _check(m.drop_path_rate is None or 0 <= m.drop_path_rate < 1, "model.drop_path_rate", m.drop_path_rate,
@@ -413,10 +433,43 @@ def validate(cfg: Config) -> Config:
     _check(not t.fsdp_cpu_offload or t.strategy == "fsdp", "trainer.fsdp_cpu_offload", t.fsdp_cpu_offload,
            "needs trainer.strategy=fsdp")
     _validate_ssl(cfg)
+    _validate_datasets(cfg)
     from sagepose.models.zoo import MODELS  # deferred, and last: it imports torch
 
     _check_choice(m.name, MODELS, "model.name", "model")
     return cfg
+
+
+def _check_schema_spec(spec: str, key: str) -> None:
+    from sagepose.keypoints import SCHEMAS, SchemaError, load_schema
+
+    if not Path(spec).suffix:  # a built-in name
+        _check_choice(spec, SCHEMAS, key, "keypoint schema")
+        return
+    try:  # a COCO json or a YAML schema file: read now, so a bad one fails before any work
+        load_schema(spec)
+    except SchemaError as e:
+        raise ConfigError(f"{key}={spec!r}: {e}", key=key, reason=str(e)) from None
+
+
+def _validate_datasets(cfg: Config) -> None:
+    d, m = cfg.data, cfg.model
+    _check_choice(m.heads, HEAD_LAYOUTS, "model.heads", "head layout")
+    _check_choice(d.union, UNION_MODES, "data.union", "union mode")
+    if not d.datasets:
+        _check(m.heads == "shared", "model.heads", m.heads, "one head per dataset needs data.datasets")
+        return
+    names = [ds.name for ds in d.datasets]
+    _check(len(set(names)) == len(names), "data.datasets", names, "dataset names must be distinct")
+    _check(not (d.train_json or d.val_json), "data.train_json", d.train_json or d.val_json,
+           "a multi-dataset run takes its jsons from data.datasets; leave data.train_json / val_json unset")
+    _check(not d.det_json, "data.det_json", d.det_json, "detection boxes are not supported with data.datasets")
+    _check(not (m.heads == "per_dataset" and d.union == "convert"), "model.heads", m.heads,
+           "with data.union=convert every dataset shares model.schema's outputs: one head")
+    for i, ds in enumerate(d.datasets):
+        _check(bool(ds.name), f"data.datasets[{i}].name", ds.name, "must be set")
+        _check_schema_spec(ds.schema, f"data.datasets[{i}].schema")
+        _check(ds.weight > 0, f"data.datasets[{i}].weight", ds.weight, "must be positive")
 
 
 def _validate_ssl(cfg: Config) -> None:

@@ -121,3 +121,71 @@ class SkipHeatmapHead(nn.Module):
         for stage in self.refine:
             x = stage(x)
         return self.final_conv(x)
+
+
+class PerDatasetHeads(nn.Module):
+    """ViTPose+'s layout for several datasets: one head per dataset on the shared backbone's features, each
+    predicting its dataset's joints into their channels of the union's ``num_keypoints`` outputs.
+
+    Which head predicts: ``member`` (B,) -- each sample its dataset's head (training; the other channels are 0);
+    else ``active`` -- one dataset's head for the whole batch (validating that dataset); else every head, each
+    union channel from the first dataset that has it (inference in the union schema).
+    """
+
+    def __init__(self, heads, indices, num_keypoints: int):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.indices = tuple(tuple(int(i) for i in idx) for idx in indices)
+        self.num_keypoints = num_keypoints
+        self.member: torch.Tensor | None = None
+        self.active: int | None = None
+
+    def _into(self, out: torch.Tensor | None, m: int, maps: torch.Tensor, rows=None) -> torch.Tensor:
+        if out is None:
+            out = maps.new_zeros((maps.shape[0] if rows is None else len(self.member), self.num_keypoints,
+                                  *maps.shape[2:]))
+        idx = torch.as_tensor(self.indices[m], device=maps.device)
+        if rows is None:
+            out[:, idx] = maps
+        else:
+            out[rows[:, None], idx[None, :]] = maps
+        return out
+
+    def forward(self, feats):
+        if self.member is not None:
+            out = None
+            for m in torch.unique(self.member).tolist():
+                rows = torch.nonzero(self.member == m).flatten()
+                sub = [f[rows] for f in feats] if isinstance(feats, (list, tuple)) else feats[rows]
+                out = self._into(out, m, self.heads[m](sub), rows)
+            return out
+        if self.active is not None:
+            return self._into(None, self.active, self.heads[self.active](feats))
+        out = None
+        for m in reversed(range(len(self.heads))):  # the first dataset's head writes last: its channels win
+            out = self._into(out, m, self.heads[m](feats))
+        return out
+
+
+def per_dataset_heads(head: nn.Module, union) -> PerDatasetHeads:
+    """One copy of ``head`` (built for the union's outputs) per member of ``union``
+    (:class:`sagepose.keypoint_maps.UnionSchema`), its last convolution cut to the member's joints (the union
+    head's rows for them: every copy starts as the shared head would)."""
+    import copy
+
+    if union is None:
+        raise ValueError("per-dataset heads need a merged or concatenated union of the datasets' schemas")
+    if not isinstance(getattr(head, "final_conv", None), nn.Conv2d):
+        raise ValueError(f"per-dataset heads: {type(head).__name__} has no final_conv to cut per dataset")
+    heads = []
+    for idx in union.indices:
+        h = copy.deepcopy(head)
+        old = head.final_conv
+        new = nn.Conv2d(old.in_channels, len(idx), old.kernel_size, padding=old.padding, bias=old.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(old.weight[list(idx)])
+            if old.bias is not None:
+                new.bias.copy_(old.bias[list(idx)])
+        h.final_conv = new
+        heads.append(h)
+    return PerDatasetHeads(heads, union.indices, union.schema.num_keypoints)

@@ -188,6 +188,7 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
         cfg["schema"] = schema
     init = cfg.pop("init_checkpoint", None)
     channels_last = cfg.pop("channels_last", False)
+    cfg.pop("heads", None)  # the layout of a multi-dataset run's heads: the training module builds them
     if isinstance(cfg.get("input_size"), list):
         cfg["input_size"] = tuple(cfg["input_size"])
     model = build_model(cfg.pop("name"), **cfg)

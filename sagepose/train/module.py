@@ -28,12 +28,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
-from sagepose.eval import box_size, make_results, official_ap, pixel_metrics
+from sagepose.eval import box_size, make_results, official_ap, pckh, pixel_metrics
 from sagepose.fileio import write_json_atomic
 from sagepose.geometry import crop_to_image
 from sagepose.keypoints import KeypointSchema, schema_to_dict
 from sagepose.models import build_model_from_config
 from sagepose.models.fusion_head import FusionHead, to_heatmap_coords
+from sagepose.models.heads import PerDatasetHeads, per_dataset_heads
 from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
 from sagepose.train.optim import build_optimizer, build_scheduler
@@ -46,11 +47,22 @@ class TopDownModule(L.LightningModule):
     def __init__(self, cfg: Config, val_gt_json: str | None = None, schema: KeypointSchema | None = None):
         """``schema``: the keypoint schema to build the model with instead of resolving ``cfg.model.schema`` (a
         checkpoint's stored one, :func:`sagepose.api.checkpoint_schema`). The resolved schema is saved in the
-        hyper-parameters (``schema``, plain data), so a checkpoint rebuilds it without the schema file."""
+        hyper-parameters (``schema``, plain data), so a checkpoint rebuilds it without the schema file.
+
+        With ``data.datasets`` the model's outputs are the run's plan (:func:`sagepose.train.multi.plan_datasets`:
+        the union, or model.schema in convert mode), and each dataset's val set is scored in its own schema."""
         super().__init__()
         self.cfg = cfg
         self.val_gt_json = val_gt_json
+        self.plan = None
+        if cfg.data.datasets:
+            from sagepose.train.multi import plan_datasets
+
+            self.plan = plan_datasets(cfg, schema)
+            schema = self.plan.schema
         self.model = build_model_from_config(cfg.model, schema=schema)
+        if self.plan is not None and cfg.model.heads == "per_dataset":
+            self.model.head = per_dataset_heads(self.model.head, self.plan.union)
         self.save_hyperparameters({"config": to_dict(cfg), "val_gt_json": val_gt_json,
                                    "schema": schema_to_dict(self.model.schema)})
         self.register_buffer("joint_weights", torch.tensor(self.model.schema.joint_weights), persistent=False)
@@ -88,6 +100,8 @@ class TopDownModule(L.LightningModule):
         """-> heatmap targets (B, K, H, W) and the loss's joint weights (B, K): labelled joints inside the
         heatmap (the codec's), times the schema's joint weights when ``trainer.use_joint_weights``."""
         targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
+        if "labeled" in batch:  # several datasets: each sample's loss covers the outputs its dataset labels
+            weights = weights * batch["labeled"].to(weights.dtype)
         if self.cfg.trainer.use_joint_weights:
             weights = weights * self.joint_weights
         return targets, weights
@@ -103,6 +117,8 @@ class TopDownModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x = self._augment(batch)
         targets, weights = self._targets(batch)
+        if isinstance(self.model.head, PerDatasetHeads):
+            self.model.head.member = batch["member"]  # each sample through its dataset's head
         if isinstance(self.model.head, FusionHead):  # heatmap + offset + variance maps, six loss terms
             keypoints = to_heatmap_coords(batch["keypoints"], self.model.codec)
             head = self.model.head
@@ -205,22 +221,72 @@ class TopDownModule(L.LightningModule):
         self._loader_state = None
 
     # ---- validation ------------------------------------------------------------------------
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x = self.model.normalize(batch["img"])
+        head = self.model.head
+        if isinstance(head, PerDatasetHeads):
+            head.member, head.active = None, self.plan.scored()[dataloader_idx]
         heatmaps = self.model.predict_heatmaps(x)
         kpts, scores = self.model.decode(heatmaps)
         kpts = crop_to_image(kpts, self.model.input_size, batch["center"], batch["scale"])
+        if self.plan is not None:  # the outputs back to the dataset's own joints
+            member = self.plan.members[self.plan.scored()[dataloader_idx]]
+            kpts, scores = member.from_model.apply_torch(kpts, scores)
         out = {"image_id": batch["image_id"].cpu().numpy(), "keypoints": kpts.float().cpu().numpy(),
                "scores": scores.float().cpu().numpy(), "bbox_score": batch["bbox_score"].cpu().numpy(),
                "area": batch["scale"].prod(-1).cpu().numpy(), "index": batch["index"].cpu().numpy()}
         if "gt_keypoints" in batch and not self.cfg.data.det_json:  # detections carry no labels to pair with
             out.update({k: batch[k].float().cpu().numpy() for k in ("gt_keypoints", "gt_visible", "bbox")})
-        self._val_outputs.append(out)
+        if "head_size" in batch:
+            out["head_size"] = batch["head_size"].float().cpu().numpy()
+        self._val_outputs.append((dataloader_idx, out))
 
     def on_validation_epoch_end(self):
         outs, self._val_outputs = self._val_outputs, []
-        if self.val_gt_json is None:
-            return
+        if self.plan is None:
+            if self.val_gt_json is None:
+                return
+            scored = self._score([o for _, o in outs], self.model.schema, self.val_gt_json)
+            if scored is None:
+                return
+            metrics, self.last_predictions, self.last_instances = scored
+        else:
+            metrics, self.last_predictions, self.last_instances = {}, {}, {}
+            headline = []
+            for k, m in enumerate(self.plan.scored()):
+                member = self.plan.members[m]
+                scored = self._score([o for i, o in outs if i == k], member.schema, member.config.val_json)
+                if scored is None:
+                    continue
+                got, self.last_predictions[member.name], self.last_instances[member.name] = scored
+                metrics[member.name] = got
+                headline.append(headline_score(got))
+            headline = [h for h in headline if h is not None]
+            metrics["score"] = float(np.mean(headline)) if headline else None
+            self.last_metrics = metrics
+        logged = {f"val/{k}": float(v) for k, v in _flat(metrics, self.plan is not None).items()
+                  if k.rsplit("/", 1)[-1] not in _COUNTS and isinstance(v, (int, float)) and v is not None}
+        n = len(self.last_instances) if self.plan is None else sum(len(v) for v in self.last_instances.values())
+        self.log_dict({**logged, "val/instances": float(n)})
+        if self.trainer.state.fn == TrainerFn.FITTING:  # `sagepose test` prints its metrics as JSON itself
+            # rank 0 only, above the progress bar when there is one
+            line = f"epoch {self.current_epoch} step {self.global_step}: val"
+            for name, m in ([("", metrics)] if self.plan is None else
+                            [(f" {k}", v) for k, v in metrics.items() if isinstance(v, dict)]):
+                line += name
+                if "AP" in m:
+                    line += f" AP {m['AP']:.3f} AP50 {m['AP50']:.3f} AR {m['AR']:.3f}"
+                if m.get("PCKh") is not None:
+                    line += f" PCKh {m['PCKh']:.2f}"
+                if m.get("pixel_error") is not None:
+                    line += f" pixel_error {m['pixel_error']:.2f} px"
+                    if "AP" not in m:
+                        line += f" (median {m['pixel_error_median']:.2f}, PCK@0.1box {m['PCK@0.1box']:.3f})"
+            self.print(line)
+
+    def _score(self, outs: list[dict], schema: KeypointSchema, gt_json: str):
+        """One val set's outputs (this rank's) -> (metrics, COCO results, instance indices), the same on every rank;
+        None when no rank had any."""
         cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else None
         if self.trainer.world_size > 1:  # every rank takes part, also one whose shard was empty
             gathered = [None] * self.trainer.world_size
@@ -228,37 +294,30 @@ class TopDownModule(L.LightningModule):
             gathered = [g for g in gathered if g is not None]
             cat = {k: np.concatenate([g[k] for g in gathered]) for k in gathered[0]} if gathered else None
         if cat is None:
-            return
+            return None
         cat = dedupe_instances(cat)
-        schema = self.model.schema
         # OKS-NMS needs sigmas; without them every instance is kept (GT boxes: one per labeled animal)
         sigmas = schema.sigmas_array() if schema.has_sigmas else ()
         results = make_results(cat["image_id"], cat["keypoints"], cat["scores"], cat["bbox_score"],
                                cat["area"], sigmas, nms_thr=0.9 if schema.has_sigmas else None)
-        self.last_predictions, self.last_instances = results, cat["index"]
         # pycocotools once, on rank 0; every rank logs the same numbers (the best checkpoint reads them)
         metrics = None
         if self.trainer.is_global_zero:
             metrics = {}
             if schema.has_sigmas:
-                metrics.update(official_ap(schema.name, self.val_gt_json, results, sigmas))
+                metrics.update(official_ap(schema.name, gt_json, results, sigmas))
             if "gt_keypoints" in cat:
                 metrics.update(pixel_metrics(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"],
                                              box_size(cat["bbox"]), schema.keypoints))
-        metrics = self.last_metrics = self.trainer.strategy.broadcast(metrics, src=0)
-        logged = {f"val/{k}": float(v) for k, v in metrics.items()
-                  if k not in _COUNTS and isinstance(v, (int, float)) and v is not None}
-        self.log_dict({**logged, "val/instances": float(len(cat["index"]))})
-        if self.trainer.state.fn == TrainerFn.FITTING:  # `sagepose test` prints its metrics as JSON itself
-            # rank 0 only, above the progress bar when there is one
-            line = f"epoch {self.current_epoch} step {self.global_step}: val"
-            if "AP" in metrics:
-                line += f" AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} AR {metrics['AR']:.3f}"
-            if metrics.get("pixel_error") is not None:
-                line += f" pixel_error {metrics['pixel_error']:.2f} px"
-                if "AP" not in metrics:
-                    line += f" (median {metrics['pixel_error_median']:.2f}, PCK@0.1box {metrics['PCK@0.1box']:.3f})"
-            self.print(line)
+                heads = cat.get("head_size")
+                if schema.name == "mpii" and heads is not None and np.isfinite(heads).all() and (heads > 0).all():
+                    # MPII's own metric; COCO-format labels are 0-based, so no +1 on the predictions
+                    metrics.update(pckh(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"], heads,
+                                        pred_offset=0.0))
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        if self.plan is None:
+            self.last_metrics = metrics
+        return metrics, results, cat["index"]
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
@@ -267,6 +326,28 @@ class TopDownModule(L.LightningModule):
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         scheduler = build_scheduler(optimizer, self.cfg.optim, per_epoch, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def headline_score(metrics: dict) -> float | None:
+    """A val set's one number in [0, 1], its dataset's own metric: PCKh / 100 where it was computed (MPII), else
+    OKS AP."""
+    if metrics.get("PCKh") is not None:
+        return float(metrics["PCKh"]) / 100.0
+    if metrics.get("AP") is not None:
+        return float(metrics["AP"])
+    return None
+
+
+def _flat(metrics: dict, members: bool) -> dict:
+    """The scalar entries of ``metrics``; ``members``: one level down too, as ``{dataset}/{metric}``."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            if members:
+                out.update({f"{k}/{kk}": vv for kk, vv in v.items() if not isinstance(vv, dict)})
+        else:
+            out[k] = v
+    return out
 
 
 def dedupe_instances(cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

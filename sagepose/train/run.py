@@ -17,7 +17,7 @@ from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
 
 # DataConfig fields that are TopDownSampler arguments of the same name
-_SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
+SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
                            "shift_factor", "shift_prob")
 
 
@@ -31,6 +31,11 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
     from sagepose.train.sampling import ResumableLoader, ShardSampler
 
     d = cfg.data
+    if d.datasets:
+        from sagepose.train.multi import build_multi_loaders, plan_datasets
+
+        return build_multi_loaders(cfg, plan_datasets(cfg, model.schema), model, train=train, val=val, rank=rank,
+                                   world_size=world_size)
     schema = model.schema
     common = dict(schema=schema, input_size=tuple(model.input_size), udp=model.codec.udp)
     workers = dict(num_workers=d.num_workers, collate_fn=collate, persistent_workers=d.num_workers > 0)
@@ -38,7 +43,7 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
     if train:
         if not d.train_json:
             raise ValueError("data.train_json is not set")
-        augment = {name: getattr(d, name) for name in _SAMPLER_AUGMENT_FIELDS}
+        augment = {name: getattr(d, name) for name in SAMPLER_AUGMENT_FIELDS}
         sampler = TopDownSampler(**common, **augment)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
         ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images)
@@ -99,6 +104,8 @@ class TopDownData(L.LightningDataModule):
         return self._loaders(train=True)["train"]
 
     def val_dataloader(self):
+        if self.cfg.data.datasets:  # one loader per scored dataset
+            return self._loaders(train=False)["val"]
         return self._loaders(train=False)["val"] if self.cfg.data.val_json else []
 
 
@@ -206,7 +213,9 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     if cfg.trainer.strategy == "fsdp":
         module.model.backbone.grad_checkpointing = False  # FSDP's checkpointing policy does it (build_strategy)
     monitor, mode = monitor_for(module.model.schema)
-    if not cfg.data.val_json or (cfg.data.det_json and monitor == "val/pixel_error"):
+    if module.plan is not None:  # several val sets: the mean of their headline metrics
+        monitor, mode = ("val/score", "max") if module.plan.scored() else (None, "max")
+    elif not cfg.data.val_json or (cfg.data.det_json and monitor == "val/pixel_error"):
         monitor = None  # nothing to score (detections have no labels to pair with, and no AP without sigmas)
     checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor=monitor, mode=mode)
     extra = [LearningRateMonitor(logging_interval="step")]
@@ -219,6 +228,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     last = str(ckpt_dir / "last.ckpt")
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
                "best_val_AP": _best_score(best, "val/AP"), "best_val_pixel_error": _best_score(best, "val/pixel_error"),
+               "best_val_score": _best_score(best, "val/score"),
                "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step,
                "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None,
                "stopped_by_time": _stopped_by_time(cfg, trainer)}
@@ -281,7 +291,8 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
     from sagepose.train.module import TopDownModule, save_predictions
 
     validate(cfg)
-    if not cfg.data.val_json:
+    multi = bool(cfg.data.datasets)
+    if not cfg.data.val_json and not any(ds.val_json for ds in cfg.data.datasets):
         raise ConfigError("data.val_json is not set: the annotations to evaluate on", key="data.val_json")
     raw = read_checkpoint(checkpoint) if checkpoint else None
     schema = None
@@ -289,7 +300,7 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
         trained = checkpoint_model_config(raw, str(checkpoint))
         warn_if_not_trained_as(cfg.model, trained, str(checkpoint))
         cfg = replace(cfg, model={"init_checkpoint": None})
-        if trained is not None and cfg.model.schema == trained.schema:  # the schema it was trained with, as stored
+        if multi or (trained is not None and cfg.model.schema == trained.schema):  # as trained, as stored
             schema = checkpoint_schema(raw, str(checkpoint))
     out = Path(out_dir or cfg.trainer.out_dir)
     module = TopDownModule(cfg, val_gt_json=cfg.data.val_json, schema=schema)
@@ -298,10 +309,22 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
     trainer = _trainer_eval(cfg)
     trainer.validate(module, datamodule=TopDownData(cfg, module.model), verbose=False)
     metrics = dict(module.last_metrics)
-    metrics.update(checkpoint=str(checkpoint), val_json=str(cfg.data.val_json),
-                   predictions=str(out / "predictions.json"), instances=len(module.last_instances))
+    if multi:  # {dataset: its metrics, "score": the mean headline}; predictions-{dataset}.json each
+        for name in module.last_predictions:
+            member = module.plan.members[module.plan.names.index(name)]
+            metrics[name].update(val_json=str(member.config.val_json),
+                                 predictions=str(out / f"predictions-{name}.json"),
+                                 instances=len(module.last_instances[name]))
+        metrics.update(checkpoint=str(checkpoint))
+    else:
+        metrics.update(checkpoint=str(checkpoint), val_json=str(cfg.data.val_json),
+                       predictions=str(out / "predictions.json"), instances=len(module.last_instances))
     if trainer.is_global_zero:
-        save_predictions(module.last_predictions, out / "predictions.json")
+        if multi:
+            for name, preds in module.last_predictions.items():
+                save_predictions(preds, out / f"predictions-{name}.json")
+        else:
+            save_predictions(module.last_predictions, out / "predictions.json")
         write_json_atomic(out / "metrics.json", metrics, indent=1)
     return metrics
 

@@ -39,10 +39,14 @@ class ShardSampler(torch.utils.data.Sampler[int]):
             self.start = 0  # a skip belongs to the epoch it was restored for
         self.epoch = epoch
 
+    def order(self) -> np.ndarray:
+        """The epoch's indices, all ranks together."""
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle \
+            else np.arange(self.n)
+
     def indices(self) -> np.ndarray:
         """This rank's indices for the current epoch, before any ``start`` skip."""
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle \
-            else np.arange(self.n)
+        order = self.order()
         if self.pad and self.n % self.world_size:
             order = np.concatenate([order, order[: self.world_size - self.n % self.world_size]])
         return order[self.rank::self.world_size]
@@ -55,6 +59,38 @@ class ShardSampler(torch.utils.data.Sampler[int]):
         if self.pad:
             return -(-self.n // self.world_size)
         return len(range(self.rank, self.n, self.world_size))
+
+
+class MixingSampler(ShardSampler):
+    """:class:`ShardSampler` over datasets laid side by side (``sizes``; :class:`sagepose.data.multi.ConcatMembers`),
+    each epoch ``sum(sizes)`` draws in which dataset ``m`` has the share ``weights[m] x sizes[m]`` (normalised).
+
+    A dataset's draws walk a seeded permutation of it, starting over as often as its share needs (a weight of 2
+    shows each sample twice per epoch, 0.5 half of them); the datasets' draws are interleaved by one more seeded
+    permutation. All of it a function of ``(seed, epoch)``, so sharding and resume work as for one dataset.
+    """
+
+    def __init__(self, sizes, weights, seed: int = 0, rank: int = 0, world_size: int = 1):
+        sizes, weights = np.asarray(sizes, np.int64), np.asarray(weights, np.float64)
+        if len(sizes) != len(weights) or not len(sizes) or (sizes <= 0).any() or (weights <= 0).any():
+            raise ValueError(f"MixingSampler: sizes {sizes.tolist()} and weights {weights.tolist()} must be positive, "
+                             "one per dataset")
+        super().__init__(int(sizes.sum()), seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        share = weights * sizes / float((weights * sizes).sum())
+        counts = np.floor(share * self.n).astype(np.int64)
+        # largest remainders take the draws the floors left, so the epoch holds exactly n
+        counts[np.argsort(-(share * self.n - counts), kind="stable")[: self.n - counts.sum()]] += 1
+        self.sizes, self.counts = sizes, counts
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+    def order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        parts = []
+        for size, count, offset in zip(self.sizes, self.counts, self.offsets):
+            reps = -(-count // size)
+            walk = np.concatenate([rng.permutation(size) for _ in range(max(reps, 1))])[:count]
+            parts.append(walk + offset)
+        return rng.permutation(np.concatenate(parts))
 
 
 class ResumableLoader(torch.utils.data.DataLoader):
