@@ -1,0 +1,153 @@
+"""Multi-dataset runs: mixing by weight, per-sample label masks, per-dataset heads, each val set in its own metric."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sagepose.config import ConfigError, load_config
+from sagepose.keypoint_maps import union_schema
+from sagepose.keypoints import COCO17, MPII16
+from sagepose.models.heads import HeatmapHead, PerDatasetHeads, per_dataset_heads
+from sagepose.train.losses import heatmap_mse
+from sagepose.train.sampling import MixingSampler
+
+TINY = ["model.name=vit-tiny", "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
+        "data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "trainer.progress_bar=false",
+        "trainer.accelerator=cpu"]
+
+
+def test_mixing_sampler_gives_each_dataset_its_weighted_share():
+    s = MixingSampler([10, 30], [3.0, 1.0], seed=0)
+    order = s.order()
+    assert len(order) == 40
+    first = order[order < 10]
+    assert len(first) == 20  # 3 x 10 against 1 x 30: half the epoch
+    assert np.bincount(first, minlength=10).tolist() == [2] * 10  # every sample of it twice
+    second = order[order >= 10]
+    assert len(second) == 20 and len(set(second.tolist())) == 20  # half of the other's samples, none twice
+    again = MixingSampler([10, 30], [3.0, 1.0], seed=0)
+    np.testing.assert_array_equal(again.order(), order)  # a function of (seed, epoch)
+    again.set_epoch(1)
+    assert not np.array_equal(again.order(), order)
+    ranks = [MixingSampler([10, 30], [3.0, 1.0], seed=0, rank=r, world_size=3).indices() for r in range(3)]
+    # the ranks deal out the one epoch, padded to 3 x 14 with its first two draws
+    assert sorted(np.concatenate(ranks).tolist()) == sorted(order.tolist() + order[:2].tolist())
+    with pytest.raises(ValueError, match="must be positive"):
+        MixingSampler([10, 0], [1.0, 1.0])
+
+
+def test_unlabeled_outputs_get_no_gradient():
+    # an MPII sample in the COCO+MPII union labels none of COCO's face joints: whatever the model predicts there,
+    # the loss must not pull on it (a mask, not a zero target)
+    from sagepose.data.multi import MemberDataset
+    from sagepose.train.multi import _index_maps
+
+    u = union_schema(["coco", "mpii"])
+    to_union, _ = _index_maps(u, 1)
+
+    class One(torch.utils.data.Dataset):
+        def set_epoch(self, e):
+            pass
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"keypoints": np.full((16, 2), 20.0, np.float32), "visible": np.ones(16, np.float32),
+                    "gt_keypoints": np.zeros((16, 2), np.float32), "gt_visible": np.ones(16, np.float32)}
+
+    s = MemberDataset(One(), to_union, member=1)[0]
+    assert s["keypoints"].shape == (21, 2) and "gt_keypoints" not in s
+    face = [COCO17.index(n) for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")]
+    assert not s["labeled"][face].any() and s["labeled"].sum() == 16
+    pred = torch.randn(1, 21, 16, 12, requires_grad=True)
+    weights = torch.ones(1, 21) * torch.as_tensor(s["labeled"], dtype=torch.float32)
+    loss, _ = heatmap_mse(pred, torch.rand(1, 21, 16, 12), weights)
+    loss.backward()
+    assert pred.grad[0, face].abs().sum() == 0
+    head_top = u.schema.keypoints.index("head_top")
+    assert pred.grad[0, head_top].abs().sum() > 0
+
+
+def test_per_dataset_heads_route_each_sample_and_start_as_the_shared_head():
+    torch.manual_seed(0)
+    u = union_schema(["coco", "mpii"])
+    shared = HeatmapHead(8, 21, deconv_channels=(8,)).eval()
+    heads = per_dataset_heads(shared, u).eval()
+    x = torch.randn(4, 8, 6, 5)
+    with torch.no_grad():
+        ref = shared(x)
+        heads.active = 1
+        only_mpii = heads(x)
+        heads.active = None
+        heads.member = torch.tensor([0, 1, 1, 0])
+        routed = heads(x)
+    mpii = list(u.indices[1])
+    torch.testing.assert_close(only_mpii[:, mpii], ref[:, mpii])  # the cut rows: the shared head's
+    other = [j for j in range(21) if j not in mpii]
+    assert only_mpii[:, other].abs().sum() == 0
+    for b, m in enumerate([0, 1, 1, 0]):
+        idx = list(u.indices[m])
+        torch.testing.assert_close(routed[b, idx], ref[b, idx])
+        rest = [j for j in range(21) if j not in idx]
+        assert routed[b, rest].abs().sum() == 0
+    assert isinstance(heads, PerDatasetHeads) and heads.heads[1].final_conv.out_channels == 16
+
+
+def test_config_refuses_what_a_multi_dataset_run_cannot_use():
+    two = "data.datasets=[{'name': 'a', 'schema': 'coco'}, {'name': 'a', 'schema': 'mpii'}]"
+    with pytest.raises(ConfigError, match="distinct"):
+        load_config(None, [two])
+    one = "data.datasets=[{'name': 'a', 'schema': 'coco'}]"
+    with pytest.raises(ConfigError, match="leave data.train_json"):
+        load_config(None, [one, "data.train_json=x.json"])
+    with pytest.raises(ConfigError, match="one head"):
+        load_config(None, [one, "data.union=convert", "model.heads=per_dataset"])
+    with pytest.raises(ConfigError, match="needs data.datasets"):
+        load_config(None, ["model.heads=per_dataset"])
+    with pytest.raises(ConfigError, match=r"data.datasets\[0\].schema"):
+        load_config(None, ["data.datasets=[{'name': 'a', 'schema': 'cocoo'}]"])
+    with pytest.raises(ConfigError, match="weight"):
+        load_config(None, ["data.datasets=[{'name': 'a', 'weight': 0.0}]"])
+
+
+@pytest.fixture(scope="module")
+def three_sets(tmp_path_factory):
+    from sagepose.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("multi")
+    sets = {}
+    for name, style in (("coco", "default"), ("mpii", "sports"), ("aic", "indoor")):
+        tr = generate_dataset(root / name, 16, seed=1, split="train", schema=name, style=style, workers=1)
+        va = generate_dataset(root / name, 6, seed=2, split="val", schema=name, style=style, workers=1)
+        sets[name] = {"name": name, "schema": name, "train_json": str(tr), "val_json": str(va)}
+    return root, sets
+
+
+@pytest.mark.parametrize("union,heads", [("merged", "shared"), ("concatenated", "per_dataset"), ("convert", "shared")])
+def test_a_multi_dataset_run_trains_and_scores_each_dataset_in_its_own_schema(three_sets, union, heads):
+    from sagepose.train.run import fit, test
+
+    root, sets = three_sets
+    out = root / f"run-{union}-{heads}"
+    cfg = load_config(None, [f"data.datasets={list(sets.values())!r}", f"data.union={union}", f"model.heads={heads}",
+                             "trainer.max_epochs=1", "trainer.val_every_epochs=1", f"trainer.out_dir={out}", *TINY])
+    summary = fit(cfg)
+    from sagepose.data import load_coco
+
+    persons = sum(len(load_coco(d["train_json"], schema=d["schema"], mode="train")) for d in sets.values())
+    assert summary["steps"] == persons // 8  # one epoch of every dataset's people (weights 1)
+    metrics = test(cfg, summary["last_checkpoint"], out / "test")
+    scored = ["coco"] if union == "convert" else ["coco", "mpii", "aic"]  # convert: COCO-17 has no MPII head_top
+    assert [k for k in metrics if isinstance(metrics[k], dict)] == scored
+    for name in scored:
+        preds = json.loads((out / "test" / f"predictions-{name}.json").read_text())
+        k = {"coco": 17, "mpii": 16, "aic": 14}[name]
+        assert preds and all(len(p["keypoints"]) == 3 * k for p in preds)  # each in its own schema
+        assert metrics[name]["instances"] == len(json.loads(open(sets[name]["val_json"]).read())["annotations"])
+        assert "AP" in metrics[name] and metrics[name]["pixel_error"] > 0
+    stored = torch.load(summary["last_checkpoint"], weights_only=True, map_location="cpu")
+    n = {"merged": 23, "concatenated": 17 + 16 + 14, "convert": 17}[union]
+    assert len(stored["hyper_parameters"]["schema"]["keypoints"]) == n
+    assert MPII16.num_keypoints == 16
