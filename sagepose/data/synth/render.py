@@ -175,6 +175,7 @@ class Projected:
     facing: np.ndarray  # (len(KEYPOINTS),) camera-facing component of the landmark's surface (face,
     #                    shoulders, hips: their outward side), 0 for the others
     extent: tuple[int, int, int, int]  # x0, y0, x1, y1 px bounds of everything drawn (unclipped)
+    head_box: tuple[float, float, float, float]  # x1, y1, x2, y2 px: see :func:`head_box`
 
 
 _ARC = 6  # points per rounded capsule end
@@ -246,6 +247,22 @@ def _draw_head(img, labels, center, axes, radii, outfit: Outfit, label: int) -> 
     labels[y0 + ys, x0 + xs] = label
 
 
+def head_box(center: np.ndarray, axes: np.ndarray, radii: np.ndarray, nose: np.ndarray | None, nose_r: float):
+    """The tight box ``(x1, y1, x2, y2)`` image px of what is drawn as the head (MPII's head rectangle).
+
+    ``axes`` (3, 3) columns: the head's left / up / forward directions in camera space; ``radii`` (3,) its
+    ellipsoid radii in px. The orthographic silhouette of the ellipsoid reaches ``sqrt(sum_k (axes[i, k] r_k)^2)``
+    from ``center`` along image axis ``i``; the nose disc (``nose``: its centre, None when the face is turned
+    away and it is not drawn) of radius ``nose_r`` may stick out of it in profile. The box is of the whole head
+    as drawn, before anything in front covers it, and is not clipped to the image.
+    """
+    ext = np.sqrt(((axes * radii) ** 2).sum(1))[:2]
+    lo, hi = center - ext, center + ext
+    if nose is not None:
+        lo, hi = np.minimum(lo, nose - nose_r), np.maximum(hi, nose + nose_r)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
 def draw_person(
     img: np.ndarray, labels: np.ndarray, fig: Figure, view: View, outfit: Outfit, slot: int
 ) -> Projected:
@@ -286,15 +303,17 @@ def draw_person(
     head_depth = depth[P["head"]] + 0.02
     items.append((head_depth, 99, "head", None, None))
     face_facing = (fig.face_normals @ rot.T)[:, 2]
+    head_axes, head_radii = rot @ fig.head_axes, np.asarray(props.head) * s
+    nose_r = 0.22 * props.head[2] * s
+    shows_nose = face_facing[0] > OWNERS["nose"][1]
     for _, _, part, poly, color in sorted(items, key=lambda t: (t[0], t[1])):
         if part != "head":
             _fill(img, labels, *poly, color, base + PART[part])
             continue
-        axes = rot @ fig.head_axes
-        _draw_head(img, labels, xy[P["head"]], axes, np.asarray(props.head) * s, outfit, base + PART["head"])
-        if face_facing[0] > OWNERS["nose"][1]:
+        _draw_head(img, labels, xy[P["head"]], head_axes, head_radii, outfit, base + PART["head"])
+        if shows_nose:
             nose = np.round(xy[P["nose"]] * (1 << SHIFT)).astype(np.int32)
-            r = int(round(0.22 * props.head[2] * s * (1 << SHIFT)))
+            r = int(round(nose_r * (1 << SHIFT)))
             skin = tuple(int(0.8 * c) for c in outfit.skin)
             cv2.circle(img, nose, r, skin, -1, cv2.LINE_AA, SHIFT)
             cv2.circle(labels, nose, r, base + PART["head"], -1, cv2.LINE_8, SHIFT)
@@ -311,7 +330,12 @@ def draw_person(
         facing[KEYPOINTS.index(name)] = value
     pad = max(props.head) * s + 2
     lo, hi = np.floor(xy.min(0) - pad), np.ceil(xy.max(0) + pad)
-    return Projected(xy=xy, facing=facing, extent=(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])))
+    return Projected(
+        xy=xy,
+        facing=facing,
+        extent=(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])),
+        head_box=head_box(xy[P["head"]], head_axes, head_radii, xy[P["nose"]] if shows_nose else None, nose_r),
+    )
 
 
 def visibility(labels: np.ndarray, proj: Projected, slot: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,12 @@ def _annotate(labels: np.ndarray, proj: Projected, slot: int, indices: list[int]
         float(cols[-1] - cols[0] + 1),
         float(rows[-1] - rows[0] + 1),
     ]
-    return dict(keypoints=keypoints.astype(np.float32), bbox=bbox, area=float(np.count_nonzero(mask)))
+    return dict(
+        keypoints=keypoints.astype(np.float32),
+        bbox=bbox,
+        area=float(np.count_nonzero(mask)),
+        head_box=list(proj.head_box),
+    )
 
 
 def render_image(
@@ -122,7 +127,9 @@ def render_image(
     Returns ``img_bgr`` (H, W, 3) uint8 and one dict per annotated person:
     ``keypoints`` (K, 3) float32 ``[x, y, v]`` in ``schema`` order (v=0: outside the
     image, written as (0, 0); v=1: labelled but hidden; v=2: visible), ``bbox``
-    ``[x, y, w, h]`` tight around the person's visible pixels, ``area`` their count.
+    ``[x, y, w, h]`` tight around the person's visible pixels, ``area`` their count, ``head_box``
+    ``[x1, y1, x2, y2]`` px the tight box of the whole rendered head, occluded parts included and not
+    clipped to the image (:func:`sagepose.data.synth.render.head_box`; MPII's head rectangle, the unit of PCKh).
     """
     style, indices = get_style(style), schema_indices(get_schema(schema))
     w, h = image_size
