@@ -202,7 +202,7 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
         if stray:
             raise CheckpointMismatchError(f"{init}: init checkpoint does not match the backbone: {stray}")
         if head_shaped:
-            warnings.warn(f"{init}: its head is shaped for another keypoint count than schema "
-                          f"{model.schema.name} ({model.schema.num_keypoints}): {', '.join(head_shaped)}; those "
-                          "layers start from their initialisation", stacklevel=2)
+            warnings.warn(f"{init}: the backbone loaded; the head is new -- the checkpoint's is shaped for another "
+                          f"keypoint count than schema {model.schema.name} ({model.schema.num_keypoints}): "
+                          f"{', '.join(head_shaped)}; those layers start from their initialisation", stacklevel=2)
     return model
