@@ -144,6 +144,34 @@ def test_crowd_and_unlabelled_instances_follow_mmpose_filtering(tmp_path):
         assert [r.ann_id for r in load_coco(path, mode="val")] == [1, 3]
 
 
+def test_head_box_gives_the_mpii_head_size_and_its_absence_nan(tmp_path):
+    # 0.6 x the diagonal: a 30 x 40 box (diagonal 50) -> 30 px, a 6 x 8 one -> 6 px
+    anns = [_ann(1, head_box=[10, 5, 40, 45]), _ann(2), _ann(3, head_box=[0.5, 1.5, 6.5, 9.5])]
+    records = load_coco(_coco(tmp_path, annotations=anns))
+    assert records[0].head_size == pytest.approx(30.0, abs=1e-12)
+    assert np.isnan(records[1].head_size)
+    assert records[2].head_size == pytest.approx(6.0, abs=1e-12)
+    assert np.isnan(load_coco(_coco(tmp_path))[0].head_size)
+
+
+@pytest.mark.parametrize("box, problem", [
+    ([1, 2, 3], "expected 4 numbers"),
+    ("1 2 3 4", "expected 4 numbers"),
+    ([1, 2, "3", 4], "expected 4 numbers"),
+    ([[1, 2], [3, 4]], "expected 4 numbers"),
+    ([1, 2, float("nan"), 4], "non-finite values"),
+    ([10, 2, 10, 4], "empty or inverted"),
+    ([1, 9, 3, 4], "empty or inverted"),
+])
+def test_malformed_head_box_is_a_data_error_naming_file_and_id(tmp_path, box, problem):
+    from sagepose.errors import DataError
+
+    path = _coco(tmp_path, annotations=[_ann(1), _ann(8, head_box=box)])
+    with pytest.raises(DataError) as e:
+        load_coco(path)
+    assert str(e.value).startswith(f"{path}: annotation 8: head_box {box!r}: {problem}")
+
+
 def test_missing_image_raises_with_the_path(tmp_path):
     with pytest.raises(ImageReadError, match=r"gone\.jpg: missing"):
         read_image(str(tmp_path / "gone.jpg"))
@@ -190,13 +218,22 @@ def test_dataset_sample_fields_and_collate(tmp_path):
     assert batch["keypoints"].shape == (2, 17, 2) and batch["visible"].shape == (2, 17)
     assert batch["image_id"].tolist() == [1, 1] and batch["index"].tolist() == [0, 1]
     # only fields something reads: training (img, keypoints, visible, index), validation (all of them)
-    assert set(batch) == {"img", "keypoints", "visible", "center", "scale", "image_id", "bbox_score", "index",
-                          "gt_keypoints", "gt_visible", "bbox"}
+    assert list(batch) == ["img", "keypoints", "visible", "center", "scale", "image_id", "bbox_score", "index",
+                           "gt_keypoints", "gt_visible", "bbox", "head_size"]
     # the labels as the file gives them (image px), for validation's pixel metrics
     records = ds.records
     assert np.array_equal(batch["gt_keypoints"].numpy(), np.stack([records[0].keypoints, records[1].keypoints]))
     assert np.array_equal(batch["gt_visible"].numpy(), np.stack([records[0].visible, records[1].visible]))
     assert np.array_equal(batch["bbox"].numpy(), np.stack([records[0].bbox_xywh, records[1].bbox_xywh]))
+
+
+def test_dataset_carries_head_sizes_into_the_batch(tmp_path):
+    path = _coco(tmp_path, annotations=[_ann(1, head_box=[10, 5, 40, 45]), _ann(2)])
+    ds = TopDownDataset(load_coco(path), TopDownSampler(COCO17, input_size=(48, 64)), train=False)
+    assert ds[0]["head_size"].dtype == np.float32 and ds[0]["head_size"] == 30.0
+    batch = collate([ds[0], ds[1]])
+    assert batch["head_size"].dtype == torch.float32 and batch["head_size"].shape == (2,)
+    assert batch["head_size"][0] == 30.0 and torch.isnan(batch["head_size"][1])
 
 
 def test_dataset_is_reproducible_with_any_num_workers_and_changes_per_epoch(tmp_path):

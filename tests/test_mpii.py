@@ -104,6 +104,19 @@ def test_head_size_is_point_six_diagonal_in_both_box_forms(tmp_path):
     assert load_mpii_set(path).head_sizes is None
 
 
+def test_records_carry_their_head_sizes(tmp_path):
+    path = _write(tmp_path, [_ann(), _ann()])
+    boxes = _write(tmp_path, [[[0, 0], [30, 40]], [10, 20, 16, 28]], "heads.json")
+    assert [r.head_size for r in load_mpii_set(path, headboxes=boxes).records] == pytest.approx([30.0, 6.0])
+    assert [r.head_size for r in load_mpii(path, headboxes=boxes)] == pytest.approx([30.0, 6.0])
+    assert all(np.isnan(r.head_size) for r in load_mpii(path))
+    # the rest of each record is unchanged by the head boxes
+    plain, headed = load_mpii(path)[1], load_mpii(path, headboxes=boxes)[1]
+    assert (plain.image_path, plain.ann_id, plain.area) == (headed.image_path, headed.ann_id, headed.area)
+    np.testing.assert_array_equal(plain.bbox_xywh, headed.bbox_xywh)
+    np.testing.assert_array_equal(plain.keypoints, headed.keypoints)
+
+
 @pytest.mark.parametrize("content, message", [
     ({"a": 1}, "expected a list of MPII records, got dict"),
     ([], "no records"),

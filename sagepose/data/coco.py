@@ -9,7 +9,9 @@ training sets and GT-box evaluation sets have the same instances:
 * ``mode="train"`` drops crowd instances and those without labelled keypoints;
   ``mode="val"`` keeps every non-crowd instance;
 * a missing ``area`` becomes 0.53 x the clipped box area (MMPose's fallback, used
-  by OKS; :func:`annotation_area`, which evaluation uses too), a missing ``iscrowd`` is 0.
+  by OKS; :func:`annotation_area`, which evaluation uses too), a missing ``iscrowd`` is 0;
+* an optional ``head_box`` ``[x1, y1, x2, y2]`` px (MPII's head rectangle; the synthetic
+  generator writes one per person) becomes the record's ``head_size``, the unit of PCKh.
 
 Malformed input fails with an error naming the file and the annotation id: a
 non-finite box, keypoint names (``categories[i]["keypoints"]``) that are not the
@@ -30,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sagepose.errors import DataError
 from sagepose.geometry import BOX_NONFINITE, check_boxes
 from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live in sagepose.image)
 from sagepose.keypoints import KeypointSchema, get_schema
@@ -43,7 +46,8 @@ class Record:
 
     ``keypoints`` (K, 2) float32 image px; ``visible`` (K,) float32, 1 where the joint
     is labelled (v > 0); ``flags`` (K,) float32, COCO's raw v (0 / 1 / 2).
-    ``bbox_xywh`` (4,) float32 is already clipped to the image.
+    ``bbox_xywh`` (4,) float32 is already clipped to the image. ``head_size`` px: MPII's PCKh unit, 0.6 x the
+    diagonal of the person's head box (:func:`sagepose.eval.mpii_head_size`), NaN where the file gives none.
     """
 
     image_path: str
@@ -57,6 +61,7 @@ class Record:
     width: int
     height: int
     bbox_score: float = 1.0
+    head_size: float = float("nan")
 
     @property
     def num_keypoints(self) -> int:
@@ -126,6 +131,34 @@ def read_ground_truth(json_path: str) -> dict:
     return data
 
 
+def _head_sizes(anns: list[dict], path: str) -> np.ndarray:
+    """(len(anns),) float64: each annotation's MPII head size from its ``head_box`` ``[x1, y1, x2, y2]``, NaN
+    where it has none; a malformed box is a DataError naming the file and the annotation."""
+    boxes = np.full((len(anns), 4), np.nan)
+    for i, ann in enumerate(anns):
+        if "head_box" not in ann:
+            continue
+        box = ann["head_box"]
+        where = f"{path}: annotation {ann.get('id', f'#{i}')}: head_box {box!r}"
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+            raise DataError(f"{where}: expected 4 numbers [x1, y1, x2, y2]")
+        box = np.asarray(box, np.float64)
+        if not np.isfinite(box).all():
+            raise DataError(f"{where}: non-finite values")
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise DataError(f"{where}: empty or inverted (needs x2 > x1 and y2 > y1)")
+        boxes[i] = box
+    labelled = ~np.isnan(boxes[:, 0])
+    sizes = np.full(len(anns), np.nan)
+    if labelled.any():
+        # here, not at the top: sagepose.eval reads its ground truth through this module
+        from sagepose.eval.keypoint_metrics import mpii_head_size
+
+        sizes[labelled] = mpii_head_size(boxes[labelled])
+    return sizes
+
+
 def _num_labelled(keypoints) -> int:
     return int(np.count_nonzero(np.asarray(keypoints, np.float32).reshape(-1, 3)[:, 2] > 0))
 
@@ -185,9 +218,10 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
     _, problems = check_boxes([ann["bbox"] for ann in anns], fmt="xywh", where=path, strict=False)
     for i in np.flatnonzero(problems == BOX_NONFINITE)[:1]:
         raise ValueError(f"{path}: annotation {anns[i]['id']}: bbox {anns[i]['bbox']}: {BOX_NONFINITE}")
+    head_sizes = _head_sizes(anns, path)
     records: list[Record] = []
     skipped: Counter = Counter()
-    for ann in anns:
+    for ann, head_size in zip(anns, head_sizes):
         ann_id, img = ann["id"], images[ann["image_id"]]
         if ann.get("iscrowd", 0):
             continue
@@ -204,7 +238,8 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
         records.append(Record(
             image_path=os.path.join(root, img["file_name"]), image_id=ann["image_id"], ann_id=ann_id,
             bbox_xywh=box, keypoints=np.ascontiguousarray(kpt[:, :2]), visible=visible, flags=flags,
-            area=annotation_area(ann, img), width=int(img["width"]), height=int(img["height"])))
+            area=annotation_area(ann, img), width=int(img["width"]), height=int(img["height"]),
+            head_size=float(head_size)))
     _warn_skipped(path, skipped)
     if not records:
         raise ValueError(f"{path}: none of its {len(anns)} annotations is usable for mode={mode!r} "

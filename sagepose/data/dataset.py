@@ -74,7 +74,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         ``center`` / ``scale`` (2,) the crop box (validation maps keypoints back with it), ``image_id``,
         ``bbox_score``, ``index``: the key of the sample's device augmentation and of its val row, and the
         record's labels as the file gives them (validation's pixel metrics): ``gt_keypoints`` (K, 2) image px,
-        ``gt_visible`` (K,) 1 where labeled, ``bbox`` (4,) xywh image px (clipped to the image)."""
+        ``gt_visible`` (K,) 1 where labeled, ``bbox`` (4,) xywh image px (clipped to the image), ``head_size``
+        float32 px (MPII PCKh's unit, :attr:`Record.head_size`; NaN where the annotations give no head box)."""
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
         for _ in range(MAX_SUBSTITUTIONS):
@@ -94,7 +95,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         s = self.sampler(image, record, rng, self.train)
         return dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
                     image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index,
-                    gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh)
+                    gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh,
+                    head_size=np.float32(record.head_size))
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:

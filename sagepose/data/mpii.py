@@ -17,12 +17,13 @@ reproduce its numbers:
 
 Head boxes (the unit of PCKh) come from MPII's ``mpii_gt_val.mat`` (``headboxes_src``, read with scipy, which is
 then needed) or a json list of ``[[x1, y1], [x2, y2]]`` (or ``[x1, y1, x2, y2]``), one per record in file order;
-:func:`load_mpii_set` returns them as head sizes aligned with the records. Malformed input fails with a
-:class:`~sagepose.errors.DataError` naming the file and the record index.
+:func:`load_mpii_set` returns them as head sizes aligned with the records and sets each record's ``head_size``.
+Malformed input fails with a :class:`~sagepose.errors.DataError` naming the file and the record index.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -39,7 +40,7 @@ _KEYS = ("image", "center", "scale", "joints", "joints_vis")
 
 class MpiiSet(NamedTuple):
     """MPII records and, where head boxes were given, their head sizes: ``head_sizes`` (N,) px, aligned with
-    ``records`` (0.6 x the head box diagonal), else None."""
+    ``records`` (0.6 x the head box diagonal; each record's ``head_size`` too), else None."""
 
     records: list[Record]
     head_sizes: np.ndarray | None
@@ -149,7 +150,8 @@ def read_headboxes(path: str) -> np.ndarray:
 def load_mpii_set(json_path: str, image_root: str | None = None, headboxes: str | None = None) -> MpiiSet:
     """Read an MPII json (MMPose's form) -> :class:`MpiiSet`: records in file order and, when ``headboxes`` (a
     .mat or json file, see :func:`read_headboxes`) is given, their head sizes. ``image_root`` defaults to the
-    json's folder. The number of head boxes must equal the number of records."""
+    json's folder. The number of head boxes must equal the number of records; each record's ``head_size`` is its
+    head size (NaN without head boxes)."""
     path = os.fspath(json_path)
     data = read_json(path)
     if not isinstance(data, list):
@@ -165,6 +167,7 @@ def load_mpii_set(json_path: str, image_root: str | None = None, headboxes: str 
             raise DataError(f"{os.fspath(headboxes)}: {len(boxes)} head boxes for the {len(records)} records "
                             f"of {path}")
         head_sizes = mpii_head_size(boxes)
+        records = [replace(r, head_size=float(size)) for r, size in zip(records, head_sizes)]
     return MpiiSet(records, head_sizes)
 
 
