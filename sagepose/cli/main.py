@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "infer": "predict keypoints on an image or folder; write results json and renders",
     "convert": "any supported checkpoint (MMPose, ViTPose, Sapiens, TorchScript, .pt2) -> a sagepose checkpoint",
     "import": "labeled data of another tool -> a COCO keypoint json: sagepose import dlc CSV --out OUT.json",
+    "translate": "keypoints of one schema as another's: sagepose translate fit|apply (fixed map or learned)",
 }
 # subcommands whose module is not named after them (``import`` is a Python keyword)
 MODULES = {"import": "import_dlc"}

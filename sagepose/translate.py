@@ -1,0 +1,401 @@
+"""One schema's predicted keypoints in another schema's terms: a fixed converter and a learned translator.
+
+* :func:`convert_results` -- COCO results in the source schema -> the target schema by a
+  :class:`~sagepose.keypoint_maps.KeypointMap` (copies and midpoints; the scores act as the visibility: a midpoint's
+  score is the smaller of its two). A joint the map does not give is ``0, 0, 0``.
+* :class:`Translator` -- a small MLP from the source keypoints (box-normalised, with their scores) to the target's
+  (same frame) and a per-joint logit (is the joint labeled). Where the fixed map gives a joint the network predicts a
+  residual on it (its last layer starts at zero, so an untrained translator *is* the fixed map); elsewhere it predicts
+  the joint itself. :func:`fit_translator` trains it on pairs -- images labeled in the target schema with a model's
+  predictions in the source schema -- and :func:`translate_results` applies it to a results list.
+
+The normalised frame of an instance (:func:`person_frames`): its ``bbox`` when the result has one, else the box of
+its keypoints scored above 0.05 (of all of them when none is): coordinates minus the box's centre, divided by the
+box's longer side. Fitting and applying use the same frame, so a translator fitted on results with boxes expects
+results with boxes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sagepose.data.coco import image_index, read_json
+from sagepose.errors import DataError, SagePoseError
+from sagepose.fileio import atomic_open
+from sagepose.keypoint_maps import KeypointMap, MappingError, keypoint_map
+from sagepose.keypoints import KeypointSchema, load_schema, schema_from_dict, schema_to_dict
+
+KEYPOINT_BOX_SCORE = 0.05  # keypoints scored above this span an instance's box when its result has no bbox
+MATCH_IOU = 0.3  # a label and a prediction whose boxes overlap less than this are not a pair
+FILE_FORMAT = "sagepose-translator"
+FILE_VERSION = 1
+
+
+class TranslatorFileError(SagePoseError, ValueError):
+    """A file that is not a sagepose translator (unreadable, another kind of torch file, or inconsistent)."""
+
+
+@dataclass(frozen=True)
+class TranslatorConfig:
+    """The translator's architecture and training numbers. ``layers`` hidden layers of ``hidden`` units; AdamW at
+    ``lr`` with a cosine decay to 0 over ``epochs`` passes of ``batch_size`` pairs; ``flag_weight`` scales the
+    labeled-flag BCE against the coordinate L1."""
+
+    hidden: int = 256
+    layers: int = 3
+    epochs: int = 200
+    lr: float = 1e-3
+    batch_size: int = 256
+    weight_decay: float = 1e-4
+    flag_weight: float = 0.1
+    seed: int = 0
+
+
+# ---- results <-> arrays ------------------------------------------------------------------------------------------
+def parse_results(results, schema: KeypointSchema, where: str = "results"):
+    """COCO results in ``schema`` -> keypoints (N, K, 2), scores (N, K), boxes (N, 4) xywh (NaN where a result has
+    no ``bbox``), float64. A non-finite keypoint becomes ``0, 0`` with score 0 (as ``make_results`` writes it); a
+    result without ``3 K`` keypoint values, or with a bbox that is not 4 finite numbers, is a :class:`DataError`."""
+    if not isinstance(results, list):
+        raise DataError(f"{where}: expected a list of COCO results, got {type(results).__name__}")
+    k = schema.num_keypoints
+    kp = np.zeros((len(results), k, 3))
+    boxes = np.full((len(results), 4), np.nan)
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or "keypoints" not in r:
+            raise DataError(f"{where}: result {i} has no 'keypoints'")
+        values = np.asarray(r["keypoints"], np.float64).reshape(-1)
+        if values.size != 3 * k:
+            raise DataError(f"{where}: result {i} (image {r.get('image_id', '?')}) has {values.size} keypoint values, "
+                            f"expected {3 * k} for schema {schema.name} ({k} keypoints)")
+        kp[i] = values.reshape(k, 3)
+        if r.get("bbox") is not None:
+            box = np.asarray(r["bbox"], np.float64).reshape(-1)
+            if box.size != 4 or not np.isfinite(box).all():
+                raise DataError(f"{where}: result {i} (image {r.get('image_id', '?')}): bbox {r['bbox']} is not "
+                                f"4 finite numbers")
+            boxes[i] = box
+    bad = ~np.isfinite(kp).all(-1)
+    kp[bad] = 0.0
+    return kp[..., :2], kp[..., 2], boxes
+
+
+def _flat(keypoints: np.ndarray, scores: np.ndarray) -> list[float]:
+    return np.concatenate([keypoints, scores[:, None]], 1).reshape(-1).tolist()
+
+
+def convert_results(results: list[dict], kmap: KeypointMap, where: str = "results") -> list[dict]:
+    """COCO results in ``kmap.source`` -> ``kmap.target`` by the fixed map: copied joints keep their x, y, score; a
+    midpoint joint is the mean of its two, scored by the smaller; a joint the map does not give is ``0, 0, 0``. Every
+    other field (image_id, category_id, score, bbox) is kept."""
+    kp, sc, _ = parse_results(results, kmap.source, where)
+    out, out_sc = kmap.apply(kp, sc)
+    return [{**r, "keypoints": _flat(o, s)} for r, o, s in zip(results, out, out_sc)]
+
+
+def keypoint_boxes(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(N, K, 2), (N, K) -> (N, 4) xyxy: the extent of each instance's keypoints scored above
+    :data:`KEYPOINT_BOX_SCORE`, or of all its keypoints where none is."""
+    use = scores > KEYPOINT_BOX_SCORE
+    use = np.where(use.any(1, keepdims=True), use, True)[..., None]
+    lo = np.where(use, keypoints, np.inf).min(1)
+    hi = np.where(use, keypoints, -np.inf).max(1)
+    return np.concatenate([lo, hi], 1)
+
+
+def person_frames(keypoints: np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each instance's normalised frame: centres (N, 2) and sizes (N,) (the longer side) of its ``boxes`` (N, 4)
+    xywh where given (finite, non-empty), else of :func:`keypoint_boxes`. A frame of no extent (one point) has size 1
+    (pixel)."""
+    kb = keypoint_boxes(keypoints, scores)
+    given = np.isfinite(boxes).all(1) & (np.nan_to_num(boxes[:, 2:]).max(1) > 0)
+    b = np.nan_to_num(boxes)
+    xyxy = np.where(given[:, None], np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1), kb)
+    centres = 0.5 * (xyxy[:, :2] + xyxy[:, 2:])
+    sizes = (xyxy[:, 2:] - xyxy[:, :2]).max(1)
+    return centres, np.where(sizes > 0, sizes, 1.0)
+
+
+def _iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, 4), (N, 4) xyxy -> (M, N) intersection over union (0 where both boxes are empty)."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+# ---- the network ------------------------------------------------------------------------------------------------
+class Translator(nn.Module):
+    """Source keypoints (N, K_s, 2) in the normalised frame and their scores (N, K_s) -> target keypoints
+    (N, K_t, 2) in the same frame and labeled logits (N, K_t). ``kmap``: the fixed map the residual sits on (one
+    giving no joint makes every joint free)."""
+
+    def __init__(self, kmap: KeypointMap, hidden: int = 256, layers: int = 3):
+        super().__init__()
+        if hidden < 1 or layers < 1:
+            raise ValueError(f"translator: hidden and layers must be >= 1, got hidden={hidden}, layers={layers}")
+        self.kmap = kmap
+        self.num_target = kmap.target.num_keypoints
+        dims = [3 * kmap.source.num_keypoints] + [hidden] * layers
+        blocks = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(a, b), nn.GELU()]
+        self.trunk = nn.Sequential(*blocks)
+        self.out = nn.Linear(hidden, 3 * self.num_target)
+        nn.init.zeros_(self.out.weight)  # an untrained translator is the fixed map (and logit 0)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, keypoints: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        base, _ = self.kmap.apply_torch(keypoints, scores)  # 0 where the map gives nothing
+        out = self.out(self.trunk(torch.cat([keypoints.flatten(1), scores], 1))).view(-1, self.num_target, 3)
+        return base + out[..., :2], out[..., 2]
+
+
+def _map(source: KeypointSchema, target: KeypointSchema, midpoints: bool) -> KeypointMap:
+    try:
+        return keypoint_map(source, target, midpoints=midpoints)
+    except MappingError:  # nothing corresponds: every target joint is learned freely
+        return KeypointMap(source, target, ((),) * target.num_keypoints)
+
+
+# ---- pairs ------------------------------------------------------------------------------------------------------
+def _label_arrays(path: str, data: dict, target: KeypointSchema, skipped: Counter):
+    """The labels' usable annotations -> image ids, keypoints (A, K, 2), labeled (A, K), boxes (A, 4) xyxy."""
+    images = image_index(path, data)
+    for cat in data.get("categories") or []:
+        names = cat.get("keypoints") if isinstance(cat, dict) else None
+        if names and (len(names) != target.num_keypoints or target.name_mismatches(names)):
+            raise DataError(f"{path}: category {cat.get('id', '?')} keypoints {list(names)[:4]}... are not those of "
+                            f"the target schema {target.name}")
+    k = target.num_keypoints
+    ids, kps, labeled, boxes = [], [], [], []
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{path}: annotation {ann.get('id', f'#{i}')}"
+        if ann.get("iscrowd", 0):
+            skipped["crowd"] += 1
+            continue
+        if ann.get("image_id") not in images:
+            raise DataError(f"{where}: image_id {ann.get('image_id')!r} is not in the file's images")
+        values = np.asarray(ann.get("keypoints") or np.zeros(3 * k), np.float64).reshape(-1)
+        if values.size != 3 * k:
+            raise DataError(f"{where}: {values.size} keypoint values, expected {3 * k} for schema {target.name}")
+        v = values.reshape(k, 3)
+        lab = v[:, 2] > 0
+        if not lab.any():
+            skipped["without labeled keypoints"] += 1
+            continue
+        if not np.isfinite(v[lab, :2]).all():
+            raise DataError(f"{where}: non-finite labeled keypoint coordinates")
+        if ann.get("bbox") is not None:
+            b = np.asarray(ann["bbox"], np.float64).reshape(-1)
+            if b.size != 4 or not np.isfinite(b).all():
+                raise DataError(f"{where}: bbox {ann['bbox']} is not 4 finite numbers")
+            box = np.concatenate([b[:2], b[:2] + b[2:]])
+        else:
+            box = keypoint_boxes(v[None, :, :2], lab[None].astype(float))[0]
+        ids.append(ann["image_id"])
+        kps.append(np.where(lab[:, None], v[:, :2], 0.0))
+        labeled.append(lab)
+        boxes.append(box)
+    return ids, np.array(kps).reshape(-1, k, 2), np.array(labeled, bool).reshape(-1, k), np.array(boxes).reshape(-1, 4)
+
+
+def training_pairs(predictions: list[dict], labels_json: str, source: KeypointSchema, target: KeypointSchema,
+                   where: str = "predictions") -> tuple[dict, dict]:
+    """Each usable annotation of ``labels_json`` (target schema) with the prediction (source schema) on its image
+    whose keypoint box overlaps its bbox most (greedy by IoU, each prediction used once; IoU < :data:`MATCH_IOU`:
+    unmatched). Returns the normalised arrays (``src``, ``src_scores``, ``tgt``, ``tgt_labeled``; each pair in its
+    prediction's frame) and counts (``pairs``, ``skipped``: by reason, ``unmatched``)."""
+    path = os.fspath(labels_json)
+    skipped: Counter = Counter()
+    ids, tgt, lab, ann_boxes = _label_arrays(path, read_json(path), target, skipped)
+    kp, sc, boxes = parse_results(predictions, source, where)
+    pred_boxes = keypoint_boxes(kp, sc)
+    by_image = defaultdict(list)
+    for i, r in enumerate(predictions):
+        by_image[r.get("image_id")].append(i)
+    anns_by_image = defaultdict(list)
+    for a, img in enumerate(ids):
+        anns_by_image[img].append(a)
+    pairs = []
+    for img, anns in anns_by_image.items():
+        preds = by_image.get(img, [])
+        if not preds:
+            continue
+        iou = _iou_xyxy(ann_boxes[anns], pred_boxes[preds])
+        order = np.argsort(-iou, axis=None, kind="stable")
+        used_a, used_p = set(), set()
+        for flat in order:
+            a, p = divmod(int(flat), len(preds))
+            if iou[a, p] < MATCH_IOU:
+                break
+            if a not in used_a and p not in used_p:
+                used_a.add(a)
+                used_p.add(p)
+                pairs.append((anns[a], preds[p]))
+    pairs.sort()
+    a_idx = np.array([a for a, _ in pairs], np.int64)
+    p_idx = np.array([p for _, p in pairs], np.int64)
+    centres, sizes = person_frames(kp[p_idx], sc[p_idx], boxes[p_idx])
+    norm = lambda x: (x - centres[:, None]) / sizes[:, None, None]
+    arrays = dict(src=norm(kp[p_idx]), src_scores=sc[p_idx], tgt=np.where(lab[a_idx, :, None], norm(tgt[a_idx]), 0.0),
+                  tgt_labeled=lab[a_idx])
+    counts = dict(pairs=len(pairs), skipped=dict(skipped), unmatched=len(ids) - len(pairs))
+    return arrays, counts
+
+
+# ---- fitting ----------------------------------------------------------------------------------------------------
+def _losses(model: Translator, src, src_scores, tgt, labeled) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean L1 over the labeled target coordinates, mean BCE of the labeled flags."""
+    xy, logit = model(src, src_scores)
+    mask = labeled.to(xy.dtype)
+    coord = ((xy - tgt).abs() * mask[..., None]).sum() / (2 * mask.sum()).clamp(min=1)
+    return coord, F.binary_cross_entropy_with_logits(logit, mask)
+
+
+def fit_translator(predictions: list[dict], labels_json: str, source_schema, target_schema,
+                   cfg: TranslatorConfig = TranslatorConfig(), midpoints: bool = False,
+                   where: str = "predictions") -> tuple[Translator, dict]:
+    """Train a :class:`Translator` from ``source_schema`` to ``target_schema`` (schemas, built-in names or schema
+    files) on :func:`training_pairs` of ``predictions`` and ``labels_json``; ``midpoints``: the fixed map under the
+    residual places midpoint joints (``keypoint_map``). Deterministic given ``cfg.seed`` (its own RNG streams; the
+    global one is left as it was).
+
+    The coordinate loss is L1, not MSE: a translator is judged by thresholded distances (PCKh, OKS), and L1's
+    median-seeking fit is not dragged by the few pairs whose prediction is wrong (a swapped side, a joint on the
+    wrong person) the way a squared loss is. Returns the model (eval mode) and a report: ``pairs``, ``skipped``,
+    ``unmatched``, ``epochs``, ``steps``, the final losses over all pairs (``final_loss`` = coordinate +
+    ``flag_weight`` x flag) and the mean distances (box-normalised) to the labeled joints of the fixed map and of
+    the translator on the joints the map gives (``fixed_error``, ``train_error_fixed_joints``) and on all labeled
+    joints (``train_error``).
+    """
+    source, target = load_schema(source_schema), load_schema(target_schema)
+    arrays, counts = training_pairs(predictions, labels_json, source, target, where)
+    if counts["pairs"] == 0:
+        raise DataError(f"{labels_json}: no annotation pairs with a prediction of {where} (same image, box IoU >= "
+                        f"{MATCH_IOU}); skipped {counts['skipped']}, unmatched {counts['unmatched']}")
+    kmap = _map(source, target, midpoints)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = Translator(kmap, cfg.hidden, cfg.layers)
+    data = [torch.as_tensor(arrays[k], dtype=torch.float32) for k in ("src", "src_scores", "tgt")]
+    data.append(torch.as_tensor(arrays["tgt_labeled"]))
+    n = counts["pairs"]
+    per_epoch = math.ceil(n / cfg.batch_size)
+    steps = cfg.epochs * per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for b in range(per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            coord, flag = _losses(model, *(t[idx] for t in data))
+            opt.zero_grad(set_to_none=True)
+            (coord + cfg.flag_weight * flag).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        coord, flag = _losses(model, *data)
+        xy, _ = model(data[0], data[1])
+        base, _ = kmap.apply_torch(data[0], data[1])
+    lab = data[3]
+    covered_lab = lab & torch.as_tensor(kmap.covered)
+    dist = lambda p, m: float((p - data[2]).norm(dim=-1)[m].mean()) if m.any() else float("nan")
+    report = dict(**counts, epochs=cfg.epochs, steps=steps, final_loss=float(coord + cfg.flag_weight * flag),
+                  final_coord_loss=float(coord), final_flag_loss=float(flag), train_error=dist(xy, lab),
+                  train_error_fixed_joints=dist(xy, covered_lab), fixed_error=dist(base, covered_lab))
+    return model, report
+
+
+def translate_results(model: Translator, results: list[dict], where: str = "results") -> list[dict]:
+    """COCO results in the translator's source schema -> its target schema. Coordinates: the network's, back in
+    image pixels. A joint's score is its support's score x sigmoid(its logit): the support is the fixed map's score
+    for the joint (the source joint's, the smaller of a midpoint's two) where the map gives it, else the instance's
+    mean keypoint score -- so an occluded source wrist stays a doubtful target wrist, and a joint the network deems
+    unlabeled scores low. The instance ``score`` and every other field are kept."""
+    kp, sc, boxes = parse_results(results, model.kmap.source, where)
+    if not results:
+        return []
+    centres, sizes = person_frames(kp, sc, boxes)
+    norm = (kp - centres[:, None]) / sizes[:, None, None]
+    device = next(model.parameters()).device
+    model.eval()
+    xy, logits = [], []
+    with torch.no_grad():
+        for s in range(0, len(results), 4096):
+            a, b = (torch.as_tensor(x[s:s + 4096], dtype=torch.float32, device=device) for x in (norm, sc))
+            out_xy, out_logit = model(a, b)
+            xy.append(out_xy.double().cpu().numpy())
+            logits.append(out_logit.double().cpu().numpy())
+    xy = np.concatenate(xy) * sizes[:, None, None] + centres[:, None]
+    prob = 1.0 / (1.0 + np.exp(-np.concatenate(logits)))
+    _, mapped = model.kmap.apply(kp, sc)
+    support = np.where(model.kmap.covered, mapped, sc.mean(1, keepdims=True))
+    scores = support * prob
+    return [{**r, "keypoints": [round(v, 3) for v in _flat(x, s)]} for r, x, s in zip(results, xy, scores)]
+
+
+# ---- files ------------------------------------------------------------------------------------------------------
+def save_translator(path, model: Translator, cfg: TranslatorConfig, source_schema, target_schema,
+                    report: dict) -> str:
+    """Write the translator to ``path`` atomically, as plain data (``torch.load(weights_only=True)`` reads it):
+    its state dict, the two schemas (``schema_to_dict``), the fixed map's sources, the config and the report."""
+    source, target = load_schema(source_schema), load_schema(target_schema)
+    if (source, target) != (model.kmap.source, model.kmap.target):
+        raise ValueError(f"{path}: the schemas given ({source.name} -> {target.name}) are not the translator's "
+                         f"({model.kmap.source.name} -> {model.kmap.target.name})")
+    if (cfg.hidden, cfg.layers) != (model.out.in_features, len(model.trunk) // 2):
+        raise ValueError(f"{path}: config hidden={cfg.hidden}, layers={cfg.layers} is not the translator's")
+    state = dict(format=FILE_FORMAT, version=FILE_VERSION,
+                 state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                 source=schema_to_dict(source), target=schema_to_dict(target),
+                 sources=[list(s) for s in model.kmap.sources], config=asdict(cfg),
+                 report=json.loads(json.dumps(report)))  # plain numbers and strings only
+    with atomic_open(path) as f:
+        torch.save(state, f)
+    return os.fspath(path)
+
+
+def load_translator(path) -> Translator:
+    """A translator written by :func:`save_translator` (eval mode, on the CPU); :class:`TranslatorFileError`
+    naming the file for anything else."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: translator file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TranslatorFileError(f"{path}: not a sagepose translator file ({first})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FILE_FORMAT:
+        raise TranslatorFileError(f"{path}: not a sagepose translator file (no format={FILE_FORMAT!r} entry; "
+                                  f"'sagepose translate fit' writes them)")
+    if obj.get("version") != FILE_VERSION:
+        raise TranslatorFileError(f"{path}: translator file version {obj.get('version')!r}, this sagepose reads "
+                                  f"{FILE_VERSION}")
+    try:
+        source = schema_from_dict(obj["source"], where=f"{path}: source schema")
+        target = schema_from_dict(obj["target"], where=f"{path}: target schema")
+        kmap = KeypointMap(source, target, tuple(tuple(int(i) for i in s) for s in obj["sources"]))
+        known = {f.name for f in fields(TranslatorConfig)}
+        cfg = TranslatorConfig(**{k: v for k, v in obj["config"].items() if k in known})
+        model = Translator(kmap, cfg.hidden, cfg.layers)
+        model.load_state_dict(obj["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TranslatorFileError(f"{path}: inconsistent translator file ({first})") from None
+    return model.eval()
