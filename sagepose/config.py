@@ -53,6 +53,10 @@ class DatasetConfig:
     train_json: str | None = None
     val_json: str | None = None  # scored in its own schema with its own metric (None: not scored)
     image_root: str | None = None  # default: the folder of each json
+    # "coco": COCO-format keypoint jsons (AIC, CrowdPose and the synthetic sets too); "mpii": MPII in the json form
+    # MMPose converts it to (sagepose.data.load_mpii: 1-based joints, scored by PCKh with head_boxes)
+    format: str = "coco"
+    head_boxes: str | None = None  # format mpii: mpii_gt_val.mat or a json of head boxes for val_json's records
     # how often its samples are drawn: a dataset's share of each epoch is weight x size over the sum of those
     # (1.0 everywhere: every sample once per epoch, as one concatenated dataset); epochs hold all datasets' samples
     weight: float = 1.0
@@ -357,6 +361,7 @@ SCHEDULES = ("step", "cosine")
 HEATMAP_OUTPUTS = ("raw", "softmax")
 SSL_MODES = ("off", "semi", "unsup_only")
 UNION_MODES = ("merged", "concatenated", "convert")
+DATASET_FORMATS = ("coco", "mpii")
 HEAD_LAYOUTS = ("shared", "per_dataset")
 CONSISTENCIES = ("js", "kl", "mse")
 
@@ -469,6 +474,9 @@ def _validate_datasets(cfg: Config) -> None:
     for i, ds in enumerate(d.datasets):
         _check(bool(ds.name), f"data.datasets[{i}].name", ds.name, "must be set")
         _check_schema_spec(ds.schema, f"data.datasets[{i}].schema")
+        _check_choice(ds.format, DATASET_FORMATS, f"data.datasets[{i}].format", "dataset format")
+        _check(ds.format != "mpii" or ds.schema == "mpii", f"data.datasets[{i}].schema", ds.schema,
+               "format mpii holds MPII-16 keypoints: schema mpii")
         _check(ds.weight > 0, f"data.datasets[{i}].weight", ds.weight, "must be positive")
 
 

@@ -151,3 +151,17 @@ def test_a_multi_dataset_run_trains_and_scores_each_dataset_in_its_own_schema(th
     n = {"merged": 23, "concatenated": 17 + 16 + 14, "convert": 17}[union]
     assert len(stored["hyper_parameters"]["schema"]["keypoints"]) == n
     assert MPII16.num_keypoints == 16
+
+
+def test_an_mpii_format_member_reads_mmpose_json(realdata):
+    from sagepose.train.multi import member_records, plan_datasets
+
+    ann = str(realdata / "mpii" / "test_mpii.json")
+    cfg = load_config(None, [f"data.datasets=[{{'name': 'mpii', 'schema': 'mpii', 'format': 'mpii', "
+                             f"'train_json': {ann!r}}}, {{'name': 'coco', 'schema': 'coco'}}]"])
+    plan = plan_datasets(cfg)
+    records = member_records(plan.members[0], "train")
+    assert records and records[0].keypoints.shape == (16, 2)
+    assert plan.schema.num_keypoints == 21
+    with pytest.raises(ConfigError, match="schema mpii"):
+        load_config(None, ["data.datasets=[{'name': 'm', 'schema': 'coco', 'format': 'mpii'}]"])

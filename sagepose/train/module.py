@@ -255,7 +255,8 @@ class TopDownModule(L.LightningModule):
             headline = []
             for k, m in enumerate(self.plan.scored()):
                 member = self.plan.members[m]
-                scored = self._score([o for i, o in outs if i == k], member.schema, member.config.val_json)
+                scored = self._score([o for i, o in outs if i == k], member.schema, member.config.val_json,
+                                     coco_format=member.config.format == "coco")
                 if scored is None:
                     continue
                 got, self.last_predictions[member.name], self.last_instances[member.name] = scored
@@ -284,9 +285,10 @@ class TopDownModule(L.LightningModule):
                         line += f" (median {m['pixel_error_median']:.2f}, PCK@0.1box {m['PCK@0.1box']:.3f})"
             self.print(line)
 
-    def _score(self, outs: list[dict], schema: KeypointSchema, gt_json: str):
+    def _score(self, outs: list[dict], schema: KeypointSchema, gt_json: str, coco_format: bool = True):
         """One val set's outputs (this rank's) -> (metrics, COCO results, instance indices), the same on every rank;
-        None when no rank had any."""
+        None when no rank had any. ``coco_format=False`` (MMPose's MPII json): no OKS AP (pycocotools reads COCO
+        files), and its 1-based labels get PCKh's +1 on the predictions."""
         cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else None
         if self.trainer.world_size > 1:  # every rank takes part, also one whose shard was empty
             gathered = [None] * self.trainer.world_size
@@ -304,16 +306,16 @@ class TopDownModule(L.LightningModule):
         metrics = None
         if self.trainer.is_global_zero:
             metrics = {}
-            if schema.has_sigmas:
+            if schema.has_sigmas and coco_format:
                 metrics.update(official_ap(schema.name, gt_json, results, sigmas))
             if "gt_keypoints" in cat:
                 metrics.update(pixel_metrics(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"],
                                              box_size(cat["bbox"]), schema.keypoints))
                 heads = cat.get("head_size")
                 if schema.name == "mpii" and heads is not None and np.isfinite(heads).all() and (heads > 0).all():
-                    # MPII's own metric; COCO-format labels are 0-based, so no +1 on the predictions
+                    # MPII's own metric; COCO-format labels are 0-based (no +1 on the predictions), MPII's 1-based
                     metrics.update(pckh(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"], heads,
-                                        pred_offset=0.0))
+                                        pred_offset=0.0 if coco_format else 1.0))
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         if self.plan is None:
             self.last_metrics = metrics

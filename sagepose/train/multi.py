@@ -82,11 +82,22 @@ def plan_datasets(cfg: Config, schema: KeypointSchema | None = None) -> DatasetP
     return DatasetPlan(schema if schema is not None else out, tuple(members), union)
 
 
+def member_records(member: Member, split: str) -> list:
+    """A dataset's ``train`` or ``val`` records, read in its format."""
+    from sagepose.data import load_coco, load_mpii
+
+    c = member.config
+    path = c.train_json if split == "train" else c.val_json
+    if c.format == "mpii":
+        return load_mpii(path, image_root=c.image_root, headboxes=c.head_boxes if split == "val" else None)
+    return load_coco(path, schema=member.schema, image_root=c.image_root, mode=split)
+
+
 def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = True, val: bool = True, rank: int = 0,
                         world_size: int = 1) -> dict:
     """``{"train": one loader over every dataset with train_json, mixed by weight; "val": [one loader per scored
     member]}`` (rank ``rank``'s shards, as :func:`sagepose.train.run.build_loaders`)."""
-    from sagepose.data import TopDownDataset, TopDownSampler, collate, load_coco
+    from sagepose.data import TopDownDataset, TopDownSampler, collate
     from sagepose.data.multi import ConcatMembers, MemberDataset
     from sagepose.train.run import SAMPLER_AUGMENT_FIELDS
     from sagepose.train.sampling import MixingSampler, ResumableLoader, ShardSampler
@@ -101,7 +112,7 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
         for i, m in enumerate(plan.members):
             if not m.config.train_json:
                 continue
-            records = load_coco(m.config.train_json, schema=m.schema, image_root=m.config.image_root, mode="train")
+            records = member_records(m, "train")
             ds = TopDownDataset(records, TopDownSampler(schema=m.schema, **common, **augment), train=True,
                                 seed=seed + 7919 * i, cache_images=d.cache_images)  # members draw apart
             parts.append(MemberDataset(ds, m.to_model, i))
@@ -116,7 +127,7 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
         loaders["val"] = []
         for i in plan.scored():
             m = plan.members[i]
-            records = load_coco(m.config.val_json, schema=m.schema, image_root=m.config.image_root, mode="val")
+            records = member_records(m, "val")
             ds = MemberDataset(TopDownDataset(records, TopDownSampler(schema=m.schema, **common), train=False,
                                               seed=seed), m.to_model, i, train=False)
             shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
