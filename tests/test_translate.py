@@ -194,7 +194,7 @@ def test_untrained_translator_is_the_fixed_map(held_out):
     fixed = as_array(T.convert_results(results[:20], kmap), 16)
     cov = kmap.covered
     np.testing.assert_allclose(got[:, cov, :2], fixed[:, cov, :2], atol=2e-3)  # float32, 3 decimals
-    np.testing.assert_allclose(got[:, cov, 2], 0.5 * fixed[:, cov, 2], atol=1e-3)  # logit 0: x sigmoid(0)
+    assert (got[:, cov, 2] <= fixed[:, cov, 2] + 5e-4).all()  # the source's score x a probability
 
 
 def test_pairs_are_matched_by_box_overlap_and_the_rest_counted(fitted):
@@ -215,8 +215,8 @@ def test_translator_learns_an_analytic_mapping_far_better_than_the_fixed_map(fit
     fixed_err = np.linalg.norm(fixed[..., :2] - tgt, axis=-1) / s[:, None]
     cov = np.broadcast_to(kmap.covered, lab.shape) & lab
     assert fixed_err[cov].mean() > 0.02  # the offsets and mixtures the map cannot know
-    assert err[cov].mean() < 0.3 * fixed_err[cov].mean()
-    assert err[lab].mean() < 0.03  # head top and upper neck have no source joint: learned from nose and shoulders
+    assert err[cov].mean() < 0.15 * fixed_err[cov].mean()  # measured: 0.0013 against 0.0228
+    assert err[lab].mean() < 0.01  # (0.0030) head top, upper neck: no source joint, learned from nose and shoulders
     assert abs(report["fixed_error"] - fixed_err[cov].mean()) < 0.003  # training pairs: the same distribution
     # labeled flags: head top labeled where the nose scores > 0.5; its score is mean score x sigmoid(logit)
     prob_head = got[:, M["head_top"], 2] / sc.mean(1)
@@ -233,7 +233,7 @@ def test_fit_is_deterministic_given_the_seed(pairs_data):
     a, b, c = fit(0), fit(0), fit(1)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
-    assert not torch.equal(a.state_dict()["trunk.0.weight"], c.state_dict()["trunk.0.weight"])
+    assert not torch.equal(a.state_dict()["coords.0.weight"], c.state_dict()["coords.0.weight"])
 
 
 def test_fit_without_any_pair_fails_naming_the_labels(pairs_data):
