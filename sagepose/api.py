@@ -8,6 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sagepose.errors import ConfigMismatchWarning
@@ -159,6 +160,73 @@ def _explicit_config(name_or_config):
     return None
 
 
+def checkpoint_dataset_plan(raw: dict, source: str = "checkpoint"):
+    """A multi-dataset checkpoint's :class:`sagepose.train.multi.DatasetPlan` (its datasets, their schemas and how
+    they map onto its outputs), rebuilt from the run config it carries; None for a single-dataset checkpoint."""
+    from sagepose.config import ConfigError, config_from_dict
+    from sagepose.train.multi import plan_datasets
+
+    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    run_config = hparams.get("config") if isinstance(hparams, dict) else None
+    if not isinstance(run_config, dict) or not (run_config.get("data") or {}).get("datasets"):
+        return None
+    try:
+        cfg = config_from_dict(run_config)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: the run config it carries: {e}", key=e.key, reason=e.reason) from None
+    return plan_datasets(cfg, checkpoint_schema(raw, source))
+
+
+def _with_dataset_heads(model: TopDownEstimator, raw: dict, stored, trained) -> TopDownEstimator:
+    """``model`` with one head per dataset when the checkpoint was trained so (``model.heads=per_dataset``)."""
+    if trained is None or trained.heads != "per_dataset" or stored is None:
+        return model
+    from sagepose.models.heads import per_dataset_heads
+
+    model.head = per_dataset_heads(model.head, checkpoint_dataset_plan(raw).union)
+    return model
+
+
+class DatasetView:
+    """A multi-dataset model predicting one of its datasets' keypoints, in that dataset's schema: ``predict`` as
+    :meth:`TopDownEstimator.predict`, its outputs carried back with the dataset's map (with one head per dataset,
+    through that dataset's head). ``schema``: the dataset's."""
+
+    def __init__(self, model: TopDownEstimator, plan, name: str):
+        if name not in plan.names:
+            raise ValueError(f"no dataset {name!r} in this model; its datasets: {', '.join(plan.names)}")
+        self.model, self.index = model, plan.names.index(name)
+        member = plan.members[self.index]
+        if member.from_model is None:
+            raise ValueError(f"this model's outputs ({plan.schema.name}) do not hold every keypoint of dataset "
+                             f"{name!r} ({member.schema.name})")
+        self.kmap, self.schema = member.from_model, member.schema
+
+    def predict(self, image, bboxes=None, bbox_format: str = "xyxy"):
+        from sagepose.models.estimator import Prediction
+        from sagepose.models.heads import PerDatasetHeads
+
+        head = self.model.head
+        if isinstance(head, PerDatasetHeads):
+            head.member, head.active = None, self.index
+        try:
+            pred = self.model.predict(image, bboxes, bbox_format)
+        finally:
+            if isinstance(head, PerDatasetHeads):
+                head.active = None
+        kp, sc = self.kmap.apply(pred.keypoints, pred.scores)
+        return Prediction(kp.astype(np.float32), sc.astype(np.float32))
+
+
+def dataset_view(model: TopDownEstimator, checkpoint, name: str) -> DatasetView:
+    """``model`` (loaded from the multi-dataset ``checkpoint``, a path or what it holds) as dataset ``name``."""
+    raw = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    plan = checkpoint_dataset_plan(raw, str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint")
+    if plan is None:
+        raise ValueError(f"{checkpoint}: not a multi-dataset checkpoint (no data.datasets in its run config)")
+    return DatasetView(model, plan, name)
+
+
 def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None,
          device: str = "cpu", fuse: bool = True, exact: bool = False,
          dtype: torch.dtype | str = torch.float32) -> TopDownEstimator:
@@ -235,6 +303,7 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
         raise ValueError(f"{name_or_config!r} is neither a named checkpoint, a zoo model, a bundled recipe, a .yaml "
                          f"config nor a checkpoint file; {hint}")
     if raw is not None:
+        model = _with_dataset_heads(model, raw, stored, trained)
         load_weights(model, raw, source if checkpoint is not None or name_or_config is None else str(key))
     model = model.to(device).eval()
     if exact:

@@ -150,7 +150,27 @@ def test_a_multi_dataset_run_trains_and_scores_each_dataset_in_its_own_schema(th
     stored = torch.load(summary["last_checkpoint"], weights_only=True, map_location="cpu")
     n = {"merged": 23, "concatenated": 17 + 16 + 14, "convert": 17}[union]
     assert len(stored["hyper_parameters"]["schema"]["keypoints"]) == n
-    assert MPII16.num_keypoints == 16
+    # loaded for inference (one head per dataset rebuilt from the checkpoint): a dataset's view predicts what
+    # validation scored for it, in its schema
+    import sagepose
+    from sagepose.api import dataset_view
+
+    if union == "convert":
+        with pytest.raises(ValueError, match="do not hold every keypoint of dataset 'mpii'"):
+            dataset_view(sagepose.load(summary["last_checkpoint"]), summary["last_checkpoint"], "mpii")
+        return
+    labels = json.loads(open(sets["mpii"]["val_json"]).read())
+    ann, image = labels["annotations"][0], labels["images"][0]
+    x, y, w, h = ann["bbox"]
+    for fuse in (False, True):
+        view = dataset_view(sagepose.load(summary["last_checkpoint"], fuse=fuse), summary["last_checkpoint"], "mpii")
+        got = view.predict(str(root / "mpii" / image["file_name"]), np.array([[x, y, x + w, y + h]]))
+        assert got.keypoints.shape == (1, 16, 2) and view.schema == MPII16
+        preds = json.loads((out / "test" / "predictions-mpii.json").read_text())
+        kp = [np.reshape(p["keypoints"], (16, 3)) for p in preds if p["image_id"] == ann["image_id"]]
+        best = min(kp, key=lambda k: np.abs(k[:, :2] - got.keypoints[0]).max())
+        np.testing.assert_allclose(best[:, :2], got.keypoints[0], atol=0.05 if fuse else 1e-3)
+        np.testing.assert_allclose(best[:, 2], got.scores[0], atol=1e-2 if fuse else 1e-3)  # json: 3 decimals
 
 
 def test_an_mpii_format_member_reads_mmpose_json(realdata):

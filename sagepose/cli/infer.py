@@ -18,6 +18,8 @@ def add_arguments(p):
     p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-render", action="store_true")
+    p.add_argument("--dataset", default=None, help="a multi-dataset checkpoint: predict this dataset's keypoints, "
+                                                   "in its schema (default: the model's outputs, e.g. the union)")
     p.add_argument("--exact", action="store_true", help="MMPose's arithmetic operation for operation: its heatmaps and "
                                                         "scores bit for bit on the same torch and CPU, keypoints to "
                                                         "float32 rounding (slower)")
@@ -32,6 +34,10 @@ def run(args) -> int:
 
     model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device, exact=args.exact,
                           dtype=args.dtype)
+    if args.dataset:
+        from sagepose.api import dataset_view
+
+        model = dataset_view(model, args.checkpoint or args.model, args.dataset)
     boxes = load_boxes(args.det_json, args.images_json, args.det_thr) if args.det_json else None
     ids = image_ids(args.images_json) if args.images_json else None
     done = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
