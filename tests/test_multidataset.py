@@ -185,3 +185,13 @@ def test_an_mpii_format_member_reads_mmpose_json(realdata):
     assert plan.schema.num_keypoints == 21
     with pytest.raises(ConfigError, match="schema mpii"):
         load_config(None, ["data.datasets=[{'name': 'm', 'schema': 'coco', 'format': 'mpii'}]"])
+
+
+def test_the_coco_aic_mpii_recipe_builds_the_23_keypoint_union_with_a_head_per_dataset():
+    from sagepose.train.multi import plan_datasets
+
+    cfg = load_config("multi_vitpose_b_coco_aic_mpii_256x192")
+    plan = plan_datasets(cfg)
+    assert plan.schema.num_keypoints == 23 and cfg.model.heads == "per_dataset"
+    assert [m.config.format for m in plan.members] == ["coco", "coco", "mpii"]
+    assert plan.scored() == [0, 2]  # AIC trains, COCO and MPII are scored

@@ -18,7 +18,7 @@ from sagepose.models import build_model_from_config
 from sagepose.train.run import build_loaders, check_config
 
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
-PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_"))]
+PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_"))]
 
 EXPECTED = (
     [f"vitpose_{s}{v}_coco_256x192" for s in "sblh" for v in ("", "_simple")]
