@@ -1,4 +1,5 @@
-"""sagepose synth OUT [--num N] [--seed S] [--split train] [--schema coco] [--style default] [--size W H]"""
+"""sagepose synth OUT [--num N] [--seed S] [--split train] [--schema coco] [--style default] [--size W H]
+[--json-name NAME --labels-only]"""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ def add_arguments(p):
     p.add_argument("--style", default="default", help="style: default, indoor, sports, surveillance")
     p.add_argument("--size", type=int, nargs=2, default=(320, 256), metavar=("W", "H"), help="image size")
     p.add_argument("--workers", type=int, default=1, help="processes (output is identical for any count)")
+    p.add_argument("--json-name", default=None, help="the json's name (default SPLIT.json), e.g. val_coco.json to "
+                                                     "label a split in a second schema")
+    p.add_argument("--labels-only", action="store_true", help="write the json only: the split's images are on disk "
+                                                              "already (checked to be the same images)")
 
 
 def run(args) -> int:
@@ -26,6 +31,8 @@ def run(args) -> int:
         style=args.style,
         image_size=tuple(args.size),
         workers=args.workers,
+        json_name=args.json_name,
+        write_images=not args.labels_only,
     )
     print(path)
     return 0
