@@ -195,3 +195,23 @@ def test_the_coco_aic_mpii_recipe_builds_the_23_keypoint_union_with_a_head_per_d
     assert plan.schema.num_keypoints == 23 and cfg.model.heads == "per_dataset"
     assert [m.config.format for m in plan.members] == ["coco", "coco", "mpii"]
     assert plan.scored() == [0, 2]  # AIC trains, COCO and MPII are scored
+
+
+def test_a_multi_dataset_run_resumes_exactly(three_sets):
+    # two epochs in one go == one epoch, then resumed for the second (mixing order, augmentation, heads, optimizer);
+    # a step schedule with its milestone beyond the run, so the learning rate does not depend on the planned length
+    from sagepose.train.run import fit
+
+    root, sets = three_sets
+    base = [f"data.datasets={list(sets.values())!r}", "data.union=merged", "model.heads=per_dataset",
+            "trainer.val_every_epochs=100", "optim.schedule=step", "optim.milestones=[100]", "optim.warmup_iters=2",
+            "data.photometric_prob=0.5", *TINY]
+    whole = fit(load_config(None, [*base, "trainer.max_epochs=2", f"trainer.out_dir={root / 'whole'}"]))
+    fit(load_config(None, [*base, "trainer.max_epochs=1", f"trainer.out_dir={root / 'parts'}"]))
+    parts = fit(load_config(None, [*base, "trainer.max_epochs=2", f"trainer.out_dir={root / 'parts'}"]), resume=True)
+    assert parts["resumed_from"] and parts["steps"] == whole["steps"]
+    a = torch.load(whole["last_checkpoint"], weights_only=True, map_location="cpu")["state_dict"]
+    b = torch.load(parts["last_checkpoint"], weights_only=True, map_location="cpu")["state_dict"]
+    assert a.keys() == b.keys() and any(".heads.2." in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
