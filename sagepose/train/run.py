@@ -137,6 +137,9 @@ def check_config(cfg: Config) -> None:
     if cfg.ssl.mode != "off" and cfg.model.name.endswith("-fusion"):
         raise ConfigError(f"ssl.mode={cfg.ssl.mode!r}: semi-supervised training takes heatmap models; "
                           f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
+    if cfg.ssl.mode != "off" and cfg.model.heads == "per_dataset":
+        raise ConfigError(f"ssl.mode={cfg.ssl.mode!r} with model.heads=per_dataset: unlabeled images belong to no "
+                          "dataset, so no head is theirs; use model.heads=shared", key="model.heads")
     if cfg.ssl.mode != "off" and t.strategy == "fsdp":
         raise ConfigError(f"ssl.mode={cfg.ssl.mode!r} with trainer.strategy=fsdp: the EMA teacher is not sharded yet "
                           "(it would be wrapped with the student's blocks); use ddp", key="trainer.strategy")
