@@ -312,3 +312,19 @@ def test_cli_usage_errors_are_one_line(pairs_data, tmp_path, capsys):
     assert "translate fit needs --target, --labels" in capsys.readouterr().err
     assert main(["translate", "apply", str(tmp_path / "none.pt"), "--predictions", str(preds_path), "--out", q]) == 1
     assert "none.pt: translator file not found" in capsys.readouterr().err
+
+
+def test_copy_covered_keeps_the_fixed_maps_joints_and_learns_the_rest(pairs_data, held_out, tmp_path):
+    labels, _, preds = pairs_data
+    cfg = T.TranslatorConfig(epochs=20, seed=0, refine_covered=False)
+    model, _ = T.fit_translator(preds[:600], str(labels), "coco", "mpii", cfg, midpoints=True)
+    results = held_out[0][:50]
+    got = as_array(T.translate_results(model, results), 16)
+    fixed = as_array(T.convert_results(results, model.kmap), 16)
+    covered = model.kmap.covered
+    np.testing.assert_allclose(got[:, covered, :2], fixed[:, covered, :2], atol=1e-3)  # copies, to rounding
+    assert np.abs(got[:, ~covered, :2]).min() > 0  # head top and upper neck: placed by the network
+    path = tmp_path / "copy.pt"
+    T.save_translator(path, model, cfg, "coco", "mpii", {})
+    again = as_array(T.translate_results(T.load_translator(path), results), 16)
+    np.testing.assert_allclose(again, got)

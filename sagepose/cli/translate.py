@@ -27,6 +27,8 @@ def add_arguments(p):
                         "residual")
     p.add_argument("--epochs", type=int, default=None, help="fit: training epochs (default TranslatorConfig's)")
     p.add_argument("--seed", type=int, default=None, help="fit: seed (default TranslatorConfig's)")
+    p.add_argument("--copy-covered", action="store_true",
+                   help="fit: copy the joints the fixed map gives (conventions that agree) and learn only the others")
 
 
 def _require(args, names: tuple[str, ...], what: str) -> None:
@@ -53,6 +55,8 @@ def run(args) -> int:
         if args.translator is not None or args.fixed:
             raise ConfigError("translate fit takes no translator file and no --fixed (those are for apply)")
         changes = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
+        if args.copy_covered:
+            changes["refine_covered"] = False
         cfg = dataclasses.replace(translate.TranslatorConfig(), **changes)
         if cfg.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
