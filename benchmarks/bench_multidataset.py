@@ -9,9 +9,11 @@ training and ``--val`` val images each. The MPII set is rendered a second time w
 with MPII-16 labels: the same images and people (the generator's draws do not depend on the schema), which is
 what a translator is trained and tested on.
 
-Union vs single (every model: recipe ``demo_tiny_vit`` from scratch, exactly ``--steps`` optimizer steps, tested
-on its last checkpoint, no validation inside training): three single-dataset models, the merged union (23
-outputs), the union with one head per dataset (ViTPose+'s layout), the concatenated union (47 outputs) and the
+Union vs single (every model: recipe ``demo_tiny_vit`` from scratch, tested on its last checkpoint, no validation
+inside training; equal total optimizer steps: each single model ``--steps``, each multi-dataset model the three
+singles' total, ``--union-steps`` = 3 x ``--steps`` by default -- one union replaces three models; with
+``--union-steps`` equal to ``--steps`` the comparison is model for model): three single-dataset models, the merged
+union (23 outputs), the union with one head per dataset (ViTPose+'s layout), the concatenated union (47 outputs) and the
 converter mode (every set mapped into COCO-17, midpoints allowed: scored on COCO only, since COCO-17 has no MPII
 head_top). Each model is scored on every val set it can be: COCO and AIC by their OKS AP (AIC: its sigmas, as
 MMPose), MPII by PCKh@0.5 (head boxes from the generator). Floor: the merged union within 0.01 of the single model
@@ -123,7 +125,7 @@ ARMS = ("single-coco", "single-mpii", "single-aic", "union-merged", "union-per-d
         "convert-to-coco")
 
 
-def union_rows(data: dict, common: list[str], steps: int, runs: Path, only=ARMS) -> list[dict]:
+def union_rows(data: dict, common: list[str], steps: int, union_steps: int, runs: Path, only=ARMS) -> list[dict]:
     datasets = [{"name": n, "schema": SETS[n][0], "train_json": data[n]["train"], "val_json": data[n]["val"]}
                 for n in SETS]
     arms = {f"single-{n}": [f"model.schema={SETS[n][0]}", f"data.train_json={data[n]['train']}",
@@ -138,9 +140,10 @@ def union_rows(data: dict, common: list[str], steps: int, runs: Path, only=ARMS)
         if arm not in only:
             continue
         print(f"\n=== {arm}", flush=True)
-        summary, metrics = _fit_and_test([*common, *extra], runs / arm)
-        if summary["steps"] != steps:
-            raise SystemExit(f"{arm} trained {summary['steps']} steps, not {steps}")
+        budget = steps if arm.startswith("single") else union_steps
+        summary, metrics = _fit_and_test([*common, *extra, f"trainer.max_steps={budget}"], runs / arm)
+        if summary["steps"] != budget:
+            raise SystemExit(f"{arm} trained {summary['steps']} steps, not {budget}")
         per = {n: metrics for n in SETS if arm == f"single-{n}"} if arm.startswith("single") else \
             {n: metrics.get(n) for n in SETS}
         rows.append({"arm": arm, "steps": summary["steps"], "train_minutes": summary["train_minutes"],
@@ -231,7 +234,11 @@ def main(argv: list[str] | None = None) -> dict:
     from sagepose.fileio import write_json_atomic, write_text_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every model (default 1200)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of each single-dataset model "
+                                                                "(default 1200)")
+    parser.add_argument("--union-steps", type=int, default=None,
+                        help="optimizer steps of each multi-dataset model (default: the three single models' total, "
+                             "3 x --steps; --union-steps STEPS compares model for model)")
     parser.add_argument("--train", type=int, default=800, help="training images per set")
     parser.add_argument("--val", type=int, default=150, help="val images per set")
     parser.add_argument("--seed", type=int, default=0)
@@ -247,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="config override for every model (repeatable)")
     args = parser.parse_args(argv)
     steps = args.steps or (QUICK["steps"] if args.quick else 1200)
+    union_steps = args.union_steps or len(SETS) * steps
     n_train, n_val = (QUICK["train"], QUICK["val"]) if args.quick else (args.train, args.val)
     out = Path(args.out)
     data = make_data(out / "data", n_train, n_val, args.seed, args.workers)
@@ -259,14 +267,16 @@ def main(argv: list[str] | None = None) -> dict:
     previous = out / "multidataset.json"
     if args.reuse and previous.is_file():  # the models of the last run with these settings: translation only
         rows = json.loads(previous.read_text())["rows"]
-        if any(r["steps"] != steps or not Path(r["checkpoint"]).is_file() for r in rows):
-            raise SystemExit(f"--reuse: {previous} is not a complete run of {steps} steps")
+        if any(not Path(r["checkpoint"]).is_file() for r in rows):
+            raise SystemExit(f"--reuse: {previous} names checkpoints that are gone")
     else:
-        rows = union_rows(data, common, steps, out / "runs", only=[a for a in ARMS if a not in args.skip])
+        rows = union_rows(data, common, steps, union_steps, out / "runs", only=[a for a in ARMS if a not in args.skip])
     trans = translation_rows(data, rows, common, out / "runs", epochs=2 if args.quick else None)
     header = (f"Synthetic people, three sets: coco (COCO-17, `default`), mpii (MPII-16, `sports`), aic (AIC-14, "
               f"`indoor`); {n_train} training and {n_val} val images each, seed {args.seed}. Recipe `{RECIPE}` from "
-              f"scratch, {steps} optimizer steps every model, {precision}, last checkpoint, GT boxes, flip test."
+              f"scratch, {steps} optimizer steps each single-dataset model and {union_steps} each multi-dataset one "
+              f"(equal total steps: one union against the three singles together), {precision}, last checkpoint, GT "
+              "boxes, flip test."
               + (f" Overrides: `{' '.join(extra)}`." if extra else "")
               + f" Wall time {(time.time() - start) / 60:.1f} min.")
     text, verdicts = tables(header, rows, trans)
