@@ -264,7 +264,7 @@ class TopDownModule(L.LightningModule):
                 headline.append(headline_score(got))
             headline = [h for h in headline if h is not None]
             metrics["score"] = float(np.mean(headline)) if headline else None
-            self.last_metrics = metrics
+        self.last_metrics = metrics
         logged = {f"val/{k}": float(v) for k, v in _flat(metrics, self.plan is not None).items()
                   if k.rsplit("/", 1)[-1] not in _COUNTS and isinstance(v, (int, float)) and v is not None}
         n = len(self.last_instances) if self.plan is None else sum(len(v) for v in self.last_instances.values())
@@ -317,8 +317,6 @@ class TopDownModule(L.LightningModule):
                     metrics.update(pckh(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"], heads,
                                         pred_offset=0.0 if coco_format else 1.0))
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
-        if self.plan is None:
-            self.last_metrics = metrics
         return metrics, results, cat["index"]
 
     # ---- optimisation ----------------------------------------------------------------------
