@@ -215,6 +215,12 @@ class SSLConfig:
     # loss 1 / (2 e^5) ~ 0.0034 by default: a loss in pixels must weigh little beside probability divergences
     lambda_temporal: float = 0.005
     temporal_eps_px: float = 20.0  # image pixels of motion a frame that cost nothing (lightning-pose's)
+    # appearance transfer (sagepose.data.batch_aug.style_mix): a labeled crop takes, with this probability, part of
+    # the Fourier amplitude spectrum of an unlabeled crop of the same step -- the supervised loss then also sees the
+    # unlabeled domain's look (colour, contrast, blur, noise) on labeled poses; 0 = off (the SAGE-Pose notes' method)
+    style_mix_prob: float = 0.0
+    style_mix_ratio: tuple[float, float] = (0.0, 1.0)  # the share of the unlabeled crop's amplitude, uniform in it
+    style_mix_band: float = 1.0  # frequencies mixed, as a fraction of Nyquist per axis (1 = all)
     weak: ViewConfig = field(default_factory=ViewConfig)
     strong: ViewConfig = field(default_factory=_strong_view)
 
@@ -497,6 +503,10 @@ def _validate_ssl(cfg: Config) -> None:
     for name in ("lambda_u", "lambda_topo", "lambda_bone", "lambda_angle", "lambda_temporal", "temporal_eps_px",
                  "mask_beta"):
         _check(getattr(s, name) >= 0, f"ssl.{name}", getattr(s, name), "must be >= 0 (0 switches the term off)")
+    _check(0 <= s.style_mix_prob <= 1, "ssl.style_mix_prob", s.style_mix_prob, "a probability must be in [0, 1]")
+    _check(0 <= s.style_mix_ratio[0] <= s.style_mix_ratio[1] <= 1, "ssl.style_mix_ratio", s.style_mix_ratio,
+           "must be (low, high) with 0 <= low <= high <= 1")
+    _check(0 < s.style_mix_band <= 1, "ssl.style_mix_band", s.style_mix_band, "must be in (0, 1]")
     for view in ("weak", "strong"):
         v = getattr(s, view)
         _check(0 < v.scale[0] <= v.scale[1], f"ssl.{view}.scale", v.scale, "must be (low, high) with 0 < low <= high")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sagepose.data import batch_aug
 from sagepose.data.batch_aug import (
     _GAMMA,
     CoarseDropoutConfig,
@@ -181,3 +182,56 @@ def test_degrade_noise_has_the_drawn_std_and_every_sample_follows_its_key():
     assert torch.equal(degrade(crops, _keys(8), DegradeConfig(blur_prob=0.0, noise_prob=0.0)), crops)
     with pytest.raises(ValueError, match="blur_sigma"):
         DegradeConfig(blur_sigma=(0.0, 1.0))
+
+
+# ---- style_mix: Fourier amplitude mixing, checked on spectra known in closed form ------------------------------
+def _image(seed: int, size=(24, 20)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, *size, 3, generator=g) * 200 + 20).double()
+
+
+def _style(crop, ref, ratio, band=1.0):
+    cfg = batch_aug.StyleMixConfig(p=1.0, ratio_range=(ratio, ratio), band=band)
+    return batch_aug.style_mix(crop, ref, torch.tensor([7]), cfg).double()
+
+
+def test_style_mix_keeps_the_phase_a_shifted_copy_changes_nothing():
+    x = _image(0)
+    shifted = torch.roll(x, shifts=(5, 7), dims=(1, 2))  # same amplitude spectrum, other phase
+    torch.testing.assert_close(_style(x.float(), shifted.float(), 1.0), x, atol=1e-3, rtol=0)
+
+
+def test_style_mix_with_a_flat_reference_interpolates_towards_its_grey():
+    x, c = _image(1), 90.0
+    flat = torch.full_like(x, c)
+    # a flat image's spectrum is its DC term alone: ratio r scales every other amplitude by (1 - r)
+    for r in (0.0, 0.5, 1.0):
+        torch.testing.assert_close(_style(x.float(), flat.float(), r), (1 - r) * x + r * c, atol=1e-3, rtol=0)
+
+
+def test_style_mix_band_limits_the_frequencies_mixed():
+    x, c = _image(2), 60.0
+    flat = torch.full_like(x, c)
+    # a band below the lowest non-zero frequency mixes the DC term only: the mean moves, the rest stays
+    out = _style(x.float(), flat.float(), 1.0, band=1e-3)
+    expected = (x - x.mean(dim=(1, 2), keepdim=True) + c).clamp(0, 255)
+    torch.testing.assert_close(out, expected, atol=1e-3, rtol=0)
+
+
+def test_style_mix_probability_dtype_and_reference_choice():
+    crops = torch.randint(0, 256, (16, 12, 10, 3), dtype=torch.uint8)
+    refs = torch.full((3, 12, 10, 3), 128, dtype=torch.uint8)
+    keys = batch_aug.sample_keys(0, 0, torch.arange(16))
+    off = batch_aug.style_mix(crops, refs, keys, batch_aug.StyleMixConfig(p=0.0))
+    assert off.dtype == torch.uint8 and torch.equal(off, crops)
+    on = batch_aug.style_mix(crops, refs, keys, batch_aug.StyleMixConfig(p=0.5, ratio_range=(1.0, 1.0)))
+    flat = (on == 128).flatten(1).all(1)
+    unchanged = (on == crops).flatten(1).all(1)
+    assert bool((flat | unchanged).all()) and 0 < int(flat.sum()) < 16  # each sample either fully mixed or not
+    # a sample's result depends on its key, not on the batch it came in
+    torch.testing.assert_close(batch_aug.style_mix(crops[3:5], refs, keys[3:5],
+                                                   batch_aug.StyleMixConfig(p=0.5, ratio_range=(1.0, 1.0))), on[3:5])
+    with pytest.raises(ValueError, match="reference crops"):
+        batch_aug.style_mix(crops, refs[:, :6], keys, batch_aug.StyleMixConfig(p=1.0))
+    with pytest.raises(ValueError, match="StyleMixConfig"):
+        batch_aug.StyleMixConfig(p=1.0, band=0.0)

@@ -62,6 +62,9 @@ def test_an_override_error_names_the_override_not_the_yaml_file(tmp_path):
     ("trainer.accelerator=gpuu", "unknown accelerator 'gpuu'; did you mean 'gpu'?"),
     ("data.flip_prob=1.5", "a probability must be in [0, 1]"),
     ("optim.lr=0", "must be positive"),
+    ("ssl.style_mix_prob=2", "a probability must be in [0, 1]"),
+    ("ssl.style_mix_ratio=[0.8,0.2]", "must be (low, high) with 0 <= low <= high <= 1"),
+    ("ssl.style_mix_band=0", "must be in (0, 1]"),
 ])
 def test_values_are_validated_when_the_config_loads(override, message):
     with pytest.raises(ConfigError) as e:

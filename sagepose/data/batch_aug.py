@@ -1,8 +1,8 @@
 """Batched pixel augmentation and normalisation on the device (torch only).
 
-Order in a train step: ``photometric`` -> ``degrade`` -> ``coarse_dropout`` -> ``normalize``. The
-first three take and return (B, H, W, 3) BGR batches on the 0-255 scale (uint8 or
-float, dtype kept); ``normalize`` turns them into the model's (B, 3, H, W) float RGB.
+Order in a train step: (``style_mix``, semi-supervised runs only) -> ``photometric`` -> ``degrade`` ->
+``coarse_dropout`` -> ``normalize``. All but the last take and return (B, H, W, 3) BGR batches on the 0-255
+scale (uint8 or float, dtype kept); ``normalize`` turns them into the model's (B, 3, H, W) float RGB.
 
 Randomness is per sample: ``keys`` (B,) holds one int64 per sample (:func:`sample_keys` of the
 run seed, the epoch and the sample's dataset index), and every random number of sample ``b`` is a
@@ -24,7 +24,7 @@ from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize  # noq
 _GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
 _MUL1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MUL2 = 0x94D049BB133111EB - (1 << 64)
-_PHOTOMETRIC, _DROPOUT, _NOISE, _DEGRADE, _SENSOR = 1, 2, 3, 4, 5  # the draw streams of one sample key
+_PHOTOMETRIC, _DROPOUT, _NOISE, _DEGRADE, _SENSOR, _STYLE = 1, 2, 3, 4, 5, 6  # the draw streams of a sample key
 
 
 def _shr(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -243,3 +243,50 @@ def degrade(crops: torch.Tensor, keys: torch.Tensor, cfg: DegradeConfig) -> torc
         x = x + normal.view(b, hgt, wid, c) * std.view(b, 1, 1, 1)
     x = x.clamp(0, 255)
     return x.to(crops.dtype) if crops.dtype.is_floating_point else x.round().to(crops.dtype)
+
+
+@dataclass(frozen=True)
+class StyleMixConfig:
+    """Appearance transfer by Fourier amplitude mixing: with probability ``p`` a crop keeps its phase spectrum (where
+    things are) and takes ``ratio`` -- uniform in ``ratio_range`` -- of the amplitude spectrum (how the picture looks:
+    colour, contrast, blur, noise) of a reference crop, at spatial frequencies up to ``band`` x Nyquist per axis
+    (1 = all of them: blur and sensor noise travel too; FDA's low-frequency swap is a small band with ratio 1)."""
+
+    p: float
+    ratio_range: tuple[float, float] = (0.0, 1.0)
+    band: float = 1.0
+
+    def __post_init__(self):
+        lo, hi = self.ratio_range
+        if not (0 <= self.p <= 1 and 0 <= lo <= hi <= 1 and 0 < self.band <= 1):
+            raise ValueError(f"StyleMixConfig: need 0 <= p <= 1, 0 <= low <= high <= 1 and 0 < band <= 1, got {self}")
+
+
+def style_mix(crops: torch.Tensor, refs: torch.Tensor, keys: torch.Tensor, cfg: StyleMixConfig) -> torch.Tensor:
+    """(B, H, W, 3) BGR 0-255 crops, (N, H, W, 3) reference crops, keys (B,) -> the crops (same shape and dtype), each
+    given the look of one reference (drawn by its key) as :class:`StyleMixConfig` says -- Yang & Soatto's FDA (CVPR
+    2020) and Xu et al.'s amplitude mix (FACT, CVPR 2021). The phase is kept, so keypoints stay where they are.
+
+    Per channel: ``A' = A + ratio * band_mask * (A_ref - A)``, image = irfft2(A' e^(i phase)), clipped to 0-255.
+    A sample that is not drawn, or a ratio of 0, returns its crop unchanged (up to float rounding)."""
+    b, hgt, wid, _ = crops.shape
+    if refs.shape[1:] != crops.shape[1:]:
+        raise ValueError(f"style_mix: reference crops {tuple(refs.shape[1:])} differ from crops "
+                         f"{tuple(crops.shape[1:])}")
+    keys = keys.to(crops.device)
+    u = _uniform(keys, _STYLE, 3)
+    lo, hi = cfg.ratio_range
+    ratio = torch.where(u[:, 0] < cfg.p, lo + (hi - lo) * u[:, 1], 0.0)
+    pick = (u[:, 2] * refs.shape[0]).long().clamp_max(refs.shape[0] - 1)
+    with torch.autocast(crops.device.type, enabled=False):
+        x = crops.float().permute(0, 3, 1, 2)
+        spec = torch.fft.rfft2(x)
+        ref_amp = torch.fft.rfft2(refs[pick].to(crops.device).float().permute(0, 3, 1, 2)).abs()
+        fy = torch.fft.fftfreq(hgt, device=crops.device).abs()
+        fx = torch.fft.rfftfreq(wid, device=crops.device)
+        band = ((fy[:, None] <= 0.5 * cfg.band) & (fx[None, :] <= 0.5 * cfg.band)).float()
+        amp = spec.abs()
+        mixed = amp + ratio.view(b, 1, 1, 1) * band * (ref_amp - amp)
+        out = torch.fft.irfft2(torch.polar(mixed, spec.angle()), s=(hgt, wid))
+        out = out.permute(0, 2, 3, 1).clamp(0, 255)
+    return out.to(crops.dtype) if crops.dtype.is_floating_point else out.round().to(crops.dtype)

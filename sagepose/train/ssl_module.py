@@ -75,6 +75,8 @@ class SemiSupervisedModule(TopDownModule):
             if s.strong.coarse_dropout_prob > 0 else None
         self.strong_degrade = batch_aug.DegradeConfig(blur_prob=s.strong.blur_prob, noise_prob=s.strong.noise_prob) \
             if s.strong.blur_prob > 0 or s.strong.noise_prob > 0 else None
+        self.style_mix = batch_aug.StyleMixConfig(p=s.style_mix_prob, ratio_range=s.style_mix_ratio,
+                                                  band=s.style_mix_band) if s.style_mix_prob > 0 else None
         self._teacher_step = 0  # optimizer steps the teacher has followed
 
     # ---- the unlabeled half ------------------------------------------------------------------
@@ -183,7 +185,12 @@ class SemiSupervisedModule(TopDownModule):
         s = self.cfg.ssl
         unlabeled = batch["unlabeled"] if "unlabeled" in batch else batch
         if s.mode == "semi":
-            sup = super().training_step(batch["labeled"], batch_idx)  # logs train/loss (the supervised loss)
+            labeled = batch["labeled"]
+            if self.style_mix is not None:  # labeled crops in the unlabeled crops' look, before their augmentation
+                keys = batch_aug.sample_keys(self.cfg.trainer.seed, self.current_epoch, labeled["index"])
+                labeled = {**labeled, "img": batch_aug.style_mix(labeled["img"], unlabeled["img"], keys,
+                                                                 self.style_mix)}
+            sup = super().training_step(labeled, batch_idx)  # logs train/loss (the supervised loss)
         else:
             sup = None
         u_loss, logs = self.unlabeled_loss(unlabeled)
