@@ -20,11 +20,12 @@ Parts (issue 12, section 4; the floors are the issue's):
   supervised + 0.03.
 
 Rows: ``supervised``, ``semi`` (all parts on) and, with ``--rows all``, the ablations ``no_mask``, ``no_priors``,
-``no_fusion``, ``mse`` (consistency on logits instead of JS) and ``no_temporal`` (mouse only: the synthetic set has
-no video). Every arm trains exactly ``--steps`` optimizer steps (``trainer.max_steps``, epochs unbounded; the cosine
-schedule is sized by ``trainer.estimated_stepping_batches``, i.e. by those steps) and is tested on its last
-checkpoint by ``sagepose.demo.compare_arms``; no validation runs inside training. A run whose step count differs
-from the others stops the bench with an error.
+``no_fusion``, ``mse`` (consistency on logits instead of JS), ``no_temporal`` (mouse only: the synthetic set has
+no video) and ``no_style_mix`` (synthetic only: labeled crops not given the unlabeled crops' look). Default steps:
+mouse 900, synthetic 1500 (twice the demo's 750). Every arm trains exactly ``--steps`` optimizer steps
+(``trainer.max_steps``, epochs unbounded; the cosine schedule is sized by ``trainer.estimated_stepping_batches``,
+i.e. by those steps) and is tested on its last checkpoint by ``sagepose.demo.compare_arms``; no validation runs
+inside training. A run whose step count differs from the others stops the bench with an error.
 
 Writes, under ``--out`` (default ``benchmarks/results/ssl``): ``{part}/`` run folders (checkpoints, metrics.json,
 predictions.json), ``ssl_{part}.md`` (the table, also printed), ``ssl_{part}.json`` (every row) and
@@ -47,9 +48,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MOUSE_ROOT = REPO.parent / "shared" / "realdata" / "mirror-mouse"
 MOUSE_TRAIN, MOUSE_SPLIT_SEED = 30, 0
 ABLATIONS = {"no_mask": ["ssl.mask=False"], "no_priors": ["ssl.priors=False"], "no_fusion": ["ssl.fusion=False"],
-             "mse": ["ssl.consistency=mse"], "no_temporal": ["ssl.lambda_temporal=0"]}
-VIDEO_ONLY = {"no_temporal"}
-DEFAULT_STEPS = {"mouse": 900, "synthetic": SSL_DEMO_STEPS}  # the mouse: ~10 min for the semi arm on 2 cores
+             "mse": ["ssl.consistency=mse"], "no_temporal": ["ssl.lambda_temporal=0"],
+             "no_style_mix": ["ssl.style_mix_prob=0"]}
+VIDEO_ONLY = {"no_temporal"}  # rows only the mouse part runs (its unlabeled source is a video)
+SHIFT_ONLY = {"no_style_mix"}  # rows only the synthetic part runs (the mouse recipe does not mix styles)
+# the mouse: ~10 min for the semi arm on 2 cores; the synthetic shift: twice the demo's steps (~10 min a semi arm)
+DEFAULT_STEPS = {"mouse": 900, "synthetic": 2 * SSL_DEMO_STEPS}
 # --quick: a smoke run (the test's sizes)
 TINY_ARCH = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}"
 QUICK = {"steps": 3, "labeled": 8, "unlabeled": 8, "test": 4, "pretrain": 8, "every_n": 100,
@@ -115,7 +119,7 @@ def part_plan(part: str, args, data: Path, extra: list[str]) -> dict:
         semi = ["ssl.mode=semi", f"ssl.unlabeled={root / 'videos' / 'test_vid.mp4'}",
                 f"ssl.every_n={quick['every_n'] if quick else 1}", f"ssl.cache_dir={data / 'unlabeled_cache'}"]
         arms = [("supervised", "custom_tiny_vit", [])]
-        arms += [(r, "custom_tiny_vit_ssl", semi + ABLATIONS.get(r, [])) for r in rows]
+        arms += [(r, "custom_tiny_vit_ssl", semi + ABLATIONS.get(r, [])) for r in rows if r not in SHIFT_ONLY]
         header = (f"mirror-mouse ({root}): {frames} labeled frames sorted by file name, permuted with seed "
                   f"{MOUSE_SPLIT_SEED}: {MOUSE_TRAIN} train / {frames - MOUSE_TRAIN} test (one COCO category); "
                   f"unlabeled: videos/test_vid.mp4, every {quick['every_n'] if quick else 1} frame(s). "

@@ -27,8 +27,8 @@ DEMO_CONFIG = "demo_tiny_vit"
 # flat maps on the target style and 37% of its people fell below MMPose's 0.2 keypoint-score cut (instance score 0)
 SSL_DEMO_OVERRIDES = ["ssl.rampup_iters=300", "ssl.mask_warmup_iters=300", "ssl.teacher_ema=0.99",
                       "ssl.lambda_temporal=0", "ssl.batch_size=32", "ssl.teacher_tau=0.5", "ssl.prob_tau=1.0",
-                      "ssl.lambda_u=10.0"]
-SSL_DEMO_STEPS = 750  # optimizer steps of each arm (benchmarks/bench_ssl.py's synthetic part: the same)
+                      "ssl.lambda_u=10.0", "ssl.style_mix_prob=0.5"]
+SSL_DEMO_STEPS = 750  # optimizer steps of each arm (benchmarks/bench_ssl.py's synthetic part: twice as many)
 NO_VALIDATION = 1_000_000  # epochs: an arm is bounded by its steps and scored once, on its last checkpoint
 
 
