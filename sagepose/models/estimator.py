@@ -86,7 +86,90 @@ class InferenceMode:
                                "weights with mixed precision (trainer.precision=bf16-mixed): set_dtype('float32')")
 
 
-class TopDownEstimator(nn.Module):
+class TopDownPredictor:
+    """Top-down prediction around a network, shared by the torch model (:class:`TopDownEstimator`) and an exported
+    one that onnxruntime runs (:class:`sagepose.onnx_model.OnnxEstimator`): one affine crop per box, ImageNet
+    normalisation, the flip test, the codec's decode and the map back to image pixels.
+
+    A subclass gives ``schema``, ``codec``, ``input_size`` (w, h), ``flip_test``, ``shift_heatmap``, ``mean`` /
+    ``std`` ((1, 3, 1, 1) float tensors), ``device``, ``exact`` and :meth:`network_heatmaps`."""
+
+    exact = False
+
+    def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, 3, H, W) float32 -> the network's heatmaps (B, C, h, w) float32, activated."""
+        raise NotImplementedError
+
+    def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """The mirrored crops' heatmaps back in the original's frame: flipped, left/right channels swapped."""
+        return flip_heatmaps(heatmaps, self.schema.flip_indices, self.shift_heatmap)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) BGR -> float (B, 3, H, W) RGB, ImageNet-normalised (on the images' device)."""
+        return normalize(images, self.mean.flatten(), self.std.flatten())
+
+    @torch.no_grad()
+    def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test
+        (a fusion head's whole output, (B, 4K, h, w), heatmaps first)."""
+        if not self.flip_test:
+            return self.network_heatmaps(x)
+        # Original and mirrored crops (in one batch, or as MMPose in two passes when exact); the mirrored
+        # heatmaps are flipped back, left/right channels swapped, and averaged with the originals (MMPose's
+        # heatmap flip mode).
+        if self.exact:
+            hm, hm_flip = self.network_heatmaps(x), self.network_heatmaps(x.flip(-1))
+        else:
+            both = self.network_heatmaps(torch.cat([x, x.flip(-1)]))
+            hm, hm_flip = both[: len(x)], both[len(x):]
+        return (hm + self.flip_back(hm_flip)) * 0.5
+
+    def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K)."""
+        return self.codec.decode(heatmaps)
+
+    def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BGR (H, W, 3) image, (N, 4) boxes -> crops (N, h, w, 3) uint8, centers (N, 2), scales (N, 2)."""
+        w, h = self.input_size
+        center, scale = geometry.box_to_center_scale(bboxes_xyxy)
+        scale = geometry.fix_aspect_ratio(scale, w / h)
+        udp = self.codec.udp
+        matrices = [geometry.crop_matrix(c, s, 0.0, self.input_size, udp=udp) for c, s in zip(center, scale)]
+        crops = [geometry.warp_image(image, m, self.input_size) for m in matrices]
+        return np.stack(crops), center, scale
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray | str | os.PathLike, bboxes: np.ndarray | None = None,
+                bbox_format: str = "xyxy", return_heatmaps: bool = False) -> Prediction:
+        """Keypoints of the people in ``bboxes`` (N, 4) of a BGR uint8 image (cv2 order) or an image path.
+
+        ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels. A box that is
+        not finite, empty or inverted (x2 <= x1, e.g. xywh given as xyxy) or wholly outside the image is a
+        ValueError naming its index (:func:`sagepose.geometry.check_boxes`).
+        """
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        if bboxes is None:  # the whole image, the same numbers in either format
+            bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
+        bboxes, _ = geometry.check_boxes(bboxes, image.shape[1::-1], bbox_format, where="predict: bboxes")
+        K = self.schema.num_keypoints
+        if len(bboxes) == 0:
+            return Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
+        crops, center, scale = self.crop(image, bboxes)
+        x = self.normalize(torch.from_numpy(crops).to(self.device))
+        heatmaps = self.predict_heatmaps(x)
+        keypoints, scores = self.decode(heatmaps)
+        keypoints = torch.as_tensor(keypoints).float().cpu().numpy()
+        if self.exact:  # MMPose's numpy map back promotes to float64 (its input size is a tuple of ints)
+            keypoints, center, scale = (np.asarray(a, np.float64) for a in (keypoints, center, scale))
+        keypoints = geometry.crop_to_image(keypoints, self.input_size, center, scale)
+        return Prediction(keypoints.astype(np.float32), torch.as_tensor(scores).float().cpu().numpy(),
+                          heatmaps[:, :K].float().cpu().numpy() if return_heatmaps else None)
+
+
+class TopDownEstimator(TopDownPredictor, nn.Module):
     """Backbone + heatmap head + codec for one keypoint schema at a fixed input size (w, h), predicting in
     one :class:`InferenceMode` (``inference_mode``; the default: unfused float32, the trainable module)."""
 
@@ -247,34 +330,16 @@ class TopDownEstimator(nn.Module):
         """Normalised (B, 3, H, W) -> raw head output (B, K, h, w); :meth:`activate` makes it heatmaps."""
         return self.head(self.backbone(x))
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) BGR -> float (B, 3, H, W) RGB, ImageNet-normalised (on the images' device)."""
-        return normalize(images, self.mean.flatten(), self.std.flatten())
+    def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The network in the compute dtype (:meth:`set_dtype`; MMPose's arithmetic when exact), activated
+        heatmaps out in float32."""
+        out = (self._forward_exact if self.exact else self)(inputs.to(self.compute_dtype))
+        return self.activate(out if self.compute_dtype == torch.float32 else out.float())
 
-    @torch.no_grad()
-    def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test
-        (a fusion head's whole output, (B, 4K, h, w), heatmaps first)."""
-        net = self._forward_exact if self.exact else self
-
-        def forward(inputs: torch.Tensor) -> torch.Tensor:  # in the compute dtype (set_dtype), out in float32
-            out = net(inputs.to(self.compute_dtype))
-            return self.activate(out if self.compute_dtype == torch.float32 else out.float())
-
-        if not self.flip_test:
-            return forward(x)
-        # Original and mirrored crops (in one batch, or as MMPose in two passes when exact); the mirrored
-        # heatmaps are flipped back, left/right channels swapped, and averaged with the originals (MMPose's
-        # heatmap flip mode).
-        if self.exact:
-            hm, hm_flip = forward(x), forward(x.flip(-1))
-        else:
-            both = forward(torch.cat([x, x.flip(-1)]))
-            hm, hm_flip = both[: len(x)], both[len(x):]
+    def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:
         # a head with maps beyond heatmaps (the fusion head's offsets) flips them itself
         flip = getattr(self.head, "flip_back", flip_heatmaps)
-        hm_flip = flip(hm_flip, self.schema.flip_indices, self.shift_heatmap)
-        return (hm + hm_flip) * 0.5
+        return flip(heatmaps, self.schema.flip_indices, self.shift_heatmap)
 
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K); a head that decodes its own
@@ -283,42 +348,3 @@ class TopDownEstimator(nn.Module):
             return self.head.decode(heatmaps, self.codec)[:2]
         return self.codec.decode(heatmaps)
 
-    def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """BGR (H, W, 3) image, (N, 4) boxes -> crops (N, h, w, 3) uint8, centers (N, 2), scales (N, 2)."""
-        w, h = self.input_size
-        center, scale = geometry.box_to_center_scale(bboxes_xyxy)
-        scale = geometry.fix_aspect_ratio(scale, w / h)
-        udp = self.codec.udp
-        matrices = [geometry.crop_matrix(c, s, 0.0, self.input_size, udp=udp) for c, s in zip(center, scale)]
-        crops = [geometry.warp_image(image, m, self.input_size) for m in matrices]
-        return np.stack(crops), center, scale
-
-    @torch.no_grad()
-    def predict(self, image: np.ndarray | str | os.PathLike, bboxes: np.ndarray | None = None,
-                bbox_format: str = "xyxy", return_heatmaps: bool = False) -> Prediction:
-        """Keypoints of the people in ``bboxes`` (N, 4) of a BGR uint8 image (cv2 order) or an image path.
-
-        ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels. A box that is
-        not finite, empty or inverted (x2 <= x1, e.g. xywh given as xyxy) or wholly outside the image is a
-        ValueError naming its index (:func:`sagepose.geometry.check_boxes`).
-        """
-        if isinstance(image, (str, os.PathLike)):
-            image = read_image(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        if bboxes is None:  # the whole image, the same numbers in either format
-            bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
-        bboxes, _ = geometry.check_boxes(bboxes, image.shape[1::-1], bbox_format, where="predict: bboxes")
-        K = self.schema.num_keypoints
-        if len(bboxes) == 0:
-            return Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
-        crops, center, scale = self.crop(image, bboxes)
-        x = self.normalize(torch.from_numpy(crops).to(self.device))
-        heatmaps = self.predict_heatmaps(x)
-        keypoints, scores = self.decode(heatmaps)
-        keypoints = torch.as_tensor(keypoints).float().cpu().numpy()
-        if self.exact:  # MMPose's numpy map back promotes to float64 (its input size is a tuple of ints)
-            keypoints, center, scale = (np.asarray(a, np.float64) for a in (keypoints, center, scale))
-        keypoints = geometry.crop_to_image(keypoints, self.input_size, center, scale)
-        return Prediction(keypoints.astype(np.float32), torch.as_tensor(scores).float().cpu().numpy(),
-                          heatmaps[:, :K].float().cpu().numpy() if return_heatmaps else None)
