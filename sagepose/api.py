@@ -251,11 +251,23 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
     ``exact``: :meth:`TopDownEstimator.set_exact` on the unfused model: MMPose 1.x's arithmetic operation for
     operation, its heatmaps and scores bit for bit (keypoints to float32 rounding) on the same torch build, CPU
     and thread count; slower.
+    A ``.onnx`` file that ``sagepose export`` wrote gives an :class:`sagepose.onnx_model.OnnxEstimator` instead:
+    the same ``predict``, the network run by onnxruntime on ``device`` (``"cpu"``, ``"cuda[:N]"``,
+    ``"tensorrt[:N]"``).
     ``dtype``: :meth:`TopDownEstimator.set_dtype` -- ``"bfloat16"`` (CPUs with native bf16, GPUs) or
     ``"float16"`` (GPUs) for faster prediction at about 1e-2 relative difference in the heatmaps.
     """
     from sagepose import hub  # deferred: only named weights need it
 
+    if isinstance(name_or_config, (str, os.PathLike)) and Path(name_or_config).suffix == ".onnx":
+        if checkpoint is not None:
+            raise ValueError(f"{name_or_config}: an ONNX file holds its weights; drop the checkpoint")
+        if exact or dtype not in (torch.float32, "float32"):
+            raise ValueError(f"{name_or_config}: exact mode and set_dtype are for torch models; an ONNX file runs "
+                             "in the precision it was exported in (sagepose export --fp16)")
+        from sagepose.onnx_model import OnnxEstimator
+
+        return OnnxEstimator(name_or_config, device=device)
     source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
     raw = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     key = str(name_or_config) if isinstance(name_or_config, (str, os.PathLike)) else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 def add_arguments(p):
     p.add_argument("model", help="named weights (vitpose-b-coco), zoo name (vitpose-b), bundled recipe name "
-                                 "(demo_tiny_vit), YAML recipe, or a checkpoint trained or converted by sagepose "
-                                 "(it carries its model)")
+                                 "(demo_tiny_vit), YAML recipe, a checkpoint trained or converted by sagepose "
+                                 "(it carries its model), or an ONNX file sagepose export wrote (run by onnxruntime)")
     p.add_argument("input", help="image, folder of images, or video")
     p.add_argument("--checkpoint", default=None, help="weights (sagepose .ckpt, MMPose or ViTPose file); a "
                                                       "checkpoint sagepose trained rebuilds the model it was "

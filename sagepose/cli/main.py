@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "train": "train from a YAML recipe: sagepose train CONFIG [key=value ...] [--resume]",
     "test": "evaluate a checkpoint: sagepose test CONFIG --checkpoint F [key=value ...]",
     "infer": "predict keypoints on an image or folder; write results json and renders",
+    "export": "a model as ONNX (crops in, heatmaps out, its settings in the metadata) for onnxruntime / TensorRT",
     "convert": "any supported checkpoint (MMPose, ViTPose, Sapiens, TorchScript, .pt2) -> a sagepose checkpoint",
     "import": "labeled data of another tool -> a COCO keypoint json: sagepose import dlc CSV --out OUT.json",
     "translate": "keypoints of one schema as another's: sagepose translate fit|apply (fixed map or learned)",
