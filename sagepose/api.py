@@ -229,7 +229,7 @@ def dataset_view(model: TopDownEstimator, checkpoint, name: str) -> DatasetView:
 
 def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None,
          device: str = "cpu", fuse: bool = True, exact: bool = False,
-         dtype: torch.dtype | str = torch.float32) -> TopDownEstimator:
+         dtype: torch.dtype | str = torch.float32, detector=None) -> TopDownEstimator:
     """A ready-to-predict model in eval mode, with optional weights loaded strictly.
 
     ``name_or_config``: a named checkpoint (``"vitpose-b-coco"``, see :data:`sagepose.hub.WEIGHTS`:
@@ -251,12 +251,23 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
     ``exact``: :meth:`TopDownEstimator.set_exact` on the unfused model: MMPose 1.x's arithmetic operation for
     operation, its heatmaps and scores bit for bit (keypoints to float32 rounding) on the same torch build, CPU
     and thread count; slower.
+    ``detector``: an ONNX person detector file (or a :class:`sagepose.detect.Detector`) attached to the model:
+    ``predict(image)`` without boxes then predicts on the people it finds.
     A ``.onnx`` file that ``sagepose export`` wrote gives an :class:`sagepose.onnx_model.OnnxEstimator` instead:
     the same ``predict``, the network run by onnxruntime on ``device`` (``"cpu"``, ``"cuda[:N]"``,
     ``"tensorrt[:N]"``).
     ``dtype``: :meth:`TopDownEstimator.set_dtype` -- ``"bfloat16"`` (CPUs with native bf16, GPUs) or
     ``"float16"`` (GPUs) for faster prediction at about 1e-2 relative difference in the heatmaps.
     """
+    model = _load(name_or_config, checkpoint, device, fuse, exact, dtype)
+    if detector is not None:
+        from sagepose.detect import Detector
+
+        model.detector = detector if callable(detector) else Detector(detector, device=str(device))
+    return model
+
+
+def _load(name_or_config, checkpoint, device, fuse, exact, dtype):
     from sagepose import hub  # deferred: only named weights need it
 
     if isinstance(name_or_config, (str, os.PathLike)) and Path(name_or_config).suffix == ".onnx":

@@ -1,6 +1,7 @@
 """Inference on an image, a folder of images or a video: COCO-format results json + rendered skeletons.
 
-Boxes come from a detection json or, without one, the whole image/frame is one person box.
+Boxes come from a detection json, an ONNX person detector (:mod:`sagepose.detect`, ``--detector``) or, without
+either, the whole image/frame is one person box.
 Two detection formats are read:
 
 * COCO results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``) together with a COCO
@@ -133,9 +134,25 @@ def list_inputs(path: str | Path) -> list[Path]:
     return [path]
 
 
+def box_source(boxes: dict[str, np.ndarray] | None = None, detector=None):
+    """``(key, image) -> (N, 5)`` boxes + scores: the detection json's entry for ``key`` (a file name or a frame
+    index; none: no boxes), else the ``detector``'s (:class:`sagepose.detect.Detector`), else the whole image."""
+    if boxes is not None and detector is not None:
+        raise ValueError("boxes come from a detection json or a detector, not both")
+    if boxes is not None:
+        return lambda key, image: boxes.get(key, np.zeros((0, 5), np.float32))
+    if detector is not None:
+        return lambda key, image: detector(image).as_array()
+    return lambda key, image: _whole(image)
+
+
 def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[str, np.ndarray] | None = None,
-                  render: bool = True, score_thr: float = 0.3, ids: dict[str, int] | None = None) -> InferenceRun:
+                  render: bool = True, score_thr: float = 0.3, ids: dict[str, int] | None = None,
+                  detector=None) -> InferenceRun:
     """Predict on ``source`` (image, folder or video); write ``OUT/results.json`` and ``OUT/vis/``.
+
+    Person boxes: ``boxes`` (:func:`load_boxes`), or a ``detector`` run on each image / frame
+    (:class:`sagepose.detect.Detector`), or else the whole image as one box.
 
     ``ids`` ({file name: image id}, :func:`image_ids`) gives each image its dataset id; without it an
     image's id is its index in the sorted folder. Returns the COCO-format result rows (one per person,
@@ -149,10 +166,11 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
     out = Path(out_dir)
     (out / "vis").mkdir(parents=True, exist_ok=True)
     run = InferenceRun(rows=[])
+    boxes_of = box_source(boxes, detector)
     inputs = list_inputs(source)
     for file_idx, path in enumerate(inputs):
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            run.rows.extend(_run_video(model, path, out, boxes, render, score_thr, run.skipped_boxes))
+            run.rows.extend(_run_video(model, path, out, boxes_of, render, score_thr, run.skipped_boxes))
             continue
         if ids is not None and path.name not in ids:
             raise ValueError(f"{path}: no image of this name in the images json")
@@ -163,8 +181,7 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
                 raise
             run.unreadable.append(str(path))
             continue
-        b = boxes.get(path.name, np.zeros((0, 5), np.float32)) if boxes is not None else _whole(image)
-        b = _usable(b, image, run.skipped_boxes)
+        b = _usable(boxes_of(path.name, image), image, run.skipped_boxes)
         pred = model.predict(image, b[:, :4]) if len(b) else None
         if pred is not None:
             run.rows.extend(_result_rows(pred, b, file_idx if ids is None else ids[path.name], path.name))
@@ -176,7 +193,8 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
     return run
 
 
-def _run_video(model, path: Path, out: Path, boxes, render: bool, score_thr: float, skipped: Counter) -> list[dict]:
+def _run_video(model, path: Path, out: Path, boxes_of, render: bool, score_thr: float,
+               skipped: Counter) -> list[dict]:
     from sagepose.viz import draw_poses
 
     cap = cv2.VideoCapture(str(path))
@@ -191,8 +209,7 @@ def _run_video(model, path: Path, out: Path, boxes, render: bool, score_thr: flo
             ok, frame = cap.read()
             if not ok:
                 break
-            b = boxes.get(str(frame_idx), np.zeros((0, 5), np.float32)) if boxes is not None else _whole(frame)
-            b = _usable(b, frame, skipped)
+            b = _usable(boxes_of(str(frame_idx), frame), frame, skipped)
             pred = model.predict(frame, b[:, :4]) if len(b) else None
             if pred is not None:
                 rows.extend(_result_rows(pred, b, frame_idx, f"{path.name}#{frame_idx}"))

@@ -169,7 +169,7 @@ def export_onnx(model, path: str | os.PathLike, opset: int = 18, dynamic_batch: 
                 seconds=round(time.time() - start, 1))
 
 
-def _providers(device: str, available: list[str], path: str) -> list:
+def execution_providers(device: str, available: list[str], path: str) -> list:
     kind, _, index = str(device).partition(":")
     if kind not in PROVIDERS:
         raise ValueError(f"{path}: device {device!r}: onnxruntime runs on 'cpu', 'cuda[:N]' or 'tensorrt[:N]'")
@@ -202,7 +202,7 @@ class OnnxEstimator(TopDownPredictor):
         options.log_severity_level = 3  # errors only
         if threads:
             options.intra_op_num_threads = int(threads)
-        providers = _providers(device, ort.get_available_providers(), path)
+        providers = execution_providers(device, ort.get_available_providers(), path)
         try:
             self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as e:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...) are not exported

@@ -1,4 +1,4 @@
-"""sagepose infer MODEL INPUT [--checkpoint F] [--det-json D] [--out DIR] [--exact] [--dtype bfloat16]"""
+"""sagepose infer MODEL INPUT [--checkpoint F] [--det-json D | --detector DET.onnx] [--out DIR] [--exact] [--dtype T]"""
 from __future__ import annotations
 
 
@@ -12,8 +12,11 @@ def add_arguments(p):
                                                       "trained as")
     p.add_argument("--det-json", default=None, help="person boxes: COCO results json (with --images-json) "
                                                     "or {file_name: [[x1,y1,x2,y2,score], ...]}")
+    p.add_argument("--detector", default=None, help="an ONNX person detector (MMDeploy end-to-end YOLOX / RTMDet, "
+                                                    "or raw YOLOX) run on each image / frame: the person boxes")
+    p.add_argument("--nms-thr", type=float, default=0.45, help="the detector's NMS IoU threshold (raw YOLOX)")
     p.add_argument("--images-json", default=None, help="COCO json whose images map ids to file names")
-    p.add_argument("--det-thr", type=float, default=0.3, help="minimum detection score")
+    p.add_argument("--det-thr", type=float, default=0.3, help="minimum detection score (json or detector)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="minimum keypoint score to draw")
     p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/)")
     p.add_argument("--device", default="cpu")
@@ -38,10 +41,18 @@ def run(args) -> int:
         from sagepose.api import dataset_view
 
         model = dataset_view(model, args.checkpoint or args.model, args.dataset)
+    if args.det_json and args.detector:
+        raise ValueError("--det-json and --detector both give boxes: pass one")
     boxes = load_boxes(args.det_json, args.images_json, args.det_thr) if args.det_json else None
+    detector = None
+    if args.detector:
+        from sagepose.detect import Detector
+
+        detector = Detector(args.detector, score_thr=args.det_thr, nms_thr=args.nms_thr,
+                            device="cpu" if args.device == "cpu" else "cuda")
     ids = image_ids(args.images_json) if args.images_json else None
     done = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
-                         score_thr=args.kpt_thr, ids=ids)
+                         score_thr=args.kpt_thr, ids=ids, detector=detector)
     for line in done.summary():
         print(line)
     print(f"{len(done.rows)} poses -> {args.out}/results.json" + ("" if args.no_render else f", {args.out}/vis/"))

@@ -95,6 +95,7 @@ class TopDownPredictor:
     ``std`` ((1, 3, 1, 1) float tensors), ``device``, ``exact`` and :meth:`network_heatmaps`."""
 
     exact = False
+    detector = None  # a callable image -> person boxes (sagepose.detect.Detector): predict's boxes when none given
 
     def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, H, W) float32 -> the network's heatmaps (B, C, h, w) float32, activated."""
@@ -143,7 +144,8 @@ class TopDownPredictor:
                 bbox_format: str = "xyxy", return_heatmaps: bool = False) -> Prediction:
         """Keypoints of the people in ``bboxes`` (N, 4) of a BGR uint8 image (cv2 order) or an image path.
 
-        ``bboxes=None`` takes the whole image as one box. Returns keypoints in image pixels. A box that is
+        ``bboxes=None`` takes the person boxes of the attached ``detector`` (``sagepose.load(..., detector=F)``)
+        or, without one, the whole image as one box. Returns keypoints in image pixels. A box that is
         not finite, empty or inverted (x2 <= x1, e.g. xywh given as xyxy) or wholly outside the image is a
         ValueError naming its index (:func:`sagepose.geometry.check_boxes`).
         """
@@ -151,6 +153,8 @@ class TopDownPredictor:
             image = read_image(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        if bboxes is None and self.detector is not None:
+            bboxes, bbox_format = self.detector(image).boxes, "xyxy"
         if bboxes is None:  # the whole image, the same numbers in either format
             bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
         bboxes, _ = geometry.check_boxes(bboxes, image.shape[1::-1], bbox_format, where="predict: bboxes")
