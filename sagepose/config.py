@@ -29,6 +29,9 @@ class ModelConfig:
     input_size: tuple[int, int] | None = None  # crop (w, h); heatmaps are input / 4. None: the zoo's
     init_checkpoint: str | None = None  # weights to start from (sagepose, MMPose, ViTPose format)
     flip_test: bool = True
+    # multi-scale test: box scale factors; each scale's heatmaps (flip-tested) mapped into the base box's frame and
+    # averaged before decoding, e.g. [0.75, 1.0, 1.25]. (1.0,): one scale
+    test_scales: tuple[float, ...] = (1.0,)
     drop_path_rate: float | None = None  # None: the zoo's default
     grad_checkpointing: bool = False
     codec: dict = field(default_factory=dict)  # codec argument overrides, e.g. {"sigma": 3.0}
@@ -395,6 +398,8 @@ def validate(cfg: Config) -> Config:
     _check_schema_spec(m.schema, "model.schema")
     _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
     _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
+    _check(len(m.test_scales) >= 1 and all(0 < float(v) <= 4 for v in m.test_scales), "model.test_scales",
+           m.test_scales, "box scale factors, at least one, each in (0, 4]")
     _check(m.drop_path_rate is None or 0 <= m.drop_path_rate < 1, "model.drop_path_rate", m.drop_path_rate,
            "must be in [0, 1)")
     for name in ("batch_size", "val_batch_size"):

@@ -31,7 +31,7 @@ from torch import nn
 
 from sagepose.errors import SagePoseError
 from sagepose.keypoints import schema_from_dict, schema_to_dict
-from sagepose.models.estimator import TopDownPredictor
+from sagepose.models.estimator import TopDownPredictor, check_test_scales
 
 FORMAT = "sagepose-onnx"
 VERSION = 1
@@ -82,6 +82,7 @@ def metadata(model, fp16: bool = False) -> dict:
 
     return dict(format=FORMAT, version=VERSION, schema=schema_to_dict(model.schema), codec=codec,
                 input_size=list(model.input_size), flip_test=bool(model.flip_test),
+                test_scales=list(model.test_scales),
                 shift_heatmap=bool(model.shift_heatmap), mean=model.mean.flatten().tolist(),
                 std=model.std.flatten().tolist(), heatmap_output=model.heatmap_output,
                 outputs=int(model.schema.num_keypoints), fp16=bool(fp16), sagepose=__version__,
@@ -227,6 +228,7 @@ class OnnxEstimator(TopDownPredictor):
             self.codec = build_codec(codec)
             self.input_size = tuple(int(v) for v in meta["input_size"])
             self.flip_test, self.shift_heatmap = bool(meta["flip_test"]), bool(meta["shift_heatmap"])
+            self.test_scales = check_test_scales(meta.get("test_scales", (1.0,)))
             self.mean = torch.tensor(meta["mean"], dtype=torch.float32).view(1, 3, 1, 1)
             self.std = torch.tensor(meta["std"], dtype=torch.float32).view(1, 3, 1, 1)
             self.heatmap_output, self.fp16 = meta["heatmap_output"], bool(meta.get("fp16", False))

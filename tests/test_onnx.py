@@ -110,6 +110,7 @@ def test_the_metadata_holds_what_prediction_needs(tiny):
     meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
     assert meta["format"] == "sagepose-onnx" and meta["version"] == 1
     assert meta["input_size"] == [96, 128] and meta["outputs"] == 17 and meta["heatmap_output"] == "softmax"
+    assert meta["test_scales"] == [1.0] and meta["flip_test"] is True
     assert meta["codec"]["type"] == "UDPHeatmap" and meta["codec"]["sigma"] == 0.5
     assert OnnxEstimator(path).schema.flip_indices == model.schema.flip_indices
     assert [i.name for i in graph.graph.input] == ["input"] and [o.name for o in graph.graph.output] == ["heatmaps"]

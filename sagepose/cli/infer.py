@@ -26,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--exact", action="store_true", help="MMPose's arithmetic operation for operation: its heatmaps and "
                                                         "scores bit for bit on the same torch and CPU, keypoints to "
                                                         "float32 rounding (slower)")
+    p.add_argument("--test-scales", type=float, nargs="+", default=None, metavar="S",
+                   help="multi-scale test: box scale factors, e.g. 0.75 1 1.25 (default: model.test_scales)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="backbone and head precision: bfloat16 is faster on CPUs with native bf16 and on GPUs, "
                         "float16 on GPUs (heatmaps within ~1e-2 of float32)")
@@ -37,6 +39,10 @@ def run(args) -> int:
 
     model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device, exact=args.exact,
                           dtype=args.dtype)
+    if args.test_scales:
+        from sagepose.models.estimator import check_test_scales
+
+        model.test_scales = check_test_scales(args.test_scales)
     if args.dataset:
         from sagepose.api import dataset_view
 

@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sagepose import geometry
 from sagepose.codecs import flip_heatmaps
@@ -86,6 +87,15 @@ class InferenceMode:
                                "weights with mixed precision (trainer.precision=bf16-mixed): set_dtype('float32')")
 
 
+def check_test_scales(scales) -> tuple[float, ...]:
+    """The multi-scale test's box factors as a tuple of floats, the first one the base frame (1.0 where given):
+    at least one, each in (0, 4]."""
+    scales = tuple(float(v) for v in scales)
+    if not scales or not all(0 < v <= 4 for v in scales):
+        raise ValueError(f"test_scales {scales}: box scale factors, at least one, each in (0, 4]")
+    return (1.0, *(v for v in scales if v != 1.0)) if 1.0 in scales else scales
+
+
 class TopDownPredictor:
     """Top-down prediction around a network, shared by the torch model (:class:`TopDownEstimator`) and an exported
     one that onnxruntime runs (:class:`sagepose.onnx_model.OnnxEstimator`): one affine crop per box, ImageNet
@@ -95,6 +105,7 @@ class TopDownPredictor:
     ``std`` ((1, 3, 1, 1) float tensors), ``device``, ``exact`` and :meth:`network_heatmaps`."""
 
     exact = False
+    test_scales: tuple[float, ...] = (1.0,)  # box scale factors of the multi-scale test (see predict)
     detector = None  # a callable image -> person boxes (sagepose.detect.Detector): predict's boxes when none given
 
     def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -129,11 +140,32 @@ class TopDownPredictor:
         """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K)."""
         return self.codec.decode(heatmaps)
 
-    def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """BGR (H, W, 3) image, (N, 4) boxes -> crops (N, h, w, 3) uint8, centers (N, 2), scales (N, 2)."""
+    def to_base_frame(self, heatmaps: torch.Tensor, factor: float) -> torch.Tensor:
+        """Heatmaps of crops of boxes scaled by ``factor`` about their centres -> the unscaled boxes' heatmap frame
+        (bilinear; zero where the scaled crop did not reach). The crops share their centre, which sits at the
+        heatmap point ``k t`` -- ``t`` the crop centre in input px (``w / 2`` for MSRA's warp, ``(w - 1) / 2`` for
+        UDP's), ``k`` the codec's input -> heatmap factor -- so base point ``p`` is scaled-crop point
+        ``k t + (p - k t) / factor``."""
+        if heatmaps.shape[1] != self.schema.num_keypoints:
+            raise ValueError(f"multi-scale test: {heatmaps.shape[1]} output maps for {self.schema.num_keypoints} "
+                             "keypoints (a head with offset maps, the fusion head, takes one scale)")
+        n, k, hh, hw = heatmaps.shape
+        centre = ((hw - 1) / 2, (hh - 1) / 2) if self.codec.udp else (hw / 2, hh / 2)
+        ys, xs = torch.meshgrid(torch.arange(hh, dtype=torch.float32), torch.arange(hw, dtype=torch.float32),
+                                indexing="ij")
+        qx = centre[0] + (xs - centre[0]) / factor
+        qy = centre[1] + (ys - centre[1]) / factor
+        grid = torch.stack([2 * qx / (hw - 1) - 1, 2 * qy / (hh - 1) - 1], -1).to(heatmaps.device)
+        return F.grid_sample(heatmaps.float(), grid.expand(n, hh, hw, 2), mode="bilinear", padding_mode="zeros",
+                             align_corners=True)
+
+    def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray,
+             factor: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BGR (H, W, 3) image, (N, 4) boxes -> crops (N, h, w, 3) uint8, centers (N, 2), scales (N, 2);
+        ``factor``: each box scaled about its centre first (the multi-scale test)."""
         w, h = self.input_size
         center, scale = geometry.box_to_center_scale(bboxes_xyxy)
-        scale = geometry.fix_aspect_ratio(scale, w / h)
+        scale = geometry.fix_aspect_ratio(scale, w / h) * factor
         udp = self.codec.udp
         matrices = [geometry.crop_matrix(c, s, 0.0, self.input_size, udp=udp) for c, s in zip(center, scale)]
         crops = [geometry.warp_image(image, m, self.input_size) for m in matrices]
@@ -161,9 +193,16 @@ class TopDownPredictor:
         K = self.schema.num_keypoints
         if len(bboxes) == 0:
             return Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
-        crops, center, scale = self.crop(image, bboxes)
-        x = self.normalize(torch.from_numpy(crops).to(self.device))
-        heatmaps = self.predict_heatmaps(x)
+        heatmaps = None
+        for factor in self.test_scales:
+            crops, c, s = self.crop(image, bboxes, factor)
+            x = self.normalize(torch.from_numpy(crops).to(self.device))
+            hm = self.predict_heatmaps(x)
+            hm = hm if factor == 1.0 else self.to_base_frame(hm, factor)
+            heatmaps = hm if heatmaps is None else heatmaps + hm
+            if factor == self.test_scales[0]:
+                center, scale = c, s / factor  # the base box's frame: what the keypoints are decoded in
+        heatmaps = heatmaps / len(self.test_scales) if len(self.test_scales) > 1 else heatmaps
         keypoints, scores = self.decode(heatmaps)
         keypoints = torch.as_tensor(keypoints).float().cpu().numpy()
         if self.exact:  # MMPose's numpy map back promotes to float64 (its input size is a tuple of ints)
@@ -179,8 +218,10 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
 
     def __init__(self, backbone: nn.Module, head: nn.Module, codec, schema: KeypointSchema,
                  input_size: tuple[int, int], mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,
-                 flip_test: bool = True, shift_heatmap: bool | None = None, heatmap_output: str = "raw"):
+                 flip_test: bool = True, shift_heatmap: bool | None = None, heatmap_output: str = "raw",
+                 test_scales=(1.0,)):
         super().__init__()
+        self.test_scales = check_test_scales(test_scales)
         if heatmap_output not in ("raw", "softmax"):
             raise ValueError(f"heatmap_output must be 'raw' or 'softmax', got {heatmap_output!r}")
         self.heatmap_output = heatmap_output

@@ -49,7 +49,7 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
                  schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0,
                  grad_checkpointing: bool = False, flip_test: bool = True, codec: dict | None = None,
                  arch: dict | None = None, heatmap_output: str = "raw", fusion: bool = False,
-                 blur_kernel_size: int = 11) -> TopDownEstimator:
+                 blur_kernel_size: int = 11, test_scales=(1.0,)) -> TopDownEstimator:
     """A ViT + heatmap head (``fusion``: a :class:`FusionHead` on the same decoder) + UDP codec (heatmaps
     input / 4). ``input_size`` is (w, h).
 
@@ -93,13 +93,13 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
     codec_module = build_codec({"type": "UDPHeatmap", "input_size": (w, h), "heatmap_size": (w // 4, h // 4),
                                 "sigma": sigma, "blur_kernel_size": blur_kernel_size, **(codec or {})})
     return TopDownEstimator(backbone, head_module, codec_module, schema, (w, h), flip_test=flip_test,
-                            heatmap_output=heatmap_output)
+                            heatmap_output=heatmap_output, test_scales=test_scales)
 
 
 def _topdown_hr(size: str, codec_base: dict, input_size: tuple[int, int] = (192, 256), sigma: float = 2.0, *,
                 schema: KeypointSchema = COCO17, drop_path_rate: float = 0.0, grad_checkpointing: bool = False,
                 flip_test: bool = True, codec: dict | None = None, arch: dict | None = None,
-                heatmap_output: str = "raw", fusion: bool = False) -> TopDownEstimator:
+                heatmap_output: str = "raw", fusion: bool = False, test_scales=(1.0,)) -> TopDownEstimator:
     """HRNet / HRFormer + a 1x1-conv heatmap head (``fusion``: a :class:`FusionHead`) on the stride-4 branch
     + ``codec_base`` (heatmaps input / 4).
 
@@ -126,7 +126,7 @@ def _topdown_hr(size: str, codec_base: dict, input_size: tuple[int, int] = (192,
     codec_module = build_codec({**codec_base, "input_size": (w, h), "heatmap_size": (w // 4, h // 4), "sigma": sigma,
                                 **(codec or {})})
     return TopDownEstimator(backbone, head, codec_module, schema, (w, h), flip_test=flip_test,
-                            heatmap_output=heatmap_output)
+                            heatmap_output=heatmap_output, test_scales=test_scales)
 
 
 MODELS = {}
@@ -157,7 +157,7 @@ def build_model(name: str, num_keypoints: int | None = None, schema: KeypointSch
     """A zoo model by name; ``schema`` (or a bare ``num_keypoints``) replaces COCO-17 -- a schema, a built-in
     name, or a COCO json / YAML schema file (:func:`sagepose.keypoints.load_schema`); ``overrides``
     go to the builder (``input_size=(w, h)``, ``sigma``, ``drop_path_rate``, ``grad_checkpointing``,
-    ``flip_test``, ``codec={...}``, ``arch={...}``)."""
+    ``flip_test``, ``test_scales``, ``codec={...}``, ``arch={...}``)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
     if schema is not None:
