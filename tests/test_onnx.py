@@ -240,3 +240,13 @@ def test_load_options_that_do_not_apply_to_onnx(tiny):
         if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
             pytest.skip("this onnxruntime has CUDA")
         sagepose.load(path, device="cuda")
+
+
+def test_without_onnxruntime_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    from sagepose.onnx_model import require
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(SagePoseError, match=r"onnxruntime is not installed: pip install 'sagepose\[onnx\]'"):
+        require("onnxruntime")
