@@ -79,6 +79,7 @@ class InferenceRun:
     rows: list[dict]
     unreadable: list[str] = field(default_factory=list)  # images of a folder that could not be read
     skipped_boxes: Counter = field(default_factory=Counter)  # boxes not predicted on, by problem
+    skipped_frames: Counter = field(default_factory=Counter)  # unreadable frames passed over, by video
 
     def summary(self) -> list[str]:
         """One line per kind of skip (none when nothing was skipped)."""
@@ -91,6 +92,8 @@ class InferenceRun:
             n = sum(self.skipped_boxes.values())
             parts = ", ".join(f"{k} {why}" for why, k in self.skipped_boxes.items())
             lines.append(f"skipped {n} box{'es' * (n > 1)}: {parts}")
+        for name, n in self.skipped_frames.items():
+            lines.append(f"{name}: skipped {n} unreadable frame{'s' * (n > 1)}, processed the rest")
         return lines
 
 
@@ -148,11 +151,13 @@ def box_source(boxes: dict[str, np.ndarray] | None = None, detector=None):
 
 def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[str, np.ndarray] | None = None,
                   render: bool = True, score_thr: float = 0.3, ids: dict[str, int] | None = None,
-                  detector=None) -> InferenceRun:
+                  detector=None, video: dict | None = None) -> InferenceRun:
     """Predict on ``source`` (image, folder or video); write ``OUT/results.json`` and ``OUT/vis/``.
 
     Person boxes: ``boxes`` (:func:`load_boxes`), or a ``detector`` run on each image / frame
-    (:class:`sagepose.detect.Detector`), or else the whole image as one box.
+    (:class:`sagepose.detect.Detector`), or else the whole image as one box. A video goes through
+    :func:`sagepose.video.predict_video` with the options in ``video`` (``det_every``, ``batch_frames``,
+    ``smooth``, ``progress``) and also gets ``OUT/NAME.json``, its frames' people.
 
     ``ids`` ({file name: image id}, :func:`image_ids`) gives each image its dataset id; without it an
     image's id is its index in the sorted folder. Returns the COCO-format result rows (one per person,
@@ -170,7 +175,8 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
     inputs = list_inputs(source)
     for file_idx, path in enumerate(inputs):
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            run.rows.extend(_run_video(model, path, out, boxes_of, render, score_thr, run.skipped_boxes))
+            run.rows.extend(_run_video(model, path, out, boxes_of, render, score_thr, run,
+                                       video=dict(video or {}, detector=detector)))
             continue
         if ids is not None and path.name not in ids:
             raise ValueError(f"{path}: no image of this name in the images json")
@@ -193,36 +199,49 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
     return run
 
 
-def _run_video(model, path: Path, out: Path, boxes_of, render: bool, score_thr: float,
-               skipped: Counter) -> list[dict]:
+def _run_video(model, path: Path, out: Path, boxes_of, render: bool, score_thr: float, done: InferenceRun,
+               video: dict | None = None) -> list[dict]:
+    """One video through :func:`sagepose.video.predict_video`: its COCO rows (image id: the frame index), a json
+    per video (``OUT/NAME.json``: each frame's people), the rendered ``OUT/vis/NAME.mp4``."""
+    from sagepose.fileio import write_json_atomic
+    from sagepose.video import predict_video
     from sagepose.viz import draw_poses
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"{path}: cannot open video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    opts = dict(video or {})
+    detector = opts.pop("detector", None)
     writer = None
-    rows = []
-    frame_idx = 0
+
+    def on_frame(index, frame, b, pred):
+        nonlocal writer
+        if not render:
+            return
+        if writer is None:
+            h, w = frame.shape[:2]
+            writer = cv2.VideoWriter(str(out / "vis" / f"{path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                     run_fps, (w, h))
+        writer.write(frame if not len(b) else draw_poses(frame, pred.keypoints, pred.scores, model.schema, score_thr,
+                                                         boxes=b[:, :4]))
+
+    cap = cv2.VideoCapture(str(path))
+    run_fps = (cap.get(cv2.CAP_PROP_FPS) or 25.0) if cap.isOpened() else 25.0
+    cap.release()
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            b = _usable(boxes_of(str(frame_idx), frame), frame, skipped)
-            pred = model.predict(frame, b[:, :4]) if len(b) else None
-            if pred is not None:
-                rows.extend(_result_rows(pred, b, frame_idx, f"{path.name}#{frame_idx}"))
-            if render:
-                if writer is None:
-                    h, w = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(out / "vis" / f"{path.stem}.mp4"),
-                                             cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(frame if pred is None else draw_poses(frame, pred.keypoints, pred.scores,
-                                                                   model.schema, score_thr, boxes=b[:, :4]))
-            frame_idx += 1
+        run = predict_video(model, path, boxes_of=boxes_of, detector=detector, on_frame=on_frame,
+                            usable=lambda b, frame: _usable(b, frame, done.skipped_boxes), **opts)
     finally:
-        cap.release()
         if writer is not None:
             writer.release()
+    rows, frames = [], []
+    for index, b, pred in run.frames:
+        these = _result_rows(pred, b, index, f"{path.name}#{index}") if len(b) else []
+        rows.extend(these)
+        frames.append(dict(frame=index, instances=[dict(bbox=[round(float(v), 2) for v in box[:4]],
+                                                        keypoints=r["keypoints"], score=r["score"])
+                                                   for box, r in zip(b, these)]))
+    if run.skipped_frames:
+        done.skipped_frames[path.name] = run.skipped_frames
+    write_json_atomic(out / f"{path.stem}.json", dict(video=path.name, fps=run.fps, frames_read=len(run.frames),
+                                                      frames_skipped=run.skipped_frames,
+                                                      frames_per_second=round(run.frames_per_second, 2),
+                                                      frames=frames))
     return rows

@@ -15,6 +15,14 @@ def add_arguments(p):
     p.add_argument("--detector", default=None, help="an ONNX person detector (MMDeploy end-to-end YOLOX / RTMDet, "
                                                     "or raw YOLOX) run on each image / frame: the person boxes")
     p.add_argument("--nms-thr", type=float, default=0.45, help="the detector's NMS IoU threshold (raw YOLOX)")
+    p.add_argument("--det-every", type=int, default=1, metavar="K",
+                   help="video with --detector: detect on every K-th frame, boxes from the previous frame's "
+                        "keypoints between (default 1: every frame)")
+    p.add_argument("--batch-frames", type=int, default=8, help="video: the people of this many frames in one "
+                                                               "forward pass (when every frame's boxes are known)")
+    p.add_argument("--smooth", action="store_true", help="video: One-Euro smoothing of the keypoints")
+    p.add_argument("--smooth-min-cutoff", type=float, default=1.0, help="One-Euro minimum cutoff (Hz)")
+    p.add_argument("--smooth-beta", type=float, default=0.01, help="One-Euro speed coefficient")
     p.add_argument("--images-json", default=None, help="COCO json whose images map ids to file names")
     p.add_argument("--det-thr", type=float, default=0.3, help="minimum detection score (json or detector)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="minimum keypoint score to draw")
@@ -58,7 +66,10 @@ def run(args) -> int:
                             device="cpu" if args.device == "cpu" else "cuda")
     ids = image_ids(args.images_json) if args.images_json else None
     done = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
-                         score_thr=args.kpt_thr, ids=ids, detector=detector)
+                         score_thr=args.kpt_thr, ids=ids, detector=detector,
+                         video=dict(det_every=args.det_every, batch_frames=args.batch_frames, progress=True,
+                                    smooth=dict(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta)
+                                    if args.smooth else None))
     for line in done.summary():
         print(line)
     print(f"{len(done.rows)} poses -> {args.out}/results.json" + ("" if args.no_render else f", {args.out}/vis/"))

@@ -190,12 +190,22 @@ class TopDownPredictor:
         if bboxes is None:  # the whole image, the same numbers in either format
             bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
         bboxes, _ = geometry.check_boxes(bboxes, image.shape[1::-1], bbox_format, where="predict: bboxes")
+        return self.predict_many([image], [bboxes], return_heatmaps)[0]
+
+    @torch.no_grad()
+    def predict_many(self, images: list[np.ndarray], boxes: list[np.ndarray],
+                     return_heatmaps: bool = False) -> list[Prediction]:
+        """:meth:`predict` for the people of several images (BGR uint8, boxes (N_i, 4) xyxy, already checked) in
+        one forward pass per scale: the video path batches the people of several frames this way."""
         K = self.schema.num_keypoints
-        if len(bboxes) == 0:
-            return Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            empty = Prediction(np.zeros((0, K, 2), np.float32), np.zeros((0, K), np.float32))
+            return [empty for _ in images]
         heatmaps = None
         for factor in self.test_scales:
-            crops, c, s = self.crop(image, bboxes, factor)
+            parts = [self.crop(img, b, factor) for img, b in zip(images, boxes) if len(b)]
+            crops, c, s = (np.concatenate(p) for p in zip(*parts))
             x = self.normalize(torch.from_numpy(crops).to(self.device))
             hm = self.predict_heatmaps(x)
             hm = hm if factor == 1.0 else self.to_base_frame(hm, factor)
@@ -207,9 +217,15 @@ class TopDownPredictor:
         keypoints = torch.as_tensor(keypoints).float().cpu().numpy()
         if self.exact:  # MMPose's numpy map back promotes to float64 (its input size is a tuple of ints)
             keypoints, center, scale = (np.asarray(a, np.float64) for a in (keypoints, center, scale))
-        keypoints = geometry.crop_to_image(keypoints, self.input_size, center, scale)
-        return Prediction(keypoints.astype(np.float32), torch.as_tensor(scores).float().cpu().numpy(),
-                          heatmaps[:, :K].float().cpu().numpy() if return_heatmaps else None)
+        keypoints = geometry.crop_to_image(keypoints, self.input_size, center, scale).astype(np.float32)
+        scores = torch.as_tensor(scores).float().cpu().numpy()
+        maps = heatmaps[:, :K].float().cpu().numpy() if return_heatmaps else None
+        out, start = [], 0
+        for n in counts:
+            sl = slice(start, start + n)
+            out.append(Prediction(keypoints[sl], scores[sl], maps[sl] if maps is not None else None))
+            start += n
+        return out
 
 
 class TopDownEstimator(TopDownPredictor, nn.Module):
