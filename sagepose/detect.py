@@ -96,7 +96,8 @@ class Detections:
 
 
 class Detector:
-    """An ONNX person detector (see the module docstring). ``layout``: ``"end2end"``, ``"yolox"`` or None (from
+    """An ONNX person detector (see the module docstring): a file, or a name of :data:`sagepose.hub.DETECTORS`
+    (rtmlib's public YOLOX files, fetched into the cache). ``layout``: ``"end2end"``, ``"yolox"`` or None (from
     the graph's outputs). ``device``/``threads`` as :class:`sagepose.onnx_model.OnnxEstimator`."""
 
     def __init__(self, path: str | os.PathLike, score_thr: float = 0.5, nms_thr: float = 0.45,
@@ -105,6 +106,10 @@ class Detector:
         from sagepose.onnx_model import execution_providers, require
 
         ort = require("onnxruntime")
+        from sagepose import hub
+
+        if str(path) in hub.DETECTORS:  # a named public file: downloaded once into the cache
+            path = hub.fetch_detector(str(path))
         self.path = path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: detector file not found")

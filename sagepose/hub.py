@@ -134,23 +134,13 @@ def _check(weights: Weights, digest: str, name: str, url: str) -> None:
                             f"{weights.sha256_prefix}; download discarded")
 
 
-def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
-    """The local path of a named checkpoint, downloading it first if it is not cached.
-
-    A cached file is used as is (it was verified when it was downloaded). A download streams into
-    a temporary file beside the destination, is hashed on the way, and is renamed into place only
-    when complete and matching the published hash; anything else raises and leaves no file.
-    """
-    weights = _entry(name)
-    dest = cached_path(name)
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    url = weights.url
+def _download(url: str, out, name: str, timeout: float, progress: bool, offline_hint: str) -> str:
+    """Stream ``url`` into the open binary file ``out``; its sha256 hex digest. A server error, a broken-off or
+    short transfer, or no network is a :class:`WeightsDownloadError` (``offline_hint`` says what to do then)."""
     sha = hashlib.sha256()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "sagepose"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, atomic_open(dest) as out:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done, shown = 0, -1
             while chunk := response.read(1 << 20):
@@ -164,14 +154,94 @@ def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
                 print(file=sys.stderr)
             if total and done != total:
                 raise WeightsDownloadError(f"{name}: {url} ended after {done} of {total} bytes; try again")
-            _check(weights, sha.hexdigest(), name, url)  # raising here discards the temporary file
     except urllib.error.HTTPError as e:
         raise WeightsDownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from e
     except http.client.HTTPException as e:  # e.g. IncompleteRead: the server closed mid-file
         raise WeightsDownloadError(f"{name}: the download of {url} broke off ({type(e).__name__}); try again") from e
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
-        raise WeightsDownloadError(
-            f"{name}: cannot download {url} ({reason}). Offline? Fetch the file on a connected machine and "
-            f"put it at {dest}, or pass it directly: sagepose.load({weights.model!r}, checkpoint=PATH)") from e
+        raise WeightsDownloadError(f"{name}: cannot download {url} ({reason}). Offline? {offline_hint}") from e
+    return sha.hexdigest()
+
+
+def fetch(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """The local path of a named checkpoint, downloading it first if it is not cached.
+
+    A cached file is used as is (it was verified when it was downloaded). A download streams into
+    a temporary file beside the destination, is hashed on the way, and is renamed into place only
+    when complete and matching the published hash; anything else raises and leaves no file.
+    """
+    weights = _entry(name)
+    dest = cached_path(name)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    hint = (f"Fetch the file on a connected machine and put it at {dest}, or pass it directly: "
+            f"sagepose.load({weights.model!r}, checkpoint=PATH)")
+    with atomic_open(dest) as out:
+        digest = _download(weights.url, out, name, timeout, progress, hint)
+        _check(weights, digest, name, weights.url)  # raising here discards the temporary file
+    return dest
+
+
+# ---- person detectors ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectorFile:
+    """A published ONNX person detector: a zip holding MMDeploy's end-to-end graph (``member``), as rtmlib runs it."""
+
+    url: str
+    input_size: tuple[int, int]  # (w, h) of the graph's input
+    onnx_sha256: str | None = None  # of the extracted graph, where recorded
+    member: str = "end2end.onnx"
+    reported: str = ""
+
+
+_RTMPOSE_SDK = "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk"
+# rtmlib's YOLOX files, trained on HumanArt (RTMPose's project page). The graphs' sha256 as a public project
+# records them after extraction (yolox-tiny, yolox-m); the others are checked to be readable when loaded.
+DETECTORS: dict[str, DetectorFile] = {
+    "yolox-tiny-humanart": DetectorFile(f"{_RTMPOSE_SDK}/yolox_tiny_8xb8-300e_humanart-6f3252f9.zip", (416, 416),
+                                        "ceb11c07298f95c50d7c5abeb906d03340c85f23aa79e3e66966e7fb6c307250"),
+    "yolox-s-humanart": DetectorFile(f"{_RTMPOSE_SDK}/yolox_s_8xb8-300e_humanart-3ef259a7.zip", (640, 640)),
+    "yolox-m-humanart": DetectorFile(f"{_RTMPOSE_SDK}/yolox_m_8xb8-300e_humanart-c2c7a14a.zip", (640, 640),
+                                     "3dea6513388889f0fff4b77bf7a26013600321b9eb9ceb0e9a400a82572f5f23"),
+    "yolox-l-humanart": DetectorFile(f"{_RTMPOSE_SDK}/yolox_l_8xb8-300e_humanart-ce1d7a62.zip", (640, 640)),
+    "yolox-x-humanart": DetectorFile(f"{_RTMPOSE_SDK}/yolox_x_8xb8-300e_humanart-a39d44ed.zip", (640, 640)),
+}
+
+
+def fetch_detector(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """The local ``end2end.onnx`` of a named detector (:data:`DETECTORS`), downloading and extracting its zip into
+    the cache first if needed; atomic as :func:`fetch` (a mismatching graph hash leaves nothing)."""
+    import tempfile
+    import zipfile
+
+    if name not in DETECTORS:
+        raise KeyError(f"unknown named detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    entry = DETECTORS[name]
+    dest = cache_dir() / "detectors" / name / entry.member
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    hint = (f"Fetch {entry.url} on a connected machine, unzip it and pass its {entry.member}: "
+            "sagepose infer ... --detector PATH")
+    with tempfile.TemporaryFile(dir=dest.parent) as archive:
+        _download(entry.url, archive, name, timeout, progress, hint)
+        archive.seek(0)
+        try:
+            with zipfile.ZipFile(archive) as z:
+                members = [m for m in z.namelist() if m.rsplit("/", 1)[-1] == entry.member]
+                if not members:
+                    raise WeightsDownloadError(f"{name}: {entry.url} holds no {entry.member} "
+                                               f"(it has {', '.join(z.namelist()[:5])})")
+                with z.open(members[0]) as src, atomic_open(dest) as out:
+                    sha = hashlib.sha256()
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                        sha.update(chunk)
+                    if entry.onnx_sha256 and sha.hexdigest() != entry.onnx_sha256:
+                        raise ChecksumError(f"{name}: {entry.member} of {entry.url} has sha256 {sha.hexdigest()}, "
+                                            f"expected {entry.onnx_sha256}; discarded")
+        except zipfile.BadZipFile:
+            raise WeightsDownloadError(f"{name}: {entry.url} is not a zip file; try again") from None
     return dest

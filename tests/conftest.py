@@ -1,6 +1,8 @@
 """Shared test fixtures: the real-data samples shipped in tests/data/realdata (its README: source, licences)."""
 from __future__ import annotations
 
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,3 +14,42 @@ REALDATA = REPO / "tests" / "data" / "realdata"  # the one path to the real samp
 @pytest.fixture
 def realdata() -> Path:
     return REALDATA
+
+
+@pytest.fixture
+def server(tmp_path):
+    """(folder served, base url, list of request paths) of a loopback HTTP server."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            requests.append(self.path)
+            if self.path.startswith("/truncated/"):  # promises more bytes than it sends, then hangs up
+                self.send_response(200)
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                self.wfile.write(b"x" * 1000)
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("SAGEPOSE_CACHE", str(folder))
+    return folder

@@ -181,3 +181,44 @@ def test_cli_infer_with_a_detector(tmp_path, image, capsys):
     assert cli(["infer", "vit-tiny", str(tmp_path / "img.png"), "--detector", str(path), "--det-json",
                 str(tmp_path / "d.json")]) == 1
     assert "--det-json and --detector both give boxes" in capsys.readouterr().err
+
+
+def test_a_named_detector_is_downloaded_unzipped_verified_and_cached(tmp_path, server, cache, monkeypatch, image):
+    import dataclasses
+    import hashlib
+    import zipfile
+
+    from sagepose import hub
+
+    root, base, requests = server
+    graph = _graph({"output": _raw_yolox()}, tmp_path / "end2end.onnx")
+    with zipfile.ZipFile(root / "det.zip", "w") as z:  # as the public zips: a folder holding end2end.onnx
+        z.write(graph, "yolox_test/end2end.onnx")
+        z.writestr("yolox_test/deploy.json", "{}")
+    digest = hashlib.sha256(graph.read_bytes()).hexdigest()
+    entry = hub.DetectorFile(f"{base}/det.zip", (SIZE, SIZE), digest)
+    monkeypatch.setitem(hub.DETECTORS, "test-yolox", entry)
+    det = Detector("test-yolox", score_thr=0.3)
+    assert det.path == str(cache / "detectors" / "test-yolox" / "end2end.onnx") and len(det(image).boxes) == 3
+    Detector("test-yolox")
+    assert requests == ["/det.zip"]  # cached: one download
+    monkeypatch.setitem(hub.DETECTORS, "bad-hash", dataclasses.replace(entry, onnx_sha256="0" * 64))
+    with pytest.raises(hub.ChecksumError, match="bad-hash: end2end.onnx of .* has sha256"):
+        Detector("bad-hash")
+    assert not (cache / "detectors" / "bad-hash").exists() or not any((cache / "detectors" / "bad-hash").iterdir())
+    (root / "not.zip").write_bytes(b"plain bytes")
+    monkeypatch.setitem(hub.DETECTORS, "not-zip", dataclasses.replace(entry, url=f"{base}/not.zip"))
+    with pytest.raises(hub.WeightsDownloadError, match="is not a zip file"):
+        Detector("not-zip")
+    monkeypatch.setitem(hub.DETECTORS, "offline", dataclasses.replace(entry, url="http://127.0.0.1:9/x.zip"))
+    with pytest.raises(hub.WeightsDownloadError, match="Offline\\? Fetch http://127.0.0.1:9/x.zip on a connected"):
+        Detector("offline")
+
+
+def test_every_named_detector_points_at_openmmlab():
+    from sagepose import hub
+
+    for entry in hub.DETECTORS.values():
+        assert entry.url.startswith("https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/onnx_sdk/yolox_")
+        assert entry.url.endswith(".zip") and entry.input_size in ((416, 416), (640, 640))
+        assert entry.onnx_sha256 is None or len(entry.onnx_sha256) == 64
