@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from sagepose.errors import SagePoseError
+from sagepose.geometry import box_iou
 
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114
@@ -48,17 +49,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float) -> np.ndarray:
     """Greedy non-maximum suppression: indices of the boxes (M, 4) xyxy kept, best score first; a box whose IoU
     with a kept one exceeds ``iou_thr`` is dropped."""
     order = np.argsort(-scores, kind="stable")
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
         keep.append(i)
-        lo = np.maximum(boxes[i, :2], boxes[rest, :2])
-        hi = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = np.clip(hi - lo, 0, None).prod(1)
-        union = area[i] + area[rest] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-        order = rest[iou <= iou_thr]
+        order = rest[box_iou(boxes[i:i + 1], boxes[rest])[0] <= iou_thr]
     return np.array(keep, np.int64)
 
 

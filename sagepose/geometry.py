@@ -207,3 +207,15 @@ def flip_keypoints_lr(keypoints: np.ndarray, visible: np.ndarray, width: float,
     vis = np.asarray(visible)[..., flip_indices].copy()
     kp[..., 0] = width - 1 - kp[..., 0]
     return kp, vis
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, 4), (N, 4) xyxy boxes -> (M, N) intersection over union (0 where both are empty)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from sagepose.data.coco import image_index, read_json
 from sagepose.errors import DataError, SagePoseError
 from sagepose.fileio import atomic_open
+from sagepose.geometry import box_iou
 from sagepose.keypoint_maps import KeypointMap, MappingError, keypoint_map
 from sagepose.keypoints import KeypointSchema, load_schema, schema_from_dict, schema_to_dict
 
@@ -131,16 +132,6 @@ def person_frames(keypoints: np.ndarray, scores: np.ndarray, boxes: np.ndarray) 
     centres = 0.5 * (xyxy[:, :2] + xyxy[:, 2:])
     sizes = (xyxy[:, 2:] - xyxy[:, :2]).max(1)
     return centres, np.where(sizes > 0, sizes, 1.0)
-
-
-def _iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(M, 4), (N, 4) xyxy -> (M, N) intersection over union (0 where both boxes are empty)."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 # ---- the network ------------------------------------------------------------------------------------------------
@@ -256,7 +247,7 @@ def training_pairs(predictions: list[dict], labels_json: str, source: KeypointSc
         preds = by_image.get(img, [])
         if not preds:
             continue
-        iou = _iou_xyxy(ann_boxes[anns], pred_boxes[preds])
+        iou = box_iou(ann_boxes[anns], pred_boxes[preds])
         order = np.argsort(-iou, axis=None, kind="stable")
         used_a, used_p = set(), set()
         for flat in order:

@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sagepose.geometry import box_iou
+
 KEYPOINT_BOX_SCORE = 0.3
 POSE_BOX_PADDING = 1.25
 MATCH_IOU = 0.3
@@ -128,16 +130,6 @@ class OneEuroFilter:
         self.x = a * x + (1 - a) * self.x
         self.t = t
         return self.x.copy()
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(M, 4), (N, 4) xyxy -> (M, N) IoU."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def pose_boxes(keypoints: np.ndarray, scores: np.ndarray, image_wh: tuple[int, int]) -> np.ndarray:
