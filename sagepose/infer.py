@@ -211,20 +211,17 @@ def _run_video(model, path: Path, out: Path, boxes_of, render: bool, score_thr: 
     detector = opts.pop("detector", None)
     writer = None
 
-    def on_frame(index, frame, b, pred):
+    def on_frame(index, frame, b, pred, fps):
         nonlocal writer
         if not render:
             return
         if writer is None:
             h, w = frame.shape[:2]
             writer = cv2.VideoWriter(str(out / "vis" / f"{path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                     run_fps, (w, h))
+                                     fps, (w, h))
         writer.write(frame if not len(b) else draw_poses(frame, pred.keypoints, pred.scores, model.schema, score_thr,
                                                          boxes=b[:, :4]))
 
-    cap = cv2.VideoCapture(str(path))
-    run_fps = (cap.get(cv2.CAP_PROP_FPS) or 25.0) if cap.isOpened() else 25.0
-    cap.release()
     try:
         run = predict_video(model, path, boxes_of=boxes_of, detector=detector, on_frame=on_frame,
                             usable=lambda b, frame: _usable(b, frame, done.skipped_boxes), **opts)

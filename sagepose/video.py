@@ -196,7 +196,8 @@ def predict_video(model, path: str | Path, boxes_of: Callable | None = None, det
     ``detector``: person boxes found on the frames (every ``det_every``-th, pose-guided between); ``smooth``: One-Euro
     parameters (``min_cutoff``, ``beta``, ``d_cutoff``) or None; ``usable(boxes, frame)``: drops the boxes no
     prediction can use (:func:`sagepose.infer.run_inference` counts them); ``on_frame(index, frame, boxes,
-    prediction)``: called in order (rendering); ``progress``: a line of frames/s on stderr every 2 s."""
+    prediction, fps)``: called in order (rendering; ``fps``: the file's); ``progress``: a line of frames/s on
+    stderr every 2 s."""
     from sagepose.models.estimator import Prediction
 
     if det_every < 1 or batch_frames < 1:
@@ -218,7 +219,7 @@ def predict_video(model, path: str | Path, boxes_of: Callable | None = None, det
                                   pred.scores)
             run.frames.append((index, b, pred))
             if on_frame is not None:
-                on_frame(index, frame, b, pred)
+                on_frame(index, frame, b, pred, run.fps)
         now = time.perf_counter()
         if progress and now - last_report > 2.0:
             last_report = now
