@@ -10,8 +10,10 @@ truth). Both sides decode the file themselves. MMPose (``bench_latency_mmpose.py
 runs ``inference_topdown`` frame by frame with flip test, as its demo does; sagepose runs
 ``sagepose.video.predict_video`` -- frames decoded on a background thread, the people of ``--batch-frames``
 frames in one forward pass -- on the same weights (MMPose's model filled with ``tests/weightgen.py``'s
-deterministic weights, loaded strictly by sagepose). The two take turns, one whole pass each per round; best and
-median of ``--repeats`` rounds. Writes ``video.md`` / ``video.json`` under ``--out``.
+deterministic weights, loaded strictly by sagepose) in float32, and -- on CPUs with native bf16 (AVX512-BF16 /
+AMX) -- again with ``dtype="bfloat16"`` as a second row (MMPose in float32 throughout). The arms take turns, one
+whole pass each per round; best and median of ``--repeats`` rounds. Writes ``video.md`` / ``video.json`` under
+``--out``.
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ def main() -> None:
 
     import sagepose
     from sagepose.fileio import write_json_atomic, write_text_atomic
+    from sagepose.models.cpu_kernels import native_bf16
     from sagepose.video import predict_video
 
     torch.set_num_threads(args.threads)
@@ -100,41 +103,49 @@ def main() -> None:
         mm = MMPoseWorker(args.mmpose_python)
         try:
             mm.ask(op="setup", config=CONFIGS[args.model], threads=args.threads, weights=str(tmp / "w.pth"))
-            model = sagepose.load(args.model, checkpoint=tmp / "w.pth")
+            dtypes = ["float32"] + (["bfloat16"] if native_bf16(torch.device("cpu")) else [])
+            models = {d: sagepose.load(args.model, checkpoint=tmp / "w.pth", dtype=d) for d in dtypes}
             for label, video, boxes in videos:
                 arrays = {k: np.asarray(v, np.float32).reshape(-1, 5) for k, v in boxes.items()}
                 people = sum(len(v) for v in arrays.values())
-                ours, theirs = [], []
+                theirs, ours = [], {d: [] for d in dtypes}
                 for r in range(args.repeats + 1):  # round 0: warm-up
                     reply = mm.ask(op="video", path=str(video), boxes=boxes)
-                    start = time.perf_counter()
-                    run = predict_video(model, video, boxes_of=lambda k, f, a=arrays: a.get(k, np.zeros((0, 5))),
-                                        batch_frames=args.batch_frames)
-                    seconds = time.perf_counter() - start
                     if r:
                         theirs.append(reply["frames"] / (reply["ms"] / 1000.0))
-                        ours.append(len(run.frames) / seconds)
-                    print(f"  {label} round {r}/{args.repeats}: MMPose {reply['frames'] / (reply['ms'] / 1000):.2f} "
-                          f"frames/s, sagepose {len(run.frames) / seconds:.2f}", file=sys.stderr, flush=True)
-                rows.append(dict(video=label, frames=len(run.frames), people=people, model=args.model,
-                                 mmpose_fps=max(theirs), sagepose_fps=max(ours), ratio=max(ours) / max(theirs),
-                                 mmpose_fps_median=statistics.median(theirs),
-                                 sagepose_fps_median=statistics.median(ours),
-                                 ratio_median=statistics.median(ours) / statistics.median(theirs)))
+                    line = f"  {label} round {r}/{args.repeats}: MMPose {reply['frames'] / (reply['ms'] / 1000):.2f}"
+                    for d, model in models.items():
+                        start = time.perf_counter()
+                        run = predict_video(model, video, batch_frames=args.batch_frames,
+                                            boxes_of=lambda k, f, a=arrays: a.get(k, np.zeros((0, 5))))
+                        fps = len(run.frames) / (time.perf_counter() - start)
+                        if r:
+                            ours[d].append(fps)
+                        line += f", sagepose {d} {fps:.2f}"
+                    print(line + " frames/s", file=sys.stderr, flush=True)
+                for d in dtypes:
+                    rows.append(dict(video=label, frames=len(run.frames), people=people, model=args.model, dtype=d,
+                                     mmpose_fps=max(theirs), sagepose_fps=max(ours[d]),
+                                     ratio=max(ours[d]) / max(theirs),
+                                     mmpose_fps_median=statistics.median(theirs),
+                                     sagepose_fps_median=statistics.median(ours[d]),
+                                     ratio_median=statistics.median(ours[d]) / statistics.median(theirs)))
         finally:
             mm.close()
     header = (f"Video frames/s, {args.model} (MMPose's config, deterministic weights), flip test, {args.threads} "
               f"threads, torch {torch.__version__}: best of {args.repeats} alternating passes (median in brackets). "
-              "MMPose: decode + `inference_topdown` per frame; sagepose: `predict_video` (decode thread, "
+              "MMPose (float32): decode + `inference_topdown` per frame; sagepose: `predict_video` (decode thread, "
               f"{args.batch_frames} frames a forward pass).")
-    lines = [header, "", "| video | frames | people | MMPose frames/s | sagepose frames/s | sagepose / MMPose |",
-             "|---|---|---|---|---|---|"]
+    lines = [header, "", "| video | frames | people | sagepose dtype | MMPose frames/s | sagepose frames/s | "
+             "sagepose / MMPose |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['video']} | {r['frames']} | {r['people']} | {r['mmpose_fps']:.2f} "
+        lines.append(f"| {r['video']} | {r['frames']} | {r['people']} | {r['dtype']} | {r['mmpose_fps']:.2f} "
                      f"({r['mmpose_fps_median']:.2f}) | {r['sagepose_fps']:.2f} ({r['sagepose_fps_median']:.2f}) | "
                      f"{r['ratio']:.2f}x ({r['ratio_median']:.2f}x) |")
-    floor = all(r["ratio"] >= 2.0 for r in rows)
-    lines += ["", f"Floor (sagepose >= 2x MMPose's frames/s on every video): {'met' if floor else 'NOT met'}."]
+    for d in dict.fromkeys(r["dtype"] for r in rows):
+        met = all(r["ratio"] >= 2.0 for r in rows if r["dtype"] == d)
+        lines += ["", f"Floor (sagepose >= 2x MMPose's frames/s on every video), sagepose in {d}: "
+                  f"{'met' if met else 'NOT met'}."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     write_text_atomic(args.out / "video.md", text)
