@@ -93,9 +93,12 @@ def predictions(checkpoint: str, schema: str, labels_json: str, common: list[str
     return json.loads((out / "predictions.json").read_text())
 
 
-def score_results(results: list[dict], labels_json: str, schema: str) -> dict:
+def score_results(results: list[dict], labels_json: str, schema: str, copied=None) -> dict:
     """A results list on its labels: the dataset's official metric (COCO / AIC OKS AP, MPII PCKh from the labels'
-    head boxes) and ``pixel_error`` against the labeled joints."""
+    head boxes) and ``pixel_error`` against the labeled joints. MPII with ``copied`` (a bool per joint: the joints a
+    fixed map copies from the source schema): also ``PCKh_copied`` / ``PCKh_rest``, the PCKh over those joints and
+    over the others (each weighted by its labeled count, as the headline), and ``copied_weight``, the copied joints'
+    share of the headline's weight."""
     from sagepose.data import load_coco
     from sagepose.eval import official_ap, pair_with_labels, pckh, pixel_metrics
     from sagepose.keypoints import get_schema
@@ -107,7 +110,18 @@ def score_results(results: list[dict], labels_json: str, schema: str) -> dict:
            "pixel_error": pixel_metrics(p["pred"], p["gt"], p["visible"], p["box_size"], s.keypoints)["pixel_error"]}
     if schema == "mpii":
         heads = np.array([records[j].head_size for j in p["record"]], np.float64)
-        out["PCKh"] = pckh(p["pred"], p["gt"], p["visible"], heads, pred_offset=0.0)["PCKh"]
+        m = pckh(p["pred"], p["gt"], p["visible"], heads, pred_offset=0.0)
+        out["PCKh"] = m["PCKh"]
+        if copied is not None:
+            from sagepose.eval.keypoint_metrics import MPII_EXCLUDED
+
+            counts = (np.asarray(p["visible"]) > 0).sum(0).astype(np.float64)
+            counts[list(MPII_EXCLUDED)] = 0.0
+            per = np.array([np.nan if m["per_joint"][n] is None else m["per_joint"][n] for n in s.keypoints])
+            for key, group in (("PCKh_copied", np.asarray(copied)), ("PCKh_rest", ~np.asarray(copied))):
+                w = np.where(group & (counts > 0), counts, 0.0)
+                out[key] = float(np.nansum(per * w) / w.sum()) if w.sum() else None
+            out["copied_weight"] = float(counts[np.asarray(copied)].sum() / counts.sum())
     else:
         out["AP"] = official_ap(schema, labels_json, results, s.sigmas_array())["AP"]
     return out
@@ -163,6 +177,8 @@ def translation_rows(data: dict, rows: list[dict], common: list[str], runs: Path
     out = []
     for src, tgt, relabeled in (("coco", "mpii", "mpii_as_coco"), ("mpii", "coco", "coco_as_mpii")):
         where = runs / f"translate-{src}-to-{tgt}"
+        kmap = keypoint_map(src, tgt, midpoints=True)
+        copied = np.array([len(s) == 1 for s in kmap.sources])  # the joints the map copies (midpoints: not)
         train_preds = predictions(ckpt[f"single-{src}"], src, data[relabeled]["train"], common, where / "train")
         val_preds = predictions(ckpt[f"single-{src}"], src, data[relabeled]["val"], common, where / "val")
         scored, reports = {}, {}
@@ -171,20 +187,29 @@ def translation_rows(data: dict, rows: list[dict], common: list[str], runs: Path
             model, reports[kind] = fit_translator(train_preds, data[tgt]["train"], src, tgt,
                                                   dataclasses.replace(cfg, refine_covered=refine), midpoints=True)
             reports[kind]["fit_seconds"] = round(time.time() - start, 1)
-            scored[kind] = score_results(translate_results(model, val_preds), data[tgt]["val"], tgt)
-        scored["fixed"] = score_results(convert_results(val_preds, keypoint_map(src, tgt, midpoints=True)),
-                                        data[tgt]["val"], tgt)
+            scored[kind] = score_results(translate_results(model, val_preds), data[tgt]["val"], tgt, copied)
+        scored["fixed"] = score_results(convert_results(val_preds, kmap), data[tgt]["val"], tgt, copied)
         ref = direct[f"single-{tgt}"]
         ref_value = ref[tgt]
+        # the target-trained model's own predictions, scored the same way (per joint group)
+        ref_scored = score_results(predictions(ckpt[f"single-{tgt}"], tgt, data[tgt]["val"], common, where / "direct"),
+                                   data[tgt]["val"], tgt, copied)
         for kind, m in scored.items():
             value = headline(m, tgt)
-            out.append({"translation": f"{src} -> {tgt}", "kind": kind, "metric": "PCKh" if tgt == "mpii" else "AP",
-                        "value": value, "direct": ref_value,
-                        "ratio": None if value is None or not ref_value else value / ref_value,
-                        "pixel_error": m["pixel_error"], "direct_pixel_error": ref["metrics"][tgt].get("pixel_error"),
-                        "pairs": reports[kind]["pairs"] if kind in reports else None,
-                        "best_epoch": reports[kind]["best_epoch"] if kind in reports else None,
-                        "fit_seconds": reports[kind]["fit_seconds"] if kind in reports else None})
+            row = {"translation": f"{src} -> {tgt}", "kind": kind, "metric": "PCKh" if tgt == "mpii" else "AP",
+                   "value": value, "direct": ref_value,
+                   "ratio": None if value is None or not ref_value else value / ref_value,
+                   "pixel_error": m["pixel_error"], "direct_pixel_error": ref["metrics"][tgt].get("pixel_error"),
+                   "pairs": reports[kind]["pairs"] if kind in reports else None,
+                   "best_epoch": reports[kind]["best_epoch"] if kind in reports else None,
+                   "fit_seconds": reports[kind]["fit_seconds"] if kind in reports else None}
+            if "PCKh_copied" in m:
+                # what a translator that keeps the copied joints could reach at best: every other joint right
+                ceiling = (m["copied_weight"] * m["PCKh_copied"] + (1 - m["copied_weight"]) * 100.0) / 100.0
+                row.update(PCKh_copied=m["PCKh_copied"], PCKh_rest=m["PCKh_rest"], copied_weight=m["copied_weight"],
+                           direct_PCKh_copied=ref_scored["PCKh_copied"], direct_PCKh_rest=ref_scored["PCKh_rest"],
+                           ceiling_ratio=ceiling / ref_value if ref_value else None)
+            out.append(row)
     return out
 
 
@@ -222,6 +247,18 @@ def tables(header: str, rows: list[dict], trans: list[dict]) -> tuple[str, list[
         lines.append(f"| {t['translation']} | {t['kind']} | {t['metric']} | {_f(value, digits)} | {_f(ref, digits)} "
                      f"| {_f(t['ratio'])} | {_f(t['pixel_error'], 2)} / {_f(t['direct_pixel_error'], 2)} | "
                      f"{t['pairs'] or ''} |")
+    groups = [t for t in trans if "PCKh_copied" in t]
+    if groups:
+        lines += ["", "PCKh by joint group on the MPII val set (copied: the 12 joints COCO-17 has -- shoulders, elbows, "
+                  "wrists, hips, knees, ankles -- which the fixed map copies; rest: head top and upper neck; pelvis "
+                  "and thorax are not scored). Ceiling: the ratio a translator keeping the copied joints would reach "
+                  "with every other joint right.", "",
+                  "| translation | translator | PCKh copied (translated / direct) | PCKh rest (translated / direct) | "
+                  "copied share of the weight | ceiling ratio |", "|---|---|---|---|---|---|"]
+        for t in groups:
+            lines.append(f"| {t['translation']} | {t['kind']} | {_f(t['PCKh_copied'], 2)} / "
+                         f"{_f(t['direct_PCKh_copied'], 2)} | {_f(t['PCKh_rest'], 2)} / {_f(t['direct_PCKh_rest'], 2)} "
+                         f"| {_f(t['copied_weight'])} | {_f(t['ceiling_ratio'])} |")
     learned = [t for t in trans if t["translation"] == "coco -> mpii" and t["kind"].startswith("learned")]
     c2m = max(learned, key=lambda t: t["ratio"] or 0.0)
     ok = c2m["ratio"] is not None and c2m["ratio"] >= 0.95
