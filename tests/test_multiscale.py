@@ -1,11 +1,14 @@
 """The multi-scale test (``model.test_scales``): each scale's heatmaps mapped into the base box's frame, checked on
 an analytic "network" that reads its heatmaps off the crop, for both codec families' pixel conventions."""
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sagepose.codecs import build_codec
+from sagepose.keypoints import get_schema
 from sagepose.config import ConfigError, load_config
 from sagepose.models import build_model, build_model_from_config
 from sagepose.models.estimator import TopDownPredictor, check_test_scales
@@ -87,3 +90,47 @@ def test_a_real_model_runs_three_scales_with_flip():
     fusion = build_model("vit-tiny-fusion", test_scales=(1.0, 1.25)).eval()
     with pytest.raises(ValueError, match="the fusion head, takes one scale"):
         fusion.predict(image, np.array([[10, 10, 150, 190]], np.float32))
+
+
+@pytest.mark.parametrize("scales", [(1.0,), (0.75,), (0.75, 1.0, 1.25)])
+def test_validation_runs_the_multi_scale_test_as_predict_does(tmp_path, scales):
+    """``sagepose test`` / validation with ``model.test_scales``: the loader crops every scale, the module averages
+    the heatmaps in the unscaled box's frame. With the read-off network in the module's model the results (image px,
+    as written to predictions.json) find the blob as predict does."""
+    import cv2
+    import lightning as L
+
+    from sagepose.train.module import TopDownModule
+    from sagepose.train.run import build_loaders
+
+    cv2.imwrite(str(tmp_path / "blob.png"), blob_image())
+    x0, y0, x1, y1 = BOX[0].tolist()
+    ann = dict(id=1, image_id=1, category_id=1, iscrowd=0, bbox=[x0, y0, x1 - x0, y1 - y0], area=float(140 * 200),
+               num_keypoints=17, keypoints=[*BLOB, 2] * 17)
+    (tmp_path / "val.json").write_text(json.dumps(dict(
+        images=[dict(id=1, file_name="blob.png", width=300, height=300)], annotations=[ann],
+        categories=[dict(id=1, name="person", keypoints=list(get_schema("coco").keypoints), skeleton=[])])))
+    cfg = load_config("demo_tiny_vit", [f"data.val_json={tmp_path / 'val.json'}", "data.num_workers=0",
+                                        f"model.test_scales={list(scales)}", "model.init_checkpoint=null"])
+    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+    model = module.model
+    read_off = ReadOff("UDPHeatmap", scales)  # the demo's codec: UDP, 96x128 -> 24x32
+    assert (tuple(model.input_size), model.codec.udp) == (read_off.input_size, True)
+    read_off.codec = model.codec  # the same decode (the demo's sigma and blur) on both paths
+    model.mean.zero_()
+    model.std.fill_(1.0)
+    seen = []  # the crops the network is given, one batch per scale (flip test: the mirrored ones behind)
+    model.network_heatmaps = lambda x: (seen.append(x[:1].clone()),
+                                        read_off.network_heatmaps(x).expand(-1, 17, -1, -1).contiguous())[1]
+    loader = build_loaders(cfg, model, train=False)["val"]
+    assert ("img_scales" in next(iter(loader))) == (scales != (1.0,))
+    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).validate(module, dataloaders=loader, verbose=False)
+    got = np.reshape(module.last_predictions[0]["keypoints"], (17, 3))[:, :2]
+    # each scale's crop is predict's crop of the box scaled about its centre (ordered as test_scales)
+    assert len(seen) == len(scales)
+    for crop, factor in zip(seen, read_off.test_scales):
+        want = torch.from_numpy(read_off.crop(blob_image(), BOX, factor)[0]).permute(0, 3, 1, 2).float()
+        assert (crop - want.flip(1)).abs().max() <= 1.0  # uint8 crops by two warps of one matrix
+    assert np.abs(got - np.array(BLOB)).max() <= 0.25  # results are rounded to 1e-3 px
+    assert np.allclose(got, read_off.predict(blob_image(), BOX).keypoints[0, 0], atol=2e-3)

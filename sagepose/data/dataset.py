@@ -44,7 +44,7 @@ class TopDownDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, records: Sequence[Record], sampler: TopDownSampler, train: bool, seed: int = 0,
-                 skip_bad_images: bool = False, cache_images: bool = False):
+                 skip_bad_images: bool = False, cache_images: bool = False, test_scales=(1.0,)):
         if not records:
             raise ValueError("TopDownDataset: no records")
         k = sampler.schema.num_keypoints
@@ -58,6 +58,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.skip_bad_images = skip_bad_images
         self.bad_images = 0
         self._images: dict[str, np.ndarray] | None = {} if cache_images else None
+        # validation's multi-scale test: the box factors besides 1 (each sample's ``img_scales``, in this order)
+        self.extra_scales = () if train else tuple(float(f) for f in test_scales if float(f) != 1.0)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
@@ -75,7 +77,9 @@ class TopDownDataset(torch.utils.data.Dataset):
         ``bbox_score``, ``index``: the key of the sample's device augmentation and of its val row, and the
         record's labels as the file gives them (validation's pixel metrics): ``gt_keypoints`` (K, 2) image px,
         ``gt_visible`` (K,) 1 where labeled, ``bbox`` (4,) xywh image px (clipped to the image), ``head_size``
-        float32 px (MPII PCKh's unit, :attr:`Record.head_size`; NaN where the annotations give no head box)."""
+        float32 px (MPII PCKh's unit, :attr:`Record.head_size`; NaN where the annotations give no head box).
+        Validation with ``test_scales`` besides 1: ``img_scales`` (S, H, W, 3), the crops of the box scaled by each
+        of :attr:`extra_scales` about its centre (as ``predict``'s multi-scale test crops them)."""
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
         for _ in range(MAX_SUBSTITUTIONS):
@@ -93,10 +97,14 @@ class TopDownDataset(torch.utils.data.Dataset):
             raise ImageReadError(f"{record.image_path}: {MAX_SUBSTITUTIONS} unreadable images in a row "
                                  f"while substituting for index {index}")
         s = self.sampler(image, record, rng, self.train)
-        return dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
-                    image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index,
-                    gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh,
-                    head_size=np.float32(record.head_size))
+        out = dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
+                   image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index,
+                   gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh,
+                   head_size=np.float32(record.head_size))
+        if self.extra_scales:
+            out["img_scales"] = np.stack([self.sampler.crop(image, record, s.center, s.scale * f, 0.0, False).crop
+                                          for f in self.extra_scales])
+        return out
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:

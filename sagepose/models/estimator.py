@@ -159,6 +159,12 @@ class TopDownPredictor:
         return F.grid_sample(heatmaps.float(), grid.expand(n, hh, hw, 2), mode="bilinear", padding_mode="zeros",
                              align_corners=True)
 
+    def scale_heatmaps(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        """One scale of the multi-scale test: normalised crops of the boxes scaled by ``factor`` -> their (flip
+        tested) heatmaps in the unscaled boxes' heatmap frame, to be averaged over ``test_scales``."""
+        heatmaps = self.predict_heatmaps(x)
+        return heatmaps if factor == 1.0 else self.to_base_frame(heatmaps, factor)
+
     def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray,
              factor: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """BGR (H, W, 3) image, (N, 4) boxes -> crops (N, h, w, 3) uint8, centers (N, 2), scales (N, 2);
@@ -206,9 +212,7 @@ class TopDownPredictor:
         for factor in self.test_scales:
             parts = [self.crop(img, b, factor) for img, b in zip(images, boxes) if len(b)]
             crops, c, s = (np.concatenate(p) for p in zip(*parts))
-            x = self.normalize(torch.from_numpy(crops).to(self.device))
-            hm = self.predict_heatmaps(x)
-            hm = hm if factor == 1.0 else self.to_base_frame(hm, factor)
+            hm = self.scale_heatmaps(self.normalize(torch.from_numpy(crops).to(self.device)), factor)
             heatmaps = hm if heatmaps is None else heatmaps + hm
             if factor == self.test_scales[0]:
                 center, scale = c, s / factor  # the base box's frame: what the keypoints are decoded in

@@ -226,7 +226,13 @@ class TopDownModule(L.LightningModule):
         head = self.model.head
         if isinstance(head, PerDatasetHeads):
             head.member, head.active = None, self.plan.scored()[dataloader_idx]
-        heatmaps = self.model.predict_heatmaps(x)
+        if "img_scales" in batch:  # the multi-scale test, as predict runs it: averaged in the unscaled box's frame
+            extra = [f for f in self.model.test_scales if f != 1.0]
+            heatmaps = sum(self.model.scale_heatmaps(x if f == 1.0 else
+                                                     self.model.normalize(batch["img_scales"][:, extra.index(f)]), f)
+                           for f in self.model.test_scales) / len(self.model.test_scales)
+        else:
+            heatmaps = self.model.predict_heatmaps(x)
         kpts, scores = self.model.decode(heatmaps)
         kpts = crop_to_image(kpts, self.model.input_size, batch["center"], batch["scale"])
         if self.plan is not None:  # the outputs back to the dataset's own joints

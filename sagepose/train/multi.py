@@ -129,7 +129,7 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
             m = plan.members[i]
             records = member_records(m, "val")
             ds = MemberDataset(TopDownDataset(records, TopDownSampler(schema=m.schema, **common), train=False,
-                                              seed=seed), m.to_model, i, train=False)
+                                              seed=seed, test_scales=model.test_scales), m.to_model, i, train=False)
             shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
             loaders["val"].append(torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard,
                                                               **workers))

@@ -58,7 +58,7 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
             records = load_detections(d.det_json, d.val_json, schema=schema, image_root=d.image_root)
         else:
             records = load_coco(d.val_json, schema=schema, image_root=d.image_root, mode="val")
-        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed)
+        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed, test_scales=model.test_scales)
         shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
         loaders["val"] = torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard, **workers)
     return loaders
