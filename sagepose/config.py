@@ -90,6 +90,10 @@ class DataConfig:
     coarse_dropout_prob: float = 0.0
     blur_prob: float = 0.0  # camera degradation (batch_aug.degrade): Gaussian blur, sigma 0.3-2 px
     noise_prob: float = 0.0  # and sensor noise, std up to 12 grey levels
+    # loader processes: batches in page-locked memory for a faster, asynchronous copy to the GPU (None: when
+    # training on CUDA), and each worker's batches in flight
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
     # several datasets with their own keypoint sets in one run (then train_json / val_json stay unset);
     # data.union: "merged" (joints they share are one output), "concatenated" (each dataset's joints its own
     # outputs) or "convert" (every dataset mapped into model.schema, MMPose's KeypointConverter; midpoints allowed)
@@ -156,6 +160,11 @@ class TrainerConfig:
     keep_every_epochs: int = 0
     # a step whose loss or gradient is not finite is skipped (no weight update); this many in a row stop the run
     max_nonfinite_steps: int = 10
+    # torch.compile of the network (training and validation forward; checkpoints keep plain names). mode and
+    # backend are torch.compile's ("default", "reduce-overhead", "max-autotune"...; "inductor", "aot_eager"...)
+    compile: bool = False
+    compile_mode: str = "default"
+    compile_backend: str = "inductor"
 
 
 @dataclass(frozen=True)
@@ -367,6 +376,7 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
               "transformer-engine-float16", "32", "bf16", "16", "64")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
 SCHEDULES = ("step", "cosine")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 HEATMAP_OUTPUTS = ("raw", "softmax")
 SSL_MODES = ("off", "semi", "unsup_only")
 UNION_MODES = ("merged", "concatenated", "convert")
@@ -412,6 +422,7 @@ def validate(cfg: Config) -> Config:
            "must be (low, high) with 0 < low <= high")
     for name in ("rotate_factor", "shift_factor"):
         _check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0")
+    _check(d.prefetch_factor >= 1, "data.prefetch_factor", d.prefetch_factor, "must be at least 1")
     _check(o.lr > 0, "optim.lr", o.lr, "must be positive")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", o.betas, "each must be in [0, 1)")
@@ -436,6 +447,7 @@ def validate(cfg: Config) -> Config:
     _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "must be at least 1")
     if t.strategy not in ("auto", "ddp", "fsdp"):
         _check_choice(t.strategy, _strategies(), "trainer.strategy", "strategy")
+    _check_choice(t.compile_mode, COMPILE_MODES, "trainer.compile_mode", "torch.compile mode")
     for name in ("val_every_epochs", "log_every_steps", "max_nonfinite_steps"):
         _check(getattr(t, name) >= 1, f"trainer.{name}", getattr(t, name), "must be at least 1")
     for name in ("checkpoint_every_steps", "keep_every_epochs"):

@@ -2,7 +2,9 @@
 adds up to the full batch's gradient; a frozen backbone stays frozen for its phase; val AP reaches the console."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from sagepose.data.synth import generate_dataset
 from sagepose.train.run import fit
 
 NAN = float("nan")
+# the host-read guard (plain AdamW) and the device-side one (fused AdamW skipping on found_inf)
+OPTIMIZERS = pytest.mark.parametrize("opt", ["optim.fused=false", "optim.fused=true"])
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +65,10 @@ def _same(a: dict, b: dict) -> bool:
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_nan_loss_step_is_skipped_with_weights_and_batchnorm_stats_unchanged(data, tmp_path):
+@OPTIMIZERS
+def test_nan_loss_step_is_skipped_with_weights_and_batchnorm_stats_unchanged(data, tmp_path, opt):
     rec = Recorder(nan_output_steps={1})
-    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=3"), callbacks=[rec])
+    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=3", opt), callbacks=[rec])
     before, after_skip, after_next = rec.states[1], rec.states[2], rec.states[3]
     assert _same(before, after_skip)  # weights and BatchNorm running statistics, bit for bit
     assert "backbone.patch_embed.stages.0.1.running_mean" in before  # (the stem has BatchNorm)
@@ -75,20 +80,23 @@ def test_nan_loss_step_is_skipped_with_weights_and_batchnorm_stats_unchanged(dat
     assert steps == {2}  # AdamW stepped twice: the skipped step moved neither weights nor moments
 
 
-def test_nan_gradient_behind_a_finite_loss_is_skipped(data, tmp_path):
+@OPTIMIZERS
+def test_nan_gradient_behind_a_finite_loss_is_skipped(data, tmp_path, opt):
     rec = Recorder(nan_grad_steps={0})
-    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2"), callbacks=[rec])
+    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2", opt), callbacks=[rec])
     assert _same(rec.states[0], rec.states[1]) and not _same(rec.states[1], rec.states[2])
     assert summary["skipped_steps"] == 1
 
 
-def test_a_nan_micro_batch_skips_the_whole_accumulated_step(data, tmp_path):
+@OPTIMIZERS
+def test_a_nan_micro_batch_skips_the_whole_accumulated_step(data, tmp_path, opt):
     class NanSecondMicroBatch(Recorder):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.nan_output_steps = {0} if batch_idx == 1 else set()
 
     rec = NanSecondMicroBatch()
-    fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2", "trainer.accumulate_grad_batches=2"), callbacks=[rec])
+    fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2", "trainer.accumulate_grad_batches=2", opt),
+        callbacks=[rec])
     assert _same(rec.states[0], rec.states[1]) and not _same(rec.states[1], rec.states[2])
 
 
@@ -98,6 +106,47 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run_with_a_clear_message(dat
     with pytest.raises(FloatingPointError, match=r"3 optimizer steps in a row .* non-finite loss or gradient"):
         fit(cfg, callbacks=[rec])
     assert all(_same(rec.states[0], s) for s in rec.states[1:])  # never updated with NaN
+
+
+def test_with_fused_adamw_a_run_of_bad_steps_stops_at_the_next_read_of_the_counters(data, tmp_path):
+    rec = Recorder(nan_output_steps=set(range(100)))
+    cfg = _cfg(data, tmp_path / "run", "trainer.max_nonfinite_steps=3", "optim.fused=true",
+               "trainer.log_every_steps=2")  # read after steps 2 and 4: two bad in a row, then four
+    with pytest.raises(FloatingPointError, match=r"4 optimizer steps in a row .* non-finite loss or gradient"):
+        fit(cfg, callbacks=[rec])
+    assert len(rec.states) == 4 and all(_same(rec.states[0], s) for s in rec.states[1:])  # raised in step 4
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_with_fused_adamw_no_step_reads_the_device(data, tmp_path, monkeypatch, fused):
+    """The fused path keeps the guard on the device: sagepose's training code reads no tensor on the host inside a
+    step (a GPU would wait for its queue there); the plain path reads one flag a step (the check can fail)."""
+    reads = []
+    originals = {name: getattr(torch.Tensor, name) for name in ("item", "tolist", "__bool__", "__int__", "__float__")}
+
+    def counted(name):
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if inside[0] and f"{os.sep}sagepose{os.sep}" in caller:
+                reads.append((name, caller))
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    inside = [False]
+
+    class Window(Callback):
+        def on_train_batch_start(self, *args):
+            inside[0] = True
+
+        def on_train_batch_end(self, *args):
+            inside[0] = False
+
+    for name in originals:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    summary = fit(_cfg(data, tmp_path / "run", "trainer.max_steps=3", f"optim.fused={fused}",
+                       "trainer.log_every_steps=100"), callbacks=[Window(), Recorder(nan_output_steps={1})])
+    assert summary["skipped_steps"] == 1  # read once, at the end of training
+    assert (len(reads) == 0) if fused else (len(reads) >= 3), reads
 
 
 def test_accumulating_4_batches_of_8_gives_the_gradient_of_one_batch_of_32(data, tmp_path):

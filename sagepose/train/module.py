@@ -39,6 +39,12 @@ from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
 from sagepose.train.optim import build_optimizer, build_scheduler
 
+
+def _skips_on_device(optimizer) -> bool:
+    """Whether the optimizer skips a step itself on a ``found_inf`` flag (torch's fused Adam / AdamW)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"))
+
+
 # metric entries that are counts, not scores: kept in last_metrics, not logged
 _COUNTS = ("num_predictions", "num_joints", "num_nonfinite")
 
@@ -72,6 +78,7 @@ class TopDownModule(L.LightningModule):
         self.last_metrics: dict = {}
         self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss or gradient, in all
         self.skipped_in_row = 0
+        self._guard: torch.Tensor | None = None  # the fused path's device counters (_read_guard)
         self._step_bad: torch.Tensor | None = None  # any non-finite loss in this step's micro-batches
         self._stats_before: list[torch.Tensor] = []
         self._backbone_frozen = False
@@ -105,6 +112,14 @@ class TopDownModule(L.LightningModule):
         if self.cfg.trainer.use_joint_weights:
             weights = weights * self.joint_weights
         return targets, weights
+
+    def on_fit_start(self):
+        t = self.cfg.trainer
+        if t.compile and getattr(self.model, "_compiled_call_impl", None) is None:
+            # in place (nn.Module.compile): the forward is compiled, parameters and state-dict names stay as they
+            # are, so checkpoints load uncompiled; static shapes (a last short batch compiles once more)
+            kwargs = {"mode": t.compile_mode} if t.compile_backend == "inductor" else {}
+            self.model.compile(backend=t.compile_backend, dynamic=False, **kwargs)
 
     def on_train_batch_start(self, batch, batch_idx):
         # phase one of a fine-tuning recipe: the head learns on a frozen backbone (checked every batch, so
@@ -148,8 +163,13 @@ class TopDownModule(L.LightningModule):
 
     # ---- non-finite guard --------------------------------------------------------------------
     def on_before_optimizer_step(self, optimizer):
-        """Skip the step (drop every gradient, restore BatchNorm statistics) if its loss or gradient is not
-        finite on any rank; stop the run after ``trainer.max_nonfinite_steps`` such steps in a row."""
+        """Skip the step (no weight, moment or BatchNorm-statistics update) if its loss or gradient is not finite on
+        any rank; stop the run after ``trainer.max_nonfinite_steps`` such steps in a row.
+
+        With a fused AdamW (``optim.fused``) the decision stays on the device: the optimizer's ``found_inf`` makes
+        its kernel skip the update, as under a GradScaler, and the counters are device tensors read every
+        ``trainer.log_every_steps`` steps (so a run of bad steps stops at the next such read). Otherwise the
+        decision is read on the host each step and the gradients are dropped."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         bad = self._step_bad.clone()
         if grads:  # the norm of all gradients overflows or turns NaN iff some gradient is not finite
@@ -157,7 +177,20 @@ class TopDownModule(L.LightningModule):
             total = torch.linalg.vector_norm(torch.stack([n.float().to(bad.device) for n in norms]))
             bad |= ~torch.isfinite(total)
         # every rank must take the same decision (their gradients may be sharded): one small reduction a step
-        if self.trainer.strategy.reduce(bad.float(), reduce_op="max").item() == 0:
+        bad = self.trainer.strategy.reduce(bad.float(), reduce_op="max") > 0
+        if _skips_on_device(optimizer):
+            optimizer.found_inf = bad.float()
+            for buf, before in zip(self._running_stats(), self._stats_before):
+                buf.copy_(torch.where(bad, before, buf))
+            if self._guard is None:
+                # skipped since the last read, in a row now, most in a row since the last read
+                self._guard = torch.tensor([0, self.skipped_in_row, self.skipped_in_row], device=bad.device)
+            in_row = (self._guard[1] + 1) * bad
+            self._guard = torch.stack([self._guard[0] + bad, in_row, torch.maximum(self._guard[2], in_row)])
+            if (self.global_step + 1) % self.cfg.trainer.log_every_steps == 0:
+                self._read_guard()
+            return
+        if not bad.item():
             self.skipped_in_row = 0
             return
         for p in self.parameters():
@@ -167,13 +200,31 @@ class TopDownModule(L.LightningModule):
         self.skipped_steps += 1
         self.skipped_in_row += 1
         self.log("train/skipped_steps", float(self.skipped_steps))
+        self._check_in_row(self.skipped_in_row)
+
+    def _read_guard(self, log: bool = True) -> None:
+        """The device counters of the fused path into ``skipped_steps`` / ``skipped_in_row`` (one host read)."""
+        if self._guard is None:
+            return
+        skipped, in_row, most = (int(v) for v in self._guard.tolist())
+        self._guard = torch.tensor([0, in_row, in_row], dtype=torch.int64, device=self._guard.device)
+        self.skipped_steps += skipped
+        if skipped and log:
+            self.log("train/skipped_steps", float(self.skipped_steps))
+        self.skipped_in_row = in_row
+        self._check_in_row(most)
+
+    def _check_in_row(self, in_row: int) -> None:
         limit = self.cfg.trainer.max_nonfinite_steps
-        if self.skipped_in_row >= limit:
+        if in_row >= limit:
             raise FloatingPointError(
-                f"stopping: {self.skipped_in_row} optimizer steps in a row (the last at step {self.global_step}) "
+                f"stopping: {in_row} optimizer steps in a row (the last at step {self.global_step} or before) "
                 f"had a non-finite loss or gradient; they were skipped without updating the weights. Lower "
                 f"optim.lr, check the data, or raise trainer.max_nonfinite_steps (now {limit}); the last complete "
                 f"checkpoint is in {self.cfg.trainer.out_dir}/checkpoints/.")
+
+    def on_train_end(self) -> None:
+        self._read_guard(log=False)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if gradient_clip_val and self.trainer.strategy.__class__.__name__ == "FSDPStrategy":
@@ -187,6 +238,7 @@ class TopDownModule(L.LightningModule):
         # Lightning restores model, optimizer, scheduler, loops and callbacks (EMA); the global RNGs (drop
         # path), the guard's counters and the train loader's position (see on_train_start) are ours. RNGs
         # are rank 0's in a DDP run; stored as tensors and tuples (Lightning loads with weights_only=True).
+        self._read_guard(log=False)
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
                "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}

@@ -97,14 +97,14 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
                         world_size: int = 1) -> dict:
     """``{"train": one loader over every dataset with train_json, mixed by weight; "val": [one loader per scored
     member]}`` (rank ``rank``'s shards, as :func:`sagepose.train.run.build_loaders`)."""
-    from sagepose.data import TopDownDataset, TopDownSampler, collate
+    from sagepose.data import TopDownDataset, TopDownSampler
     from sagepose.data.multi import ConcatMembers, MemberDataset
-    from sagepose.train.run import SAMPLER_AUGMENT_FIELDS
+    from sagepose.train.run import SAMPLER_AUGMENT_FIELDS, loader_options
     from sagepose.train.sampling import MixingSampler, ResumableLoader, ShardSampler
 
     d, seed = cfg.data, cfg.trainer.seed
     common = dict(input_size=tuple(model.input_size), udp=model.codec.udp)
-    workers = dict(num_workers=d.num_workers, collate_fn=collate, persistent_workers=d.num_workers > 0)
+    workers = loader_options(cfg)
     loaders: dict = {}
     if train:
         augment = {name: getattr(d, name) for name in SAMPLER_AUGMENT_FIELDS}

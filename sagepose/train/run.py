@@ -21,13 +21,33 @@ SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate
                            "shift_factor", "shift_prob")
 
 
+def uses_cuda(cfg: Config) -> bool:
+    """Whether the run trains on CUDA GPUs (``trainer.accelerator`` gpu / cuda, or auto with one present)."""
+    a = cfg.trainer.accelerator
+    return a in ("gpu", "cuda") or (a == "auto" and torch.cuda.is_available())
+
+
+def loader_options(cfg: Config) -> dict:
+    """The DataLoader arguments every loader of a run shares: ``data.num_workers`` processes kept between epochs,
+    the collate, batches in page-locked memory when they go to a GPU (``data.pin_memory``; Lightning's copy to the
+    device is then asynchronous) and ``data.prefetch_factor`` batches in flight per worker."""
+    from sagepose.data import collate
+
+    d = cfg.data
+    options = dict(num_workers=d.num_workers, collate_fn=collate, persistent_workers=d.num_workers > 0,
+                   pin_memory=uses_cuda(cfg) if d.pin_memory is None else d.pin_memory)
+    if d.num_workers > 0:
+        options["prefetch_factor"] = d.prefetch_factor
+    return options
+
+
 def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_size: int = 1, val: bool = True):
     """Train and val DataLoaders for a top-down model (val on GT boxes, or on ``data.det_json``).
 
     Each is rank ``rank``'s shard of ``world_size``: training shards are padded to equal length and
     resumable mid-epoch (:class:`ResumableLoader`); val shards are uneven and hold each instance once.
     """
-    from sagepose.data import TopDownDataset, TopDownSampler, collate, load_coco, load_detections
+    from sagepose.data import TopDownDataset, TopDownSampler, load_coco, load_detections
     from sagepose.train.sampling import ResumableLoader, ShardSampler
 
     d = cfg.data
@@ -38,7 +58,7 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
                                    world_size=world_size)
     schema = model.schema
     common = dict(schema=schema, input_size=tuple(model.input_size), udp=model.codec.udp)
-    workers = dict(num_workers=d.num_workers, collate_fn=collate, persistent_workers=d.num_workers > 0)
+    workers = loader_options(cfg)
     loaders = {}
     if train:
         if not d.train_json:
@@ -76,7 +96,7 @@ def unlabeled_records(cfg: Config, verbose: bool = True):
 
 def build_unlabeled_loader(cfg: Config, model, records, rank: int = 0, world_size: int = 1):
     """Rank ``rank``'s resumable shard of the unlabeled crops (a seeded permutation per epoch, as training's)."""
-    from sagepose.data import UnlabeledDataset, collate
+    from sagepose.data import UnlabeledDataset
     from sagepose.train.sampling import ResumableLoader, ShardSampler
 
     d, s = cfg.data, cfg.ssl
@@ -84,8 +104,7 @@ def build_unlabeled_loader(cfg: Config, model, records, rank: int = 0, world_siz
                           cache_images=d.cache_images)
     shard = ShardSampler(len(ds), seed=cfg.trainer.seed + 1, shuffle=True, rank=rank, world_size=world_size)
     return ResumableLoader(ds, shard, batch_size=s.batch_size, drop_last=len(shard) > s.batch_size,
-                           generator=torch.Generator().manual_seed(cfg.trainer.seed + 1), num_workers=d.num_workers,
-                           collate_fn=collate, persistent_workers=d.num_workers > 0)
+                           generator=torch.Generator().manual_seed(cfg.trainer.seed + 1), **loader_options(cfg))
 
 
 class TopDownData(L.LightningDataModule):
@@ -143,6 +162,10 @@ def check_config(cfg: Config) -> None:
     if cfg.ssl.mode != "off" and t.strategy == "fsdp":
         raise ConfigError(f"ssl.mode={cfg.ssl.mode!r} with trainer.strategy=fsdp: the EMA teacher is not sharded yet "
                           "(it would be wrapped with the student's blocks); use ddp", key="trainer.strategy")
+    if t.compile and t.strategy == "fsdp":
+        raise ConfigError("trainer.compile with trainer.strategy=fsdp: the network is compiled in place after the "
+                          "strategy wraps it, which FSDP's flat parameters do not support here; use ddp or one device",
+                          key="trainer.compile")
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
@@ -172,6 +195,10 @@ def _trainer(cfg: Config, out_dir: Path, callbacks=()):
 
     t = cfg.trainer
     max_time = None if t.max_time_minutes is None else {"minutes": t.max_time_minutes}
+    if t.progress_bar:  # on a GPU a bar redrawn every step reads the logged loss every step: every N steps
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=t.log_every_steps if uses_cuda(cfg) else 1)]
     return L.Trainer(
         default_root_dir=str(out_dir), max_epochs=t.max_epochs, max_steps=t.max_steps,
         max_time=max_time, precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
