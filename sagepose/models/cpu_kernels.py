@@ -40,8 +40,9 @@ def mmpose_arithmetic():
 
 
 def in_mmpose_arithmetic() -> bool:
-    """Whether this code runs inside :func:`mmpose_arithmetic`."""
-    return _MMPOSE_ARITHMETIC.get()
+    """Whether this code runs inside :func:`mmpose_arithmetic` (never under torch.compile, which would break its
+    graph at the context variable)."""
+    return not torch.compiler.is_compiling() and _MMPOSE_ARITHMETIC.get()
 
 
 @functools.cache
@@ -66,9 +67,10 @@ def onednn_available() -> bool:
 
 def _onednn_linear_ok(x: torch.Tensor) -> bool:
     """Whether :func:`linear` takes the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
-    return (not _MMPOSE_ARITHMETIC.get() and not torch.is_grad_enabled() and type(x) is torch.Tensor
-            and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling() and onednn_available())
+    # is_compiling first: torch.compile folds it, and never traces the context variable (a graph break)
+    return (not torch.compiler.is_compiling() and not _MMPOSE_ARITHMETIC.get() and not torch.is_grad_enabled()
+            and type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing() and onednn_available())
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torch.Tensor | None = None):
