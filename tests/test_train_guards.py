@@ -149,6 +149,23 @@ def test_with_fused_adamw_no_step_reads_the_device(data, tmp_path, monkeypatch, 
     assert (len(reads) == 0) if fused else (len(reads) >= 3), reads
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fused_adamw_steps_on_clipped_gradients_in_every_precision(data, tmp_path, precision):
+    """Lightning's bf16 plugin refuses to clip for a fused optimizer; the module clips itself (no scaler to undo)."""
+    norms = []
+
+    class StepNorms(Callback):
+        def on_fit_start(self, trainer, pl_module):
+            def record(optimizer, args, kwargs):
+                grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+            trainer.optimizers[0].register_step_post_hook(record)  # the closure (backward, clipping) runs in step
+
+    fit(_cfg(data, tmp_path / "run", "trainer.max_steps=2", "optim.fused=true", "optim.grad_clip=0.001",
+             f"trainer.precision={precision}"), callbacks=[StepNorms()])
+    assert len(norms) == 2 and all(n <= 0.001 * (1 + 1e-5) for n in norms), norms
+
+
 def test_accumulating_4_batches_of_8_gives_the_gradient_of_one_batch_of_32(data, tmp_path):
     class FirstGradient(Callback):
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):

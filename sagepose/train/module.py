@@ -230,8 +230,14 @@ class TopDownModule(L.LightningModule):
         if gradient_clip_val and self.trainer.strategy.__class__.__name__ == "FSDPStrategy":
             # the norm of sharded gradients needs FSDP's own all-reduce (Lightning leaves this to the module)
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
-        else:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_val:
+            # by hand: no GradScaler runs here (fp16 is refused), so there is nothing to unscale first; Lightning's
+            # bf16 plugin refuses to clip for an optimizer that could unscale itself (fused AdamW), though none will
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ---- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
