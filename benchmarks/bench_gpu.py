@@ -35,11 +35,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]  # sagepose, bench_memory
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # sagepose, and bench_memory beside this file
 
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = HERE.parent
 PARTS = ("train", "e2e", "infer", "memory")
 MMPOSE_H100 = {"train": 706.0, "infer": 6226.0}  # img/s, issue 15 (quoted, not measured here)
 # (model, input size w x h, batch option): the training rows

@@ -4,9 +4,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from sagepose.config import load_config
+from sagepose.config import ConfigError, load_config
 from sagepose.data.synth import generate_dataset
-from sagepose.config import ConfigError
 from sagepose.models import build_model
 from sagepose.train.run import check_config, fit
 

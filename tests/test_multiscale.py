@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from sagepose.codecs import build_codec
-from sagepose.keypoints import get_schema
 from sagepose.config import ConfigError, load_config
+from sagepose.keypoints import get_schema
 from sagepose.models import build_model, build_model_from_config
 from sagepose.models.estimator import TopDownPredictor, check_test_scales
 from sagepose.models.zoo import generic_schema
