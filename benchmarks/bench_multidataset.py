@@ -249,10 +249,10 @@ def tables(header: str, rows: list[dict], trans: list[dict]) -> tuple[str, list[
                      f"{t['pairs'] or ''} |")
     groups = [t for t in trans if "PCKh_copied" in t]
     if groups:
-        lines += ["", "PCKh by joint group on the MPII val set (copied: the 12 joints COCO-17 has -- shoulders, "
-                  "elbows, wrists, hips, knees, ankles -- which the fixed map copies; rest: head top and upper neck; "
-                  "pelvis and thorax are not scored). Ceiling: the ratio a translator keeping the copied joints would reach "
-                  "with every other joint right.", "",
+        lines += ["", "PCKh by joint group on the MPII val set (copied: the 12 joints COCO-17 has -- shoulders, elbows,"
+                  " wrists, hips, knees, ankles -- which the fixed map copies; rest: head top and upper neck; "
+                  "pelvis and thorax are not scored). Ceiling: the ratio a translator keeping the copied joints "
+                  "would reach with every other joint right.", "",
                   "| translation | translator | PCKh copied (translated / direct) | PCKh rest (translated / direct) | "
                   "copied share of the weight | ceiling ratio |", "|---|---|---|---|---|---|"]
         for t in groups:
