@@ -77,6 +77,10 @@ class DataConfig:
     # keep decoded training images in RAM (each loader process its own copy): skips the JPEG decode, about
     # half of a small crop's loading cost; H x W x 3 bytes per image (the demo's 5000: 1.2 GB)
     cache_images: bool = False
+    # decode each JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg's scaled IDCT) when the crop is at least that many
+    # times smaller than the person's box: less decode and warp work per sample, crops low-pass filtered by block
+    # means instead of bilinear point samples (benchmarks/bench_dataloader.py states speed and pixel difference)
+    reduced_decode: bool = False
     # per-sample geometric augmentation (MMPose's defaults; TopDownSampler's defaults are these, written once)
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
@@ -423,6 +427,8 @@ def validate(cfg: Config) -> Config:
     for name in ("rotate_factor", "shift_factor"):
         _check(getattr(d, name) >= 0, f"data.{name}", getattr(d, name), "must be >= 0")
     _check(d.prefetch_factor >= 1, "data.prefetch_factor", d.prefetch_factor, "must be at least 1")
+    _check(not (d.reduced_decode and d.cache_images), "data.reduced_decode", d.reduced_decode,
+           "decodes each sample at the size its crop needs; data.cache_images keeps full images: choose one")
     _check(o.lr > 0, "optim.lr", o.lr, "must be positive")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", o.betas, "each must be in [0, 1)")

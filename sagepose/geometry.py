@@ -173,6 +173,13 @@ def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return (a @ b)[:2]
 
 
+def reduced_to_full_matrix(factor: int) -> np.ndarray:
+    """2x3 affine from an image decoded at 1/``factor`` (:func:`sagepose.image.read_image_reduced`: block means) to
+    the full image's pixels: ``x = factor * x_r + (factor - 1) / 2``."""
+    off = (factor - 1) / 2.0
+    return np.array([[float(factor), 0.0, off], [0.0, float(factor), off]])
+
+
 def hflip_matrix(width: float) -> np.ndarray:
     """2x3 affine of a horizontal image flip, ``x' = width - 1 - x`` (cv2.flip / flip_keypoints_lr)."""
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])

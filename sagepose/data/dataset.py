@@ -17,7 +17,7 @@ import torch
 
 from sagepose.data.coco import Record
 from sagepose.data.transforms import TopDownSampler
-from sagepose.image import ImageReadError, read_image
+from sagepose.image import ImageReadError, read_image, read_image_reduced
 
 MAX_SUBSTITUTIONS = 10  # consecutive unreadable images tolerated per item with skip_bad_images
 
@@ -40,11 +40,14 @@ class TopDownDataset(torch.utils.data.Dataset):
     An unreadable image raises :class:`ImageReadError` naming the file; with
     ``skip_bad_images=True`` another random record is used instead and the event is
     counted (``bad_images``, per process) and warned about. ``cache_images``: keep every
-    decoded image in memory after its first use (per process; a bad image is never cached).
+    decoded image in memory after its first use (per process; a bad image is never cached). ``reduced_decode``:
+    each sample's crop is planned first and its JPEG decoded at the largest of 1/2, 1/4, 1/8 that still gives a
+    decoded pixel per crop pixel (:meth:`TopDownSampler.reduction`); the same draws, the same geometry.
     """
 
     def __init__(self, records: Sequence[Record], sampler: TopDownSampler, train: bool, seed: int = 0,
-                 skip_bad_images: bool = False, cache_images: bool = False, test_scales=(1.0,)):
+                 skip_bad_images: bool = False, cache_images: bool = False, test_scales=(1.0,),
+                 reduced_decode: bool = False):
         if not records:
             raise ValueError("TopDownDataset: no records")
         k = sampler.schema.num_keypoints
@@ -57,7 +60,11 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.skip_bad_images = skip_bad_images
         self.bad_images = 0
+        if reduced_decode and cache_images:
+            raise ValueError("TopDownDataset: reduced_decode decodes each sample at its own size; cache_images keeps "
+                             "full images: choose one")
         self._images: dict[str, np.ndarray] | None = {} if cache_images else None
+        self.reduced_decode = reduced_decode
         # validation's multi-scale test: the box factors besides 1 (each sample's ``img_scales``, in this order)
         self.extra_scales = () if train else tuple(float(f) for f in test_scales if float(f) != 1.0)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -82,9 +89,19 @@ class TopDownDataset(torch.utils.data.Dataset):
         of :attr:`extra_scales` about its centre (as ``predict``'s multi-scale test crops them)."""
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
+        reduced, plan = 1, None
         for _ in range(MAX_SUBSTITUTIONS):
             try:
-                image = self._read(record.image_path)
+                if self.reduced_decode:  # the crop's geometry first, then a JPEG decoded at the size it needs
+                    state = rng.bit_generator.state
+                    plan = self.sampler.plan(record, rng, self.train, record.width)
+                    image, reduced = read_image_reduced(record.image_path, self.sampler.reduction(plan[1]))
+                    if image.shape[1] != -(-record.width // reduced):  # the json's image size is not the file's
+                        rng.bit_generator.state = state  # then as without reduced_decode, draw for draw
+                        image = image if reduced == 1 else self._read(record.image_path)
+                        reduced, plan = 1, None
+                else:
+                    image = self._read(record.image_path)
                 break
             except ImageReadError as e:
                 if not self.skip_bad_images:
@@ -96,13 +113,18 @@ class TopDownDataset(torch.utils.data.Dataset):
         else:
             raise ImageReadError(f"{record.image_path}: {MAX_SUBSTITUTIONS} unreadable images in a row "
                                  f"while substituting for index {index}")
-        s = self.sampler(image, record, rng, self.train)
+        if plan is None:
+            s = self.sampler(image, record, rng, self.train)
+        else:
+            s = self.sampler.crop(image, record, *plan, reduced=reduced, width=record.width)
         out = dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
                    image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index,
                    gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh,
                    head_size=np.float32(record.head_size))
         if self.extra_scales:
-            out["img_scales"] = np.stack([self.sampler.crop(image, record, s.center, s.scale * f, 0.0, False).crop
+            width = record.width if reduced > 1 else None
+            out["img_scales"] = np.stack([self.sampler.crop(image, record, s.center, s.scale * f, 0.0, False,
+                                                            reduced=reduced, width=width).crop
                                           for f in self.extra_scales])
         return out
 

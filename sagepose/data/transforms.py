@@ -52,28 +52,43 @@ class TopDownSampler:
     def __call__(self, image_bgr: np.ndarray, record: Record, rng: np.random.Generator,
                  train: bool) -> Sample:
         """(H, W, 3) uint8 image + record -> :class:`Sample`; ``train=False`` gives the plain box crop."""
+        return self.crop(image_bgr, record, *self.plan(record, rng, train, image_bgr.shape[1]))
+
+    def plan(self, record: Record, rng: np.random.Generator, train: bool, width: int) -> tuple:
+        """The random part, before any pixel: -> ``(center, scale, rotation, flip, keypoints, visible)``, the
+        arguments of :meth:`crop` after the record (``width``: the full image's, for the flip)."""
         center, scale = geometry.box_to_center_scale(geometry.xywh_to_xyxy(record.bbox_xywh), self.padding)
         keypoints, visible = record.keypoints, record.visible
         flip, rotation = False, 0.0
         if train:
             flip = rng.random() < self.flip_prob
             if flip:
-                width = image_bgr.shape[1]
                 center = np.array([width - 1 - center[0], center[1]], np.float32)
                 keypoints, visible = geometry.flip_keypoints_lr(keypoints, visible, width,
                                                                 self.schema.flip_indices)
             center, scale = self._half_body(keypoints, visible, center, scale, rng)
             center, scale, rotation = self._box_jitter(center, scale, rng)
-        return self.crop(image_bgr, record, center, scale, rotation, flip, keypoints, visible)
+        return center, scale, rotation, flip, keypoints, visible
+
+    def reduction(self, scale) -> int:
+        """The largest decode reduction (1, 2, 4 or 8) that keeps at least one decoded pixel per crop pixel for a
+        crop of box ``scale`` (w, h image px): the box is at least that many times the crop on both sides."""
+        w, h = self.input_size
+        fixed = geometry.fix_aspect_ratio(scale, w / h)
+        ratio = min(float(fixed[0]) / w, float(fixed[1]) / h)
+        return next(f for f in (8, 4, 2, 1) if ratio >= f or f == 1)
 
     def crop(self, image_bgr: np.ndarray, record: Record, center, scale, rotation: float, flip: bool,
-             keypoints: np.ndarray | None = None, visible: np.ndarray | None = None) -> Sample:
+             keypoints: np.ndarray | None = None, visible: np.ndarray | None = None, reduced: int = 1,
+             width: int | None = None) -> Sample:
         """The deterministic part: crop box ``center`` / ``scale`` (of the flipped image if ``flip``).
 
         ``keypoints`` / ``visible`` (K, 2) / (K,) are already flipped when ``flip``; they
-        default to the record's (flipped here if needed).
+        default to the record's (flipped here if needed). ``reduced`` > 1: ``image_bgr`` is the image decoded at
+        1/``reduced`` (:func:`sagepose.image.read_image_reduced`) and ``width`` the full image's; the geometry is
+        the full image's, the warp reads the reduced one.
         """
-        width = image_bgr.shape[1]
+        width = image_bgr.shape[1] if width is None else width
         if keypoints is None:
             keypoints, visible = record.keypoints, record.visible
             if flip:
@@ -83,6 +98,8 @@ class TopDownSampler:
         scale = geometry.fix_aspect_ratio(scale, w / h)
         matrix = geometry.crop_matrix(center, scale, rotation, self.input_size, self.udp)
         image_matrix = geometry.compose_affine(matrix, geometry.hflip_matrix(width)) if flip else matrix
+        if reduced != 1:
+            image_matrix = geometry.compose_affine(image_matrix, geometry.reduced_to_full_matrix(reduced))
         return Sample(
             crop=geometry.warp_image(image_bgr, image_matrix, self.input_size),
             keypoints=geometry.apply_affine(keypoints, matrix).astype(np.float32),

@@ -114,7 +114,8 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
                 continue
             records = member_records(m, "train")
             ds = TopDownDataset(records, TopDownSampler(schema=m.schema, **common, **augment), train=True,
-                                seed=seed + 7919 * i, cache_images=d.cache_images)  # members draw apart
+                                seed=seed + 7919 * i, cache_images=d.cache_images,  # members draw apart
+                                reduced_decode=d.reduced_decode)
             parts.append(MemberDataset(ds, m.to_model, i))
             weights.append(m.config.weight)
         if not parts:
@@ -129,7 +130,8 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
             m = plan.members[i]
             records = member_records(m, "val")
             ds = MemberDataset(TopDownDataset(records, TopDownSampler(schema=m.schema, **common), train=False,
-                                              seed=seed, test_scales=model.test_scales), m.to_model, i, train=False)
+                                              seed=seed, test_scales=model.test_scales,
+                                              reduced_decode=d.reduced_decode), m.to_model, i, train=False)
             shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
             loaders["val"].append(torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard,
                                                               **workers))

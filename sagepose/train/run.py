@@ -66,7 +66,8 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
         augment = {name: getattr(d, name) for name in SAMPLER_AUGMENT_FIELDS}
         sampler = TopDownSampler(**common, **augment)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
-        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images)
+        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images,
+                            reduced_decode=d.reduced_decode)
         shard = ShardSampler(len(ds), seed=cfg.trainer.seed, shuffle=True, rank=rank, world_size=world_size)
         # the generator only seeds worker processes (the dataset's randomness is explicit); a loader of its
         # own keeps the global RNG stream the same however often loaders are created (resume)
@@ -78,7 +79,8 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
             records = load_detections(d.det_json, d.val_json, schema=schema, image_root=d.image_root)
         else:
             records = load_coco(d.val_json, schema=schema, image_root=d.image_root, mode="val")
-        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed, test_scales=model.test_scales)
+        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed, test_scales=model.test_scales,
+                            reduced_decode=d.reduced_decode)
         shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
         loaders["val"] = torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard, **workers)
     return loaders
