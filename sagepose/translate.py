@@ -67,6 +67,15 @@ class TranslatorConfig:
     # COCO's hips) or copied as the map gives them (conventions known to agree: the network then learns only the
     # joints the source lacks; on the synthetic benchmark, where one renderer labels every schema, copying wins)
     refine_covered: bool = True
+    # the joints the fixed map does not give start from an affine combination of the source joints (weights summing
+    # to 1, the same for x and y: it moves, turns and scales with the person), fitted in closed form on the pairs;
+    # the network adds a residual. False: the network places those joints from nothing
+    affine_base: bool = True
+    ridge: float = 1e-3  # the affine fit's ridge, per pair and coordinate
+    # each batch's pairs turned by a random angle within +-augment_rotate degrees and mirrored (joints swapped left /
+    # right) with probability augment_flip, source and target together: the mapping does not depend on either
+    augment_rotate: float = 0.0
+    augment_flip: float = 0.0
 
 
 # ---- results <-> arrays ------------------------------------------------------------------------------------------
@@ -156,6 +165,9 @@ class Translator(nn.Module):
 
     def __init__(self, kmap: KeypointMap, hidden: int = 256, layers: int = 3, refine_covered: bool = True):
         super().__init__()
+        # (K_t, K_s): each joint the map does not give as an affine combination of the source joints (fit_affine_base;
+        # zero rows: the joint starts at the frame's centre)
+        self.register_buffer("base_weights", torch.zeros(kmap.target.num_keypoints, kmap.source.num_keypoints))
         if hidden < 1 or layers < 1:
             raise ValueError(f"translator: hidden and layers must be >= 1, got hidden={hidden}, layers={layers}")
         self.kmap = kmap
@@ -171,6 +183,7 @@ class Translator(nn.Module):
 
     def forward(self, keypoints: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         base, _ = self.kmap.apply_torch(keypoints, scores)  # 0 where the map gives nothing
+        base = base + torch.einsum("ts,nsc->ntc", self.base_weights.to(keypoints.dtype), keypoints)
         x = torch.cat([keypoints.flatten(1), scores], 1)
         xy = base + self.coords(x).view(-1, self.num_target, 2)
         return (xy if self.refine_covered else torch.where(self.covered, base, xy)), self.flags(x)
@@ -270,6 +283,47 @@ def training_pairs(predictions: list[dict], labels_json: str, source: KeypointSc
 
 
 # ---- fitting ----------------------------------------------------------------------------------------------------
+def fit_affine_base(src: np.ndarray, tgt: np.ndarray, labeled: np.ndarray, free: np.ndarray,
+                    ridge: float = 1e-3) -> np.ndarray:
+    """(K_t, K_s) weights: for each target joint of ``free`` (a bool per target joint) the combination ``w`` of the
+    source joints, ``sum(w) == 1``, the same for x and y, minimising ``sum |sum_j w_j src_j - tgt|^2 + ridge n |w|^2``
+    over the pairs that label the joint (closed form, the constraint by a Lagrange multiplier). Such a combination
+    commutes with moving, turning, scaling and mirroring the whole person. Rows of joints not free, or labeled in
+    no pair, are 0."""
+    n_src = src.shape[1]
+    out = np.zeros((tgt.shape[1], n_src))
+    ones = np.ones(n_src)
+    for t in np.flatnonzero(free):
+        m = labeled[:, t]
+        if not m.any():
+            continue
+        a = src[m].transpose(0, 2, 1).reshape(-1, n_src)  # (pairs x 2, K_s)
+        b = tgt[m, t].reshape(-1)
+        gram = a.T @ a + ridge * len(a) * np.eye(n_src)
+        inv_ab, inv_1 = np.linalg.solve(gram, a.T @ b), np.linalg.solve(gram, ones)
+        out[t] = inv_ab + inv_1 * (1.0 - ones @ inv_ab) / (ones @ inv_1)
+    return out
+
+
+def _augment_pairs(batch, gen: torch.Generator, cfg: TranslatorConfig, flip_src, flip_tgt):
+    """Turn each pair by a random angle and mirror some (left / right joints swapped), source and target alike."""
+    src, scores, tgt, labeled = batch
+    n = len(src)
+    if cfg.augment_flip > 0:
+        flip = torch.rand(n, generator=gen) < cfg.augment_flip
+        sign = torch.tensor([-1.0, 1.0])
+        src = torch.where(flip[:, None, None], src[:, flip_src] * sign, src)
+        scores = torch.where(flip[:, None], scores[:, flip_src], scores)
+        tgt = torch.where(flip[:, None, None], tgt[:, flip_tgt] * sign, tgt)
+        labeled = torch.where(flip[:, None], labeled[:, flip_tgt], labeled)
+    if cfg.augment_rotate > 0:
+        angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.augment_rotate)
+        c, s_ = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([c, -s_], -1), torch.stack([s_, c], -1)], -2)  # (n, 2, 2)
+        src, tgt = src @ rot.transpose(1, 2), tgt @ rot.transpose(1, 2)
+    return src, scores, tgt, labeled
+
+
 def _losses(model: Translator, src, src_scores, tgt, labeled) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean L1 over the labeled target coordinates, mean BCE of the labeled flags."""
     xy, logit = model(src, src_scores)
@@ -312,6 +366,12 @@ def fit_translator(predictions: list[dict], labels_json: str, source_schema, tar
     n_held = int(round(cfg.holdout * counts["pairs"])) if counts["pairs"] >= 20 else 0
     held = [t[order[:n_held]] for t in data]
     fit_data = [t[order[n_held:]] for t in data] if n_held else data
+    if cfg.affine_base:  # on the pairs the network fits, not the held-out ones
+        fit_idx = order[n_held:].numpy() if n_held else np.arange(counts["pairs"])
+        weights = fit_affine_base(arrays["src"][fit_idx], arrays["tgt"][fit_idx], arrays["tgt_labeled"][fit_idx],
+                                  ~np.asarray(kmap.covered), cfg.ridge)
+        model.base_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+    flips = (torch.as_tensor(source.flip_indices), torch.as_tensor(target.flip_indices))
     n = len(fit_data[0])
     per_epoch = math.ceil(n / cfg.batch_size)
     steps = cfg.epochs * per_epoch
@@ -323,7 +383,10 @@ def fit_translator(predictions: list[dict], labels_json: str, source_schema, tar
         perm = torch.randperm(n, generator=gen)
         for b in range(per_epoch):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            coord, flag = _losses(model, *(t[idx] for t in fit_data))
+            batch = [t[idx] for t in fit_data]
+            if cfg.augment_rotate > 0 or cfg.augment_flip > 0:
+                batch = _augment_pairs(batch, gen, cfg, *flips)
+            coord, flag = _losses(model, *batch)
             opt.zero_grad(set_to_none=True)
             (coord + flag).backward()
             opt.step()
@@ -425,7 +488,9 @@ def load_translator(path) -> Translator:
         known = {f.name for f in fields(TranslatorConfig)}
         cfg = TranslatorConfig(**{k: v for k, v in obj["config"].items() if k in known})
         model = Translator(kmap, cfg.hidden, cfg.layers, cfg.refine_covered)
-        model.load_state_dict(obj["state_dict"])
+        state = dict(obj["state_dict"])
+        state.setdefault("base_weights", model.base_weights)  # files from before the affine base: none
+        model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise TranslatorFileError(f"{path}: inconsistent translator file ({first})") from None

@@ -328,3 +328,50 @@ def test_copy_covered_keeps_the_fixed_maps_joints_and_learns_the_rest(pairs_data
     T.save_translator(path, model, cfg, "coco", "mpii", {})
     again = as_array(T.translate_results(T.load_translator(path), results), 16)
     np.testing.assert_allclose(again, got)
+
+
+# ---- the affine base and pair augmentation -----------------------------------------------------------------------
+def test_the_affine_base_recovers_the_head_joints_analytic_combinations(pairs_data):
+    """Head top = 2.5 nose - 0.75 (left + right shoulder), upper neck = 0.3 nose + 0.35 (left + right shoulder):
+    combinations whose weights sum to 1, found in closed form from the pairs."""
+    labels, _, preds = pairs_data
+    arrays, _ = T.training_pairs(preds, str(labels), COCO17, MPII16)
+    free = np.zeros(16, bool)
+    free[[M["head_top"], M["upper_neck"], M["left_ankle"]]] = True
+    w = T.fit_affine_base(arrays["src"], arrays["tgt"], arrays["tgt_labeled"], free, ridge=1e-12)
+    expect = {"head_top": {"nose": 2.5, "left_shoulder": -0.75, "right_shoulder": -0.75},
+              "upper_neck": {"nose": 0.3, "left_shoulder": 0.35, "right_shoulder": 0.35}}
+    for joint, weights in expect.items():
+        want = np.zeros(17)
+        for name, v in weights.items():
+            want[C[name]] = v
+        np.testing.assert_allclose(w[M[joint]], want, atol=1e-6)
+    assert abs(w[M["left_ankle"]].sum() - 1) < 1e-9  # an offset no combination gives: still a combination
+    assert not w[~free].any()
+
+
+def test_pair_augmentation_turns_and_mirrors_source_and_target_together(held_out):
+    _, kp, sc, tgt, lab, s = held_out
+    src = torch.as_tensor((kp[:8] - kp[:8].mean(1, keepdims=True)) / s[:8, None, None], dtype=torch.float32)
+    truth = lambda x: torch.as_tensor(mpii_truth(x.numpy().astype(np.float64)), dtype=torch.float32)
+    batch = (src, torch.as_tensor(sc[:8], dtype=torch.float32), truth(src), torch.ones(8, 16, dtype=torch.bool))
+    cfg = T.TranslatorConfig(augment_rotate=90.0, augment_flip=1.0)
+    flips = torch.as_tensor(COCO17.flip_indices), torch.as_tensor(MPII16.flip_indices)
+    a_src, a_sc, a_tgt, _ = T._augment_pairs(batch, torch.Generator().manual_seed(0), cfg, *flips)
+    # head top and upper neck are combinations of the source joints: they follow any turn and mirror exactly
+    head = [M["head_top"], M["upper_neck"]]
+    torch.testing.assert_close(a_tgt[:, head], truth(a_src)[:, head], atol=1e-5, rtol=0)
+    # mirrored: the left wrist's score is the right one's; distances within each person are kept
+    torch.testing.assert_close(a_sc[:, C["left_wrist"]], batch[1][:, C["right_wrist"]])
+    torch.testing.assert_close(torch.cdist(a_src, a_tgt).sort(-1).values.sum(-1).sort(-1).values,
+                               torch.cdist(src, batch[2]).sort(-1).values.sum(-1).sort(-1).values, atol=1e-4, rtol=0)
+
+
+def test_a_file_from_before_the_affine_base_loads_with_none(fitted, held_out, tmp_path):
+    model, report, cfg = fitted
+    path = tmp_path / "old.pt"
+    T.save_translator(path, model, cfg, "coco", "mpii", report)
+    raw = torch.load(path, weights_only=True)
+    del raw["state_dict"]["base_weights"]
+    torch.save(raw, path)
+    assert not T.load_translator(path).base_weights.any()
