@@ -312,6 +312,10 @@ def test_cli_usage_errors_are_one_line(pairs_data, tmp_path, capsys):
     assert "translate fit needs --target, --labels" in capsys.readouterr().err
     assert main(["translate", "apply", str(tmp_path / "none.pt"), "--predictions", str(preds_path), "--out", q]) == 1
     assert "none.pt: translator file not found" in capsys.readouterr().err
+    labels = str(pairs_data[0])
+    assert main(["translate", "fit", "--source", "coco", "--target", "mpii", "--labels", labels, "--predictions",
+                 str(preds_path), "--out", q, "--augment-flip", "1.5"]) == 2
+    assert "--augment-flip must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_copy_covered_keeps_the_fixed_maps_joints_and_learns_the_rest(pairs_data, held_out, tmp_path):
@@ -375,3 +379,15 @@ def test_a_file_from_before_the_affine_base_loads_with_none(fitted, held_out, tm
     del raw["state_dict"]["base_weights"]
     torch.save(raw, path)
     assert not T.load_translator(path).base_weights.any()
+
+
+def test_cli_fit_with_pair_augmentation_writes_its_settings(pairs_data, tmp_path, capsys):
+    labels, preds_path, _ = pairs_data
+    out = tmp_path / "aug.pt"
+    assert main(["translate", "fit", "--source", "coco", "--target", "mpii", "--labels", str(labels), "--predictions",
+                 str(preds_path), "--out", str(out), "--epochs", "2", "--augment-rotate", "30", "--augment-flip",
+                 "0.5", "--no-affine-base"]) == 0
+    raw = torch.load(out, weights_only=True)
+    assert raw["config"]["augment_rotate"] == 30.0 and raw["config"]["augment_flip"] == 0.5
+    assert not raw["config"]["affine_base"] and not raw["state_dict"]["base_weights"].any()
+    assert torch.isfinite(raw["state_dict"]["coords.0.weight"]).all()

@@ -1,5 +1,5 @@
 """sagepose translate fit --source A --target B --predictions P.json --labels L.json --out T.pt [--epochs N]
-[--seed S] [--midpoints]
+[--seed S] [--midpoints] [--copy-covered] [--no-affine-base] [--augment-rotate DEG] [--augment-flip P]
 sagepose translate apply T.pt --predictions P.json --out Q.json
 sagepose translate apply --fixed --source A --target B [--midpoints] --predictions P.json --out Q.json
 
@@ -29,6 +29,13 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=None, help="fit: seed (default TranslatorConfig's)")
     p.add_argument("--copy-covered", action="store_true",
                    help="fit: copy the joints the fixed map gives (conventions that agree) and learn only the others")
+    p.add_argument("--no-affine-base", action="store_true",
+                   help="fit: the joints the fixed map does not give start from nothing, not from a fitted affine "
+                        "combination of the source joints")
+    p.add_argument("--augment-rotate", type=float, default=None, metavar="DEG",
+                   help="fit: turn each batch's pairs by up to +-DEG degrees (source and target together)")
+    p.add_argument("--augment-flip", type=float, default=None, metavar="P",
+                   help="fit: mirror pairs with probability P (left / right joints swapped)")
 
 
 def _require(args, names: tuple[str, ...], what: str) -> None:
@@ -54,12 +61,18 @@ def run(args) -> int:
         _require(args, ("source", "target", "labels"), "fit")
         if args.translator is not None or args.fixed:
             raise ConfigError("translate fit takes no translator file and no --fixed (those are for apply)")
-        changes = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
+        changes = {k: getattr(args, k) for k in ("epochs", "seed", "augment_rotate", "augment_flip")
+                   if getattr(args, k) is not None}
         if args.copy_covered:
             changes["refine_covered"] = False
+        if args.no_affine_base:
+            changes["affine_base"] = False
         cfg = dataclasses.replace(translate.TranslatorConfig(), **changes)
         if cfg.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
+        if not (0 <= cfg.augment_flip <= 1 and 0 <= cfg.augment_rotate <= 180):
+            raise ConfigError(f"--augment-flip must be in [0, 1] and --augment-rotate in [0, 180], got "
+                              f"{cfg.augment_flip} and {cfg.augment_rotate}")
         source, target = load_schema(args.source), load_schema(args.target)
         model, report = translate.fit_translator(predictions, args.labels, source, target, cfg,
                                                  midpoints=args.midpoints, where=args.predictions)
