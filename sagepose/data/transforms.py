@@ -76,7 +76,7 @@ class TopDownSampler:
         w, h = self.input_size
         fixed = geometry.fix_aspect_ratio(scale, w / h)
         ratio = min(float(fixed[0]) / w, float(fixed[1]) / h)
-        return next(f for f in (8, 4, 2, 1) if ratio >= f or f == 1)
+        return next((f for f in (8, 4, 2) if ratio >= f), 1)
 
     def crop(self, image_bgr: np.ndarray, record: Record, center, scale, rotation: float, flip: bool,
              keypoints: np.ndarray | None = None, visible: np.ndarray | None = None, reduced: int = 1,

@@ -67,8 +67,8 @@ def onednn_available() -> bool:
 
 def _onednn_linear_ok(x: torch.Tensor) -> bool:
     """Whether :func:`linear` takes the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
-    # is_compiling first: torch.compile folds it, and never traces the context variable (a graph break)
-    return (not torch.compiler.is_compiling() and not _MMPOSE_ARITHMETIC.get() and not torch.is_grad_enabled()
+    # is_compiling first: torch.compile folds it, and never reaches the context variable (a graph break)
+    return (not torch.compiler.is_compiling() and not in_mmpose_arithmetic() and not torch.is_grad_enabled()
             and type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing() and onednn_available())
 
