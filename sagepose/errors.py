@@ -19,3 +19,7 @@ class DataError(SagePoseError, ValueError):
 
 class ConfigMismatchWarning(UserWarning):
     """The model a checkpoint was trained as differs from the one it is being loaded into."""
+
+
+class OutputExistsError(SagePoseError, FileExistsError):
+    """A command would replace a file a previous run wrote; ``--overwrite`` allows it."""

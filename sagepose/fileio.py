@@ -60,3 +60,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically; returns the path."""
     return write_text_atomic(path, json.dumps(obj, indent=indent))
+
+
+def fresh_output_dir(path: str | os.PathLike, overwrite: bool = False) -> tuple[Path, bool]:
+    """The folder a command writes into without touching a previous run's outputs: ``path`` itself when it does
+    not exist, is empty, or ``overwrite`` is set; otherwise the first free ``path-2``, ``path-3``, ... (as
+    ultralytics numbers its runs). Returns ``(folder, moved)``, ``moved`` True when it is not ``path``; creates
+    nothing. The caller says where its outputs went (and, with ``overwrite``, removes the stale ones it owns)."""
+    path = Path(path)
+    if overwrite or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path, False
+    n = 2
+    while True:
+        candidate = path.with_name(f"{path.name}-{n}")
+        if not candidate.exists() or (candidate.is_dir() and not any(candidate.iterdir())):
+            return candidate, True
+        n += 1
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``path`` if a command may write it: absent, or ``overwrite`` set; else an :class:`OutputExistsError` naming
+    it and the flag that allows replacing it."""
+    from sagepose.errors import OutputExistsError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it, or choose another path")
+    return path
