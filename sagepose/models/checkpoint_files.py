@@ -168,6 +168,30 @@ def _zip_root(names: list[str], marker: str) -> str | None:
     return None
 
 
+def _what_it_is(head: bytes) -> str:
+    """What a file that is no checkpoint starts with, in words (from its first bytes)."""
+    text = head.lstrip()
+    if not head:
+        return "an empty file"
+    if text[:1] == b"<":
+        return "it starts with <, an HTML or XML page: a failed download?"
+    decoded = text.decode("utf-8", "ignore")  # a character cut at the 256th byte is dropped
+    if decoded and len(decoded.encode()) >= len(text) - 3 and all(c.isprintable() or c in "\r\n\t" for c in decoded):
+        return f"a text file: {(decoded.splitlines() or [''])[0][:60]!r}"
+    return f"it starts with bytes {head[:8].hex(' ')}, neither a zip archive nor a pickle as torch.save writes"
+
+
+def _reason(error: Exception) -> str:
+    """One line of why torch could not read a file. Its weights-only refusal runs to ten lines and advises
+    loading with ``weights_only=False``, which would run code from the file: only the cause is kept."""
+    text = str(error)
+    cause = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if cause:
+        return cause.group(1).strip()
+    first = (text.strip().splitlines() or [""])[0]
+    return first if "weights_only" not in first else "a pickle a weights-only read refuses"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Everything a checkpoint file holds that sagepose can use, read without running code from it.
 
@@ -180,6 +204,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (or, before torch 1.6, a pickle)
+        raise CheckpointReadError(f"{path}: not a checkpoint ({_what_it_is(head)})")
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
@@ -195,11 +223,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             raw = _weights_only_load(str(path))
     except CheckpointReadError:
         raise
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError,
-            OSError) as e:
-        first = (str(e).strip().splitlines() or [""])[0]  # one line (torch's weights-only message runs to ten)
-        raise CheckpointReadError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {first}). A truncated or "
-                                  "corrupt file (download it again) or a layout sagepose does not know") from e
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError, IndexError,
+            TypeError, OSError) as e:
+        raise CheckpointReadError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {_reason(e)}). A "
+                                  "truncated or corrupt file (download it again) or a layout sagepose does not "
+                                  "know") from e
     if not isinstance(raw, dict):
         raise CheckpointReadError(f"{path}: holds a {type(raw).__name__}, not a state dict")
     return raw
