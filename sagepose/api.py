@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sagepose.errors import ConfigMismatchWarning
+from sagepose.errors import ConfigMismatchWarning, SagePoseError
 from sagepose.keypoints import KeypointSchema, schema_from_dict, schema_to_dict
 from sagepose.models.checkpoint import (
     BACKBONE_ONLY,
@@ -22,10 +22,43 @@ from sagepose.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from sagepose.models.estimator import TopDownEstimator
+from sagepose.models.estimator import TopDownEstimator, check_device
 from sagepose.models.zoo import MODELS, build_model, build_model_from_config
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pt2", ".ckpt", ".bin")
+
+
+class RandomWeightsWarning(UserWarning):
+    """A model built without weights (a zoo name or recipe and no checkpoint): its predictions are random."""
+
+
+class NoWeightsError(SagePoseError, ValueError):
+    """A model without weights where weights are required (``sagepose infer`` / ``export`` without
+    ``--random-weights``)."""
+
+
+_WARNED_RANDOM: set[str] = set()  # the names load() has warned about, once each
+
+
+def _no_weights(name: str, random_weights: bool | None) -> None:
+    """``random_weights``: None warns once per name, True accepts quietly, False refuses (the CLI's default)."""
+    if random_weights:
+        return
+    named = [k for k, w in hub_weights().items() if w.model == name]
+    hint = f" (or name published weights in its place: {', '.join(named)})" if named else ""
+    if random_weights is False:
+        raise NoWeightsError(f"{name}: no weights given, so its predictions would be random: pass --checkpoint "
+                             f"FILE{hint}, or --random-weights to run it anyway")
+    if name not in _WARNED_RANDOM:
+        _WARNED_RANDOM.add(name)
+        warnings.warn(f"sagepose.load({name!r}) without a checkpoint: random weights, meaningless predictions; "
+                      f"pass checkpoint=FILE{hint}", RandomWeightsWarning, stacklevel=4)
+
+
+def hub_weights() -> dict:
+    from sagepose import hub  # deferred: only named weights need it
+
+    return hub.WEIGHTS
 
 
 # ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
@@ -133,6 +166,11 @@ def _drop_init(cfg):
     return {k: v for k, v in dict(cfg).items() if k != "init_checkpoint"}
 
 
+def _config_field(cfg, name: str):
+    """A field of a model config (a ModelConfig or a dict; None for no config or an absent key)."""
+    return getattr(cfg, name, None) if dataclasses.is_dataclass(cfg) else dict(cfg or {}).get(name)
+
+
 def _schema_spec(cfg):
     """``model.schema`` of a model config (a ModelConfig or a dict; the default when absent)."""
     from sagepose.config import ModelConfig
@@ -202,7 +240,7 @@ class DatasetView:
                              f"{name!r} ({member.schema.name})")
         self.kmap, self.schema = member.from_model, member.schema
 
-    def predict(self, image, bboxes=None, bbox_format: str = "xyxy"):
+    def predict(self, image, bboxes=None, bbox_format: str = "xyxy", color: str = "bgr"):
         from sagepose.models.estimator import Prediction
         from sagepose.models.heads import PerDatasetHeads
 
@@ -210,7 +248,7 @@ class DatasetView:
         if isinstance(head, PerDatasetHeads):
             head.member, head.active = None, self.index
         try:
-            pred = self.model.predict(image, bboxes, bbox_format)
+            pred = self.model.predict(image, bboxes, bbox_format, color=color)
         finally:
             if isinstance(head, PerDatasetHeads):
                 head.active = None
@@ -229,7 +267,8 @@ def dataset_view(model: TopDownEstimator, checkpoint, name: str) -> DatasetView:
 
 def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None,
          device: str = "cpu", fuse: bool = True, exact: bool = False,
-         dtype: torch.dtype | str = torch.float32, detector=None) -> TopDownEstimator:
+         dtype: torch.dtype | str = torch.float32, detector=None,
+         random_weights: bool | None = None) -> TopDownEstimator:
     """A ready-to-predict model in eval mode, with optional weights loaded strictly.
 
     ``name_or_config``: a named checkpoint (``"vitpose-b-coco"``, see :data:`sagepose.hub.WEIGHTS`:
@@ -258,8 +297,13 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
     ``"tensorrt[:N]"``).
     ``dtype``: :meth:`TopDownEstimator.set_dtype` -- ``"bfloat16"`` (CPUs with native bf16, GPUs) or
     ``"float16"`` (GPUs) for faster prediction at about 1e-2 relative difference in the heatmaps.
+    ``device``: a torch device this build can use (:func:`~sagepose.models.estimator.check_device`: ``"cuda"`` on
+    a CPU-only torch is a one-line :class:`~sagepose.models.estimator.DeviceError`).
+    ``random_weights``: a zoo name or recipe without any checkpoint builds a model of random weights: None (the
+    default) warns once per name (:class:`RandomWeightsWarning`), True accepts it quietly (tests, benchmarks),
+    False refuses it with a :class:`NoWeightsError` (``sagepose infer`` / ``export`` without ``--random-weights``).
     """
-    model = _load(name_or_config, checkpoint, device, fuse, exact, dtype)
+    model = _load(name_or_config, checkpoint, device, fuse, exact, dtype, random_weights)
     if detector is not None:
         from sagepose.detect import Detector
 
@@ -267,7 +311,7 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
     return model
 
 
-def _load(name_or_config, checkpoint, device, fuse, exact, dtype):
+def _load(name_or_config, checkpoint, device, fuse, exact, dtype, random_weights=None):
     from sagepose import hub  # deferred: only named weights need it
 
     if isinstance(name_or_config, (str, os.PathLike)) and Path(name_or_config).suffix == ".onnx":
@@ -279,6 +323,7 @@ def _load(name_or_config, checkpoint, device, fuse, exact, dtype):
         from sagepose.onnx_model import OnnxEstimator
 
         return OnnxEstimator(name_or_config, device=device)
+    device = check_device(device)
     source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
     raw = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     key = str(name_or_config) if isinstance(name_or_config, (str, os.PathLike)) else None
@@ -328,6 +373,8 @@ def _load(name_or_config, checkpoint, device, fuse, exact, dtype):
     if raw is not None:
         model = _with_dataset_heads(model, raw, stored, trained)
         load_weights(model, raw, source if checkpoint is not None or name_or_config is None else str(key))
+    elif _config_field(explicit, "init_checkpoint") is None:  # no weights from anywhere
+        _no_weights(key or _config_field(explicit, "name") or "this model", random_weights)
     model = model.to(device).eval()
     if exact:
         return model.set_exact().set_dtype(dtype)

@@ -31,7 +31,7 @@ from torch import nn
 
 from sagepose.errors import SagePoseError
 from sagepose.keypoints import schema_from_dict, schema_to_dict
-from sagepose.models.estimator import TopDownPredictor, check_test_scales
+from sagepose.models.estimator import DeviceError, TopDownPredictor, check_test_scales
 
 FORMAT = "sagepose-onnx"
 VERSION = 1
@@ -171,13 +171,15 @@ def export_onnx(model, path: str | os.PathLike, opset: int = 18, dynamic_batch: 
 
 
 def execution_providers(device: str, available: list[str], path: str) -> list:
+    """onnxruntime's providers for ``device``, or the one-line :class:`DeviceError` the torch path gives too
+    (:func:`~sagepose.models.estimator.check_device`)."""
     kind, _, index = str(device).partition(":")
     if kind not in PROVIDERS:
-        raise ValueError(f"{path}: device {device!r}: onnxruntime runs on 'cpu', 'cuda[:N]' or 'tensorrt[:N]'")
+        raise DeviceError(f"{path}: device {device!r}: onnxruntime runs on 'cpu', 'cuda[:N]' or 'tensorrt[:N]'")
     wanted = PROVIDERS[kind]
     if wanted[0] not in available:
-        raise SagePoseError(f"{path}: device {device!r} needs onnxruntime's {wanted[0]}; this onnxruntime has "
-                            f"{', '.join(available)} (pip install onnxruntime-gpu for CUDA / TensorRT)")
+        raise DeviceError(f"{path}: device {device!r} needs onnxruntime's {wanted[0]}; this onnxruntime has "
+                          f"{', '.join(available)} (pip install onnxruntime-gpu for CUDA / TensorRT)")
     options = {"device_id": int(index)} if index else {}
     return [(p, options) if p != "CPUExecutionProvider" else p for p in wanted if p in available]
 

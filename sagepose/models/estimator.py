@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from sagepose import geometry
 from sagepose.codecs import flip_heatmaps
+from sagepose.errors import SagePoseError
 from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize, read_image
 from sagepose.keypoints import KeypointSchema
 from sagepose.models.cpu_kernels import (
@@ -94,6 +95,32 @@ def check_test_scales(scales) -> tuple[float, ...]:
     if not scales or not all(0 < v <= 4 for v in scales):
         raise ValueError(f"test_scales {scales}: box scale factors, at least one, each in (0, 4]")
     return (1.0, *(v for v in scales if v != 1.0)) if 1.0 in scales else scales
+
+
+class DeviceError(SagePoseError, ValueError):
+    """A device this torch (or onnxruntime) build cannot run on; the message says which and why."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, or a one-line :class:`DeviceError` when this torch cannot run on it
+    (a CUDA device on a CPU-only build or without a visible GPU, an index past the GPUs, an unknown name)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {str(device)!r}: not a device torch knows ('cpu', 'cuda', 'cuda:N', "
+                          "'mps')") from None
+    if dev.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise DeviceError(f"device {str(device)!r}: this torch {torch.__version__} is a CPU-only build; "
+                              "install a CUDA build of torch, or use --device cpu")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(device)!r}: no CUDA GPU is visible to torch {torch.__version__} "
+                              "(driver, CUDA_VISIBLE_DEVICES); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {str(device)!r}: MPS (Apple GPUs) is not available to this torch; use --device cpu")
+    return dev
 
 
 class TopDownPredictor:
@@ -179,18 +206,24 @@ class TopDownPredictor:
 
     @torch.no_grad()
     def predict(self, image: np.ndarray | str | os.PathLike, bboxes: np.ndarray | None = None,
-                bbox_format: str = "xyxy", return_heatmaps: bool = False) -> Prediction:
-        """Keypoints of the people in ``bboxes`` (N, 4) of a BGR uint8 image (cv2 order) or an image path.
+                bbox_format: str = "xyxy", return_heatmaps: bool = False, color: str = "bgr") -> Prediction:
+        """Keypoints of the people in ``bboxes`` (N, 4) of a uint8 (H, W, 3) image array or an image path.
 
+        ``color``: the array's channel order -- ``"bgr"`` (the default: OpenCV's ``cv2.imread``, as sagepose reads
+        files) or ``"rgb"`` (PIL, imageio, matplotlib); a path is read in the right order whatever it says.
         ``bboxes=None`` takes the person boxes of the attached ``detector`` (``sagepose.load(..., detector=F)``)
         or, without one, the whole image as one box. Returns keypoints in image pixels. A box that is
         not finite, empty or inverted (x2 <= x1, e.g. xywh given as xyxy) or wholly outside the image is a
         ValueError naming its index (:func:`sagepose.geometry.check_boxes`).
         """
+        if color not in ("bgr", "rgb"):
+            raise ValueError(f"predict: color={color!r}: the image array's channel order, 'bgr' or 'rgb'")
         if isinstance(image, (str, os.PathLike)):
-            image = read_image(image)
+            image, color = read_image(image), "bgr"
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+            raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        if color == "rgb":
+            image = np.ascontiguousarray(image[..., ::-1])  # everything below (the detector too) takes BGR
         if bboxes is None and self.detector is not None:
             bboxes, bbox_format = self.detector(image).boxes, "xyxy"
         if bboxes is None:  # the whole image, the same numbers in either format
