@@ -5,6 +5,14 @@ pixels <-> ``heatmaps (B, K, H, W)``. The numbers equal MMPose 1.3.2's codecs (w
 run one instance at a time in numpy), quirks included; each kept quirk is marked
 "parity". Sizes are ``(w, h)`` as in MMPose configs.
 
+The default (``decode_impl="batched"``) decode is bounded where MMPose's is not: the DARK / UDP Newton
+step is taken only where the local model has a peak, and at most :data:`NEWTON_TRUST_RADIUS` heatmap px
+per axis; non-finite heatmap values count as 0; every keypoint is finite and at most one heatmap pixel
+outside the map (:func:`bounded_locations`). On a peaked map (any trained model's confident joints) it
+equals MMPose's; on a flat, noisy or saddle-shaped map, where the sub-pixel location is ill-posed, it
+stays near the argmax instead of following a near-singular Hessian off the crop.
+``decode_impl="mmpose"`` (:mod:`sagepose.codecs.reference`) keeps MMPose's unbounded arithmetic.
+
 References: Xiao et al. 2018 (MSRA heatmaps), Zhang et al. 2020 (DARK), Huang et al.
 2020 (UDP).
 """
@@ -169,12 +177,47 @@ def _modulation_scale(heatmaps: torch.Tensor, blurred: torch.Tensor) -> torch.Te
     return heatmaps.amax(dim=(-2, -1)) / blurred.amax(dim=(-2, -1))
 
 
+# The Newton step's trust region, in heatmap px per axis. DARK's Hessian samples the log-map 2 px either side
+# of the argmax, so within 2 px the local quadratic interpolates what it was fitted on; farther it extrapolates
+# a model the map never showed (on a flat or noisy map: a near-singular Hessian sending the keypoint
+# thousands of px away). Real peaks need the full 2 px: a noisy Gaussian's raw argmax can sit 1.6 px from the
+# peak DARK finds (MMPose's own decodes of the noisy-peak goldens, tests/test_codecs.py), which a 1 px bound
+# would cut short. For UDP the same bound: its blurred map is as smooth, its goldens' steps reach 1.6 px too.
+NEWTON_TRUST_RADIUS = 2.0
+
+
+def negative_definite(hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool: the 2x2 Hessian [[hxx, hxy], [hxy, hyy]] is negative definite (det > 0 and trace < 0), so
+    the second-order model of log(heatmap) has a maximum. False on a saddle or ridge (det <= 0), at a minimum
+    (trace >= 0), on a flat map (det = 0) and wherever a value is not finite: there the maximum's sub-pixel
+    location is ill-posed, and a Newton step goes nowhere meaningful."""
+    return (hxx * hyy - hxy * hxy > 0) & (hxx < 0)  # det > 0 makes hxx and hyy share a sign
+
+
+def newton_step(gx: torch.Tensor, gy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor,
+                take: torch.Tensor) -> torch.Tensor:
+    """Gradient and Hessian of log(heatmap) at the argmax, each (B, K), where to step (B, K) bool -> step (B, K, 2).
+
+    The Newton step -H^-1 g where ``take`` (and the Hessian is invertible and the step finite), each axis
+    clamped to :data:`NEWTON_TRUST_RADIUS`; zero elsewhere, so the argmax stays. Bit-equal to MMPose's
+    step wherever that is taken and within the trust region.
+    """
+    det = hxx * hyy - hxy * hxy
+    take = take & (det != 0)
+    safe = torch.where(take, det, torch.ones_like(det))
+    step = torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], dim=-1) / -safe[..., None]
+    step = step.clamp(-NEWTON_TRUST_RADIUS, NEWTON_TRUST_RADIUS)
+    take = take[..., None] & torch.isfinite(step).all(-1, keepdim=True)
+    return torch.where(take, step, torch.zeros_like(step))
+
+
 def refine_dark(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> torch.Tensor:
     """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + DARK's Newton step on the blurred log-heatmap.
 
     Zhang et al. 2020: a second-order Taylor expansion of log(heatmap) at the argmax,
     with central differences of step 1 (gradient) and 2 (Hessian diagonal). The log is
-    taken only at the 13 samples each step needs.
+    taken only at the 13 samples each step needs. The step is :func:`newton_step`'s: only
+    toward a peak (a negative definite Hessian), at most :data:`NEWTON_TRUST_RADIUS` px per axis.
     """
     b, k, h, w = heatmaps.shape
     blurred = gaussian_blur(heatmaps, blur_kernel_size)
@@ -193,43 +236,40 @@ def refine_dark(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: in
     dxx = 0.25 * (sample(2, 0) - 2 * centre + sample(-2, 0))
     dxy = 0.25 * (sample(1, 1) - sample(1, -1) - sample(-1, 1) + sample(-1, -1))
     dyy = 0.25 * (sample(0, 2) - 2 * centre + sample(0, -2))
-    det = dxx * dyy - dxy**2
-    # parity: MMPose skips keypoints within 2 px of the border and singular Hessians.
-    ok = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2) & (det != 0)
-    det = torch.where(ok, det, torch.ones_like(det))
-    offset = torch.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], dim=-1) / -det[..., None]
-    return locs + torch.where(ok[..., None], offset, torch.zeros_like(offset))
+    # parity: MMPose skips keypoints within 2 px of the border (and singular Hessians).
+    inside = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
+    return locs + newton_step(dx, dy, dxx, dyy, dxy, inside & negative_definite(dxx, dyy, dxy))
 
 
 def refine_dark_udp(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> torch.Tensor:
     """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + UDP's DARK step (log clipped to [1e-3, 50]).
 
     Huang et al. 2020. MMPose edge-pads the log-maps by one pixel, so every argmax has
-    its 3x3 neighbourhood; here that padding is a clamp of the sampled coordinates.
+    its 3x3 neighbourhood; here that padding is a clamp of the sampled coordinates. The
+    step is :func:`newton_step`'s, at most :data:`NEWTON_TRUST_RADIUS` px per axis, taken
+    toward a peak (a negative definite Hessian) and, as MMPose, at an argmax on the map's
+    edge: there the edge padding makes the outward axis's samples symmetric about the edge,
+    so its model's vertex -- a maximum or a minimum alike -- is the edge itself, half a pixel
+    out (a keypoint at or past the crop's border, MMPose's answer). A map with no positive
+    value (argmax marked (-1, -1)) has no peak and keeps the mark; MMPose steps it with the
+    previous channel's pixels (its K padded maps read as one flat array), which
+    ``decode_impl="mmpose"`` keeps.
     """
     b, k, h, w = heatmaps.shape
     blurred = gaussian_blur(heatmaps, blur_kernel_size)
-    scale = _modulation_scale(heatmaps, blurred)
-    flat = blurred.reshape(b, k * h * w)
-    row, plane = w + 2, (h + 2) * (w + 2)
-    # parity: MMPose indexes the K padded maps of an instance as one flat array, so a
-    # keypoint with score <= 0 (at (-1, -1)) reads its left / upper neighbours from the
-    # previous channel's last row (channel 0 wraps round to the last channel).
-    channel = torch.arange(k, device=locs.device)
-    at = locs[..., 0].long() + 1 + (locs[..., 1].long() + 1) * row + channel * plane
+    scale = _modulation_scale(heatmaps, blurred).reshape(b * k, 1)
+    x, y = locs[..., 0].long(), locs[..., 1].long()
+    flat = blurred.reshape(b * k, h * w)
 
-    def sample(offset: int) -> torch.Tensor:
-        padded = (at + offset) % (k * plane)
-        ch, rest = torch.div(padded, plane, rounding_mode="floor"), padded % plane
-        r = (torch.div(rest, row, rounding_mode="floor") - 1).clamp(0, h - 1)
-        c = (rest % row - 1).clamp(0, w - 1)
-        value = flat.gather(1, ch * h * w + r * w + c) * scale.gather(1, ch)
-        return value.clamp(1e-3, 50.0).log()
+    def sample(ox: int, oy: int) -> torch.Tensor:
+        at = (y + oy).clamp(0, h - 1) * w + (x + ox).clamp(0, w - 1)
+        value = flat.gather(1, at.reshape(b * k, 1)) * scale
+        return value.clamp(1e-3, 50.0).log().view(b, k)
 
-    i = sample(0)
-    ix1, ix1_ = sample(1), sample(-1)
-    iy1, iy1_ = sample(row), sample(-row)
-    ix1y1, ix1_y1_ = sample(row + 1), sample(-row - 1)
+    i = sample(0, 0)
+    ix1, ix1_ = sample(1, 0), sample(-1, 0)
+    iy1, iy1_ = sample(0, 1), sample(0, -1)
+    ix1y1, ix1_y1_ = sample(1, 1), sample(-1, -1)
     dx = 0.5 * (ix1 - ix1_)
     dy = 0.5 * (iy1 - iy1_)
     dxx = ix1 - 2 * i + ix1_
@@ -238,9 +278,23 @@ def refine_dark_udp(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size
     # MMPose regularises the Hessian with float32 eps on the diagonal (it adds it in float64).
     eps = torch.finfo(torch.float32).eps
     dxx, dyy = dxx + eps, dyy + eps
-    det = dxx * dyy - dxy * dxy
-    offset = torch.stack([dyy * dx - dxy * dy, dxx * dy - dxy * dx], dim=-1) / det[..., None]
-    return locs - offset
+    edge = (x == 0) | (x == w - 1) | (y == 0) | (y == h - 1)
+    take = (x >= 0) & (negative_definite(dxx, dyy, dxy) | edge)
+    return locs + newton_step(dx, dy, dxx, dyy, dxy, take)
+
+
+def finite_or_zero(heatmaps: torch.Tensor) -> torch.Tensor:
+    """heatmaps -> the same with NaN and +-inf set to 0 ("no evidence"): a map's finite values decide its
+    argmax and score; a map with none decodes as an all-zero one (score 0, no location)."""
+    return torch.where(torch.isfinite(heatmaps), heatmaps, torch.zeros_like(heatmaps))
+
+
+def bounded_locations(locs: torch.Tensor, heatmap_size: tuple[int, int]) -> torch.Tensor:
+    """locations (B, K, 2) in heatmap pixels -> clamped to [-1, W] x [-1, H]: at most one heatmap pixel outside
+    the map (a keypoint just past the crop's edge, or MMPose's (-1, -1) for a map with no positive value)."""
+    w, h = heatmap_size
+    upper = torch.tensor([w, h], dtype=locs.dtype, device=locs.device)
+    return torch.minimum(locs.clamp_min(-1.0), upper)
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -341,12 +395,13 @@ class MSRAHeatmap:
         """heatmaps (B, K, H, W) -> keypoints (B, K, 2) in input pixels, scores (B, K) = heatmap maxima."""
         hm, to_numpy = _as_tensor(heatmaps)
         _check_heatmaps(hm, self.heatmap_size, "MSRAHeatmap")
-        hm = _float(hm)
+        exact = self.decode_impl == "mmpose"
+        hm = _float(hm) if exact else finite_or_zero(_float(hm))
         locs, scores = get_heatmap_maximum(hm)
-        if self.unbiased and self.decode_impl == "mmpose":
+        if self.unbiased and exact:
             locs = _per_instance(reference.refine_dark_mmpose, locs, hm, self.blur_kernel_size)
         elif self.unbiased:
-            locs = refine_dark(locs, hm, self.blur_kernel_size)
+            locs = bounded_locations(refine_dark(locs, hm, self.blur_kernel_size), self.heatmap_size)
         else:
             locs = refine_quarter_pixel(locs, hm)
         keypoints = self.to_input(locs)
@@ -415,12 +470,13 @@ class UDPHeatmap:
         """heatmaps (B, K, H, W) -> keypoints (B, K, 2) in input pixels, scores (B, K) = heatmap maxima."""
         hm, to_numpy = _as_tensor(heatmaps)
         _check_heatmaps(hm, self.heatmap_size, "UDPHeatmap")
-        hm = _float(hm)
+        exact = self.decode_impl == "mmpose"
+        hm = _float(hm) if exact else finite_or_zero(_float(hm))
         locs, scores = get_heatmap_maximum(hm)
-        if self.decode_impl == "mmpose":  # the step and the scaling in float64, as MMPose
+        if exact:  # the step and the scaling in float64, as MMPose
             locs = _per_instance(reference.refine_dark_udp_mmpose, locs, hm, self.blur_kernel_size).double()
         else:
-            locs = refine_dark_udp(locs, hm, self.blur_kernel_size)
+            locs = bounded_locations(refine_dark_udp(locs, hm, self.blur_kernel_size), self.heatmap_size)
         keypoints = self.to_input(locs).to(hm.dtype)
         return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
 
