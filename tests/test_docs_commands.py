@@ -274,6 +274,17 @@ def test_readme_is_short():
     assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}: move details to docs/)"
 
 
+def test_readme_quickstart_block():
+    """`.ci/run` runs the second non-blank line of the first ```bash block under ``## Quickstart``."""
+    lines = (ROOT / "README.md").read_text().split("\n")
+    start = next(i for i, line in enumerate(lines) if re.match(r"^## *Quickstart", line))
+    begin = next(i for i in range(start, len(lines)) if lines[i].startswith("```bash"))
+    end = next(i for i in range(begin + 1, len(lines)) if lines[i].startswith("```"))
+    block = [line for line in lines[begin + 1:end] if line.strip()]
+    assert block[:2] == ['pip install torch==2.13.0 && pip install -e ".[dev]" && sagepose demo',
+                         "python -m pytest -q"]
+
+
 # --------------------------------------------------------------------------------- the checker checks itself
 
 
