@@ -14,6 +14,10 @@ Results carry the images json's ``image_id`` when one is given (so ``COCO(gt).lo
 them), else the input's index in the sorted folder (a video: the frame index). A box that is
 non-finite, empty or inverted, or wholly outside its image is skipped and counted; so is an
 unreadable image of a folder (a single unreadable image is an error).
+
+``fmt="dlc"`` also writes DeepLabCut's table per video and per image folder (:func:`write_dlc`). Every file a run
+writes is listed in ``OUT/.sagepose-run.json``, so that a run told to replace a folder's previous one removes
+exactly what that one wrote (:func:`clear_previous_run`).
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+FORMATS = ("coco", "dlc")
+RUN_RECORD = ".sagepose-run.json"  # the files a run wrote into its folder, relative to it
 
 
 def image_ids(images_json: str | Path) -> dict[str, int]:
@@ -80,10 +86,32 @@ class InferenceRun:
     unreadable: list[str] = field(default_factory=list)  # images of a folder that could not be read
     skipped_boxes: Counter = field(default_factory=Counter)  # boxes not predicted on, by problem
     skipped_frames: Counter = field(default_factory=Counter)  # unreadable frames passed over, by video
+    # per video / image folder (its name): (image file name or frame index, that image's rows), in order
+    tables: dict[str, list[tuple[str | int, list[dict]]]] = field(default_factory=dict)
+    whole_image: bool = False  # no boxes given: each image / frame was one person box
+    score_thr: float = 0.3  # the keypoint score a render draws above
+    rendered: bool = True
+    written: list[Path] = field(default_factory=list)  # the files written, besides the renders
 
     def summary(self) -> list[str]:
-        """One line per kind of skip (none when nothing was skipped)."""
+        """One line per kind of skip, and one for each thing the user should know about the poses: that each
+        image was taken as one person (no boxes), that no keypoint of some poses scored above the threshold."""
         lines = []
+        if self.whole_image and self.tables:
+            frames = sum(len(t) for t in self.tables.values() if isinstance(t[0][0], int))
+            images = sum(len(t) for t in self.tables.values()) - frames
+            what = " and ".join(f"{n} {kind}{'s' * (n != 1)}" for n, kind in ((images, "image"), (frames, "frame"))
+                                if n)
+            lines.append(f"no person boxes given: each image / frame was taken as one person ({_count(self.rows)} "
+                         f"from {what}); for several people per image pass --detector (e.g. yolox-m-humanart) or "
+                         "--det-json")
+        scores = [r["keypoints"][2::3] for r in self.rows]
+        faint = [max(sc) for sc in scores if max(sc) <= self.score_thr]
+        if faint:
+            top, faint = max(faint), len(faint)
+            shown = "; the renders show no joints for them" if self.rendered else ""
+            lines.append(f"no keypoint scored above --kpt-thr {self.score_thr:g} in {faint} of {len(scores)} "
+                         f"poses{shown} -- lower --kpt-thr (scores max {top:.2f})")
         if self.unreadable:
             n = len(self.unreadable)
             shown = ", ".join(self.unreadable[:5]) + (", ..." if n > 5 else "")
@@ -95,6 +123,10 @@ class InferenceRun:
         for name, n in self.skipped_frames.items():
             lines.append(f"{name}: skipped {n} unreadable frame{'s' * (n > 1)}, processed the rest")
         return lines
+
+
+def _count(rows: list) -> str:
+    return f"{len(rows)} pose{'s' * (len(rows) != 1)}"
 
 
 def _whole(image: np.ndarray) -> np.ndarray:
@@ -151,28 +183,36 @@ def box_source(boxes: dict[str, np.ndarray] | None = None, detector=None):
 
 def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[str, np.ndarray] | None = None,
                   render: bool = True, score_thr: float = 0.3, ids: dict[str, int] | None = None,
-                  detector=None, video: dict | None = None) -> InferenceRun:
+                  detector=None, video: dict | None = None, fmt: str = "coco",
+                  scorer: str = "sagepose") -> InferenceRun:
     """Predict on ``source`` (image, folder or video); write ``OUT/results.json`` and ``OUT/vis/``.
 
     Person boxes: ``boxes`` (:func:`load_boxes`), or a ``detector`` run on each image / frame
     (:class:`sagepose.detect.Detector`), or else the whole image as one box. A video goes through
     :func:`sagepose.video.predict_video` with the options in ``video`` (``det_every``, ``batch_frames``,
-    ``smooth``, ``progress``) and also gets ``OUT/NAME.json``, its frames' people.
+    ``smooth``, ``progress``) and also gets ``OUT/NAME.json``, its frames' people. ``fmt="dlc"``: also
+    DeepLabCut's table per video and per image folder (:func:`write_dlc`; ``scorer`` its scorer).
 
     ``ids`` ({file name: image id}, :func:`image_ids`) gives each image its dataset id; without it an
     image's id is its index in the sorted folder. Returns the COCO-format result rows (one per person,
     with ``file_name`` and ``bbox`` added) and what was skipped: unreadable images of a folder (a single
     unreadable image is an error), boxes that are not finite, empty or inverted, or wholly outside.
+    The folder is written as it is: the caller picks a fresh one or clears a previous run's files
+    (:func:`clear_previous_run`).
     """
     from sagepose.fileio import write_json_atomic
     from sagepose.image import ImageReadError, read_image
     from sagepose.viz import draw_poses
 
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: one of {', '.join(FORMATS)}")
     out = Path(out_dir)
     (out / "vis").mkdir(parents=True, exist_ok=True)
-    run = InferenceRun(rows=[])
+    run = InferenceRun(rows=[], whole_image=boxes is None and detector is None, score_thr=score_thr,
+                       rendered=render)
     boxes_of = box_source(boxes, detector)
     inputs = list_inputs(source)
+    images = []  # the images' table: (file name, rows)
     for file_idx, path in enumerate(inputs):
         if path.suffix.lower() in VIDEO_SUFFIXES:
             run.rows.extend(_run_video(model, path, out, boxes_of, render, score_thr, run,
@@ -189,14 +229,94 @@ def run_inference(model, source: str | Path, out_dir: str | Path, boxes: dict[st
             continue
         b = _usable(boxes_of(path.name, image), image, run.skipped_boxes)
         pred = model.predict(image, b[:, :4]) if len(b) else None
-        if pred is not None:
-            run.rows.extend(_result_rows(pred, b, file_idx if ids is None else ids[path.name], path.name))
+        these = _result_rows(pred, b, file_idx if ids is None else ids[path.name], path.name) if len(b) else []
+        run.rows.extend(these)
+        images.append((path.name, these))
         if render:
             vis = image if pred is None else draw_poses(image, pred.keypoints, pred.scores, model.schema,
                                                         score_thr, boxes=b[:, :4])
             cv2.imwrite(str(out / "vis" / f"{path.stem}.png"), vis)
-    write_json_atomic(out / "results.json", run.rows)
+    if images:  # one table for a folder's images (named after it), or for a single image
+        run.tables[Path(source).resolve().name if Path(source).is_dir() else Path(source).stem] = images
+    run.written.append(write_json_atomic(out / "results.json", run.rows))
+    if fmt == "dlc":
+        run.written.extend(write_dlc(run.tables, out, model.schema.keypoints, scorer))
+    record = sorted({str(p.relative_to(out)) for p in run.written} | {"vis"})
+    write_json_atomic(out / RUN_RECORD, dict(command="infer", outputs=record), indent=1)
     return run
+
+
+def clear_previous_run(out_dir: str | Path) -> list[Path]:
+    """Remove what an earlier :func:`run_inference` wrote into ``out_dir`` (the files its record lists, and
+    ``results.json`` and ``vis/`` by name for a folder without one), so that a run replacing it leaves nothing
+    of it behind; anything else in the folder stays. -> the paths removed."""
+    import json
+    import shutil
+
+    out = Path(out_dir)
+    names = {"results.json", "vis"}
+    try:
+        names |= set(json.loads((out / RUN_RECORD).read_text())["outputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    removed = []
+    for name in sorted(names):
+        path = out / name
+        if out.resolve() not in path.resolve().parents:  # a record naming something outside: not ours
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    (out / RUN_RECORD).unlink(missing_ok=True)
+    return removed
+
+
+def dlc_name(stem: str, scorer: str) -> str:
+    """DeepLabCut's file name for a video's (or folder's) table: ``<stem>DLC_<scorer>.csv`` (its own analysis writes
+    ``<video stem><scorer>.h5`` with a scorer starting ``DLC_``; tools find the tables by that marker)."""
+    return f"{stem}DLC_{scorer}.csv"
+
+
+def write_dlc(tables: dict[str, list[tuple[str | int, list[dict]]]], out_dir: str | Path,
+              bodyparts: tuple[str, ...] | list[str], scorer: str) -> list[Path]:
+    """One CSV per video / image folder in DeepLabCut's layout: header rows ``scorer``, [``individuals``],
+    ``bodyparts``, ``coords`` (``x``, ``y``, ``likelihood`` per bodypart), then one row per frame (the frame
+    index) or image (its file name), the values those of ``results.json``.
+
+    A table where no frame holds more than one pose has DeepLabCut's single-animal header (3 rows,
+    ``pandas.read_csv(f, header=[0, 1, 2], index_col=0)``); one where some frame holds several, its multi-animal
+    header (4 rows, ``header=[0, 1, 2, 3]``) with individuals ``individual1``, ``individual2``, ... in each frame's
+    order of the results (people are not tracked across frames). A frame with no pose, or fewer than the
+    individuals, has empty cells (NaN); a video's unreadable frames are such rows too, so row n is frame n."""
+    import csv
+
+    from sagepose.fileio import atomic_open
+
+    written = []
+    k = len(bodyparts)
+    for stem, entries in tables.items():
+        if entries and isinstance(entries[0][0], int):  # a video: every frame index up to the last one read
+            by_index = dict(entries)
+            entries = [(i, by_index.get(i, [])) for i in range(max(by_index) + 1)]
+        people = max((len(rows) for _, rows in entries), default=0)
+        header = [["scorer", *[scorer] * (3 * k * max(people, 1))]]
+        if people > 1:
+            header.append(["individuals", *(f"individual{i + 1}" for i in range(people) for _ in range(3 * k))])
+        header.append(["bodyparts", *(name for _ in range(max(people, 1)) for name in bodyparts for _ in range(3))])
+        header.append(["coords", *["x", "y", "likelihood"] * (k * max(people, 1))])
+        path = Path(out_dir) / dlc_name(stem, scorer)
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerows(header)
+            for label, rows in entries:
+                cells = [v for r in rows for v in r["keypoints"]]
+                writer.writerow([label, *cells, *[""] * (3 * k * max(people, 1) - len(cells))])
+        written.append(path)
+    return written
 
 
 def _run_video(model, path: Path, out: Path, boxes_of, render: bool, score_thr: float, done: InferenceRun,
@@ -229,14 +349,17 @@ def _run_video(model, path: Path, out: Path, boxes_of, render: bool, score_thr: 
         if writer is not None:
             writer.release()
     rows, frames = [], []
+    table = done.tables.setdefault(path.stem, [])
     for index, b, pred in run.frames:
         these = _result_rows(pred, b, index, f"{path.name}#{index}") if len(b) else []
         rows.extend(these)
+        table.append((index, these))
         frames.append(dict(frame=index, instances=[dict(bbox=[round(float(v), 2) for v in box[:4]],
                                                         keypoints=r["keypoints"], score=r["score"])
                                                    for box, r in zip(b, these)]))
     if run.skipped_frames:
         done.skipped_frames[path.name] = run.skipped_frames
+    done.written.append(out / f"{path.stem}.json")
     write_json_atomic(out / f"{path.stem}.json", dict(video=path.name, fps=run.fps, frames_read=len(run.frames),
                                                       frames_skipped=run.skipped_frames,
                                                       frames_per_second=round(run.frames_per_second, 2),

@@ -1,4 +1,5 @@
-"""sagepose infer MODEL INPUT [--checkpoint F] [--det-json D | --detector DET.onnx] [--out DIR] [--exact] [--dtype T]"""
+"""sagepose infer MODEL INPUT [--checkpoint F | --random-weights] [--det-json D | --detector DET.onnx] [--out DIR]
+[--overwrite] [--format coco|dlc] [--exact] [--dtype T]"""
 from __future__ import annotations
 
 
@@ -26,8 +27,16 @@ def add_arguments(p):
     p.add_argument("--images-json", default=None, help="COCO json whose images map ids to file names")
     p.add_argument("--det-thr", type=float, default=0.3, help="minimum detection score (json or detector)")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="minimum keypoint score to draw")
-    p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/infer", help="output folder (results.json, vis/); one holding a previous "
+                                                   "run's outputs is kept and OUT-2, OUT-3, ... written instead")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds a previous run: the "
+                                                            "files that run wrote (results, vis/, tables) are removed")
+    p.add_argument("--format", default="coco", choices=["coco", "dlc"],
+                   help="coco: results.json (COCO keypoint results; always written); dlc: also DeepLabCut's CSV per "
+                        "video and image folder, NAMEDLC_sagepose_MODEL.csv")
+    p.add_argument("--random-weights", action="store_true",
+                   help="run a zoo name or recipe without any checkpoint (random weights: for smoke tests only)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (torch); an ONNX file: cpu, cuda, tensorrt")
     p.add_argument("--no-render", action="store_true")
     p.add_argument("--dataset", default=None, help="a multi-dataset checkpoint: predict this dataset's keypoints, "
                                                    "in its schema (default: the model's outputs, e.g. the union)")
@@ -41,12 +50,41 @@ def add_arguments(p):
                         "float16 on GPUs (heatmaps within ~1e-2 of float32)")
 
 
+def scorer_name(args) -> str:
+    """DeepLabCut's scorer of the tables: ``sagepose_`` and the weights' name (the checkpoint's, else the model's)."""
+    import re
+    from pathlib import Path
+
+    name = Path(args.checkpoint or args.model).name
+    name = name[: -len(Path(name).suffix)] if Path(name).suffix in (".ckpt", ".pth", ".pt", ".pt2", ".onnx",
+                                                                    ".bin", ".yaml", ".yml") else name
+    return "sagepose_" + re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def output_folder(out: str, overwrite: bool, clear) -> str:
+    """The folder a run writes into (:func:`sagepose.fileio.fresh_output_dir`), said in one line when it is not
+    ``out``; with ``overwrite`` the previous run's files are removed first by ``clear(folder)``."""
+    from pathlib import Path
+
+    from sagepose.fileio import fresh_output_dir
+
+    path = Path(out)
+    folder, moved = fresh_output_dir(path if path.name else path.resolve(), overwrite)
+    if moved:
+        print(f"{out} holds a previous run's outputs: writing to {folder} (--overwrite to replace them)")
+    elif overwrite and folder.is_dir():
+        removed = clear(folder)
+        if removed:
+            print(f"--overwrite: removed the previous run's {', '.join(p.name for p in removed)} from {folder}")
+    return str(folder)
+
+
 def run(args) -> int:
     import sagepose
-    from sagepose.infer import image_ids, load_boxes, run_inference
+    from sagepose.infer import clear_previous_run, image_ids, load_boxes, run_inference
 
     model = sagepose.load(args.model, checkpoint=args.checkpoint, device=args.device, exact=args.exact,
-                          dtype=args.dtype)
+                          dtype=args.dtype, random_weights=args.random_weights)
     if args.test_scales:
         from sagepose.models.estimator import check_test_scales
 
@@ -65,12 +103,17 @@ def run(args) -> int:
         detector = Detector(args.detector, score_thr=args.det_thr, nms_thr=args.nms_thr,
                             device="cpu" if args.device == "cpu" else "cuda")
     ids = image_ids(args.images_json) if args.images_json else None
-    done = run_inference(model, args.input, args.out, boxes=boxes, render=not args.no_render,
-                         score_thr=args.kpt_thr, ids=ids, detector=detector,
+    out = output_folder(args.out, args.overwrite, clear_previous_run)
+    done = run_inference(model, args.input, out, boxes=boxes, render=not args.no_render,
+                         score_thr=args.kpt_thr, ids=ids, detector=detector, fmt=args.format,
+                         scorer=scorer_name(args),
                          video=dict(det_every=args.det_every, batch_frames=args.batch_frames, progress=True,
                                     smooth=dict(min_cutoff=args.smooth_min_cutoff, beta=args.smooth_beta)
                                     if args.smooth else None))
     for line in done.summary():
         print(line)
-    print(f"{len(done.rows)} poses -> {args.out}/results.json" + ("" if args.no_render else f", {args.out}/vis/"))
+    tables = [str(p) for p in done.written if p.suffix == ".csv"]
+    n = len(done.rows)
+    print(f"{n} pose{'s' * (n != 1)} -> {out}/results.json" + ("" if args.no_render else f", {out}/vis/")
+          + (f"; DeepLabCut tables: {', '.join(tables)}" if tables else ""))
     return 0
