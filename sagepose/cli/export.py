@@ -1,4 +1,5 @@
-"""sagepose export MODEL [--checkpoint F] --out model.onnx [--opset 18] [--dynamic-batch] [--batch N] [--fp16]"""
+"""sagepose export MODEL [--checkpoint F | --random-weights] --out model.onnx [--overwrite] [--opset 18]
+[--dynamic-batch] [--batch N] [--fp16]"""
 from __future__ import annotations
 
 
@@ -13,13 +14,19 @@ def add_arguments(p):
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: a fixed --batch)")
     p.add_argument("--batch", type=int, default=1, help="the graph's batch size without --dynamic-batch")
     p.add_argument("--fp16", action="store_true", help="float16 weights and compute, float32 in and out (for GPUs)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and its .data file) if it exists")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export a zoo name or recipe without any checkpoint (random weights: for tests only)")
 
 
 def run(args) -> int:
     import sagepose
+    from sagepose.fileio import check_output_file
     from sagepose.onnx_model import export_onnx
 
-    model = sagepose.load(args.model, checkpoint=args.checkpoint, fuse=False)
+    for path in (args.out, args.out + ".data"):  # before the minutes an export takes
+        check_output_file(path, args.overwrite)
+    model = sagepose.load(args.model, checkpoint=args.checkpoint, fuse=False, random_weights=args.random_weights)
     info = export_onnx(model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch, batch=args.batch,
                        fp16=args.fp16)
     batch = "any batch" if info["dynamic_batch"] else f"batch {info['batch']}"
