@@ -14,6 +14,7 @@ from conftest import REALDATA
 from sagepose.data.coco import ImageReadError, load_coco, load_detections, read_image
 from sagepose.data.dataset import TopDownDataset, collate
 from sagepose.data.transforms import TopDownSampler
+from sagepose.errors import DataError
 from sagepose.keypoints import COCO17
 
 
@@ -273,3 +274,57 @@ def test_image_cache_gives_the_same_samples_and_decodes_each_file_once(tmp_path,
     # the plain dataset decodes on every access, the cached one once per file
     assert len(decoded) == 3 * len(plain) + len(files)
     assert all(not img.flags.writeable for img in cached._images.values())
+
+
+# ---- image paths: data.image_root, the json's folder, the folder it records ---------------------------------------
+
+def _labels_at(json_path, file_name, info=None):
+    """A one-person COCO json at ``json_path`` whose image is ``file_name``."""
+    data = {"images": [{"id": 1, "file_name": file_name, "width": 64, "height": 48}],
+            "annotations": [_ann()]}
+    if info is not None:
+        data["info"] = info
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(data))
+    return json_path
+
+
+def test_file_names_relative_to_the_json_resolve_from_another_cwd_despite_an_image_root(tmp_path, monkeypatch):
+    (tmp_path / "proj" / "frames").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "proj" / "frames" / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    path = _labels_at(tmp_path / "proj" / "splits" / "train.json", "../frames/a.png")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rel = os.path.relpath(path)
+    assert os.path.isfile(load_coco(rel)[0].image_path)
+    # data.image_root first, then the json's folder: a root that does not hold the images is passed over
+    record = load_coco(rel, image_root=str(tmp_path / "proj"))[0]
+    assert os.path.samefile(record.image_path, tmp_path / "proj" / "frames" / "a.png")
+    # an image root that holds them wins over the json's folder
+    (tmp_path / "alt" / "frames").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "alt" / "frames" / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    (tmp_path / "alt" / "x").mkdir()
+    assert load_coco(rel, image_root=str(tmp_path / "alt" / "x"))[0].image_path == os.path.join(
+        str(tmp_path / "alt" / "x"), "../frames/a.png")
+
+
+def test_a_json_copied_away_from_its_images_resolves_by_its_recorded_image_root(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    path = _labels_at(tmp_path / "copy" / "labels.json", "a.png", info={"image_root": str(tmp_path)})
+    assert load_coco(path)[0].image_path == os.path.join(str(tmp_path), "a.png")
+
+
+def test_missing_images_name_the_folders_tried_and_the_root_to_pass(tmp_path):
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)  # COCO's layout: annotations/ beside val2017/
+    cv2.imwrite(str(tmp_path / "coco" / "val2017" / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    path = _labels_at(tmp_path / "coco" / "annotations" / "val.json", "a.png")
+    with pytest.raises(DataError) as e:
+        load_coco(path, image_root=str(tmp_path / "wrong"))
+    want = (f"{path}: image a.png: missing (looked in {tmp_path / 'wrong'}, {path.parent}; the images exist under "
+            f"{tmp_path / 'coco' / 'val2017'}: pass data.image_root={tmp_path / 'coco' / 'val2017'})")
+    assert str(e.value) == want
+    assert load_coco(path, image_root=str(tmp_path / "coco" / "val2017"))[0].image_path == str(
+        tmp_path / "coco" / "val2017" / "a.png")
+    # images that exist nowhere (labels read for scoring only): the json's folder, as before, no error
+    nowhere = _labels_at(tmp_path / "labels" / "val.json", "gone.png")
+    assert load_coco(nowhere)[0].image_path == os.path.join(str(tmp_path / "labels"), "gone.png")

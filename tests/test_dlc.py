@@ -14,7 +14,7 @@ from conftest import REALDATA
 
 from sagepose.cli.main import main
 from sagepose.data.coco import load_coco
-from sagepose.data.dlc import csv_to_coco, write_coco
+from sagepose.data.dlc import csv_to_coco, dlc_to_coco, write_coco
 from sagepose.errors import DataError
 from sagepose.keypoints import load_schema
 
@@ -184,12 +184,90 @@ def test_cli_import_dlc(tmp_path, capsys):
     assert rc == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{out}: 6 frames, 6 annotations, 17 keypoints, 4 flip pairs (paw1LH_top:paw4RH_top")
-    assert "84 skipped" in line and f"data.image_root={MOUSE}" in line
+    assert "84 skipped" in line and f"images under {MOUSE}, their paths relative to {tmp_path}" in line
     data = json.loads(out.read_text())
     assert data["categories"][0]["skeleton"] == [[7, 5]] and data["annotations"][0]["bbox"][2] < 396
-    assert len(load_coco(out, schema=load_schema(out), image_root=MOUSE)) == 6
+    assert data["images"][0]["file_name"] == os.path.relpath(MOUSE / "labeled-data/img01.png", tmp_path)
+    records = load_coco(out, schema=load_schema(out))  # no data.image_root needed: relative to the json
+    assert len(records) == 6 and all(os.path.isfile(r.image_path) for r in records)
     assert main(["import", "dlc", str(MOUSE_CSV), "--out", str(out)]) == 1  # images 7-90 missing
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sagepose: error: {MOUSE_CSV}: line 10: image ") and "\n" not in err
     with pytest.raises(SystemExit):
         main(["import", "csv", str(MOUSE_CSV), "--out", str(out)])  # the only format is dlc
+
+
+# ---- DeepLabCut 2.2 projects: labeled-data/<video>/CollectedData_<scorer>.csv, several CSVs, image roots ----------
+
+def _dlc_project(root, videos=("vidA", "vidB"), frames=2, bodyparts=("snout", "leftear", "rightear")):
+    """A DLC 2.2 project: per video, ``frames`` 40x30 images and a single-animal CSV whose rows name
+    ``labeled-data/<video>/imgN.png`` over 3 index columns; returns the CSV paths."""
+    csvs = []
+    for v, video in enumerate(videos):
+        folder = root / "labeled-data" / video
+        folder.mkdir(parents=True)
+        rows = [["scorer", "", "", *["me"] * (2 * len(bodyparts))],
+                ["bodyparts", "", "", *[bp for bp in bodyparts for _ in "xy"]],
+                ["coords", "", "", *["x", "y"] * len(bodyparts)]]
+        for i in range(frames):
+            cv2.imwrite(str(folder / f"img{i}.png"), np.zeros((30, 40, 3), np.uint8))
+            rows.append(["labeled-data", video, f"img{i}.png", *[5 + v + i + k for k in range(2 * len(bodyparts))]])
+        csvs.append(folder / "CollectedData_me.csv")
+        with open(csvs[-1], "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    return csvs
+
+
+def test_dlc22_csv_in_its_video_folder_infers_the_project_as_image_root(tmp_path):
+    csv_a, _ = _dlc_project(tmp_path / "proj")
+    coco = csv_to_coco(csv_a)  # its rows name labeled-data/vidA/img0.png: relative to the project, two folders up
+    assert coco["info"]["image_root"] == str(tmp_path / "proj")
+    assert [i["file_name"] for i in coco["images"]] == ["labeled-data/vidA/img0.png", "labeled-data/vidA/img1.png"]
+    assert coco["categories"][0]["name"] == "proj"
+    (tmp_path / "proj" / "labeled-data" / "vidA" / "img1.png").unlink()
+    with pytest.raises(DataError) as e:  # a missing image names the folders tried and the option
+        csv_to_coco(csv_a)
+    msg = str(e.value)
+    assert msg.startswith(f"{csv_a}: line 5: image ") and "labeled-data/vidA/img1.png: missing" in msg
+    assert f"looked in {csv_a.parent}, {csv_a.parent.parent}, {tmp_path / 'proj'}" in msg and "--image-root" in msg
+
+
+def test_import_dlc_project_folder_with_two_videos_resolves_from_another_cwd(tmp_path, monkeypatch, capsys):
+    _dlc_project(tmp_path / "proj")
+    out = tmp_path / "work" / "labels.json"
+    assert main(["import", "dlc", str(tmp_path / "proj"), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out}: 4 frames from 2 CSVs, 4 annotations, 3 keypoints, 1 flip pairs (leftear:rightear)")
+    data = json.loads(out.read_text())
+    assert [i["file_name"] for i in data["images"]] == [f"../proj/labeled-data/{v}/img{i}.png"
+                                                        for v in ("vidA", "vidB") for i in range(2)]
+    assert [i["id"] for i in data["images"]] == [1, 2, 3, 4] and [a["image_id"] for a in data["annotations"]] == [
+        1, 2, 3, 4]
+    assert data["categories"][0]["name"] == "proj" and data["info"]["image_root"] == str(out.parent)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # training from another folder, no data.image_root
+    records = load_coco(os.path.relpath(out), schema=load_schema(out))
+    assert len(records) == 4 and all(os.path.isfile(r.image_path) for r in records)
+    assert records[2].keypoints[0].tolist() == [6.0, 7.0]  # vidB's first frame
+
+
+def test_import_two_csvs_at_once_merged_and_checked(tmp_path, capsys):
+    csv_a, csv_b = _dlc_project(tmp_path / "proj")
+    out = tmp_path / "proj" / "labels.json"
+    assert main(["import", "dlc", str(csv_a), str(csv_b), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [i["file_name"] for i in data["images"]] == [f"labeled-data/{v}/img{i}.png"
+                                                        for v in ("vidA", "vidB") for i in range(2)]
+    assert data["info"]["sources"] == [str(csv_a), str(csv_b)] and data["info"]["frames"] == 4
+    assert len(load_coco(out, schema=load_schema(out))) == 4
+    with pytest.raises(DataError, match=r"vidA/CollectedData_me.csv: image .*labeled-data/vidA/img0.png is already "
+                                        r"labeled in .*vidA/CollectedData_me.csv"):
+        dlc_to_coco([csv_a, csv_a])
+    other = _dlc_project(tmp_path / "other", videos=("vidC",), bodyparts=("snout", "tail"))[0]
+    assert main(["import", "dlc", str(csv_a), str(other), "--out", str(tmp_path / "x.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sagepose: error: {other}: bodyparts ['snout', 'tail'] differ from {csv_a}'s") and \
+        "\n" not in err
+    with pytest.raises(DataError, match=r"empty: no labeled-data CSV in this folder"):
+        (tmp_path / "empty").mkdir()
+        dlc_to_coco([tmp_path / "empty"])

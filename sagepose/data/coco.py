@@ -13,6 +13,13 @@ training sets and GT-box evaluation sets have the same instances:
 * an optional ``head_box`` ``[x1, y1, x2, y2]`` px (MPII's head rectangle; the synthetic
   generator writes one per person) becomes the record's ``head_size``, the unit of PCKh.
 
+Image paths: a relative ``file_name`` resolves against the first of these folders that holds the json's images (a
+few of them probed: :func:`resolve_image_root`): ``image_root`` (``data.image_root``) when given, the json's own
+folder, and the absolute ``info.image_root`` a sagepose-written json records (the folder its ``file_name`` s were
+relative to when written). sagepose writes ``file_name`` s relative to the json's own folder
+(:func:`rebase_file_names`), so its jsons resolve from any working directory. When none of those folders holds
+the images but another nearby folder does, the error names it (``pass data.image_root=...``).
+
 Malformed input fails with an error naming the file and the annotation id: a
 non-finite box, keypoint names (``categories[i]["keypoints"]``) that are not the
 schema's, a file with no usable annotation. Only zero-area boxes (common in real
@@ -28,6 +35,7 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +46,8 @@ from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live i
 from sagepose.keypoints import KeypointSchema, get_schema
 
 AREA_FROM_BOX = 0.53  # MMPose's area estimate for annotations without 'area'
+PROBED_IMAGES = 3  # images (first, middle, last) probed to choose a json's image root
+HINT_LEVELS = 2  # folders above the json (and above image_root) searched, with their subfolders, for a hint
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +105,109 @@ def image_index(path: str, data) -> dict:
         _require(img, ("id", "file_name", "width", "height"), f"{path}: image {img.get('id', f'#{i}')}")
         images[img["id"]] = img
     return images
+
+
+def _probe_names(images) -> list[str]:
+    """Up to :data:`PROBED_IMAGES` distinct relative ``file_name`` s of an ``images`` list: first, middle, last."""
+    names = [img.get("file_name") for img in images if isinstance(img, dict)]
+    names = [n for n in names if isinstance(n, str) and n and not os.path.isabs(n)]
+    if not names:
+        return []
+    picks = {0, len(names) // 2, len(names) - 1}
+    return list(dict.fromkeys(names[i] for i in sorted(picks)))[:PROBED_IMAGES]
+
+
+def recorded_image_root(data) -> str | None:
+    """The absolute ``info.image_root`` a json records (sagepose writes it), or None."""
+    info = data.get("info") if isinstance(data, dict) else None
+    root = info.get("image_root") if isinstance(info, dict) else None
+    return root if isinstance(root, str) and os.path.isabs(root) else None
+
+
+def image_roots(json_path: str, data, image_root: str | None = None) -> list[str]:
+    """The folders a json's relative ``file_name`` s are looked up in, in order: ``image_root`` when given, the
+    json's own folder, the absolute ``info.image_root`` it records (duplicates dropped)."""
+    roots = [] if image_root is None else [os.fspath(image_root)]
+    roots.append(os.path.dirname(os.fspath(json_path)))
+    recorded = recorded_image_root(data)
+    if recorded is not None:
+        roots.append(recorded)
+    seen, out = set(), []
+    for root in roots:
+        key = os.path.abspath(root)
+        if key not in seen:
+            seen.add(key)
+            out.append(root)
+    return out
+
+
+def resolve_image_root(json_path: str, data, image_root: str | None = None) -> str:
+    """The folder a COCO json's relative ``file_name`` s resolve against: the first of :func:`image_roots` that
+    holds any of a few probed images (first, middle, last). When none does, the first of them (images may be
+    absent on purpose: labels read for scoring only) -- unless another folder near the json or ``image_root``
+    holds all the probed images: then a :class:`DataError` naming the folders looked in and the one to pass."""
+    path = os.fspath(json_path)
+    roots = image_roots(path, data, image_root)
+    names = _probe_names((data.get("images") if isinstance(data, dict) else None) or [])
+    if not names:
+        return roots[0]
+    for root in roots:
+        if any(os.path.isfile(os.path.join(root, n)) for n in names):
+            return root
+    found = _search_root(names, roots)
+    if found is not None:
+        tried = ", ".join(os.path.abspath(r) for r in roots)
+        raise DataError(f"{path}: image {names[0]}: missing (looked in {tried}; the images exist under {found}: "
+                        f"pass data.image_root={found})")
+    return roots[0]
+
+
+def _search_root(names: list[str], roots: list[str]) -> str | None:
+    """The nearest folder holding every one of ``names``: the roots, then their parents up to :data:`HINT_LEVELS`
+    up, each with its subfolders (COCO's ``annotations/`` beside ``val2017/``); None when there is none."""
+    levels, seen = [os.path.abspath(r) for r in roots], set()
+    for _ in range(HINT_LEVELS + 1):
+        for folder in levels:
+            for candidate in (folder, *_subfolders(folder)):
+                if candidate not in seen:
+                    seen.add(candidate)
+                    if all(os.path.isfile(os.path.join(candidate, n)) for n in names):
+                        return candidate
+        levels = [os.path.dirname(f) for f in levels]
+    return None
+
+
+def _subfolders(folder: str, limit: int = 1000) -> list[str]:
+    """Up to ``limit`` subfolders of ``folder`` (from the directory entries' types: no stat per file)."""
+    out = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    out.append(entry.path)
+                    if len(out) == limit:
+                        break
+    except OSError:
+        pass
+    return sorted(out)
+
+
+def rebase_file_names(images: list[dict], from_root: str | os.PathLike, to_dir: str | os.PathLike) -> list[dict]:
+    """``images`` entries whose relative ``file_name`` s (relative to ``from_root``) are re-expressed relative to
+    ``to_dir`` (the folder a json is written into), ``/``-separated; absolute ones, and any that cannot be
+    expressed relative (another drive), become / stay absolute. New dicts; the input is not changed."""
+    src, dst = os.path.abspath(from_root), os.path.abspath(to_dir)
+    out = []
+    for img in images:
+        name = img["file_name"]
+        if not os.path.isabs(name) and src != dst:
+            full = os.path.normpath(os.path.join(src, name))
+            try:
+                name = Path(os.path.relpath(full, dst)).as_posix()
+            except ValueError:  # Windows: another drive
+                name = Path(full).as_posix()
+        out.append({**img, "file_name": name})
+    return out
 
 
 def _clip_box_xywh(box, width: int, height: int) -> np.ndarray:
@@ -190,8 +303,9 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
               mode: str = "train") -> list[Record]:
     """Read a COCO-format keypoint json -> records in annotation order.
 
-    ``image_root`` defaults to the json's folder; ``mode`` is ``"train"`` or ``"val"``. A file with
-    no annotation left for ``mode`` is an error naming it.
+    Relative image paths resolve as :func:`resolve_image_root` says (``image_root`` first when given, then the
+    json's folder, then the folder it records); ``mode`` is ``"train"`` or ``"val"``. A file with no annotation
+    left for ``mode`` is an error naming it.
     """
     if mode not in ("train", "val"):
         raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
@@ -203,7 +317,7 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
     anns = data["annotations"]
     if not anns:
         raise ValueError(f"{path}: no annotations")
-    root = os.path.dirname(path) if image_root is None else os.fspath(image_root)
+    root = resolve_image_root(path, data, image_root)
     num_values = 3 * schema.num_keypoints
     for i, ann in enumerate(anns):
         where = f"{path}: annotation {ann.get('id', f'#{i}')}"
@@ -263,11 +377,15 @@ def read_detections(det_json: str, coco_json: str, score_thr: float = 0.0, categ
     ``score_thr`` are dropped (a missing score is 1). A box that is non-finite, empty or inverted, or
     wholly outside its image is skipped and counted in one warning; malformed entries are errors.
     """
-    det_path, coco_path = os.fspath(det_json), os.fspath(coco_json)
+    coco_path = os.fspath(coco_json)
+    return _read_detections(os.fspath(det_json), coco_path, read_json(coco_path), score_thr, category_id)
+
+
+def _read_detections(det_path: str, coco_path: str, coco_data, score_thr: float, category_id: int) -> list[Detection]:
     dets = read_json(det_path)
     if not isinstance(dets, list):
         raise ValueError(f"{det_path}: expected a list of detections, got {type(dets).__name__}")
-    images = image_index(coco_path, read_json(coco_path))
+    images = image_index(coco_path, coco_data)
     kept = []
     for i, det in enumerate(dets):
         where = f"{det_path}: detection {i}"
@@ -295,19 +413,21 @@ def load_detections(det_json: str, coco_json: str, schema: str | KeypointSchema 
                     category_id: int = 1) -> list[Record]:
     """Person detections (COCO results format, :func:`read_detections`) -> records for evaluation.
 
+    Images resolve as :func:`load_coco`'s do (:func:`resolve_image_root` of ``coco_json``).
     ``ann_id`` is the detection's index in the file; keypoints are zeros with ``visible`` 0. Boxes are
     used as given (MMPose does not clip detections). No detection left is an error naming the file.
     """
     schema = get_schema(schema)
     coco_path = os.fspath(coco_json)
-    root = os.path.dirname(coco_path) if image_root is None else os.fspath(image_root)
+    coco_data = read_json(coco_path)
+    root = resolve_image_root(coco_path, coco_data, image_root)
     k = schema.num_keypoints
     records = [Record(
         image_path=os.path.join(root, d.image["file_name"]), image_id=d.image["id"], ann_id=d.index,
         bbox_xywh=d.bbox_xywh, keypoints=np.zeros((k, 2), np.float32), visible=np.zeros(k, np.float32),
         flags=np.zeros(k, np.float32), area=float(d.bbox_xywh[2] * d.bbox_xywh[3]), width=int(d.image["width"]),
         height=int(d.image["height"]), bbox_score=d.score)
-        for d in read_detections(det_json, coco_path, score_thr, category_id)]
+        for d in _read_detections(os.fspath(det_json), coco_path, coco_data, score_thr, category_id)]
     if not records:
         raise ValueError(f"{os.fspath(det_json)}: no detections of category {category_id} scored >= {score_thr} "
                          f"with a usable box")

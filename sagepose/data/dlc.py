@@ -1,7 +1,8 @@
 """DeepLabCut / lightning-pose labeled-data CSVs -> a COCO keypoint json (dict), any skeleton.
 
-    coco = csv_to_coco("project/CollectedData.csv")             # images found relative to the CSV's folder
-    write_coco(coco, "project/labels.json")
+    coco = csv_to_coco("project/CollectedData.csv")   # lightning-pose: images relative to the CSV's folder
+    coco = dlc_to_coco(["dlc-project"])               # DeepLabCut: every labeled-data/*/CollectedData_*.csv
+    write_coco(coco, "project/labels.json")           # file_names relative to the json's folder
 
 The CSV is DeepLabCut's ``CollectedData_<scorer>.csv``, which lightning-pose reads too:
 
@@ -14,11 +15,20 @@ The CSV is DeepLabCut's ``CollectedData_<scorer>.csv``, which lightning-pose rea
   columns (machine labels) are ignored.
 
 One annotation per labeled animal and frame (an individual with no labeled joint in a frame gets none); images
-are referenced by their path relative to ``image_root`` (default: the CSV's folder, as DLC and lightning-pose lay
-out a project), never copied, and their width / height read from the files. The category carries the keypoint
-names, the skeleton (1-based, COCO's convention, as :func:`sagepose.keypoints.load_schema` reads it) and
-``flip_pairs`` (pairs of names: given, or inferred from left/right names by
-:func:`sagepose.keypoints.infer_flip_pairs`), so the json is also a schema (``model.schema=labels.json``).
+are referenced, never copied, and their width / height read from the files. The CSV's image paths are relative
+to ``image_root``; without one it is inferred: of the CSV's folder and the folders above it (up to
+:data:`ROOT_LEVELS`), the first that holds the most of its images -- the CSV's folder for lightning-pose
+(``project/CollectedData.csv``), the project for DeepLabCut 2.2 (whose
+``project/labeled-data/<video>/CollectedData_<scorer>.csv`` names ``labeled-data/<video>/img001.png``).
+:func:`dlc_to_coco` reads a DLC project folder (all its ``labeled-data/*/CollectedData*.csv``) or several CSVs
+into one json (the same bodyparts, each image once). :func:`write_coco` stores the ``file_name`` s relative to
+the json's own folder and ``info.image_root`` that folder (absolute), so :func:`sagepose.data.coco.load_coco`
+finds the images from any working directory.
+
+The category carries the keypoint names, the skeleton (1-based, COCO's convention, as
+:func:`sagepose.keypoints.load_schema` reads it) and ``flip_pairs`` (pairs of names: given, or inferred from
+left/right names by :func:`sagepose.keypoints.infer_flip_pairs`), so the json is also a schema
+(``model.schema=labels.json``).
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sagepose.data.coco import rebase_file_names
 from sagepose.errors import DataError
 from sagepose.fileio import write_json_atomic
 from sagepose.image import ImageReadError, read_image
@@ -38,6 +49,9 @@ from sagepose.keypoints import infer_flip_pairs, parse_name_pairs
 HEADER_LEVELS = ("scorer", "individuals", "bodyparts", "coords")
 UNIQUE_INDIVIDUAL = "single"  # DLC's multi-animal "unique bodyparts" pseudo-individual
 BOX_MODES = ("image", "labels")
+ROOT_LEVELS = 3  # folders above a CSV tried as its image root (DLC 2.2: labeled-data/<video>/ -> the project)
+ROOT_PROBES = 50  # frames whose image is looked for under each candidate root
+CSV_GLOB = "CollectedData*.csv"  # DLC's CollectedData_<scorer>.csv, lightning-pose's CollectedData.csv
 
 
 def read_dlc_csv(csv_path: str | os.PathLike) -> dict:
@@ -161,14 +175,15 @@ def csv_to_coco(csv_path: str | os.PathLike, image_root: str | os.PathLike | Non
                 name: str | None = None) -> dict:
     """A DeepLabCut / lightning-pose labeled-data CSV -> a COCO keypoint json dict (see the module docstring).
 
-    ``image_root``: the folder the CSV's image paths are relative to (default: the CSV's folder); the json's
-    ``file_name`` s stay relative to it, so training reads them with ``data.image_root`` set to it (or the json
-    written into it). ``flip_pairs``: None infers them from left/right names; ``"a:b,c:d"`` or pairs of names
-    gives them ("" none). ``skeleton``: ``"a-b,b-c"`` or pairs of names (default none). ``box``: ``"image"``
-    (the whole image: single-animal files only) or ``"labels"`` (the labeled joints' extent, each side x
-    ``box_pad``, clipped to the image; always so for multi-animal files). ``area`` is the box's area (w x h).
+    ``image_root``: the folder the CSV's image paths are relative to (default: inferred, :func:`infer_image_root`);
+    the dict's ``file_name`` s are relative to it (``info.image_root``), :func:`write_coco` re-expresses them
+    relative to the json's folder. ``flip_pairs``: None infers them from left/right names; ``"a:b,c:d"`` or
+    pairs of names gives them ("" none). ``skeleton``: ``"a-b,b-c"`` or pairs of names (default none).
+    ``box``: ``"image"`` (the whole image: single-animal files only) or ``"labels"`` (the labeled joints'
+    extent, each side x ``box_pad``, clipped to the image; always so for multi-animal files). ``area`` is the
+    box's area (w x h).
     ``skip_missing``: a frame whose image is missing or unreadable is left out and counted (one warning) instead
-    of an error naming it. ``name``: the category (and schema) name, default the CSV's folder name.
+    of an error naming it. ``name``: the category (and schema) name, default the image root's folder name.
     ``info`` records the source, the image root and the counts (frames, skipped, frames without labels).
     """
     path = os.fspath(csv_path)
@@ -187,7 +202,13 @@ def csv_to_coco(csv_path: str | os.PathLike, image_root: str | os.PathLike | Non
         bones = _name_pairs(skeleton, names, "-", "skeleton edge") if skeleton is not None else ()
     except ValueError as e:
         raise DataError(f"{path}: {e}") from None
-    root = os.path.dirname(os.path.abspath(path)) if image_root is None else os.fspath(image_root)
+    if image_root is None:
+        root, tried = infer_image_root(path, [rel for _, rel, _ in parsed["frames"]])
+        where = (f"image root {root}, inferred: looked in {', '.join(tried)}; --image-root DIR (image_root=) names "
+                 "the folder the CSV's image paths are relative to")
+    else:
+        root = os.fspath(image_root)
+        where = f"image root {root}"
     images, annotations, missing, unlabeled_frames = [], [], [], 0
     seen: dict[str, int] = {}
     for line, rel, xy in parsed["frames"]:
@@ -199,7 +220,7 @@ def csv_to_coco(csv_path: str | os.PathLike, image_root: str | os.PathLike | Non
             height, width = read_image(full).shape[:2]
         except ImageReadError as e:
             if not skip_missing:
-                raise DataError(f"{path}: line {line}: image {e} (image root {root}; skip_missing=True / "
+                raise DataError(f"{path}: line {line}: image {e} ({where}; skip_missing=True / "
                                 "--skip-missing leaves such frames out)") from None
             missing.append(rel)
             continue
@@ -230,13 +251,100 @@ def csv_to_coco(csv_path: str | os.PathLike, image_root: str | os.PathLike | Non
     if not annotations:
         raise DataError(f"{path}: no labeled animal in any frame with a readable image "
                         f"({len(images)} frames read, {len(missing)} skipped)")
-    category = {"id": 1, "name": name or Path(path).resolve().parent.name or "animal", "supercategory": "animal",
+    category = {"id": 1, "name": name or Path(root).resolve().name or "animal", "supercategory": "animal",
                 "keypoints": list(names), "skeleton": [[a + 1, b + 1] for a, b in bones],
                 "flip_pairs": [[names[a], names[b]] for a, b in pairs]}
     info = {"description": "imported from a DeepLabCut / lightning-pose labeled-data CSV by sagepose",
-            "source": os.path.abspath(path), "image_root": os.path.abspath(root), "frames": len(images),
+            "source": os.path.abspath(path), "sources": [os.path.abspath(path)], "image_root": os.path.abspath(root),
+            "frames": len(images),
             "skipped_missing_images": len(missing), "frames_without_labels": unlabeled_frames,
             "individuals": individuals if multi else []}
+    return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
+
+
+def infer_image_root(csv_path: str | os.PathLike, image_paths: list[str]) -> tuple[str, list[str]]:
+    """The folder a CSV's image paths are relative to: of the CSV's folder and up to :data:`ROOT_LEVELS` folders
+    above it, the first holding the most of (up to :data:`ROOT_PROBES` of) ``image_paths``; the CSV's folder when
+    none holds any. Returns ``(root, the folders tried)``."""
+    folder = os.path.dirname(os.path.abspath(csv_path))
+    tried = [folder]
+    for _ in range(ROOT_LEVELS):
+        parent = os.path.dirname(tried[-1])
+        if parent == tried[-1]:
+            break
+        tried.append(parent)
+    probes = image_paths[:ROOT_PROBES]
+    counts = [sum(os.path.isfile(os.path.join(root, rel)) for rel in probes) for root in tried]
+    best = max(range(len(tried)), key=lambda i: (counts[i], -i))
+    return (tried[best] if counts[best] else folder), tried
+
+
+def find_dlc_csvs(source: str | os.PathLike) -> list[str]:
+    """A labeled-data CSV, or a project folder -> its CSVs: DeepLabCut's ``labeled-data/*/CollectedData*.csv``,
+    else lightning-pose's ``CollectedData*.csv`` in the folder, else ``*/CollectedData*.csv`` (the folder is
+    ``labeled-data`` itself). A folder with none is a :class:`DataError` naming it."""
+    path = Path(source)
+    if not path.is_dir():
+        return [os.fspath(source)]  # read_dlc_csv names a missing file
+    for pattern in (f"labeled-data/*/{CSV_GLOB}", CSV_GLOB, f"*/{CSV_GLOB}"):
+        found = sorted(p for p in path.glob(pattern) if p.is_file())
+        if found:
+            return [os.fspath(p) for p in found]
+    raise DataError(f"{path}: no labeled-data CSV in this folder (looked for labeled-data/*/{CSV_GLOB}, {CSV_GLOB} "
+                    f"and */{CSV_GLOB})")
+
+
+def dlc_to_coco(sources, image_root: str | os.PathLike | None = None, name: str | None = None, **options) -> dict:
+    """Labeled-data CSVs and DLC project folders (:func:`find_dlc_csvs`) -> one COCO keypoint json dict.
+
+    Each CSV is read by :func:`csv_to_coco` (``image_root`` and ``options`` as there; each CSV's root inferred
+    when ``image_root`` is None); they must name the same bodyparts in the same order and be all single- or all
+    multi-animal, and no image may be labeled twice. The merged ``file_name`` s are relative to the roots'
+    common folder (``info.image_root``); ids are renumbered in source order. ``name`` defaults to a project
+    folder's name (one folder given), else the common root's."""
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not sources:
+        raise ValueError("dlc_to_coco: no sources")
+    csvs = [path for source in sources for path in find_dlc_csvs(source)]
+    if name is None and len(sources) == 1 and Path(sources[0]).is_dir():
+        name = Path(sources[0]).resolve().name
+    parts = [csv_to_coco(path, image_root=image_root, name=name, **options) for path in csvs]
+    if len(parts) == 1:
+        return parts[0]
+    first, first_csv = parts[0], csvs[0]
+    multi = bool(first["info"]["individuals"])
+    for source, part in zip(csvs[1:], parts[1:]):
+        theirs, ours = part["categories"][0]["keypoints"], first["categories"][0]["keypoints"]
+        if theirs != ours:
+            raise DataError(f"{source}: bodyparts {theirs} differ from {first_csv}'s {ours}: one json holds one "
+                            "keypoint set")
+        if bool(part["info"]["individuals"]) != multi:
+            kinds = ("single-animal", "multi-animal")
+            raise DataError(f"{source}: a {kinds[not multi]} CSV, {first_csv} a {kinds[multi]} one: import them "
+                            "separately")
+    roots = [os.path.abspath(p["info"]["image_root"]) for p in parts]
+    common = os.path.commonpath(roots)
+    images, annotations, owner = [], [], {}
+    for source, part, root in zip(csvs, parts, roots):
+        new_ids = {}
+        for img in rebase_file_names(part["images"], root, common):
+            full = os.path.normpath(os.path.join(common, img["file_name"]))
+            if full in owner:
+                raise DataError(f"{source}: image {full} is already labeled in {owner[full]}")
+            owner[full] = source
+            new_ids[img["id"]] = len(images) + 1
+            images.append({**img, "id": new_ids[img["id"]]})
+        for ann in part["annotations"]:
+            annotations.append({**ann, "id": len(annotations) + 1, "image_id": new_ids[ann["image_id"]]})
+    category = dict(first["categories"][0])
+    if name is None:
+        category["name"] = Path(common).name or category["name"]
+    infos = [p["info"] for p in parts]
+    individuals = list(dict.fromkeys(i for info in infos for i in info["individuals"]))
+    info = {"description": f"imported from {len(csvs)} DeepLabCut / lightning-pose labeled-data CSVs by sagepose",
+            "sources": [os.path.abspath(path) for path in csvs], "image_root": common, "frames": len(images),
+            **{key: sum(info[key] for info in infos) for key in ("skipped_missing_images", "frames_without_labels")},
+            "individuals": individuals}
     return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
 
 
@@ -253,5 +361,12 @@ def _name_pairs(spec, names: list[str], sep: str, what: str) -> tuple[tuple[int,
 
 
 def write_coco(coco: dict, out_path: str | os.PathLike) -> Path:
-    """Write a COCO json dict (e.g. :func:`csv_to_coco`'s) atomically; returns the path."""
+    """Write a COCO json dict (e.g. :func:`csv_to_coco`'s) atomically, its relative ``file_name`` s re-expressed
+    relative to the json's folder (from ``info.image_root``, when it records one) and ``info.image_root`` that
+    folder, so the json finds its images from any working directory; returns the path."""
+    info = coco.get("info") or {}
+    if info.get("image_root"):
+        folder = os.path.dirname(os.path.abspath(out_path))
+        coco = {**coco, "info": {**info, "image_root": folder},
+                "images": rebase_file_names(coco["images"], info["image_root"], folder)}
     return write_json_atomic(out_path, coco)
