@@ -442,8 +442,12 @@ def validate(cfg: Config) -> Config:
     _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "must be positive (null = off)")
     _check(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 = off)")
     _check(o.freeze_backbone_epochs >= 0, "optim.freeze_backbone_epochs", o.freeze_backbone_epochs, "must be >= 0")
-    _check(t.max_epochs >= -1, "trainer.max_epochs", t.max_epochs, "must be >= -1 (-1: no limit)")
-    _check(t.max_steps >= -1, "trainer.max_steps", t.max_steps, "must be >= -1 (-1: no limit)")
+    # Lightning reads max_epochs=-1 as "no epoch limit" and max_steps=-1 as "no step limit"; 0 trains nothing (and
+    # leaves no checkpoint), and a run with neither limit never ends (its schedule has no length)
+    _check(t.max_steps == -1 or t.max_steps >= 1, "trainer.max_steps", t.max_steps,
+           "must be at least 1, or -1 (no step limit: trainer.max_epochs ends the run)")
+    _check(t.max_epochs >= 1 or (t.max_epochs == -1 and t.max_steps >= 1), "trainer.max_epochs", t.max_epochs,
+           "must be at least 1, or -1 with trainer.max_steps set (the run ends after that many optimizer steps)")
     _check(t.max_time_minutes is None or t.max_time_minutes > 0, "trainer.max_time_minutes", t.max_time_minutes,
            "must be positive (null: no limit)")
     _check_choice(t.precision, PRECISIONS, "trainer.precision", "precision")

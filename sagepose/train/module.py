@@ -19,6 +19,7 @@ a row stop the run.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -73,6 +74,7 @@ class TopDownModule(L.LightningModule):
                                    "schema": schema_to_dict(self.model.schema)})
         self.register_buffer("joint_weights", torch.tensor(self.model.schema.joint_weights), persistent=False)
         self._val_outputs: list[dict] = []
+        self._told_no_pckh: set[str] = set()  # MPII val sets scored without PCKh, said once each
         self.last_predictions: list[dict] = []
         self.last_instances = np.zeros(0, np.int64)  # val dataset indices behind last_predictions, sorted
         self.last_metrics: dict = {}
@@ -380,6 +382,10 @@ class TopDownModule(L.LightningModule):
                     # MPII's own metric; COCO-format labels are 0-based (no +1 on the predictions), MPII's 1-based
                     metrics.update(pckh(cat["keypoints"], cat["gt_keypoints"], cat["gt_visible"], heads,
                                         pred_offset=0.0 if coco_format else 1.0))
+                elif schema.name == "mpii" and gt_json not in self._told_no_pckh:
+                    self._told_no_pckh.add(gt_json)
+                    # stderr: a test's stdout is its metrics' JSON
+                    self.print(no_pckh_message(gt_json, heads, len(cat["keypoints"]), coco_format), file=sys.stderr)
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         return metrics, results, cat["index"]
 
@@ -390,6 +396,16 @@ class TopDownModule(L.LightningModule):
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         scheduler = build_scheduler(optimizer, self.cfg.optim, per_epoch, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def no_pckh_message(gt_json: str, heads: np.ndarray | None, n: int, coco_format: bool) -> str:
+    """Why an MPII val set of ``n`` instances is scored by pixel error, not PCKh: how many lack a head size
+    (``heads`` (n,) px, NaN where none; None: none at all) and where one comes from."""
+    missing = n if heads is None else int((~np.isfinite(heads) | (heads <= 0)).sum())
+    where = ("a head_box [x1, y1, x2, y2] on each annotation" if coco_format else
+             "data.datasets[...].head_boxes (mpii_gt_val.mat or a json of head boxes)")
+    return (f"{gt_json}: MPII keypoints scored by pixel error, not PCKh: {missing} of {n} instances have no head "
+            f"size (PCKh's unit); give {where}")
 
 
 def headline_score(metrics: dict) -> float | None:

@@ -171,6 +171,17 @@ def check_config(cfg: Config) -> None:
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
+    check_accelerator(cfg)
+
+
+def check_accelerator(cfg: Config) -> None:
+    """``trainer.accelerator=gpu`` / ``cuda`` on a machine without a CUDA GPU: one line naming the setting, before
+    Lightning starts (its own error is a traceback)."""
+    a = cfg.trainer.accelerator
+    if a in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={a!r}: no CUDA GPU is visible to torch on this machine "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use "
+                          "trainer.accelerator=cpu or auto", key="trainer.accelerator")
 
 
 def build_strategy(cfg: Config):
@@ -212,22 +223,54 @@ def _trainer(cfg: Config, out_dir: Path, callbacks=()):
         num_sanity_val_steps=0)
 
 
-def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
-    """Train per ``cfg``; writes ``OUT/config.yaml``, ``OUT/checkpoints/*.ckpt``, TensorBoard logs.
+# what a training run writes into its folder: --overwrite removes these (and only these) before a new run
+RUN_OUTPUTS = ("checkpoints", "logs", "config.yaml", "train_summary.json", "metrics.csv", "curves.png")
 
-    ``resume``: continue from the newest complete checkpoint in ``OUT/checkpoints`` (weights, optimizer,
-    schedule, EMA, RNG state and the position in the epoch, so the run goes on as if never stopped).
+
+def remove_run_outputs(out: Path) -> list[str]:
+    """Remove a previous run's :data:`RUN_OUTPUTS` from ``out`` (files of other tools stay); returns their names."""
+    import shutil
+
+    removed = []
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    if removed:
+        print(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}", flush=True)
+    return removed
+
+
+def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False) -> dict:
+    """Train per ``cfg``; writes ``OUT/config.yaml``, ``OUT/checkpoints/*.ckpt``, TensorBoard logs, ``OUT/metrics.csv``
+    and ``OUT/curves.png`` (one row / point per validation).
+
+    The data is checked first (:func:`sagepose.data.preflight.check_data`: jsons and every image's header), before
+    anything is written. ``resume``: continue from the newest complete checkpoint in ``OUT/checkpoints`` (weights,
+    optimizer, schedule, EMA, RNG state and the position in the epoch, so the run goes on as if never stopped).
+    ``overwrite``: remove a previous run's outputs from ``OUT`` first (:data:`RUN_OUTPUTS`), so nothing of it mixes
+    with this run's; without it ``OUT`` is written into as it is (``sagepose train`` picks a fresh folder instead).
     ``callbacks``: extra Lightning callbacks. Returns paths and the best val AP.
     """
     from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor
 
+    from sagepose.data.preflight import check_data
     from sagepose.train.checkpoints import checkpoint_callbacks, find_resume_checkpoint, monitor_for
+    from sagepose.train.metrics_log import MetricsLog
     from sagepose.train.module import TopDownModule
 
     check_config(cfg)
     out = Path(cfg.trainer.out_dir)
     ckpt_dir = out / "checkpoints"
-    if rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0:  # the other ranks wait for rank 0 when the process group starts
+        print(check_data(cfg), flush=True)
+        if overwrite and not resume:
+            remove_run_outputs(out)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump_config(cfg))
         print(f"resolved config (saved to {out / 'config.yaml'}):\n{dump_config(cfg)}")
@@ -250,7 +293,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=()) -> dict:
     elif not cfg.data.val_json or (cfg.data.det_json and monitor == "val/pixel_error"):
         monitor = None  # nothing to score (detections have no labels to pair with, and no AP without sigmas)
     checkpoints = checkpoint_callbacks(cfg.trainer, ckpt_dir, monitor=monitor, mode=mode)
-    extra = [LearningRateMonitor(logging_interval="step")]
+    extra = [LearningRateMonitor(logging_interval="step"), MetricsLog(out)]
     if cfg.optim.ema_decay > 0:
         extra.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
     trainer = _trainer(cfg, out, [*checkpoints, *extra, *callbacks])
@@ -312,17 +355,19 @@ def _stopped_by_time(cfg: Config, trainer) -> bool:
     return not steps_done and trainer.current_epoch < t.max_epochs
 
 
-def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None) -> dict:
+def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None, render: int = 0) -> dict:
     """Evaluate a checkpoint on ``data.val_json`` (GT boxes or ``data.det_json``), sharded over the ranks
     of ``trainer.strategy`` / ``devices`` when launched so.
 
-    Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``; returns the metrics.
+    Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``, and with ``render`` the poses of that
+    many val images into ``OUT/vis/`` (``OUT/vis/{dataset}/`` for each of ``data.datasets``); returns the metrics.
     """
     from sagepose.api import checkpoint_model_config, checkpoint_schema, load_weights, warn_if_not_trained_as
     from sagepose.models.checkpoint import read_checkpoint
     from sagepose.train.module import TopDownModule, save_predictions
 
     validate(cfg)
+    check_accelerator(cfg)
     multi = bool(cfg.data.datasets)
     if not cfg.data.val_json and not any(ds.val_json for ds in cfg.data.datasets):
         raise ConfigError("data.val_json is not set: the annotations to evaluate on", key="data.val_json")
@@ -358,7 +403,39 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None)
         else:
             save_predictions(module.last_predictions, out / "predictions.json")
         write_json_atomic(out / "metrics.json", metrics, indent=1)
+        if render > 0:
+            render_predictions(trainer, module, out / "vis", render)
     return metrics
+
+
+def render_predictions(trainer, module, vis_dir: Path, num: int) -> None:
+    """The first ``num`` val images (by image id) with the predictions just scored on them, drawn with
+    :func:`sagepose.viz.draw_poses` into ``vis_dir`` (a folder per dataset of a multi-dataset run)."""
+    import cv2
+    import numpy as np
+
+    from sagepose.image import read_image
+    from sagepose.viz import draw_poses
+
+    loaders = trainer.val_dataloaders
+    if module.plan is None:
+        sets = [(vis_dir, loaders.dataset, module.last_predictions, module.model.schema)]
+    else:
+        sets = []
+        for loader, m in zip(loaders, module.plan.scored()):
+            member = module.plan.members[m]
+            sets.append((vis_dir / member.name, loader.dataset.dataset, module.last_predictions.get(member.name, []),
+                         member.schema))
+    for folder, dataset, predictions, schema in sets:
+        paths = {r.image_id: r.image_path for r in dataset.records}
+        by_image: dict[int, list] = {}
+        for p in predictions:
+            by_image.setdefault(p["image_id"], []).append(p["keypoints"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for image_id in sorted(by_image)[:num]:
+            kpts = np.asarray(by_image[image_id], np.float32).reshape(len(by_image[image_id]), -1, 3)
+            image = draw_poses(read_image(paths[image_id]), kpts[..., :2], kpts[..., 2], schema)
+            cv2.imwrite(str(folder / f"{Path(paths[image_id]).stem}.png"), image)
 
 
 def _trainer_eval(cfg: Config):
