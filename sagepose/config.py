@@ -161,6 +161,9 @@ class TrainerConfig:
     # checkpoints/last.ckpt is written at every epoch end and, when > 0, every this many optimizer steps
     # (a mid-epoch resume point); checkpoints/best.ckpt by val AP; epoch-EEE.ckpt kept every N epochs (0: none)
     checkpoint_every_steps: int = 0
+    # checkpoints/last.ckpt also every this many minutes of training, mid-epoch (0 or null: off), so a crash loses
+    # at most this much; SIGINT / SIGTERM write it too, then stop (sagepose.train.interrupt)
+    checkpoint_every_minutes: float | None = 10.0
     keep_every_epochs: int = 0
     # a step whose loss or gradient is not finite is skipped (no weight update); this many in a row stop the run
     max_nonfinite_steps: int = 10

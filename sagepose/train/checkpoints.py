@@ -1,6 +1,8 @@
 """Checkpoints that survive a kill: atomic writes, a completeness check, and which file to resume from.
 
-    checkpoints/last.ckpt        every epoch end, and every ``trainer.checkpoint_every_steps`` steps
+    checkpoints/last.ckpt        every epoch end, every ``trainer.checkpoint_every_minutes`` of training, every
+                                 ``trainer.checkpoint_every_steps`` steps, and on SIGINT / SIGTERM (then training
+                                 stops: :mod:`sagepose.train.interrupt`); all resumable mid-epoch
     checkpoints/best.ckpt        best ``val/AP`` so far (``val/pixel_error``, lowest, for a schema without OKS sigmas)
     checkpoints/epoch-EEE.ckpt   kept every ``trainer.keep_every_epochs`` epochs
 
@@ -12,16 +14,18 @@ complete one.
 """
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sagepose.config import TrainerConfig
+from sagepose.config import ConfigError, TrainerConfig
 from sagepose.fileio import atomic_open
+from sagepose.train.interrupt import StopSignals, TrainingInterrupted
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,13 +79,76 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
 
 class NamedCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint told apart from the others by its file name too (Lightning's key holds only the
-    triggers, so "last at every epoch" and "keep one every epoch" would share their saved state)."""
+    triggers, so "best by a metric" and "keep one every epoch" could share their saved state)."""
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(filename=self.filename, save_last=self.save_last, monitor=self.monitor,
                                         every_n_train_steps=self._every_n_train_steps,
                                         every_n_epochs=self._every_n_epochs)
+
+
+class LastCheckpoint(Checkpoint):
+    """``checkpoints/last.ckpt``, the point ``--resume`` continues from: written at every epoch end, every
+    ``every_steps`` optimizer steps, every ``every_minutes`` of training (``clock``: seconds), and when SIGINT or
+    SIGTERM comes -- then training stops after the step with :class:`TrainingInterrupted`.
+
+    Not Lightning's ModelCheckpoint: with ``save_top_k=0`` it writes ``last`` at an epoch's end only when a top-k file
+    was written at that step, so a run without validation had no resume point until it finished. As a Lightning
+    ``Checkpoint`` it runs after the other callbacks of a step (the EMA update included), so the file holds the
+    finished step. Every rank decides alike at the same step: under DDP the signal and the clock are reduced (max)
+    once per optimizer step -- a signal to one rank stops them all -- and rank 0 writes.
+    """
+
+    def __init__(self, path: str | Path, every_steps: int = 0, every_minutes: float | None = None,
+                 clock=time.monotonic):
+        self.path, self.every_steps, self.clock = str(path), every_steps, clock
+        self.every_seconds = every_minutes * 60 if every_minutes else None
+        self.signals = StopSignals()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after Lightning's own SIGTERM handler is set (it would end the run unsaved), which this one replaces
+        self.signals.install()
+        self._saved_step = self._stepped = trainer.global_step  # a resumed run's state is on disk already
+        self._since = self.clock()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        step = trainer.global_step
+        if step == self._stepped:  # a batch accumulated into a step that is not finished
+            return
+        self._stepped = step
+        signum, due = self._agreed(trainer)
+        if signum or due or (self.every_steps and step % self.every_steps == 0):
+            self._save(trainer)
+        if signum:
+            raise TrainingInterrupted(signum, step, self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        signum, _ = self._agreed(trainer)  # a signal during validation stops the run here
+        self._save(trainer)  # also after a save at this step's batch end: the epoch's end is a later state
+        if signum:
+            raise TrainingInterrupted(signum, trainer.global_step, self.path)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._saved_step:  # stopped mid-epoch by trainer.max_steps
+            self._save(trainer)
+        self.signals.restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.signals.restore()
+
+    def _agreed(self, trainer) -> tuple[int, bool]:
+        """(the signal any rank received, 0 if none; whether the time-based checkpoint is due on any rank)."""
+        local = [self.signals.received,
+                 int(self.every_seconds is not None and self.clock() - self._since >= self.every_seconds)]
+        if trainer.world_size > 1:
+            local = trainer.strategy.reduce(torch.tensor(local, device=trainer.strategy.root_device),
+                                            reduce_op="max").tolist()
+        return local[0], bool(local[1])
+
+    def _save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._saved_step, self._since = trainer.global_step, self.clock()
 
 
 def monitor_for(schema) -> tuple[str, str]:
@@ -91,19 +158,17 @@ def monitor_for(schema) -> tuple[str, str]:
 
 
 def checkpoint_callbacks(t: TrainerConfig, ckpt_dir: str | Path, monitor: str | None,
-                         mode: str = "max") -> list[ModelCheckpoint]:
-    """Lightning ModelCheckpoint callbacks writing last / best / every-N files into ``ckpt_dir``; ``best`` is the
-    checkpoint with the highest (``mode="max"``) or lowest (``"min"``) ``monitor`` (see :func:`monitor_for`).
-
-    ``last`` takes two callbacks when it is also written every N steps: Lightning keeps step and epoch
-    triggers in separate callbacks.
-    """
+                         mode: str = "max") -> list[Checkpoint]:
+    """The callbacks writing last / best / every-N files into ``ckpt_dir``: :class:`LastCheckpoint`, and Lightning
+    ModelCheckpoints for ``best`` -- the checkpoint with the highest (``mode="max"``) or lowest (``"min"``)
+    ``monitor`` (see :func:`monitor_for`) -- and the kept ``epoch-EEE`` files."""
+    minutes = t.checkpoint_every_minutes
+    if minutes is not None and minutes < 0:
+        raise ConfigError(f"trainer.checkpoint_every_minutes={minutes}: must be >= 0 (0 or null = off)",
+                          key="trainer.checkpoint_every_minutes")
     common = dict(dirpath=str(ckpt_dir), enable_version_counter=False, auto_insert_metric_name=False)
-    callbacks = [NamedCheckpoint(save_top_k=0, save_last=True, every_n_epochs=1, save_on_train_epoch_end=True,
-                                 **common)]
-    if t.checkpoint_every_steps > 0:
-        callbacks.append(NamedCheckpoint(save_top_k=0, save_last=True, every_n_train_steps=t.checkpoint_every_steps,
-                                         **common))
+    callbacks = [LastCheckpoint(Path(ckpt_dir) / "last.ckpt", every_steps=t.checkpoint_every_steps,
+                                every_minutes=minutes)]
     if monitor is not None:
         callbacks.append(NamedCheckpoint(filename="best", monitor=monitor, mode=mode, save_top_k=1, **common))
     if t.keep_every_epochs > 0:

@@ -6,6 +6,7 @@ environment, this module only builds the Trainer and the per-rank data shards.
 """
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -256,11 +257,15 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     ``overwrite``: remove a previous run's outputs from ``OUT`` first (:data:`RUN_OUTPUTS`), so nothing of it mixes
     with this run's; without it ``OUT`` is written into as it is (``sagepose train`` picks a fresh folder instead).
     ``callbacks``: extra Lightning callbacks. Returns paths and the best val AP.
+
+    SIGINT / SIGTERM stop the run after the current optimizer step: ``OUT/checkpoints/last.ckpt`` holds it (resumable
+    mid-epoch) and :class:`sagepose.train.interrupt.TrainingInterrupted` is raised once the summary is written.
     """
     from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor
 
     from sagepose.data.preflight import check_data
     from sagepose.train.checkpoints import checkpoint_callbacks, find_resume_checkpoint, monitor_for
+    from sagepose.train.interrupt import TrainingInterrupted
     from sagepose.train.metrics_log import MetricsLog
     from sagepose.train.module import TopDownModule
 
@@ -298,21 +303,28 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         extra.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
     trainer = _trainer(cfg, out, [*checkpoints, *extra, *callbacks])
     start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
-    best = next((c for c in checkpoints if c.monitor), None)
+    interrupted = None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM: last.ckpt holds the finished step; raised below
+        interrupted = stop
+    best = next((c for c in checkpoints if getattr(c, "monitor", None)), None)
     last = str(ckpt_dir / "last.ckpt")
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
                "best_val_AP": _best_score(best, "val/AP"), "best_val_pixel_error": _best_score(best, "val/pixel_error"),
                "best_val_score": _best_score(best, "val/score"),
                "train_minutes": round((time.time() - start) / 60, 2), "steps": trainer.global_step,
                "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None,
-               "stopped_by_time": _stopped_by_time(cfg, trainer)}
+               "stopped_by_time": interrupted is None and _stopped_by_time(cfg, trainer),
+               "interrupted_by": interrupted and signal.Signals(interrupted.signum).name}
     if summary["stopped_by_time"]:
         rank_zero_warn(f"training stopped by trainer.max_time_minutes={cfg.trainer.max_time_minutes} after "
                        f"{trainer.current_epoch} of {cfg.trainer.max_epochs} epochs ({trainer.global_step} steps): "
                        "this is not the recipe's result; raise the limit or resume with --resume")
     if trainer.is_global_zero:
         write_json_atomic(out / "train_summary.json", summary, indent=1)
+    if interrupted is not None:
+        raise interrupted
     return summary
 
 
