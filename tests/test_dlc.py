@@ -187,7 +187,7 @@ def test_cli_import_dlc(tmp_path, capsys):
     assert "84 skipped" in line and f"images under {MOUSE}, their paths relative to {tmp_path}" in line
     data = json.loads(out.read_text())
     assert data["categories"][0]["skeleton"] == [[7, 5]] and data["annotations"][0]["bbox"][2] < 396
-    assert data["images"][0]["file_name"] == os.path.relpath(MOUSE / "labeled-data/img01.png", tmp_path)
+    assert os.path.normpath(tmp_path / data["images"][0]["file_name"]) == str(MOUSE / "labeled-data/img01.png")
     records = load_coco(out, schema=load_schema(out))  # no data.image_root needed: relative to the json
     assert len(records) == 6 and all(os.path.isfile(r.image_path) for r in records)
     assert main(["import", "dlc", str(MOUSE_CSV), "--out", str(out)]) == 1  # images 7-90 missing

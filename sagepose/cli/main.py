@@ -27,11 +27,13 @@ SUBCOMMANDS = {
     "infer": "predict keypoints on an image or folder; write results json and renders",
     "export": "a model as ONNX (crops in, heatmaps out, its settings in the metadata) for onnxruntime / TensorRT",
     "convert": "any supported checkpoint (MMPose, ViTPose, Sapiens, TorchScript, .pt2) -> a sagepose checkpoint",
-    "import": "labeled data of another tool -> a COCO keypoint json: sagepose import dlc CSV --out OUT.json",
+    "import": "labeled data of another tool -> a COCO keypoint json: sagepose import dlc CSV|PROJECT --out OUT.json",
+    "split": "a COCO keypoint json -> train / val (/ test) jsons: sagepose split LABELS.json --val 0.2 [--by video]",
+    "show-data": "a contact sheet of augmented training crops with their keypoints: sagepose show-data CONFIG",
     "translate": "keypoints of one schema as another's: sagepose translate fit|apply (fixed map or learned)",
 }
 # subcommands whose module is not named after them (``import`` is a Python keyword)
-MODULES = {"import": "import_dlc"}
+MODULES = {"import": "import_dlc", "show-data": "show_data"}
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 

@@ -194,8 +194,9 @@ def _subfolders(folder: str, limit: int = 1000) -> list[str]:
 
 def rebase_file_names(images: list[dict], from_root: str | os.PathLike, to_dir: str | os.PathLike) -> list[dict]:
     """``images`` entries whose relative ``file_name`` s (relative to ``from_root``) are re-expressed relative to
-    ``to_dir`` (the folder a json is written into), ``/``-separated; absolute ones, and any that cannot be
-    expressed relative (another drive), become / stay absolute. New dicts; the input is not changed."""
+    ``to_dir`` (the folder a json is written into), ``/``-separated; absolute ones stay absolute, and those that
+    share no folder with ``to_dir`` but the file system's root (or another drive) become absolute. New dicts; the
+    input is not changed."""
     src, dst = os.path.abspath(from_root), os.path.abspath(to_dir)
     out = []
     for img in images:
@@ -203,9 +204,11 @@ def rebase_file_names(images: list[dict], from_root: str | os.PathLike, to_dir: 
         if not os.path.isabs(name) and src != dst:
             full = os.path.normpath(os.path.join(src, name))
             try:
-                name = Path(os.path.relpath(full, dst)).as_posix()
+                shared = os.path.commonpath([full, dst])
             except ValueError:  # Windows: another drive
-                name = Path(full).as_posix()
+                shared = ""
+            anchor = Path(full).anchor
+            name = Path(os.path.relpath(full, dst) if shared and shared != anchor else full).as_posix()
         out.append({**img, "file_name": name})
     return out
 
