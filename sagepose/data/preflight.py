@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sagepose.config import Config, ConfigError
 from sagepose.errors import DataError
@@ -131,7 +132,8 @@ def _member_records(ds, path: str, split: str) -> list:
 
 
 def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[str]:
-    """Each ``ssl.unlabeled`` source exists and is of a known kind; a video opens and decodes its first frame.
+    """Each ``ssl.unlabeled`` source exists and is of a known kind, a folder holds an image, a video opens and decodes
+    its first frame.
     -> ``["2 unlabeled sources"]``."""
     import cv2
 
@@ -144,6 +146,13 @@ def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[
         src = parse_source(spec, every_n, score_thr)  # a missing path or an unknown kind: one line naming it
         if not os.path.exists(src.path):
             raise DataError(f"{src.path}: unlabeled source not found (no such file or folder)")
+        if src.kind == "images" and os.path.isdir(src.path):
+            from sagepose.data.unlabeled import IMAGE_SUFFIXES
+
+            found = (p for p in Path(src.path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if next(found, None) is None:
+                raise DataError(f"{src.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder or "
+                                "below")
         if src.kind == "video":
             cap = cv2.VideoCapture(src.path)
             try:

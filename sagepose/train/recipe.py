@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sagepose.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, validate
+from sagepose import config
+from sagepose.config import Config, ConfigError, apply_overrides, config_from_dict, validate
 
 
 def is_checkpoint_file(path: str | Path) -> bool:
@@ -31,7 +32,7 @@ def load_recipe(path: str, overrides: list[str], purpose: str) -> tuple[Config, 
         if Path(path).is_file() and not _is_text(path):
             raise ConfigError(f"{path}: neither a YAML recipe nor a checkpoint (a binary file torch.save did not "
                               "write)")
-        return load_config(path, overrides), None
+        return config.load_config(path, overrides), None
     from sagepose.models.checkpoint import read_checkpoint
 
     raw = read_checkpoint(path)
