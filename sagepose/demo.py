@@ -9,6 +9,10 @@ Everything lands in one folder (default ``runs/demo/``):
     predictions.json               COCO results of the best checkpoint on val (GT boxes)
     metrics.json                   pycocotools keypoint AP/AR of predictions.json
     vis/*.png                      rendered skeletons on val images
+
+A folder holding a previous demo is kept: the command picks ``OUT-2``, ``OUT-3``, ... (:func:`demo_folder`,
+:func:`ssl_demo_folder`, which reuses the previous folder's trained stage-0 model), or with ``--overwrite`` removes
+the previous demo's files and writes into ``OUT``.
 """
 from __future__ import annotations
 
@@ -59,6 +63,74 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 5000, num_val: 
     print(f"val AP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}, AR {metrics['AR']:.3f}) "
           f"in {metrics['total_minutes']} min -> {out}/metrics.json, {out}/predictions.json, {out}/vis/")
     return metrics
+
+
+DEMO_OUTPUTS = ("data", "predictions.json", "metrics.json", "vis")  # besides the training run's (RUN_OUTPUTS)
+SSL_DEMO_OUTPUTS = ("data", "init", "summary.json")  # besides the arms' folders ({arm}-seed{S}) and pretrained/
+
+
+def _remove(paths) -> list[str]:
+    import shutil
+
+    removed = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+def finished_demo_checkpoint(out_dir: str | Path) -> str | None:
+    """The best checkpoint of a :func:`run_demo` that finished in ``out_dir`` (its ``metrics.json`` names it), or
+    None."""
+    done = Path(out_dir) / "metrics.json"
+    try:
+        checkpoint = json.loads(done.read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return checkpoint if checkpoint and Path(checkpoint).is_file() else None
+
+
+def demo_folder(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, list[str]]:
+    """Where ``sagepose demo`` writes: ``out_dir`` when empty or absent; with ``overwrite``, ``out_dir`` after
+    removing a previous demo's files (:data:`DEMO_OUTPUTS` and the training run's); else the first free ``OUT-2``,
+    ``OUT-3``, ... -> (folder, what was removed)."""
+    from sagepose.fileio import fresh_output_dir
+    from sagepose.train.run import RUN_OUTPUTS
+
+    folder, _ = fresh_output_dir(out_dir, overwrite)
+    removed = _remove(folder / n for n in (*DEMO_OUTPUTS, *RUN_OUTPUTS)) if overwrite and folder.is_dir() else []
+    return folder, removed
+
+
+def ssl_demo_folder(out_dir: str | Path, overwrite: bool = False,
+                    init: str | None = None) -> tuple[Path, list[str], str | None]:
+    """Where ``sagepose demo --ssl`` writes, and the checkpoint it starts from -> (folder, removed, init).
+
+    Its stage 0 (the demo model, ``OUT/pretrained``: minutes of training) is reused on purpose, so ``out_dir`` is
+    written into when it is absent, empty or holds nothing but that model. When it holds more (a finished or an
+    interrupted comparison) the run goes to the first free ``OUT-2``, ``OUT-3``, ... and starts from ``OUT``'s
+    finished stage-0 model (``init`` None: it is trained there when ``OUT`` has none). ``overwrite``: ``out_dir``
+    itself, its comparison's files removed (:data:`SSL_DEMO_OUTPUTS`, the arms' folders) and a finished stage-0
+    model kept (delete ``OUT/pretrained`` to train it again; an unfinished one is removed)."""
+    from sagepose.fileio import fresh_output_dir
+
+    out = Path(out_dir)
+    stage0 = finished_demo_checkpoint(out / "pretrained") if init is None else None
+    others = [p for p in out.iterdir() if p.name != "pretrained" or not stage0] if out.is_dir() else []
+    if overwrite:
+        arms = [p for p in others if p.is_dir() and p.name.startswith(("supervised-seed", "semi-seed"))]
+        removed = _remove([*(out / n for n in SSL_DEMO_OUTPUTS), *arms,
+                           *([] if stage0 or init is not None else [out / "pretrained"])])
+        return out, removed, init
+    if not others:
+        return out, [], init
+    folder, _ = fresh_output_dir(out)
+    return folder, [], init if init is not None else stage0
 
 
 def native_bf16_cpu() -> bool:
@@ -145,12 +217,10 @@ def pretrained_demo_model(out_dir: str | Path, num_train: int = 5000, num_val: i
     checkpoint it names. -> the best checkpoint's path. It stands in for the public pretrained weights
     (ViTPose / Sapiens on COCO) that a real fine-tuning starts from."""
     out = Path(out_dir)
-    done = out / "metrics.json"
-    if done.is_file():
-        checkpoint = json.loads(done.read_text()).get("checkpoint")
-        if checkpoint and Path(checkpoint).is_file():
-            print(f"reusing the pretrained demo model {checkpoint} (delete {out} to train it again)")
-            return checkpoint
+    checkpoint = finished_demo_checkpoint(out)
+    if checkpoint:
+        print(f"reusing the pretrained demo model {checkpoint} (delete {out} to train it again)")
+        return checkpoint
     print(f"stage 0: the demo model on {num_train} default-style images -> {out}")
     return run_demo(out, num_train=num_train, num_val=num_val, seed=seed, workers=workers, overrides=overrides,
                     num_vis=0)["checkpoint"]

@@ -192,6 +192,6 @@ def test_infer_accepts_a_bundled_recipe_name(tmp_path):
 
     cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8))
     assert main(["infer", "demo_tiny_vit", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
-                 "--no-render"]) == 0  # as train and test accept it
+                 "--no-render", "--random-weights"]) == 0  # as train and test accept it
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(rows) == 1 and len(rows[0]["keypoints"]) == 17 * 3

@@ -174,12 +174,12 @@ def test_a_model_with_a_detector_predicts_on_the_people_it_finds(tmp_path, image
 def test_cli_infer_with_a_detector(tmp_path, image, capsys):
     path = _graph({"output": _raw_yolox()}, tmp_path / "yolox.onnx")
     cv2.imwrite(str(tmp_path / "img.png"), image)
-    assert cli(["infer", "vit-tiny", str(tmp_path / "img.png"), "--detector", str(path), "--det-thr", "0.3",
-                "--out", str(tmp_path / "out"), "--no-render"]) == 0
+    assert cli(["infer", "vit-tiny", "--random-weights", str(tmp_path / "img.png"), "--detector", str(path),
+                "--det-thr", "0.3", "--out", str(tmp_path / "out"), "--no-render"]) == 0
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(rows) == 3 and all(len(r["bbox"]) == 4 for r in rows)
-    assert cli(["infer", "vit-tiny", str(tmp_path / "img.png"), "--detector", str(path), "--det-json",
-                str(tmp_path / "d.json")]) == 1
+    assert cli(["infer", "vit-tiny", "--random-weights", str(tmp_path / "img.png"), "--detector", str(path),
+                "--det-json", str(tmp_path / "d.json")]) == 1
     assert "--det-json and --detector both give boxes" in capsys.readouterr().err
 
 

@@ -71,7 +71,7 @@ def _load_res(gt, results):
 def test_infer_with_images_json_writes_the_datasets_image_ids(coco_folder, tmp_path):
     folder, gt, det = coco_folder
     out = tmp_path / "out"
-    assert main(["infer", "vit-tiny", str(folder), "--det-json", str(det), "--images-json", str(gt),
+    assert main(["infer", "vit-tiny", "--random-weights", str(folder), "--det-json", str(det), "--images-json", str(gt),
                  "--out", str(out), "--no-render"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert sorted(r["image_id"] for r in results) == sorted(IDS)
@@ -82,8 +82,8 @@ def test_infer_with_images_json_writes_the_datasets_image_ids(coco_folder, tmp_p
 
 def test_infer_whole_image_boxes_with_images_json_use_its_ids(coco_folder, tmp_path):
     folder, gt, _ = coco_folder
-    assert main(["infer", "vit-tiny", str(folder), "--images-json", str(gt), "--out", str(tmp_path / "o"),
-                 "--no-render"]) == 0
+    assert main(["infer", "vit-tiny", "--random-weights", str(folder), "--images-json", str(gt),
+                 "--out", str(tmp_path / "o"), "--no-render"]) == 0
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert [r["image_id"] for r in results] == list(IDS)  # the folder's sorted order
     _load_res(gt, results)
@@ -93,8 +93,8 @@ def test_infer_on_real_coco_images_gives_results_pycocotools_loads(realdata, tmp
     coco_dir = realdata / "coco"
     gt, det = coco_dir / "test_coco.json", coco_dir / "test_coco_det_AP_H_56.json"
     out = tmp_path / "out"
-    assert main(["infer", "vit-tiny", str(coco_dir), "--det-json", str(det), "--images-json", str(gt),
-                 "--out", str(out), "--no-render", "--det-thr", "0.9"]) == 0
+    assert main(["infer", "vit-tiny", "--random-weights", str(coco_dir), "--det-json", str(det),
+                 "--images-json", str(gt), "--out", str(out), "--no-render", "--det-thr", "0.9"]) == 0
     results = json.loads((out / "results.json").read_text())
     names = {im["id"]: im["file_name"] for im in json.loads(gt.read_text())["images"]
              if (coco_dir / im["file_name"]).is_file()}  # the images at hand (785, 196141, ...)
@@ -127,7 +127,7 @@ def test_folder_run_skips_an_unreadable_image_and_names_it_in_the_summary(coco_f
     broken = folder / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "out"
-    assert main(["infer", "vit-tiny", str(folder), "--out", str(out), "--no-render"]) == 0
+    assert main(["infer", "vit-tiny", "--random-weights", str(folder), "--out", str(out), "--no-render"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert f"skipped 1 unreadable image: {broken}" in printed
     assert len(json.loads((out / "results.json").read_text())) == len(IDS)

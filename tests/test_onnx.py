@@ -149,11 +149,21 @@ def test_external_data_travels_with_its_file(tiny, tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["ext.onnx"]  # no staging left behind
 
 
+def test_onnx_predict_takes_rgb_arrays_with_color_rgb_as_the_torch_model_does(tiny):
+    _, path = tiny
+    runtime = sagepose.load(path)
+    bgr = synthetic_image()
+    want = runtime.predict(bgr, BOXES)
+    got = runtime.predict(np.ascontiguousarray(bgr[..., ::-1]), BOXES, color="rgb")
+    np.testing.assert_array_equal(got.keypoints, want.keypoints)
+    np.testing.assert_array_equal(got.scores, want.scores)
+
+
 def test_cli_export_then_infer(tiny, tmp_path, capsys):
     import cv2
 
     out = tmp_path / "cli.onnx"
-    assert cli(["export", "vit-tiny", "--out", str(out), "--dynamic-batch"]) == 0
+    assert cli(["export", "vit-tiny", "--random-weights", "--out", str(out), "--dynamic-batch"]) == 0
     assert "opset 18, any batch, float32" in capsys.readouterr().out
     image = tmp_path / "img.png"
     cv2.imwrite(str(image), synthetic_image())

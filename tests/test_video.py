@@ -141,7 +141,8 @@ def test_the_smoother_keeps_one_filter_per_person():
 def test_infer_on_a_video_writes_its_json_and_counts_the_broken_frame(tmp_path, capsys):
     video = write_video(tmp_path / "clip.avi", broken=(5,))
     out = tmp_path / "out"
-    assert cli(["infer", "vit-tiny", str(video), "--out", str(out), "--smooth", "--batch-frames", "4"]) == 0
+    assert cli(["infer", "vit-tiny", "--random-weights", str(video), "--out", str(out), "--smooth",
+                "--batch-frames", "4"]) == 0
     printed = capsys.readouterr().out
     assert "clip.avi: skipped 1 unreadable frame, processed the rest" in printed
     doc = json.loads((out / "clip.json").read_text())
