@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,23 +12,44 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from sagepose.data.synth import generate_dataset
-from sagepose.train.checkpoints import AtomicCheckpointIO, checkpoint_problem, find_resume_checkpoint
-
-# A child process: train per the JSON list of overrides, optionally --resume, sleeping PACE s after each batch
-# (the pause only leaves the parent time to kill it between steps; it changes no number).
-CHILD = """
-import json, sys, time
 from lightning.pytorch.callbacks import Callback
+
+from sagepose.config import load_config
+from sagepose.data.synth import generate_dataset
+from sagepose.train.checkpoints import AtomicCheckpointIO, LastCheckpoint, checkpoint_problem, find_resume_checkpoint
+from sagepose.train.run import fit
+
+# A callback for child processes: prints each finished optimizer step, then sleeps (the pause only leaves the parent
+# time to signal or kill it between steps; it changes no number).
+PACE = """
+import json, os, sys, time
+from lightning.pytorch.callbacks import Callback
+
+class Pace(Callback):
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, *args):
+        print(f"pace: pid {os.getpid()} step {trainer.global_step}", flush=True)
+        time.sleep(self.seconds)
+"""
+
+# fit() per the JSON list of overrides, optionally --resume, pacing PACE s
+CHILD = PACE + """
 from sagepose.config import load_config
 from sagepose.train.run import fit
 
-class Pace(Callback):
-    def on_train_batch_end(self, *args):
-        time.sleep(float(sys.argv[3]))
+fit(load_config(None, json.loads(sys.argv[1])), resume=sys.argv[2] == "1", callbacks=[Pace(float(sys.argv[3]))])
+"""
 
-fit(load_config(None, json.loads(sys.argv[1])), resume=sys.argv[2] == "1", callbacks=[Pace()])
+# the `sagepose` command with the JSON list of arguments, its fit paced
+CLI_CHILD = PACE + """
+import functools
+import sagepose.train.run
+from sagepose.cli.main import main
+
+sagepose.train.run.fit = functools.partial(sagepose.train.run.fit, callbacks=[Pace(float(sys.argv[2]))])
+sys.exit(main(json.loads(sys.argv[1])))
 """
 
 
@@ -88,6 +110,12 @@ def _child(overrides: list[str], resume: bool, pace: float) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+def _cli_child(argv: list[str], pace: float, launcher: list[str] = ()) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([*launcher, sys.executable, "-c", CLI_CHILD, json.dumps(argv), str(pace)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
 def _finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
@@ -97,7 +125,7 @@ def _finish(proc: subprocess.Popen) -> str:
 def _flat_tensors(ckpt: dict) -> dict[str, torch.Tensor]:
     """Every tensor that decides how training goes on: weights, EMA, optimizer moments, schedule."""
     flat = {f"state_dict/{k}": v for k, v in ckpt["state_dict"].items()}
-    flat |= {f"current/{k}": v for k, v in ckpt["current_model_state"].items()}
+    flat |= {f"current/{k}": v for k, v in ckpt.get("current_model_state", {}).items()}
     for pid, state in ckpt["optimizer_states"][0]["state"].items():
         flat |= {f"optim/{pid}/{k}": torch.as_tensor(v) for k, v in state.items()}
     flat["lr"] = torch.tensor(ckpt["lr_schedulers"][0]["_last_lr"])
@@ -137,3 +165,109 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path):
     assert not differ, f"{len(differ)} tensors differ after resume, e.g. {differ[:5]}"
     summary = json.loads((run_out / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(last) and summary["steps"] == 8
+
+
+def _recipe_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """``sagepose train`` of a shipped recipe on the tiny data set (3 epochs of 4 steps), its checkpoint settings as
+    shipped: no step checkpoints, no validation in these epochs."""
+    return ["train", "custom_tiny_vit", f"data.train_json={data / 'train.json'}", f"data.val_json={data / 'val.json'}",
+            f"trainer.out_dir={out}", "model.schema=coco",
+            "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
+            "model.drop_path_rate=0.2",  # uses the global torch RNG: its state must come back on resume
+            "data.batch_size=8", "optim.warmup_iters=3", "optim.ema_decay=0.9", "trainer.max_epochs=3",
+            "trainer.progress_bar=false", "trainer.accelerator=cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny data set, and the last checkpoint of an uninterrupted run of :func:`_recipe_args` on it."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = root / "data"
+    generate_dataset(data, 14, seed=1, split="train")
+    generate_dataset(data, 3, seed=2, split="val")
+    _finish(_cli_child(_recipe_args(data, root / "reference"), pace=0.0))
+    return data, torch.load(root / "reference" / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def _signal_at(proc: subprocess.Popen, step: int, sig: signal.Signals, pid: int | None = None) -> str:
+    """Sends ``sig`` (to ``pid``, default the child) once a paced child reports optimizer step ``step`` done, while
+    it sleeps after it; returns everything the child printed."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("pace:") and int(line.split()[-1]) == step and (pid is None or f"pid {pid} " in line):
+            os.kill(pid or proc.pid, sig)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    return "".join(lines) + rest
+
+
+def _assert_same_training_state(ref: dict, res: dict) -> None:
+    assert ref["global_step"] == res["global_step"]
+    ref_t, res_t = _flat_tensors(ref), _flat_tensors(res)
+    assert ref_t.keys() == res_t.keys()
+    differ = [k for k in ref_t if not torch.equal(ref_t[k], res_t[k])]
+    assert not differ, f"{len(differ)} tensors differ after resume, e.g. {differ[:5]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, step", [(signal.SIGINT, 6), (signal.SIGTERM, 9)])  # 2nd step of epoch 1, 1st of 2
+def test_a_signal_mid_epoch_stops_with_a_checkpoint_that_resumes_bit_identical(tiny_run, tmp_path, sig, step):
+    data, reference = tiny_run
+    out = tmp_path / "run"
+    last = out / "checkpoints" / "last.ckpt"
+    log = _signal_at(_cli_child(_recipe_args(data, out), pace=0.5), step, sig)
+
+    said = [line for line in log.splitlines() if line.startswith("sagepose: ")]
+    assert said == [f"sagepose: interrupted at step {step} ({sig.name}); resumable checkpoint {last}; continue with: "
+                    f"sagepose train {out / 'config.yaml'} --resume"], log[-3000:]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
+    assert f"step {step + 1}\n" not in log  # the step under way finished, and no other began
+    stopped = torch.load(last, weights_only=False)
+    assert stopped["global_step"] == step and stopped["epoch"] == step // 4  # mid-epoch
+    assert json.loads((out / "train_summary.json").read_text())["interrupted_by"] == sig.name
+
+    command = shlex.split(said[0].split("continue with: ")[1])
+    assert command[:2] == ["sagepose", "train"]
+    resumed = _cli_child(command[1:], pace=0.0)
+    assert f"resuming from {last}" in _finish(resumed)
+    _assert_same_training_state(reference, torch.load(last, weights_only=False))
+
+
+class _LastOnDisk(Callback):
+    """Records, before each batch, (optimizer steps done, the step last.ckpt holds or None)."""
+
+    def __init__(self, last: Path):
+        self.last, self.seen = last, []
+
+    def on_train_batch_start(self, trainer, *args):
+        on_disk = torch.load(self.last, weights_only=False)["global_step"] if self.last.exists() else None
+        self.seen.append((trainer.global_step, on_disk))
+
+
+def test_last_checkpoint_is_written_at_each_epoch_end_without_validation(tiny_run, tmp_path):
+    data, _ = tiny_run
+    out = tmp_path / "run"
+    probe = _LastOnDisk(out / "checkpoints" / "last.ckpt")
+    fit(load_config("custom_tiny_vit", _recipe_args(data, out, "trainer.max_epochs=2")[2:]), callbacks=[probe])
+    # the recipe validates every 25 epochs: none ran; nothing mid-epoch (10 minutes between time-based ones)
+    assert probe.seen == [(0, None), (1, None), (2, None), (3, None), (4, 4), (5, 4), (6, 4), (7, 4)]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_last_checkpoint_is_written_every_n_minutes_mid_epoch(tiny_run, tmp_path):
+    data, _ = tiny_run
+    out = tmp_path / "run"
+    probe = _LastOnDisk(out / "checkpoints" / "last.ckpt")
+
+    class StepClock(Callback):  # each optimizer step takes 25 s by this clock
+        def on_train_start(self, trainer, *args):
+            last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+            last.clock = lambda: 25.0 * trainer.global_step
+
+    cfg = load_config("custom_tiny_vit", _recipe_args(data, out, "trainer.max_epochs=2",
+                                                      "trainer.checkpoint_every_minutes=1")[2:])
+    fit(cfg, callbacks=[StepClock(), probe])
+    # a minute after the start (step 3), the epoch's end (step 4, the clock restarts), a minute later (step 7)
+    assert probe.seen == [(0, None), (1, None), (2, None), (3, 3), (4, 4), (5, 4), (6, 4), (7, 7)]
