@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -29,7 +30,7 @@ class MetricsLog(Callback):
     def __init__(self, out_dir: str | Path):
         self.csv, self.png = Path(out_dir) / "metrics.csv", Path(out_dir) / "curves.png"
         self.rows: list[dict] = []
-        self._losses: dict[str, list[float]] = {}
+        self._losses: dict[str, tuple] = {}  # key -> (sum, count) of the finite losses since the last validation
 
     def on_train_start(self, trainer, pl_module):
         # the step is the checkpoint's here: rows written after it (by the interrupted run) are dropped
@@ -37,18 +38,20 @@ class MetricsLog(Callback):
         self._losses = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # summed on the device (a skipped step's non-finite loss left out): no host read, so no GPU wait, per step
         for key in LOSSES:
             value = trainer.callback_metrics.get(key)
-            if value is not None:
-                value = float(value)
-                if math.isfinite(value):
-                    self._losses.setdefault(key, []).append(value)
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float()
+                finite = torch.isfinite(value)
+                total, count = self._losses.get(key, (0.0, 0))
+                self._losses[key] = (total + torch.where(finite, value, 0.0), count + finite.int())
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         row: dict = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        row.update({k: float(np.mean(v)) for k, v in self._losses.items() if v})
+        row.update({k: float(total / count) for k, (total, count) in self._losses.items() if int(count) > 0})
         self._losses = {}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()
                     if k.startswith("val/") and getattr(v, "numel", lambda: 1)() == 1})
