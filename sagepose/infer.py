@@ -111,7 +111,7 @@ class InferenceRun:
             top, faint = max(faint), len(faint)
             shown = "; the renders show no joints for them" if self.rendered else ""
             lines.append(f"no keypoint scored above --kpt-thr {self.score_thr:g} in {faint} of {len(scores)} "
-                         f"poses{shown} -- lower --kpt-thr (scores max {top:.2f})")
+                         f"poses{shown} -- lower --kpt-thr (scores max {top:.2g})")
         if self.unreadable:
             n = len(self.unreadable)
             shown = ", ".join(self.unreadable[:5]) + (", ..." if n > 5 else "")
