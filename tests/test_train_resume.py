@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -30,9 +31,12 @@ class Pace(Callback):
         self.seconds = seconds
 
     def on_train_batch_end(self, trainer, *args):
-        print(f"pace: pid {os.getpid()} step {trainer.global_step}", flush=True)
+        # one write: the line stays whole in a pipe that other ranks write into
+        os.write(1, f"pace: rank {trainer.global_rank} pid {os.getpid()} step {trainer.global_step}\\n".encode())
         time.sleep(self.seconds)
 """
+
+PACED = re.compile(r"pace: rank (?P<rank>\d+) pid (?P<pid>\d+) step (?P<step>\d+)")
 
 # fit() per the JSON list of overrides, optionally --resume, pacing PACE s
 CHILD = PACE + """
@@ -189,14 +193,15 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     return data, torch.load(root / "reference" / "checkpoints" / "last.ckpt", weights_only=False)
 
 
-def _signal_at(proc: subprocess.Popen, step: int, sig: signal.Signals, pid: int | None = None) -> str:
-    """Sends ``sig`` (to ``pid``, default the child) once a paced child reports optimizer step ``step`` done, while
-    it sleeps after it; returns everything the child printed."""
+def _signal_at(proc: subprocess.Popen, step: int, sig: signal.Signals, rank: int = 0) -> str:
+    """Sends ``sig`` to the process of ``rank`` once it reports optimizer step ``step`` done (while it sleeps after
+    it); returns everything the child printed."""
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("pace:") and int(line.split()[-1]) == step and (pid is None or f"pid {pid} " in line):
-            os.kill(pid or proc.pid, sig)
+        paced = PACED.search(line)
+        if paced and int(paced["rank"]) == rank and int(paced["step"]) == step:
+            os.kill(int(paced["pid"]), sig)
             break
     rest, _ = proc.communicate(timeout=300)
     return "".join(lines) + rest
@@ -271,3 +276,19 @@ def test_last_checkpoint_is_written_every_n_minutes_mid_epoch(tiny_run, tmp_path
     fit(cfg, callbacks=[StepClock(), probe])
     # a minute after the start (step 3), the epoch's end (step 4, the clock restarts), a minute later (step 7)
     assert probe.seen == [(0, None), (1, None), (2, None), (3, 3), (4, 4), (5, 4), (6, 4), (7, 7)]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_rank_stops_both_at_the_same_step(tiny_run, tmp_path):
+    data, _ = tiny_run
+    out = tmp_path / "ddp"
+    last = out / "checkpoints" / "last.ckpt"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python"]
+    args = _recipe_args(data, out, "trainer.strategy=ddp", "trainer.devices=2")  # 2 steps an epoch per rank
+    log = _signal_at(_cli_child(args, pace=0.5, launcher=torchrun), step=3, sig=signal.SIGTERM, rank=1)
+
+    # rank 1 got it, rank 0 wrote the checkpoint and said so; neither began another step
+    assert f"sagepose: interrupted at step 3 (SIGTERM); resumable checkpoint {last}" in log, log[-3000:]
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    last_steps = {int(m["rank"]): int(m["step"]) for m in PACED.finditer(log)}
+    assert last_steps == {0: 3, 1: 3}
