@@ -51,13 +51,15 @@ def add_arguments(p):
 
 
 def scorer_name(args) -> str:
-    """DeepLabCut's scorer of the tables: ``sagepose_`` and the weights' name (the checkpoint's, else the model's)."""
+    """DeepLabCut's scorer of the tables: ``sagepose_`` and the weights' name (the checkpoint's, else the model's;
+    a training run's ``RUN/checkpoints/best.ckpt``: ``RUN_best``)."""
     import re
     from pathlib import Path
 
-    name = Path(args.checkpoint or args.model).name
-    name = name[: -len(Path(name).suffix)] if Path(name).suffix in (".ckpt", ".pth", ".pt", ".pt2", ".onnx",
-                                                                    ".bin", ".yaml", ".yml") else name
+    path = Path(args.checkpoint or args.model)
+    name = path.stem if path.suffix in (".ckpt", ".pth", ".pt", ".pt2", ".onnx", ".bin", ".yaml", ".yml") else path.name
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        name = f"{path.parent.parent.name}_{name}"
     return "sagepose_" + re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
