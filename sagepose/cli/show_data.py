@@ -80,15 +80,9 @@ def sample_crops(cfg, split: str = "train", num: int = 16, epoch: int = 0):
     if "labeled" in batch:
         batch["visible"] = batch["visible"] * batch["labeled"].to(batch["visible"].dtype)
     if split == "train":  # as TopDownModule._augment does on the device, before normalising
-        d, crops = cfg.data, batch["img"]
-        keys = batch_aug.sample_keys(cfg.trainer.seed, epoch, batch["index"])
-        if d.photometric_prob > 0:
-            crops = batch_aug.photometric(crops, keys, batch_aug.PhotometricConfig(p=d.photometric_prob))
-        if d.blur_prob > 0 or d.noise_prob > 0:
-            crops = batch_aug.degrade(crops, keys, batch_aug.DegradeConfig(blur_prob=d.blur_prob,
-                                                                           noise_prob=d.noise_prob))
-        if d.coarse_dropout_prob > 0:
-            crops = batch_aug.coarse_dropout(crops, keys, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
+        d, keys = cfg.data, batch_aug.sample_keys(cfg.trainer.seed, epoch, batch["index"])
+        crops = batch_aug.augment(batch["img"], keys, photometric_prob=d.photometric_prob, blur_prob=d.blur_prob,
+                                  noise_prob=d.noise_prob, coarse_dropout_prob=d.coarse_dropout_prob)
         batch["img"] = crops.clamp(0, 255).to(torch.uint8)
     return batch, dataset, indices, model.schema
 

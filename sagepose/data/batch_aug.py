@@ -245,6 +245,19 @@ def degrade(crops: torch.Tensor, keys: torch.Tensor, cfg: DegradeConfig) -> torc
     return x.to(crops.dtype) if crops.dtype.is_floating_point else x.round().to(crops.dtype)
 
 
+def augment(crops: torch.Tensor, keys: torch.Tensor, photometric_prob: float = 0.0, blur_prob: float = 0.0,
+            noise_prob: float = 0.0, coarse_dropout_prob: float = 0.0) -> torch.Tensor:
+    """A training batch's device augmentation, in training's order: photometric, camera degradation, coarse
+    dropout (each skipped at probability 0). crops (B, H, W, 3) BGR 0-255, keys (B,) -> crops of the same shape."""
+    if photometric_prob > 0:
+        crops = photometric(crops, keys, PhotometricConfig(p=photometric_prob))
+    if blur_prob > 0 or noise_prob > 0:
+        crops = degrade(crops, keys, DegradeConfig(blur_prob=blur_prob, noise_prob=noise_prob))
+    if coarse_dropout_prob > 0:
+        crops = coarse_dropout(crops, keys, CoarseDropoutConfig(p=coarse_dropout_prob))
+    return crops
+
+
 @dataclass(frozen=True)
 class StyleMixConfig:
     """Appearance transfer by Fourier amplitude mixing: with probability ``p`` a crop keeps its phase spectrum (where

@@ -94,15 +94,10 @@ class TopDownModule(L.LightningModule):
         Each sample's draws depend only on (seed, epoch, its dataset index), as its CPU augmentation
         does: the same crops however the global batch is split over ranks, and on resume.
         """
-        d, crops = self.cfg.data, batch["img"]
+        d = self.cfg.data
         keys = batch_aug.sample_keys(self.cfg.trainer.seed, self.current_epoch, batch["index"])
-        if d.photometric_prob > 0:
-            crops = batch_aug.photometric(crops, keys, batch_aug.PhotometricConfig(p=d.photometric_prob))
-        if d.blur_prob > 0 or d.noise_prob > 0:
-            crops = batch_aug.degrade(crops, keys, batch_aug.DegradeConfig(blur_prob=d.blur_prob,
-                                                                           noise_prob=d.noise_prob))
-        if d.coarse_dropout_prob > 0:
-            crops = batch_aug.coarse_dropout(crops, keys, batch_aug.CoarseDropoutConfig(p=d.coarse_dropout_prob))
+        crops = batch_aug.augment(batch["img"], keys, photometric_prob=d.photometric_prob, blur_prob=d.blur_prob,
+                                  noise_prob=d.noise_prob, coarse_dropout_prob=d.coarse_dropout_prob)
         return self.model.normalize(crops)
 
     def _targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
