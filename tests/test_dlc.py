@@ -190,7 +190,10 @@ def test_cli_import_dlc(tmp_path, capsys):
     assert os.path.normpath(tmp_path / data["images"][0]["file_name"]) == str(MOUSE / "labeled-data/img01.png")
     records = load_coco(out, schema=load_schema(out))  # no data.image_root needed: relative to the json
     assert len(records) == 6 and all(os.path.isfile(r.image_path) for r in records)
-    assert main(["import", "dlc", str(MOUSE_CSV), "--out", str(out)]) == 1  # images 7-90 missing
+    assert main(["import", "dlc", str(MOUSE_CSV), "--out", str(out)]) == 1  # the labels written above are kept
+    err = capsys.readouterr().err.strip()
+    assert err == f"sagepose: error: {out} exists; pass --overwrite to replace it, or choose another path"
+    assert main(["import", "dlc", str(MOUSE_CSV), "--out", str(out), "--overwrite"]) == 1  # images 7-90 missing
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sagepose: error: {MOUSE_CSV}: line 10: image ") and "\n" not in err
     with pytest.raises(SystemExit):

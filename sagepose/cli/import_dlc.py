@@ -1,5 +1,5 @@
 """sagepose import dlc CSV|PROJECT [CSV ...] --out OUT.json [--image-root DIR] [--flip-pairs a:b,...]
-[--box image|labels] [--box-pad F] [--skeleton a-b,b-c] [--skip-missing] [--name NAME]
+[--box image|labels] [--box-pad F] [--skeleton a-b,b-c] [--skip-missing] [--name NAME] [--overwrite]
 
 DeepLabCut / lightning-pose labeled-data CSVs (or a DLC project folder: every ``labeled-data/*/CollectedData*.csv``)
 -> one COCO keypoint json that references the images (never copies them), their paths relative to the json's
@@ -29,11 +29,14 @@ def add_arguments(p):
     p.add_argument("--skip-missing", action="store_true",
                    help="leave out (and count) frames whose image is missing instead of stopping")
     p.add_argument("--name", default=None, help="category / schema name (default: the CSV's folder name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.json")
 
 
 def run(args) -> int:
     from sagepose.data.dlc import dlc_to_coco, write_coco
+    from sagepose.fileio import check_output_file
 
+    check_output_file(args.out, args.overwrite)  # before reading: the labels a user corrected are not replaced
     coco = dlc_to_coco(args.sources, image_root=args.image_root, flip_pairs=args.flip_pairs, box=args.box,
                        box_pad=args.box_pad, skip_missing=args.skip_missing, skeleton=args.skeleton, name=args.name)
     out = write_coco(coco, args.out)
