@@ -130,7 +130,7 @@ class LastCheckpoint(Checkpoint):
             raise TrainingInterrupted(signum, trainer.global_step, self.path)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.global_step != self._saved_step:  # stopped mid-epoch by trainer.max_steps
+        if trainer.global_step != self._saved_step:  # ended with no epoch end after its last step: keep it
             self._save(trainer)
         self.signals.restore()
 
