@@ -10,7 +10,7 @@ import torch
 from goldens_io import require_golden_platform
 
 from sagepose.codecs import CODECS, MSRAHeatmap, UDPHeatmap, build_codec, flip_heatmaps, get_heatmap_maximum
-from sagepose.codecs.heatmap import NEWTON_TRUST_RADIUS, continuous_gaussian_heatmaps
+from sagepose.codecs.heatmap import continuous_gaussian_heatmaps, trust_radius
 from sagepose.codecs.reference import blur_like_mmpose
 from sagepose.keypoints import COCO17
 
@@ -99,10 +99,11 @@ def default_decode_of_goldens(case: str, name: str) -> np.ndarray:
     to_hm = codec.to_heatmap if name == "dark" else (
         lambda kp: kp / torch.tensor(codec.input_size) * torch.tensor(codec.heatmap_size, dtype=torch.float32).sub(1))
     step = to_hm(torch.from_numpy(reference).double()).numpy() - locs
-    clamped = np.clip(step, -NEWTON_TRUST_RADIUS, NEWTON_TRUST_RADIUS)
+    radius = trust_radius(codec.sigma)
+    clamped = np.clip(step, -radius, radius)
     peak = mmpose_hessian_has_a_peak(case, name)
     bounded = codec.to_input(torch.from_numpy(locs + np.where(peak[..., None], clamped, 0))).numpy()
-    taken_as_is = peak & (np.abs(step) <= NEWTON_TRUST_RADIUS).all(-1)
+    taken_as_is = peak & (np.abs(step) <= radius).all(-1)
     return np.where(taken_as_is[..., None], reference, bounded.astype(reference.dtype))
 
 
@@ -146,6 +147,23 @@ def test_decode_of_random_heatmaps_equals_mmpose_bounded_where_the_decode_is_wel
     expected = default_decode_of_goldens(case, name)[:n_random]
     assert_keypoints_close(keypoints.numpy()[mask], expected[mask], atol=1e-4 if name == "msra" else 1e-3)
     np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"][:n_random])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", ["dark", "udp"])
+def test_well_posed_marks_where_the_default_decode_equals_mmpose(case, name):
+    # the codec's own mask against where the bounded decode built here from MMPose's Hessian and step
+    # (default_decode_of_goldens) keeps MMPose's keypoint
+    heatmaps, n_random = golden_heatmaps(case)
+    codec = golden_codec(case, name)
+    marked = codec.well_posed(heatmaps).numpy()
+    stable = well_posed(case, name)  # MMPose's decode a stable function of the maps (ulp_spread)
+    reference = GOLDENS[f"{case}/{name}/decoded"]
+    kept = np.nan_to_num(np.abs(default_decode_of_goldens(case, name) - reference).max(-1), nan=1.0) <= 1e-4
+    np.testing.assert_array_equal(marked[stable], kept[stable])
+    positive = GOLDENS[f"{case}/{name}/scores"] > 0
+    assert marked[n_random:][positive[n_random:]].all()  # noisy peaks: all well-posed
+    assert_keypoints_close(codec.decode(heatmaps)[0].numpy()[marked & stable], reference[marked & stable], 1e-3)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -6,7 +6,7 @@ run one instance at a time in numpy), quirks included; each kept quirk is marked
 "parity". Sizes are ``(w, h)`` as in MMPose configs.
 
 The default (``decode_impl="batched"``) decode is bounded where MMPose's is not: the DARK / UDP Newton
-step is taken only where the local model has a peak, and at most :data:`NEWTON_TRUST_RADIUS` heatmap px
+step is taken only where the local model has a peak, and at most :func:`trust_radius` heatmap px
 per axis; non-finite heatmap values count as 0; every keypoint is finite and at most one heatmap pixel
 outside the map (:func:`bounded_locations`). On a peaked map (any trained model's confident joints) it
 equals MMPose's; on a flat, noisy or saddle-shaped map, where the sub-pixel location is ill-posed, it
@@ -177,13 +177,20 @@ def _modulation_scale(heatmaps: torch.Tensor, blurred: torch.Tensor) -> torch.Te
     return heatmaps.amax(dim=(-2, -1)) / blurred.amax(dim=(-2, -1))
 
 
-# The Newton step's trust region, in heatmap px per axis. DARK's Hessian samples the log-map 2 px either side
-# of the argmax, so within 2 px the local quadratic interpolates what it was fitted on; farther it extrapolates
-# a model the map never showed (on a flat or noisy map: a near-singular Hessian sending the keypoint
-# thousands of px away). Real peaks need the full 2 px: a noisy Gaussian's raw argmax can sit 1.6 px from the
-# peak DARK finds (MMPose's own decodes of the noisy-peak goldens, tests/test_codecs.py), which a 1 px bound
-# would cut short. For UDP the same bound: its blurred map is as smooth, its goldens' steps reach 1.6 px too.
+# The Newton step's trust region, in heatmap px per axis: at least 2, and at least the target Gaussian's sigma.
+# DARK's Hessian samples the log-map 2 px either side of the argmax, so within 2 px the local quadratic
+# interpolates what it was fitted on; farther it extrapolates a model the map never showed (on a flat or noisy
+# map: a near-singular Hessian sending the keypoint thousands of px away). Real peaks need that much: a noisy
+# Gaussian's raw argmax can sit 1.6 px from the peak DARK finds (MMPose's own decodes of the noisy-peak
+# goldens, sigma 2, tests/test_codecs.py), which a 1 px bound would cut short; and how far noise moves the
+# argmax grows with the peak's width (Sapiens' sigma 6: MMPose's steps reach ~3 px on maps with 3 % noise),
+# while a step longer than sigma says the map is no sigma-Gaussian there.
 NEWTON_TRUST_RADIUS = 2.0
+
+
+def trust_radius(sigma: float) -> float:
+    """The Newton step's bound, heatmap px per axis, for targets of width ``sigma``: max(2, sigma)."""
+    return max(NEWTON_TRUST_RADIUS, float(sigma))
 
 
 def negative_definite(hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor) -> torch.Tensor:
@@ -195,29 +202,29 @@ def negative_definite(hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor) -
 
 
 def newton_step(gx: torch.Tensor, gy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor,
-                take: torch.Tensor) -> torch.Tensor:
+                take: torch.Tensor, radius: float) -> torch.Tensor:
     """Gradient and Hessian of log(heatmap) at the argmax, each (B, K), where to step (B, K) bool -> step (B, K, 2).
 
     The Newton step -H^-1 g where ``take`` (and the Hessian is invertible and the step finite), each axis
-    clamped to :data:`NEWTON_TRUST_RADIUS`; zero elsewhere, so the argmax stays. Bit-equal to MMPose's
+    clamped to ``radius`` (:func:`trust_radius`); zero elsewhere, so the argmax stays. Bit-equal to MMPose's
     step wherever that is taken and within the trust region.
     """
     det = hxx * hyy - hxy * hxy
     take = take & (det != 0)
     safe = torch.where(take, det, torch.ones_like(det))
     step = torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], dim=-1) / -safe[..., None]
-    step = step.clamp(-NEWTON_TRUST_RADIUS, NEWTON_TRUST_RADIUS)
+    step = step.clamp(-radius, radius)
     take = take[..., None] & torch.isfinite(step).all(-1, keepdim=True)
     return torch.where(take, step, torch.zeros_like(step))
 
 
-def refine_dark(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> torch.Tensor:
-    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + DARK's Newton step on the blurred log-heatmap.
+def dark_derivatives(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> tuple[torch.Tensor, ...]:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> gx, gy, hxx, hyy, hxy (B, K) of DARK's blurred log-heatmap, and
+    where MMPose steps (B, K): more than 2 px inside the border (parity).
 
     Zhang et al. 2020: a second-order Taylor expansion of log(heatmap) at the argmax,
     with central differences of step 1 (gradient) and 2 (Hessian diagonal). The log is
-    taken only at the 13 samples each step needs. The step is :func:`newton_step`'s: only
-    toward a peak (a negative definite Hessian), at most :data:`NEWTON_TRUST_RADIUS` px per axis.
+    taken only at the 13 samples each step needs.
     """
     b, k, h, w = heatmaps.shape
     blurred = gaussian_blur(heatmaps, blur_kernel_size)
@@ -238,22 +245,29 @@ def refine_dark(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: in
     dyy = 0.25 * (sample(0, 2) - 2 * centre + sample(0, -2))
     # parity: MMPose skips keypoints within 2 px of the border (and singular Hessians).
     inside = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
-    return locs + newton_step(dx, dy, dxx, dyy, dxy, inside & negative_definite(dxx, dyy, dxy))
+    return dx, dy, dxx, dyy, dxy, inside
 
 
-def refine_dark_udp(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> torch.Tensor:
-    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + UDP's DARK step (log clipped to [1e-3, 50]).
+def refine_dark(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int,
+                radius: float = NEWTON_TRUST_RADIUS) -> torch.Tensor:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + DARK's Newton step on the blurred log-heatmap
+    (:func:`dark_derivatives`), :func:`newton_step`'s: only toward a peak (a negative definite Hessian), at
+    most ``radius`` px per axis."""
+    dx, dy, dxx, dyy, dxy, inside = dark_derivatives(locs, heatmaps, blur_kernel_size)
+    return locs + newton_step(dx, dy, dxx, dyy, dxy, inside & negative_definite(dxx, dyy, dxy), radius)
 
-    Huang et al. 2020. MMPose edge-pads the log-maps by one pixel, so every argmax has
-    its 3x3 neighbourhood; here that padding is a clamp of the sampled coordinates. The
-    step is :func:`newton_step`'s, at most :data:`NEWTON_TRUST_RADIUS` px per axis, taken
-    toward a peak (a negative definite Hessian) and, as MMPose, at an argmax on the map's
-    edge: there the edge padding makes the outward axis's samples symmetric about the edge,
-    so its model's vertex -- a maximum or a minimum alike -- is the edge itself, half a pixel
-    out (a keypoint at or past the crop's border, MMPose's answer). A map with no positive
-    value (argmax marked (-1, -1)) has no peak and keeps the mark; MMPose steps it with the
-    previous channel's pixels (its K padded maps read as one flat array), which
-    ``decode_impl="mmpose"`` keeps.
+
+def udp_derivatives(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int) -> tuple[torch.Tensor, ...]:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> gx, gy, hxx, hyy, hxy (B, K) of UDP's blurred log-heatmap (log
+    clipped to [1e-3, 50]; the Hessian's diagonal + float32 eps, as MMPose), and where to step even without a
+    peak (B, K): an argmax on the map's edge.
+
+    Huang et al. 2020. MMPose edge-pads the log-maps by one pixel, so every argmax has its 3x3 neighbourhood;
+    here that padding is a clamp of the sampled coordinates. At an argmax on the edge the padding makes the
+    outward axis's samples symmetric about the edge, so its model's vertex -- a maximum or a minimum alike --
+    is the edge itself, half a pixel out (a keypoint at or past the crop's border): MMPose's answer, kept. A
+    map with no positive value (argmax marked (-1, -1)) has no peak and keeps the mark (MMPose steps it with
+    the previous channel's pixels, its K padded maps read as one flat array; ``decode_impl="mmpose"`` does).
     """
     b, k, h, w = heatmaps.shape
     blurred = gaussian_blur(heatmaps, blur_kernel_size)
@@ -277,10 +291,26 @@ def refine_dark_udp(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size
     dxy = 0.5 * (ix1y1 - ix1 - iy1 + i + i - ix1_ - iy1_ + ix1_y1_)
     # MMPose regularises the Hessian with float32 eps on the diagonal (it adds it in float64).
     eps = torch.finfo(torch.float32).eps
-    dxx, dyy = dxx + eps, dyy + eps
-    edge = (x == 0) | (x == w - 1) | (y == 0) | (y == h - 1)
-    take = (x >= 0) & (negative_definite(dxx, dyy, dxy) | edge)
-    return locs + newton_step(dx, dy, dxx, dyy, dxy, take)
+    edge = ((x == 0) | (x == w - 1) | (y == 0) | (y == h - 1)) & (x >= 0)
+    return dx, dy, dxx + eps, dyy + eps, dxy, edge
+
+
+def refine_dark_udp(locs: torch.Tensor, heatmaps: torch.Tensor, blur_kernel_size: int,
+                    radius: float = NEWTON_TRUST_RADIUS) -> torch.Tensor:
+    """locs (B, K, 2), heatmaps (B, K, H, W) -> locs + UDP's DARK step (:func:`udp_derivatives`),
+    :func:`newton_step`'s: toward a peak (a negative definite Hessian) or from the map's edge, at most
+    ``radius`` px per axis; a map with no positive value keeps its (-1, -1) mark."""
+    dx, dy, dxx, dyy, dxy, edge = udp_derivatives(locs, heatmaps, blur_kernel_size)
+    take = (locs[..., 0] >= 0) & (negative_definite(dxx, dyy, dxy) | edge)
+    return locs + newton_step(dx, dy, dxx, dyy, dxy, take, radius)
+
+
+def step_within(gx: torch.Tensor, gy: torch.Tensor, hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor,
+                radius: float) -> torch.Tensor:
+    """(B, K) bool: the unclamped Newton step -H^-1 g is finite and at most ``radius`` px on each axis."""
+    det = hxx * hyy - hxy * hxy
+    step = torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], dim=-1) / -det[..., None]
+    return (step.abs() <= radius).all(-1)
 
 
 def finite_or_zero(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -391,6 +421,20 @@ class MSRAHeatmap:
                                                          subpixel=False)
         return _encode_outputs(heatmaps, weights, to_numpy)
 
+    def well_posed(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """heatmaps (B, K, H, W) -> (B, K) bool: where the sub-pixel location is well-posed, so the default decode
+        equals MMPose's. DARK: MMPose's Newton step goes to a peak of the local model and stays inside the trust
+        region (or MMPose takes none, within 2 px of the border); elsewhere -- a flat, noisy or saddle-shaped map
+        -- the default decode keeps the argmax or clamps the step. The plain decode (argmax and quarter pixel) is
+        well-posed everywhere."""
+        hm = finite_or_zero(_float(_as_tensor(heatmaps)[0]))
+        locs, _ = get_heatmap_maximum(hm)
+        if not self.unbiased:
+            return torch.ones(locs.shape[:2], dtype=torch.bool, device=locs.device)
+        gx, gy, hxx, hyy, hxy, inside = dark_derivatives(locs, hm, self.blur_kernel_size)
+        peak = negative_definite(hxx, hyy, hxy) & step_within(gx, gy, hxx, hyy, hxy, trust_radius(self.sigma))
+        return ~inside | peak
+
     def decode(self, heatmaps):
         """heatmaps (B, K, H, W) -> keypoints (B, K, 2) in input pixels, scores (B, K) = heatmap maxima."""
         hm, to_numpy = _as_tensor(heatmaps)
@@ -401,7 +445,8 @@ class MSRAHeatmap:
         if self.unbiased and exact:
             locs = _per_instance(reference.refine_dark_mmpose, locs, hm, self.blur_kernel_size)
         elif self.unbiased:
-            locs = bounded_locations(refine_dark(locs, hm, self.blur_kernel_size), self.heatmap_size)
+            locs = refine_dark(locs, hm, self.blur_kernel_size, trust_radius(self.sigma))
+            locs = bounded_locations(locs, self.heatmap_size)
         else:
             locs = refine_quarter_pixel(locs, hm)
         keypoints = self.to_input(locs)
@@ -466,6 +511,17 @@ class UDPHeatmap:
         heatmaps, weights = window_gaussian_heatmaps(kp, vis, self.heatmap_size, self.sigma, subpixel=True)
         return _encode_outputs(heatmaps, weights, to_numpy)
 
+    def well_posed(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """heatmaps (B, K, H, W) -> (B, K) bool: where the sub-pixel location is well-posed, so the default decode
+        equals MMPose's: the map has a positive value and MMPose's Newton step goes to a peak of the local model
+        (or from the map's edge) and stays inside the trust region. Elsewhere -- a flat, noisy or saddle-shaped
+        map -- the default decode keeps the argmax or clamps the step."""
+        hm = finite_or_zero(_float(_as_tensor(heatmaps)[0]))
+        locs, _ = get_heatmap_maximum(hm)
+        gx, gy, hxx, hyy, hxy, edge = udp_derivatives(locs, hm, self.blur_kernel_size)
+        within = step_within(gx, gy, hxx, hyy, hxy, trust_radius(self.sigma))
+        return (locs[..., 0] >= 0) & (negative_definite(hxx, hyy, hxy) | edge) & within
+
     def decode(self, heatmaps):
         """heatmaps (B, K, H, W) -> keypoints (B, K, 2) in input pixels, scores (B, K) = heatmap maxima."""
         hm, to_numpy = _as_tensor(heatmaps)
@@ -476,7 +532,8 @@ class UDPHeatmap:
         if exact:  # the step and the scaling in float64, as MMPose
             locs = _per_instance(reference.refine_dark_udp_mmpose, locs, hm, self.blur_kernel_size).double()
         else:
-            locs = bounded_locations(refine_dark_udp(locs, hm, self.blur_kernel_size), self.heatmap_size)
+            locs = refine_dark_udp(locs, hm, self.blur_kernel_size, trust_radius(self.sigma))
+            locs = bounded_locations(locs, self.heatmap_size)
         keypoints = self.to_input(locs).to(hm.dtype)
         return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
 

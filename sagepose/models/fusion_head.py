@@ -22,10 +22,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sagepose.codecs.heatmap import flip_heatmaps, gaussian_blur, heatmap_argmax
+from sagepose.codecs.heatmap import bounded_locations, finite_or_zero, flip_heatmaps, gaussian_blur, heatmap_argmax
 from sagepose.models.heads import HeatmapHead, _act, _norm
 
 LOG_EPS = 1e-10  # heatmap floor before the log in the Newton step
+# The offset's bound, heatmap px per axis: its target is what the heatmap decode cannot say (the quantisation
+# residual, within half a pixel for MSRA's rounded centres, ~0 for UDP's), so a trained head stays well inside
+# it; an untrained or diverged one cannot push the keypoint farther than this.
+MAX_OFFSET = 1.0
 
 
 def split_outputs(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,8 +133,10 @@ def refine_gaussian(heatmaps: torch.Tensor, start: torch.Tensor, max_step: float
 
 def decode_heatmaps(heatmaps: torch.Tensor, radius: int = 2,
                     blur_kernel_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """heatmaps (B, K, H, W) -> locations (B, K, 2) in heatmap pixels, scores (B, K): soft-argmax + Newton step."""
-    _, scores, soft = soft_argmax_window(heatmaps, radius)
+    """heatmaps (B, K, H, W) -> locations (B, K, 2) in heatmap pixels, scores (B, K): soft-argmax + Newton step.
+    Non-finite heatmap values count as 0 (the codec's rule): the location stays within ``radius`` + 1 px of
+    the argmax."""
+    _, scores, soft = soft_argmax_window(finite_or_zero(heatmaps), radius)
     return refine_gaussian(heatmaps, soft, blur_kernel_size=blur_kernel_size), scores
 
 
@@ -138,14 +144,17 @@ def fusion_decode(outputs: torch.Tensor, radius: int = 2,
                   blur_kernel_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fusion outputs (B, 4K, H, W) -> locations (B, K, 2) and std (B, K) in heatmap pixels, scores (B, K).
 
-    The location is :func:`decode_heatmaps`'s plus the offset map read (bilinearly) there; the std per axis is
-    exp(log_var / 2) read at the same point; the score is the heatmap maximum.
+    The location is :func:`decode_heatmaps`'s plus the offset map read (bilinearly) there, at most
+    :data:`MAX_OFFSET` per axis, and at most one pixel outside the map; the std per axis is exp(log_var / 2)
+    read at the same point; the score is the heatmap maximum. Non-finite outputs count as 0.
     """
-    heatmaps, offsets, log_var = split_outputs(outputs.float())
+    heatmaps, offsets, log_var = split_outputs(finite_or_zero(outputs.float()))
     locs, scores = decode_heatmaps(heatmaps, radius, blur_kernel_size)
     maps = torch.cat([offsets, log_var[:, :, None]], dim=2)
     sampled = sample_bilinear(maps, locs)
-    return locs + sampled[..., :2], scores, (0.5 * sampled[..., 2]).exp()
+    w, h = heatmaps.shape[-1], heatmaps.shape[-2]
+    locs = bounded_locations(locs + sampled[..., :2].clamp(-MAX_OFFSET, MAX_OFFSET), (w, h))
+    return locs, scores, (0.5 * sampled[..., 2]).exp()
 
 
 # ----------------------------------------------------------------------------- head
