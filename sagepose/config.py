@@ -465,6 +465,8 @@ def validate(cfg: Config) -> Config:
         _check(getattr(t, name) >= 1, f"trainer.{name}", getattr(t, name), "must be at least 1")
     for name in ("checkpoint_every_steps", "keep_every_epochs"):
         _check(getattr(t, name) >= 0, f"trainer.{name}", getattr(t, name), "must be >= 0 (0 = off)")
+    _check(t.checkpoint_every_minutes is None or t.checkpoint_every_minutes >= 0, "trainer.checkpoint_every_minutes",
+           t.checkpoint_every_minutes, "must be >= 0 (0 or null = off)")
     for f in dataclasses.fields(t.fusion_loss):
         value = getattr(t.fusion_loss, f.name)
         _check(value >= 0, f"trainer.fusion_loss.{f.name}", value, "must be >= 0 (0 switches the term off)")

@@ -204,6 +204,7 @@ def test_a_foreign_checkpoint_as_recipe_is_one_line(tmp_path, capsys):
     ("trainer.max_epochs=-1", "override trainer.max_epochs=-1: must be at least 1, or -1 with trainer.max_steps"),
     ("trainer.max_epochs=0", "override trainer.max_epochs=0: must be at least 1"),
     ("trainer.max_steps=0", "override trainer.max_steps=0: must be at least 1, or -1"),
+    ("trainer.checkpoint_every_minutes=-1", "override trainer.checkpoint_every_minutes=-1: must be >= 0"),
 ])
 def test_epoch_and_step_limits_that_train_nothing_or_never_end_are_one_line(data, tmp_path, capsys, override,
                                                                              expected):

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         from sagepose.config import ConfigError
 
         print(f"sagepose: error: {_message(e)}", file=sys.stderr)
+        if getattr(e, "exit_code", None):  # e.g. a run stopped by SIGINT / SIGTERM: 130 / 143, as the shell's
+            return int(e.exit_code)
         return 2 if isinstance(e, ConfigError) else 1
 
 

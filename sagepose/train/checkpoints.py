@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sagepose.config import ConfigError, TrainerConfig
+from sagepose.config import TrainerConfig
 from sagepose.fileio import atomic_open
 from sagepose.train.interrupt import StopSignals, TrainingInterrupted
 
@@ -162,10 +162,7 @@ def checkpoint_callbacks(t: TrainerConfig, ckpt_dir: str | Path, monitor: str | 
     """The callbacks writing last / best / every-N files into ``ckpt_dir``: :class:`LastCheckpoint`, and Lightning
     ModelCheckpoints for ``best`` -- the checkpoint with the highest (``mode="max"``) or lowest (``"min"``)
     ``monitor`` (see :func:`monitor_for`) -- and the kept ``epoch-EEE`` files."""
-    minutes = t.checkpoint_every_minutes
-    if minutes is not None and minutes < 0:
-        raise ConfigError(f"trainer.checkpoint_every_minutes={minutes}: must be >= 0 (0 or null = off)",
-                          key="trainer.checkpoint_every_minutes")
+    minutes = t.checkpoint_every_minutes  # >= 0 or None (config.validate)
     common = dict(dirpath=str(ckpt_dir), enable_version_counter=False, auto_insert_metric_name=False)
     callbacks = [LastCheckpoint(Path(ckpt_dir) / "last.ckpt", every_steps=t.checkpoint_every_steps,
                                 every_minutes=minutes)]
