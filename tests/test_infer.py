@@ -169,8 +169,8 @@ def test_infer_and_evaluation_read_coco_results_detections_alike(coco_folder, tm
     det.write_text(json.dumps(dets))
     with pytest.warns(UserWarning, match="skipped 2 detections"):
         boxes = load_boxes(det, gt, score_thr=0.3)
-    with pytest.warns(UserWarning, match="skipped 2 detections"):
-        records = load_detections(det, gt, score_thr=0.3)
+    with pytest.warns(UserWarning, match="skipped 2 detections"):  # the images are in folder/, not beside gt.json
+        records = load_detections(det, gt, score_thr=0.3, image_root=str(folder))
     names = {i: f"{i:012d}.jpg" for i in IDS}
     for name in names.values():
         want = [np.r_[r.bbox_xywh[:2], r.bbox_xywh[:2] + r.bbox_xywh[2:], r.bbox_score]
