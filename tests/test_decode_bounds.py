@@ -172,10 +172,11 @@ def coco_people() -> list[tuple[Path, np.ndarray]]:
 
 def padded_crop_bounds(model, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, 2) lower and upper corners in image px of each box's crop (box scaled by the padding 1.25, aspect
-    fixed), widened by one heatmap pixel in image units."""
+    fixed), widened by one heatmap pixel in image units (UDP's decode scale, crop / (heatmap - 1): the larger)."""
     _, centre, scale = model.crop(np.zeros((8, 8, 3), np.uint8), boxes)
-    one_px = scale / np.array(model.codec.heatmap_size)
-    return centre - scale / 2 - one_px, centre + scale / 2 + one_px
+    one_px = scale / (np.array(model.codec.heatmap_size) - 1)
+    slack = 1e-3  # image px: float32 rounding of a keypoint exactly one heatmap pixel out (MMPose's (-1, -1))
+    return centre - scale / 2 - one_px - slack, centre + scale / 2 + one_px + slack
 
 
 def random_model(name: str):
