@@ -10,7 +10,7 @@ import torch
 from goldens_io import require_golden_platform
 
 from sagepose.codecs import CODECS, MSRAHeatmap, UDPHeatmap, build_codec, flip_heatmaps, get_heatmap_maximum
-from sagepose.codecs.heatmap import continuous_gaussian_heatmaps, trust_radius
+from sagepose.codecs.heatmap import NEWTON_TRUST_RADIUS, continuous_gaussian_heatmaps
 from sagepose.codecs.reference import blur_like_mmpose
 from sagepose.keypoints import COCO17
 
@@ -65,9 +65,9 @@ def mmpose_hessian_has_a_peak(case: str, name: str) -> np.ndarray:
     locs, scores = get_heatmap_maximum(heatmaps)
     x, y = locs[..., 0].astype(int), locs[..., 1].astype(int)
     if name == "dark":
-        pad, d, logmap = 2, 2, np.log(np.maximum(blurred, np.float32(1e-10)))
+        pad, logmap = 2, np.log(np.maximum(blurred, np.float32(1e-10)))
     else:
-        pad, d, logmap = 1, 1, np.log(np.clip(blurred, 1e-3, 50.0))
+        pad, logmap = 1, np.log(np.clip(blurred, 1e-3, 50.0))
     logmap = np.pad(logmap, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="edge")
     bi, ki = np.indices((b, k))
     m = lambda ox, oy: logmap[bi, ki, y + oy + pad, x + ox + pad]
@@ -99,7 +99,7 @@ def default_decode_of_goldens(case: str, name: str) -> np.ndarray:
     to_hm = codec.to_heatmap if name == "dark" else (
         lambda kp: kp / torch.tensor(codec.input_size) * torch.tensor(codec.heatmap_size, dtype=torch.float32).sub(1))
     step = to_hm(torch.from_numpy(reference).double()).numpy() - locs
-    radius = trust_radius(codec.sigma)
+    radius = NEWTON_TRUST_RADIUS
     clamped = np.clip(step, -radius, radius)
     peak = mmpose_hessian_has_a_peak(case, name)
     bounded = codec.to_input(torch.from_numpy(locs + np.where(peak[..., None], clamped, 0))).numpy()
@@ -121,14 +121,16 @@ def test_encode_equals_mmpose_within_1e6(case, name):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", NAMES)
 def test_decode_of_noisy_peaked_heatmaps_equals_mmpose_within_1e4_px(case, name):
-    # every map with a positive maximum: MMPose's keypoint (its Newton steps on these noisy peaks, up to 1.6 px,
-    # are all inside the trust region); a map with none: MMPose's (-1, -1) mark, not its NaN / previous channel
+    # every map with a positive maximum: MMPose's keypoint where its Newton step stays within the one-pixel trust
+    # region, clamped to it beyond (on these noisy peaks MMPose steps up to 1.63 px: 4 of the 49 COCO-size
+    # keypoints, none of the others); a map with none: MMPose's (-1, -1) mark, not its NaN / previous channel
     heatmaps, n_random = golden_heatmaps(case)
     keypoints, scores = golden_codec(case, name).decode(heatmaps[n_random:])
     reference = GOLDENS[f"{case}/{name}/decoded"][n_random:]
     expected = default_decode_of_goldens(case, name)[n_random:]
     positive = scores.numpy() > 0
-    np.testing.assert_array_equal(expected[positive], reference[positive])
+    differ = (expected[positive] != reference[positive]).any(-1).sum()
+    assert differ == (4 if case == "coco" and name != "msra" else 0)
     assert_keypoints_close(keypoints.numpy(), expected, atol=1e-4)
     np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"{case}/{name}/scores"][n_random:])
 
@@ -162,7 +164,8 @@ def test_well_posed_marks_where_the_default_decode_equals_mmpose(case, name):
     kept = np.nan_to_num(np.abs(default_decode_of_goldens(case, name) - reference).max(-1), nan=1.0) <= 1e-4
     np.testing.assert_array_equal(marked[stable], kept[stable])
     positive = GOLDENS[f"{case}/{name}/scores"] > 0
-    assert marked[n_random:][positive[n_random:]].all()  # noisy peaks: all well-posed
+    # noisy peaks: all well-posed but the 4 COCO-size ones where MMPose steps past the one-pixel trust region
+    assert (~marked[n_random:][positive[n_random:]]).sum() == (4 if case == "coco" and name != "msra" else 0)
     assert_keypoints_close(codec.decode(heatmaps)[0].numpy()[marked & stable], reference[marked & stable], 1e-3)
 
 
@@ -221,6 +224,13 @@ def test_flip_fused_decode_equals_mmpose(name, impl):
     reference = GOLDENS[f"flip/{name}/decoded"]
     if impl == "batched":  # a map with no positive value keeps MMPose's (-1, -1) mark (MMPose's UDP moves it)
         reference = np.where(scores.numpy()[..., None] > 0, reference, codec.to_input(-torch.ones(2)).numpy())
+        # MMPose's keypoint where its step stays in the trust region; elsewhere within it of the argmax
+        fused = (plain + back) * 0.5
+        kept = codec.well_posed(fused).numpy()
+        assert kept.mean() > 0.9
+        locs = get_heatmap_maximum(fused)[0]
+        assert (codec.to_heatmap(keypoints) - locs).abs().amax().item() <= NEWTON_TRUST_RADIUS + 1e-4
+        keypoints, reference = keypoints[kept], reference[kept]
     assert_keypoints_close(keypoints.numpy(), reference, atol=1e-4)
     np.testing.assert_array_equal(scores.numpy(), GOLDENS[f"flip/{name}/scores"])
 

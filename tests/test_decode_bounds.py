@@ -2,10 +2,10 @@
 
 DARK's and UDP's Newton step divides by the Hessian's determinant; MMPose takes it unbounded, so a flat,
 noisy or saddle-shaped map sent keypoints thousands of pixels off their crop. The default decode takes the
-step only toward a peak and at most the trust radius (``sagepose.codecs.heatmap.trust_radius``: max(2, sigma) heatmap px), counts
-non-finite values as 0, and keeps every keypoint within one heatmap pixel of the map. Checked here on
-adversarial maps for every codec configuration of the zoo, and through ``predict`` for every zoo family with
-random weights (flat, noisy maps: the ill-posed case) on real COCO images. Where the decode is well-posed
+step only toward a peak and at most the trust radius (``sagepose.codecs.heatmap.NEWTON_TRUST_RADIUS``: one
+heatmap px), counts non-finite values as 0, and keeps every keypoint within one heatmap pixel of the map.
+Checked here on adversarial maps for every codec configuration of the zoo, and through ``predict`` for every zoo
+family with random weights (flat, noisy maps: the ill-posed case) on real COCO images. Where the decode is well-posed
 (peaked maps) it equals MMPose's: ``tests/test_codecs.py``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sagepose.codecs import MSRAHeatmap, UDPHeatmap
-from sagepose.codecs.heatmap import trust_radius
+from sagepose.codecs.heatmap import NEWTON_TRUST_RADIUS
 from sagepose.models import build_model
 
 REALDATA = Path(__file__).parent / "data" / "realdata" / "coco"
@@ -95,7 +95,7 @@ def finite_argmax(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def test_default_decode_of_adversarial_heatmaps_stays_near_the_argmax_and_inside_the_map(config):
     codec = ZOO_CODECS[config]
     w, h = codec.heatmap_size
-    radius = trust_radius(codec.sigma)
+    radius = NEWTON_TRUST_RADIUS
     named = adversarial_maps(w, h)
     names = [name for name, maps in named.items() for _ in maps]
     maps = torch.cat(list(named.values()))
@@ -128,7 +128,7 @@ def test_default_decode_of_a_flat_map_stays_near_the_argmax_where_mmpose_runs_of
     peak = finite_argmax(maps[:, 0])[0]
     exact_off = np.nan_to_num((to_heatmap_px(codec, exact[:, 0]) - peak).abs().amax(-1).numpy(), nan=np.inf)
     assert exact_off.max() > 10  # the unbounded step, kept for parity in exact mode
-    assert (to_heatmap_px(codec, bounded[:, 0]) - peak).abs().amax() <= trust_radius(codec.sigma) + 1e-4
+    assert (to_heatmap_px(codec, bounded[:, 0]) - peak).abs().amax() <= NEWTON_TRUST_RADIUS + 1e-4
 
 
 def test_default_decode_on_an_interior_saddle_keeps_the_argmax():

@@ -6,7 +6,7 @@ run one instance at a time in numpy), quirks included; each kept quirk is marked
 "parity". Sizes are ``(w, h)`` as in MMPose configs.
 
 The default (``decode_impl="batched"``) decode is bounded where MMPose's is not: the DARK / UDP Newton
-step is taken only where the local model has a peak, and at most :func:`trust_radius` heatmap px
+step is taken only where the local model has a peak, and at most :data:`NEWTON_TRUST_RADIUS` (one) heatmap px
 per axis; non-finite heatmap values count as 0; every keypoint is finite and at most one heatmap pixel
 outside the map (:func:`bounded_locations`). On a peaked map (any trained model's confident joints) it
 equals MMPose's; on a flat, noisy or saddle-shaped map, where the sub-pixel location is ill-posed, it
@@ -177,20 +177,14 @@ def _modulation_scale(heatmaps: torch.Tensor, blurred: torch.Tensor) -> torch.Te
     return heatmaps.amax(dim=(-2, -1)) / blurred.amax(dim=(-2, -1))
 
 
-# The Newton step's trust region, in heatmap px per axis: at least 2, and at least the target Gaussian's sigma.
-# DARK's Hessian samples the log-map 2 px either side of the argmax, so within 2 px the local quadratic
-# interpolates what it was fitted on; farther it extrapolates a model the map never showed (on a flat or noisy
-# map: a near-singular Hessian sending the keypoint thousands of px away). Real peaks need that much: a noisy
-# Gaussian's raw argmax can sit 1.6 px from the peak DARK finds (MMPose's own decodes of the noisy-peak
-# goldens, sigma 2, tests/test_codecs.py), which a 1 px bound would cut short; and how far noise moves the
-# argmax grows with the peak's width (Sapiens' sigma 6: MMPose's steps reach ~3 px on maps with 3 % noise),
-# while a step longer than sigma says the map is no sigma-Gaussian there.
-NEWTON_TRUST_RADIUS = 2.0
-
-
-def trust_radius(sigma: float) -> float:
-    """The Newton step's bound, heatmap px per axis, for targets of width ``sigma``: max(2, sigma)."""
-    return max(NEWTON_TRUST_RADIUS, float(sigma))
+# The Newton step's trust region, in heatmap px per axis. A peak sampled on pixels has its maximum within half a
+# pixel of its argmax, so a well-posed sub-pixel step is at most ~0.5 px (MMPose's on any trained model's confident
+# joints); a step past one pixel says the local quadratic at the argmax does not describe the map there (a flat,
+# noisy or saddle-shaped map: a near-singular Hessian sends MMPose's keypoint thousands of px away). So no keypoint
+# moves more than one heatmap pixel from its argmax. The cost, measured on MMPose's own decodes of the noisy-peak
+# goldens (tests/test_codecs.py, sigma 2, heavy noise): 4 of 49 keypoints where MMPose steps 1.0-1.63 px are
+# clamped to 1 px.
+NEWTON_TRUST_RADIUS = 1.0
 
 
 def negative_definite(hxx: torch.Tensor, hyy: torch.Tensor, hxy: torch.Tensor) -> torch.Tensor:
@@ -206,7 +200,7 @@ def newton_step(gx: torch.Tensor, gy: torch.Tensor, hxx: torch.Tensor, hyy: torc
     """Gradient and Hessian of log(heatmap) at the argmax, each (B, K), where to step (B, K) bool -> step (B, K, 2).
 
     The Newton step -H^-1 g where ``take`` (and the Hessian is invertible and the step finite), each axis
-    clamped to ``radius`` (:func:`trust_radius`); zero elsewhere, so the argmax stays. Bit-equal to MMPose's
+    clamped to ``radius`` (:data:`NEWTON_TRUST_RADIUS`); zero elsewhere, so the argmax stays. Bit-equal to MMPose's
     step wherever that is taken and within the trust region.
     """
     det = hxx * hyy - hxy * hxy
@@ -432,7 +426,7 @@ class MSRAHeatmap:
         if not self.unbiased:
             return torch.ones(locs.shape[:2], dtype=torch.bool, device=locs.device)
         gx, gy, hxx, hyy, hxy, inside = dark_derivatives(locs, hm, self.blur_kernel_size)
-        peak = negative_definite(hxx, hyy, hxy) & step_within(gx, gy, hxx, hyy, hxy, trust_radius(self.sigma))
+        peak = negative_definite(hxx, hyy, hxy) & step_within(gx, gy, hxx, hyy, hxy, NEWTON_TRUST_RADIUS)
         return ~inside | peak
 
     def decode(self, heatmaps):
@@ -445,7 +439,7 @@ class MSRAHeatmap:
         if self.unbiased and exact:
             locs = _per_instance(reference.refine_dark_mmpose, locs, hm, self.blur_kernel_size)
         elif self.unbiased:
-            locs = refine_dark(locs, hm, self.blur_kernel_size, trust_radius(self.sigma))
+            locs = refine_dark(locs, hm, self.blur_kernel_size, NEWTON_TRUST_RADIUS)
             locs = bounded_locations(locs, self.heatmap_size)
         else:
             locs = refine_quarter_pixel(locs, hm)
@@ -519,7 +513,7 @@ class UDPHeatmap:
         hm = finite_or_zero(_float(_as_tensor(heatmaps)[0]))
         locs, _ = get_heatmap_maximum(hm)
         gx, gy, hxx, hyy, hxy, edge = udp_derivatives(locs, hm, self.blur_kernel_size)
-        within = step_within(gx, gy, hxx, hyy, hxy, trust_radius(self.sigma))
+        within = step_within(gx, gy, hxx, hyy, hxy, NEWTON_TRUST_RADIUS)
         return (locs[..., 0] >= 0) & (negative_definite(hxx, hyy, hxy) | edge) & within
 
     def decode(self, heatmaps):
@@ -532,7 +526,7 @@ class UDPHeatmap:
         if exact:  # the step and the scaling in float64, as MMPose
             locs = _per_instance(reference.refine_dark_udp_mmpose, locs, hm, self.blur_kernel_size).double()
         else:
-            locs = refine_dark_udp(locs, hm, self.blur_kernel_size, trust_radius(self.sigma))
+            locs = refine_dark_udp(locs, hm, self.blur_kernel_size, NEWTON_TRUST_RADIUS)
             locs = bounded_locations(locs, self.heatmap_size)
         keypoints = self.to_input(locs).to(hm.dtype)
         return (keypoints.numpy(), scores.numpy()) if to_numpy else (keypoints, scores)
