@@ -100,6 +100,8 @@ class LastCheckpoint(Checkpoint):
     once per optimizer step -- a signal to one rank stops them all -- and rank 0 writes.
     """
 
+    monitor = None  # chosen by no metric (as the ModelCheckpoints beside it say with theirs)
+
     def __init__(self, path: str | Path, every_steps: int = 0, every_minutes: float | None = None,
                  clock=time.monotonic):
         self.path, self.every_steps, self.clock = str(path), every_steps, clock

@@ -308,7 +308,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
     except TrainingInterrupted as stop:  # SIGINT / SIGTERM: last.ckpt holds the finished step; raised below
         interrupted = stop
-    best = next((c for c in checkpoints if getattr(c, "monitor", None)), None)
+    best = next((c for c in checkpoints if c.monitor), None)
     last = str(ckpt_dir / "last.ckpt")
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
                "best_val_AP": _best_score(best, "val/AP"), "best_val_pixel_error": _best_score(best, "val/pixel_error"),
