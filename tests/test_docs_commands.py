@@ -20,7 +20,8 @@ that starts with ``sagepose `` (a span may wrap across lines of a paragraph).
   placeholder value, not a synopsis.
 * The CONFIG positional of ``train``, ``test`` and ``show-data`` names an existing recipe: a bundled recipe name
   (:func:`sagepose.configs.resolve_config`), a YAML file in the repository, a checkpoint (``*.ckpt``, ``*.pth``,
-  ``*.safetensors``: a checkpoint carries its recipe), or a placeholder in capitals (``CONFIG``, ``CKPT``).
+  ``*.safetensors``: a checkpoint carries its recipe), a run's saved ``runs/.../config.yaml``, or a placeholder
+  in capitals (``CONFIG``, ``CKPT``).
 * Every ``section.key=value`` override names a real field of :class:`sagepose.config.Config` (nested dataclasses),
   checked with the config module's own ``apply_overrides`` / ``config_from_dict`` (what ``load_config`` runs);
   values may be placeholders, so an error about the value (``expected a number``) is not a failure.
@@ -196,6 +197,8 @@ def _config_error(value: str) -> str | None:
     from sagepose.configs import resolve_config
 
     if PLACEHOLDER.match(value) or value.endswith(CHECKPOINT_SUFFIXES):
+        return None
+    if value.startswith("runs/") and value.endswith("/config.yaml"):  # the config a run saved in its folder
         return None
     if value.endswith((".yaml", ".yml")):
         return None if (ROOT / value).is_file() else f"{value}: no such YAML file in the repository"

@@ -101,6 +101,7 @@ def check_data(cfg: Config, train: bool = True, val: bool = True, schema=None) -
             else:
                 counts.append(f"{_split_images(d.val_json, 'val', schema, d.image_root)} val images")
     if train and s.mode != "off":
+        require_unlabeled(s)
         counts.extend(check_unlabeled(s.unlabeled, s.every_n, s.det_score_thr))
     took = time.perf_counter() - start
     return f"checked {', '.join(counts) or 'no images'}: all readable ({took:.1f} s)"
@@ -129,6 +130,14 @@ def _member_records(ds, path: str, split: str) -> list:
     if ds.format == "mpii":
         return load_mpii(path, image_root=ds.image_root)
     return load_coco(path, schema=load_schema(ds.schema), image_root=ds.image_root, mode=split)
+
+
+def require_unlabeled(s) -> None:
+    """A semi-supervised run (``ssl`` config ``s``, mode not "off") names its unlabeled data: a one-line error
+    otherwise (recipes leave the sources to the user, so this is checked when a run starts)."""
+    if not s.unlabeled:
+        raise ConfigError(f"ssl.unlabeled: ssl.mode={s.mode!r} needs unlabeled sources (a video, an image folder, "
+                          "a detections or COCO json, or a list of them)", key="ssl.unlabeled")
 
 
 def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[str]:

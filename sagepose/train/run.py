@@ -337,12 +337,11 @@ def _best_score(best, key: str) -> float | None:
 
 def _semi_supervised_module(cfg: Config):
     """The semi-supervised module, its structural priors measured on the labeled set (``data.train_json``)."""
+    from sagepose.data.preflight import require_unlabeled
     from sagepose.train.ssl_module import SemiSupervisedModule, labeled_priors
 
-    s = cfg.ssl  # data paths are checked when a run starts, as data.train_json is: recipes leave them to the user
-    if not s.unlabeled:
-        raise ConfigError(f"ssl.unlabeled: ssl.mode={s.mode!r} needs unlabeled sources (a video, an image folder, "
-                          "a detections or COCO json, or a list of them)", key="ssl.unlabeled")
+    s = cfg.ssl
+    require_unlabeled(s)  # every rank (the pre-flight check runs on rank 0)
     if s.mode == "semi" and not cfg.data.train_json:
         raise ConfigError("ssl.mode='semi' trains on labeled and unlabeled batches: set data.train_json (or use "
                           "ssl.mode=unsup_only)", key="data.train_json")
