@@ -149,7 +149,7 @@ class LastCheckpoint(Checkpoint):
         return local[0], bool(local[1])
 
     def _save(self, trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # resumable: optimizer, loops, callbacks
         self._saved_step, self._since = trainer.global_step, self.clock()
 
 
