@@ -69,21 +69,6 @@ DEMO_OUTPUTS = ("data", "predictions.json", "metrics.json", "vis")  # besides th
 SSL_DEMO_OUTPUTS = ("data", "init", "summary.json")  # besides the arms' folders ({arm}-seed{S}) and pretrained/
 
 
-def _remove(paths) -> list[str]:
-    import shutil
-
-    removed = []
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
-            continue
-        removed.append(path.name)
-    return removed
-
-
 def finished_demo_checkpoint(out_dir: str | Path) -> str | None:
     """The best checkpoint of a :func:`run_demo` that finished in ``out_dir`` (its ``metrics.json`` names it), or
     None."""
@@ -99,12 +84,12 @@ def demo_folder(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, lis
     """Where ``sagepose demo`` writes: ``out_dir`` when empty or absent; with ``overwrite``, ``out_dir`` after
     removing a previous demo's files (:data:`DEMO_OUTPUTS` and the training run's); else the first free ``OUT-2``,
     ``OUT-3``, ... -> (folder, what was removed)."""
-    from sagepose.fileio import fresh_output_dir
+    from sagepose.fileio import fresh_output_dir, remove_outputs
     from sagepose.train.run import RUN_OUTPUTS
 
     folder, _ = fresh_output_dir(out_dir, overwrite)
-    removed = _remove(folder / n for n in (*DEMO_OUTPUTS, *RUN_OUTPUTS)) if overwrite and folder.is_dir() else []
-    return folder, removed
+    removed = remove_outputs(folder, (*DEMO_OUTPUTS, *RUN_OUTPUTS)) if overwrite and folder.is_dir() else []
+    return folder, [p.name for p in removed]
 
 
 def ssl_demo_folder(out_dir: str | Path, overwrite: bool = False,
@@ -117,16 +102,16 @@ def ssl_demo_folder(out_dir: str | Path, overwrite: bool = False,
     finished stage-0 model (``init`` None: it is trained there when ``OUT`` has none). ``overwrite``: ``out_dir``
     itself, its comparison's files removed (:data:`SSL_DEMO_OUTPUTS`, the arms' folders) and a finished stage-0
     model kept (delete ``OUT/pretrained`` to train it again; an unfinished one is removed)."""
-    from sagepose.fileio import fresh_output_dir
+    from sagepose.fileio import fresh_output_dir, remove_outputs
 
     out = Path(out_dir)
     stage0 = finished_demo_checkpoint(out / "pretrained") if init is None else None
     others = [p for p in out.iterdir() if p.name != "pretrained" or not stage0] if out.is_dir() else []
     if overwrite:
         arms = [p for p in others if p.is_dir() and p.name.startswith(("supervised-seed", "semi-seed"))]
-        removed = _remove([*(out / n for n in SSL_DEMO_OUTPUTS), *arms,
-                           *([] if stage0 or init is not None else [out / "pretrained"])])
-        return out, removed, init
+        removed = remove_outputs(out, [*SSL_DEMO_OUTPUTS, *(p.name for p in arms),
+                                       *([] if stage0 or init is not None else ["pretrained"])])
+        return out, [p.name for p in removed], init
     if not others:
         return out, [], init
     folder, _ = fresh_output_dir(out)

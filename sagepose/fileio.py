@@ -87,3 +87,25 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it, or choose another path")
     return path
+
+
+def remove_outputs(folder: str | os.PathLike, names) -> list[Path]:
+    """Remove ``folder/NAME`` for each of ``names`` that exists there -- a previous run's outputs, before a command
+    run with ``--overwrite`` writes its own -- and nothing outside ``folder`` (a link is removed, not followed).
+    -> the paths removed."""
+    import shutil
+
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        path = folder / name
+        if folder.resolve() not in path.parent.resolve().joinpath(path.name).parents:
+            continue  # a name like "../x" is not this folder's
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed

@@ -251,7 +251,8 @@ def clear_previous_run(out_dir: str | Path) -> list[Path]:
     ``results.json`` and ``vis/`` by name for a folder without one), so that a run replacing it leaves nothing
     of it behind; anything else in the folder stays. -> the paths removed."""
     import json
-    import shutil
+
+    from sagepose.fileio import remove_outputs
 
     out = Path(out_dir)
     names = {"results.json", "vis"}
@@ -259,18 +260,7 @@ def clear_previous_run(out_dir: str | Path) -> list[Path]:
         names |= set(json.loads((out / RUN_RECORD).read_text())["outputs"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    removed = []
-    for name in sorted(names):
-        path = out / name
-        if out.resolve() not in path.resolve().parents:  # a record naming something outside: not ours
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
-            continue
-        removed.append(path)
+    removed = remove_outputs(out, sorted(names))
     (out / RUN_RECORD).unlink(missing_ok=True)
     return removed
 

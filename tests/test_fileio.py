@@ -1,4 +1,5 @@
-"""sagepose.fileio: the one atomic write -- a file is the old one or the new one, never a partial one."""
+"""sagepose.fileio: the one atomic write -- a file is the old one or the new one, never a partial one -- and the
+rule for a previous run's outputs: never replaced silently."""
 from __future__ import annotations
 
 import json
@@ -32,3 +33,46 @@ def test_only_whole_file_modes_are_accepted(tmp_path):
     with pytest.raises(ValueError, match="'a'"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_fresh_output_dir_numbers_a_used_folder_and_takes_an_empty_one(tmp_path):
+    from sagepose.fileio import fresh_output_dir
+
+    run = tmp_path / "run"
+    assert fresh_output_dir(run) == (run, False)  # absent
+    run.mkdir()
+    assert fresh_output_dir(run) == (run, False)  # empty
+    (run / "last.ckpt").write_text("x")
+    assert fresh_output_dir(run) == (tmp_path / "run-2", True)
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "a").write_text("x")
+    (tmp_path / "run-3").mkdir()  # empty: taken
+    assert fresh_output_dir(run) == (tmp_path / "run-3", True)
+    assert fresh_output_dir(run, overwrite=True) == (run, False)
+
+
+def test_check_output_file_refuses_an_existing_file_in_one_line(tmp_path):
+    from sagepose.errors import OutputExistsError
+    from sagepose.fileio import check_output_file
+
+    f = tmp_path / "model.onnx"
+    assert check_output_file(f) == f
+    f.write_text("x")
+    with pytest.raises(OutputExistsError, match=r"model.onnx exists; pass --overwrite to replace it"):
+        check_output_file(f)
+    assert check_output_file(f, overwrite=True) == f
+
+
+def test_remove_outputs_removes_only_the_named_outputs_inside_the_folder(tmp_path):
+    from sagepose.fileio import remove_outputs
+
+    run, outside = tmp_path / "run", tmp_path / "keep.txt"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_text("x")
+    (run / "metrics.csv").write_text("x")
+    (run / "notes.txt").write_text("mine")
+    outside.write_text("x")
+    (run / "link").symlink_to(outside)
+    removed = remove_outputs(run, ["checkpoints", "metrics.csv", "curves.png", "../keep.txt", "link"])
+    assert sorted(p.name for p in removed) == ["checkpoints", "link", "metrics.csv"]
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"] and outside.read_text() == "x"

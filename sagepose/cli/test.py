@@ -57,21 +57,16 @@ def test_folder(requested: Path, overwrite: bool = False, rank: int = 0) -> Path
     """Where a test writes: ``requested`` unless it holds a previous test's outputs; then, with ``overwrite``,
     ``requested`` with those removed (by rank 0), else the first free ``requested-2``, ``-3``, ... Every rank
     decides the same: a test writes nothing before all ranks have validated."""
-    import shutil
     import sys
 
-    from sagepose.fileio import fresh_output_dir
+    from sagepose.fileio import fresh_output_dir, remove_outputs
 
     previous = _previous_outputs(requested) if requested.is_dir() else []
     if not previous:
         return requested
     if overwrite:
         if rank == 0:
-            for p in previous:
-                if p.is_dir():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
+            remove_outputs(requested, [p.name for p in previous])
         return requested
     folder, _ = fresh_output_dir(requested)
     if rank == 0:

@@ -230,18 +230,9 @@ RUN_OUTPUTS = ("checkpoints", "logs", "config.yaml", "train_summary.json", "metr
 
 def remove_run_outputs(out: Path) -> list[str]:
     """Remove a previous run's :data:`RUN_OUTPUTS` from ``out`` (files of other tools stay); returns their names."""
-    import shutil
+    from sagepose.fileio import remove_outputs
 
-    removed = []
-    for name in RUN_OUTPUTS:
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
-            continue
-        removed.append(name)
+    removed = [p.name for p in remove_outputs(out, RUN_OUTPUTS)]
     if removed:
         print(f"--overwrite: removed the previous run's {', '.join(removed)} from {out}", flush=True)
     return removed
