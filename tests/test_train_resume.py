@@ -292,3 +292,24 @@ def test_a_signal_to_one_ddp_rank_stops_both_at_the_same_step(tiny_run, tmp_path
     assert torch.load(last, weights_only=False)["global_step"] == 3
     last_steps = {int(m["rank"]): int(m["step"]) for m in PACED.finditer(log)}
     assert last_steps == {0: 3, 1: 3}
+
+
+SECOND_SIGNAL = """
+import os, signal, sys
+from sagepose.train.interrupt import StopSignals
+stops = StopSignals()
+stops.install()
+os.kill(os.getpid(), signal.{sig})  # the first: noted, the process goes on
+print("noted", stops.received, flush=True)
+os.kill(os.getpid(), signal.{sig})  # the second: obeyed at once
+print("survived", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_first_signal_is_noted_and_a_second_ends_the_process_at_once(sig):
+    proc = subprocess.run([sys.executable, "-c", SECOND_SIGNAL.format(sig=sig)], capture_output=True, text=True,
+                          timeout=60)
+    signum = getattr(signal, sig)
+    assert proc.stdout.split() == ["noted", str(int(signum))]
+    assert proc.returncode == -signum  # ended by the signal itself, as an uncaught one would
