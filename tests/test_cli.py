@@ -133,6 +133,17 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         main(["train", "demo_tiny_vit"])
 
 
+def test_ctrl_c_outside_a_training_step_is_one_line_and_status_130(monkeypatch, capsys):
+    import sagepose.config
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # e.g. during the data check or while a large model is built
+
+    monkeypatch.setattr(sagepose.config, "load_config", interrupted)
+    assert main(["train", "demo_tiny_vit"]) == 130
+    assert capsys.readouterr().err == "sagepose: interrupted (train)\n"
+
+
 def test_options_and_overrides_mix_in_any_order():
     from sagepose.cli.main import parse_args
 

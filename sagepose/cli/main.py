@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside a training step (one stops after the step, with a checkpoint)
+        if os.environ.get("SAGEPOSE_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"sagepose: interrupted ({args.command})", file=sys.stderr)
+        return 130
     except Exception as e:
         if os.environ.get("SAGEPOSE_TRACEBACK", "") not in ("", "0") or not _raised_on_purpose(e):
             raise
