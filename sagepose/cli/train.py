@@ -72,7 +72,8 @@ def run(args) -> int:
     except TrainingInterrupted as stop:
         if rank_zero_only.rank == 0:  # fit saved the resolved config there, output folder included
             resume = shlex.join(["sagepose", "train", str(out / "config.yaml"), "--resume"])
-            print(f"sagepose: {stop}; continue with: {resume}", file=sys.stderr, flush=True)
+            # on a line of its own: a progress bar may be mid-line on the terminal
+            print(f"\nsagepose: {stop}; continue with: {resume}", file=sys.stderr, flush=True)
         return stop.exit_code
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
