@@ -42,9 +42,11 @@ _WARNED_RANDOM: set[str] = set()  # the names load() has warned about, once each
 
 def _no_weights(name: str, random_weights: bool | None) -> None:
     """``random_weights``: None warns once per name, True accepts quietly, False refuses (the CLI's default)."""
+    from sagepose import hub  # deferred: only named weights need it
+
     if random_weights:
         return
-    named = [k for k, w in hub_weights().items() if w.model == name]
+    named = [k for k, w in hub.WEIGHTS.items() if w.model == name]
     hint = f" (or name published weights in its place: {', '.join(named)})" if named else ""
     if random_weights is False:
         raise NoWeightsError(f"{name}: no weights given, so its predictions would be random: pass --checkpoint "
@@ -53,12 +55,6 @@ def _no_weights(name: str, random_weights: bool | None) -> None:
         _WARNED_RANDOM.add(name)
         warnings.warn(f"sagepose.load({name!r}) without a checkpoint: random weights, meaningless predictions; "
                       f"pass checkpoint=FILE{hint}", RandomWeightsWarning, stacklevel=4)
-
-
-def hub_weights() -> dict:
-    from sagepose import hub  # deferred: only named weights need it
-
-    return hub.WEIGHTS
 
 
 # ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,

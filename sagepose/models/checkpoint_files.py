@@ -168,6 +168,18 @@ def _zip_root(names: list[str], marker: str) -> str | None:
     return None
 
 
+TORCH_SAVE_MAGIC = (b"PK", b"\x80")  # torch.save writes a zip archive (or, before torch 1.6, a pickle)
+
+
+def is_torch_save_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file torch.save may have written, by its first bytes (nothing is unpickled)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(2).startswith(TORCH_SAVE_MAGIC)
+
+
 def _what_it_is(head: bytes) -> str:
     """What a file that is no checkpoint starts with, in words (from its first bytes)."""
     text = head.lstrip()
@@ -206,7 +218,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(256)
-    if not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive (or, before torch 1.6, a pickle)
+    if not head.startswith(TORCH_SAVE_MAGIC):
         raise CheckpointReadError(f"{path}: not a checkpoint ({_what_it_is(head)})")
     try:
         if zipfile.is_zipfile(path):

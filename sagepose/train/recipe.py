@@ -14,27 +14,18 @@ from sagepose import config
 from sagepose.config import Config, ConfigError, apply_overrides, config_from_dict, validate
 
 
-def is_checkpoint_file(path: str | Path) -> bool:
-    """Whether ``path`` is a file torch.save wrote (a zip archive, or an older pickle), by its first bytes."""
-    p = Path(path)
-    if not p.is_file():
-        return False
-    with open(p, "rb") as f:
-        return f.read(2) in (b"PK", *(bytes([0x80, v]) for v in range(2, 6)))
-
-
 def load_recipe(path: str, overrides: list[str], purpose: str) -> tuple[Config, str | None]:
     """``sagepose train`` / ``test``'s CONFIG -> ``(config, checkpoint)``: a YAML recipe or bundled name gives
     ``(load_config(path, overrides), None)``; a sagepose checkpoint gives its stored config with ``overrides`` on
     top and its path. ``purpose``: ``"test"`` (weights from the checkpoint, no ``init_checkpoint``) or
     ``"train"`` (fine-tuning: ``model.init_checkpoint`` is the checkpoint)."""
-    if not is_checkpoint_file(path):
+    from sagepose.models.checkpoint_files import is_torch_save_file, read_checkpoint
+
+    if not is_torch_save_file(path):
         if Path(path).is_file() and not _is_text(path):
             raise ConfigError(f"{path}: neither a YAML recipe nor a checkpoint (a binary file torch.save did not "
                               "write)")
         return config.load_config(path, overrides), None
-    from sagepose.models.checkpoint import read_checkpoint
-
     raw = read_checkpoint(path)
     data = stored_config(raw)
     if data is None:
