@@ -78,3 +78,15 @@ class ConcatMembers(torch.utils.data.Dataset):
         s = self.members[m][i]
         s["index"] = int(index)
         return s
+
+
+def read_member(c, schema, split: str) -> list:
+    """A ``data.datasets`` entry's ``train`` or ``val`` records, read in its format (``c``: its config; ``schema``:
+    its keypoint schema, for a COCO-format file); the one reader of training and the pre-flight check."""
+    from sagepose.data.coco import load_coco
+    from sagepose.data.mpii import load_mpii
+
+    path = c.train_json if split == "train" else c.val_json
+    if c.format == "mpii":
+        return load_mpii(path, image_root=c.image_root, headboxes=c.head_boxes if split == "val" else None)
+    return load_coco(path, schema=schema, image_root=c.image_root, mode=split)

@@ -122,14 +122,11 @@ def _split_images(json_path: str, mode: str, schema, image_root: str | None) -> 
 
 def _member_records(ds, path: str, split: str) -> list:
     """A ``data.datasets`` member's records, read in its format (as training reads them)."""
-    from sagepose.data.coco import load_coco
-    from sagepose.data.mpii import load_mpii
+    from sagepose.data.multi import read_member
     from sagepose.keypoints import load_schema
 
     _exists(path, f"data.datasets {ds.name}: {split}_json")
-    if ds.format == "mpii":
-        return load_mpii(path, image_root=ds.image_root)
-    return load_coco(path, schema=load_schema(ds.schema), image_root=ds.image_root, mode=split)
+    return read_member(ds, load_schema(ds.schema), split)
 
 
 def require_unlabeled(s) -> None:

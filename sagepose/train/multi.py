@@ -84,13 +84,9 @@ def plan_datasets(cfg: Config, schema: KeypointSchema | None = None) -> DatasetP
 
 def member_records(member: Member, split: str) -> list:
     """A dataset's ``train`` or ``val`` records, read in its format."""
-    from sagepose.data import load_coco, load_mpii
+    from sagepose.data.multi import read_member
 
-    c = member.config
-    path = c.train_json if split == "train" else c.val_json
-    if c.format == "mpii":
-        return load_mpii(path, image_root=c.image_root, headboxes=c.head_boxes if split == "val" else None)
-    return load_coco(path, schema=member.schema, image_root=c.image_root, mode=split)
+    return read_member(member.config, member.schema, split)
 
 
 def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = True, val: bool = True, rank: int = 0,
