@@ -1,0 +1,277 @@
+"""Public labeled animal-pose datasets for the semi-supervised benchmark: where each comes from, and
+``prepare(name)`` -> a COCO keypoint json (the form :func:`sagepose.data.dlc.csv_to_coco` writes) + its video.
+
+    from benchmarks.ssl_datasets import DATASETS, prepare
+    info = prepare("sleap-flies")   # {"labels_json", "image_root", "video", "frames", "keypoints", ...}
+
+Each dataset is a folder ``root`` laid out as ``git clone <source>`` leaves ``<path>`` (the spec's ``layout``
+says which files are read). Default roots: ``$SAGEPOSE_SSL_DATA/<name>`` (``/work/data/ssl/<name>`` when unset);
+mirror-mouse defaults to the shared copy beside the repo. Formats: DeepLabCut / lightning-pose labeled-data CSVs
+(read by the project's importer) and SLEAP ``.slp`` labels (HDF5 + a video; read here with h5py, the labeled
+frames cut from the video into ``out_dir/images``). Only user (human) instances count as labels; SLEAP's
+predicted instances are ignored.
+
+    python benchmarks/ssl_datasets.py [NAME ...]   # prepare and print one line per dataset
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_ENV = "SAGEPOSE_SSL_DATA"
+DEFAULT_DATA = Path("/work/data/ssl")
+SLEAP_USER, SLEAP_BODY_EDGE, SLEAP_SYMMETRY_EDGE = 0, 1, 2  # instance_type of a user instance; EdgeType values
+
+# mirror-mouse's body in each mirror view (its CSV has no skeleton): nose and tail base on the body axis, the front
+# paws hang from the nose end, the hind paws from the tail base; the obstacle points stay unconnected.
+MOUSE_SKELETON = tuple((f"{a}_{v}", f"{b}_{v}") for v in ("top", "bot") for a, b in (
+    ("nose", "tailBase"), ("tailBase", "tailMid"), ("nose", "paw2LF"), ("nose", "paw3RF"), ("tailBase", "paw1LH"),
+    ("tailBase", "paw4RH")))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One public dataset: its source (repository, path in it, commit fetched), what ``root`` holds, and how to
+    read it. ``skeleton``: name pairs (None: the file's own, SLEAP); ``flip_pairs``: None infers them from
+    left/right names (SLEAP: the file's symmetry edges first); ``stride``: keep every stride-th labeled frame
+    (a fully labeled clip is thinned so that most of its video stays unlabeled)."""
+    name: str
+    kind: str  # "dlc" (labeled-data CSVs) or "sleap" (.slp labels + video)
+    source: str
+    path: str
+    commit: str
+    description: str
+    license: str
+    layout: str
+    labels: str  # a CSV, a DLC project folder (""= root) or a .slp file, relative to root
+    video: str | None  # relative to root; None: the source ships no video of the scene
+    skeleton: tuple[tuple[str, str], ...] | None = None
+    flip_pairs: tuple[tuple[str, str], ...] | None = None
+    stride: int = 1
+    default_root: Path | None = None
+
+
+DATASETS = {spec.name: spec for spec in (
+    DatasetSpec(
+        name="mirror-mouse", kind="dlc", source="https://github.com/paninski-lab/lightning-pose",
+        path="data/mirror-mouse-example", commit="not recorded (the shared copy in shared/realdata/mirror-mouse)",
+        description="head-fixed mouse on a treadmill, side view + mirror (bottom) view, 17 keypoints",
+        license="MIT (lightning-pose)", layout="CollectedData.csv, labeled-data/*.png, videos/test_vid.mp4",
+        labels="CollectedData.csv", video="videos/test_vid.mp4", skeleton=MOUSE_SKELETON,
+        default_root=REPO.parent / "shared" / "realdata" / "mirror-mouse"),
+    DatasetSpec(
+        name="sleap-flies", kind="sleap", source="https://github.com/talmolab/sleap", path="tests/data/tracks",
+        commit="7785f660eff1ae2ee4deaef5d5dc0e7758dbbd16",
+        description="two freely moving fruit flies (courtship arena, top view, 1024x1024 gray), 13 keypoints; "
+                    "all 1500 frames of the clip carry user instances, every 15th is kept",
+        license="Clear BSD (SLEAP repository)", layout="clip.slp, clip.mp4",
+        labels="clip.slp", video="clip.mp4", stride=15),
+    DatasetSpec(
+        name="dlc-reaching", kind="dlc", source="https://github.com/DeepLabCut/DeepLabCut",
+        path="examples/Reaching-Mackenzie-2018-08-30", commit="2df0f46c8c8c56c8238b46b3d58384163bafb2f0",
+        description="mouse reaching for a joystick (Mathis et al. 2017), 5 keypoints; frames of two crop sizes; "
+                    "no video (the repository's videos/*.avi are not retrievable)",
+        license="LGPL-3.0 (DeepLabCut repository); cite Mathis et al., Neuron 2017",
+        layout="config.yaml, labeled-data/reachingvideo1/{CollectedData_Mackenzie.csv,img*.png}",
+        labels="", video=None, skeleton=(("Hand", "Finger1"), ("Joystick1", "Joystick2"))),
+    DatasetSpec(
+        name="dlc-montblanc", kind="dlc", source="https://github.com/DeepLabCut/DeepLabCut_maDLC_DemoData",
+        path="MontBlanc-Daniel-2019-12-16", commit="0af97bb471bb66e3ba8bb855588e3103d90e9459",
+        description="multi-animal: up to 8 birds in flight (iPhone video at Mont Blanc, 1920x1080), 4 keypoints; "
+                    "no video (videos/montblanc.mov is not retrievable)",
+        license="LGPL-3.0 (repository); the video frames CC-BY-NC-ND, Alexander Mathis",
+        layout="config.yaml, labeled-data/montblanc/{CollectedData_Daniel.csv,img*.png}",
+        labels="", video=None, skeleton=(("head", "tail"), ("leftwing", "rightwing"), ("head", "leftwing"),
+                                         ("head", "rightwing"), ("leftwing", "tail"), ("rightwing", "tail"))),
+)}
+
+
+def data_root() -> Path:
+    """The folder holding the datasets' folders: ``$SAGEPOSE_SSL_DATA``, else ``/work/data/ssl``."""
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
+
+
+def prepare(name: str, root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None) -> dict:
+    """Build dataset ``name``'s COCO keypoint json from its folder ``root`` into ``out_dir/labels.json`` (both
+    default to ``data_root()/name``; mirror-mouse's root to the shared copy) -> ``{"labels_json", "image_root",
+    "video" (path or None), "frames" (labeled images), "keypoints", "instances", "video_frames", "fps"}``."""
+    from sagepose.data.dlc import write_coco
+
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    root = Path(root) if root is not None else (spec.default_root or data_root() / name)
+    out_dir = Path(out_dir) if out_dir is not None else data_root() / name
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder; {name} is {spec.source} {spec.path} ({spec.layout})")
+    video = root / spec.video if spec.video else None
+    if video is not None and not video.is_file():
+        raise FileNotFoundError(f"{video}: not found ({name}'s layout: {spec.layout})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if spec.kind == "dlc":
+        coco = dlc_coco(spec, root)
+    elif spec.kind == "sleap":
+        coco = slp_to_coco(root / spec.labels, video, out_dir / "images", stride=spec.stride,
+                           skeleton=spec.skeleton, flip_pairs=spec.flip_pairs, name=name)
+    else:
+        raise ValueError(f"{name}: unknown kind {spec.kind!r}")
+    labels_json = write_coco(coco, out_dir / "labels.json")
+    frames, fps = video_info(video) if video is not None else (0, 0.0)
+    return {"labels_json": str(labels_json), "image_root": str(out_dir), "video": str(video) if video else None,
+            "frames": len(coco["images"]), "keypoints": len(coco["categories"][0]["keypoints"]),
+            "instances": len(coco["annotations"]), "video_frames": frames, "fps": fps}
+
+
+def dlc_coco(spec: DatasetSpec, root: Path) -> dict:
+    """A DLC project folder or lightning-pose CSV under ``root`` -> COCO dict, by the project's importer."""
+    from sagepose.data.dlc import dlc_to_coco
+
+    source = root / spec.labels if spec.labels else root
+    return dlc_to_coco([source], name=spec.name, skeleton=spec.skeleton, flip_pairs=spec.flip_pairs)
+
+
+def read_slp(path: str | os.PathLike) -> dict:
+    """A SLEAP ``.slp`` (HDF5) -> ``{"names": [K], "edges": [(i, j)], "symmetries": [(i, j)], "frames":
+    [(video index, frame index, xy (A, K, 2) with NaN where unlabeled or not visible)]}``, user instances only,
+    keypoints in the (first) skeleton's node order."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        meta = json.loads(f["metadata"].attrs["json"])
+        frames, instances, points = f["frames"][:], f["instances"][:], f["points"][:]
+    skeleton = meta["skeletons"][0]
+    try:
+        nodes = [int(n["id"]) for n in skeleton["nodes"]]
+        names = [meta["nodes"][i]["name"] for i in nodes]
+    except (TypeError, ValueError, KeyError, IndexError):
+        raise ValueError(f"{path}: skeleton nodes not stored as indices into the node list") from None
+    edges, symmetries, types = [], [], []
+    for link in skeleton["links"]:
+        kind = link.get("type", {})
+        if "py/reduce" in kind:  # an EdgeType's first appearance; later ones refer back by py/id (1-based)
+            types.append(kind["py/reduce"][1]["py/tuple"][0])
+            kind = types[-1]
+        elif "py/id" in kind:
+            kind = types[kind["py/id"] - 1]
+        else:
+            kind = SLEAP_BODY_EDGE
+        pair = (nodes.index(link["source"]), nodes.index(link["target"]))
+        (symmetries if kind == SLEAP_SYMMETRY_EDGE else edges).append(pair)
+    symmetries = sorted({tuple(sorted(p)) for p in symmetries})
+    out = []
+    for fr in frames:
+        xys = []
+        for inst in instances[fr["instance_id_start"]:fr["instance_id_end"]]:
+            if inst["instance_type"] != SLEAP_USER:
+                continue
+            pts = points[inst["point_id_start"]:inst["point_id_end"]]
+            if len(pts) != len(names):
+                raise ValueError(f"{path}: frame {fr['frame_idx']}: an instance with {len(pts)} points, skeleton "
+                                 f"has {len(names)}")
+            xy = np.stack([pts["x"], pts["y"]], 1).astype(np.float64)
+            xy[~pts["visible"]] = np.nan
+            xys.append(xy)
+        if xys:
+            out.append((int(fr["video"]), int(fr["frame_idx"]), np.stack(xys)))
+    return {"names": names, "edges": edges, "symmetries": symmetries, "frames": out}
+
+
+def slp_to_coco(slp_path, video_path, image_dir, stride: int = 1, skeleton=None, flip_pairs=None,
+                name: str = "animal", box_pad: float = 1.25) -> dict:
+    """SLEAP labels of one video -> COCO dict; every ``stride``-th labeled frame (in frame order) is cut from the
+    video into ``image_dir/frame_NNNNNN.png``. Boxes: the labeled joints' extent x ``box_pad``, clipped (as the
+    DLC importer's multi-animal boxes). Skeleton: ``skeleton`` name pairs, else the file's body edges; flip pairs:
+    ``flip_pairs``, else the file's symmetry edges, else inferred from left/right names."""
+    import cv2
+
+    from sagepose.data.dlc import _labels_box
+    from sagepose.keypoints import infer_flip_pairs
+
+    parsed = read_slp(slp_path)
+    names = parsed["names"]
+    videos = {v for v, _, _ in parsed["frames"]}
+    if len(videos) > 1:
+        raise ValueError(f"{slp_path}: labels of {len(videos)} videos; one video per dataset")
+    labeled = sorted(parsed["frames"], key=lambda f: f[1])[::stride]
+    if not labeled:
+        raise ValueError(f"{slp_path}: no user-labeled frame")
+    wanted = {idx: xy for _, idx, xy in labeled}
+    image_dir = Path(image_dir)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(video_path))
+    frames, index = {}, 0
+    try:
+        while len(frames) < len(wanted):  # read in order: seeking an mp4 may land on a neighbouring frame
+            ok, img = cap.read()
+            if not ok:
+                break
+            if index in wanted:
+                file_name = f"{image_dir.name}/frame_{index:06d}.png"
+                cv2.imwrite(str(image_dir / f"frame_{index:06d}.png"), img)
+                frames[index] = (file_name, img.shape[1], img.shape[0])
+            index += 1
+    finally:
+        cap.release()
+    missing = sorted(set(wanted) - set(frames))
+    if missing:
+        raise ValueError(f"{video_path}: {index} frames read; labeled frame {missing[0]} of {slp_path} is past the "
+                         "end")
+    index_of = {n: i for i, n in enumerate(names)}
+    if skeleton is not None:
+        bones = [(index_of[a], index_of[b]) for a, b in skeleton]
+    else:
+        bones = parsed["edges"]
+    if flip_pairs is not None:
+        pairs = [(index_of[a], index_of[b]) for a, b in flip_pairs]
+    else:
+        pairs = parsed["symmetries"] or list(infer_flip_pairs(names))
+    images, annotations = [], []
+    for idx in sorted(wanted):
+        file_name, width, height = frames[idx]
+        images.append({"id": len(images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
+                       "frame_index": idx})
+        for xy in wanted[idx]:
+            vis = np.isfinite(xy).all(1) & (xy >= 0).all(1) & (xy[:, 0] < width) & (xy[:, 1] < height)
+            if not vis.any():
+                continue
+            kpts = np.zeros((len(names), 3))
+            kpts[vis, :2], kpts[vis, 2] = xy[vis], 2
+            bbox = _labels_box(xy, vis, box_pad, width, height)
+            annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"], "category_id": 1,
+                                "bbox": bbox, "area": bbox[2] * bbox[3],
+                                "keypoints": [float(v) for v in kpts.reshape(-1)], "num_keypoints": int(vis.sum()),
+                                "iscrowd": 0})
+    category = {"id": 1, "name": name, "supercategory": "animal", "keypoints": list(names),
+                "skeleton": [[a + 1, b + 1] for a, b in bones], "flip_pairs": [[names[a], names[b]] for a, b in pairs]}
+    info = {"description": "imported from SLEAP labels (user instances) by benchmarks/ssl_datasets.py",
+            "source": os.path.abspath(slp_path), "video": os.path.abspath(video_path),
+            "image_root": os.path.abspath(image_dir.parent), "frames": len(images), "stride": stride}
+    return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
+
+
+def video_info(path) -> tuple[int, float]:
+    """A video's frame count and frame rate, as OpenCV reports them."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
+    finally:
+        cap.release()
+
+
+def main(argv: list[str] | None = None) -> None:
+    for name in (argv if argv is not None else sys.argv[1:]) or list(DATASETS):
+        info = prepare(name)
+        print(f"{name}: {info['frames']} frames, {info['instances']} instances, {info['keypoints']} keypoints -> "
+              f"{info['labels_json']}; video {info['video']} ({info['video_frames']} frames, {info['fps']:g} fps)")
+
+
+if __name__ == "__main__":
+    main()
