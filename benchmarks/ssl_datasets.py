@@ -1,11 +1,13 @@
 """Public labeled animal-pose datasets for the semi-supervised benchmark: where each comes from, and
-``prepare(name)`` -> a COCO keypoint json (the form :func:`sagepose.data.dlc.csv_to_coco` writes) + its video.
+``prepare(name)`` -> a COCO keypoint json (the form :func:`sagepose.data.dlc.csv_to_coco` writes) + its video,
+and ``unlabeled_source`` -> its unlabeled source for ``ssl.unlabeled`` (the same kind of box as the labels).
 
     from benchmarks.ssl_datasets import DATASETS, prepare
     info = prepare("sleap-flies")   # {"labels_json", "image_root", "video", "frames", "keypoints", ...}
+    unlabeled = unlabeled_source("sleap-flies", info, out_dir)  # the ssl.unlabeled path: crops like the labels'
 
 Each dataset is a folder ``root`` laid out as ``git clone <source>`` leaves ``<path>`` (the spec's ``layout``
-says which files are read). Default roots: ``$SAGEPOSE_SSL_DATA/<name>`` (``/work/data/ssl/<name>`` when unset);
+says which files are read). Default roots: ``$SAGEPOSE_SSL_DATA/<name>`` (``<clone>/../data/ssl/<name>`` when unset);
 mirror-mouse defaults to the shared copy beside the repo. Formats: DeepLabCut / lightning-pose labeled-data CSVs
 (read by the project's importer) and SLEAP ``.slp`` labels (HDF5 + a video; read here with h5py, the labeled
 frames cut from the video into ``out_dir/images``). Only user (human) instances count as labels; SLEAP's
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ENV = "SAGEPOSE_SSL_DATA"
-DEFAULT_DATA = Path("/work/data/ssl")
+DEFAULT_DATA = REPO.parent / "data" / "ssl"  # beside the clone (/work/data/ssl here)
+BOX_PAD = 1.25  # boxes around the labeled joints: their extent x this (csv_to_coco's default box_pad)
+UNLABELED_MARKER = "unlabeled.complete.json"  # written last by unlabeled_source: its build is complete
+UNLABELED_VERSION = 1
+SLEAP_UNLABELED_EVERY = 3  # sleap-flies' unlabeled frames: every 3rd frame of the clip, the labeled ones left out
 SLEAP_USER, SLEAP_BODY_EDGE, SLEAP_SYMMETRY_EDGE = 0, 1, 2  # instance_type of a user instance; EdgeType values
 
 # mirror-mouse's body in each mirror view (its CSV has no skeleton): nose and tail base on the body axis, the front
@@ -93,7 +101,7 @@ DATASETS = {spec.name: spec for spec in (
 
 
 def data_root() -> Path:
-    """The folder holding the datasets' folders: ``$SAGEPOSE_SSL_DATA``, else ``/work/data/ssl``."""
+    """The folder holding the datasets' folders: ``$SAGEPOSE_SSL_DATA``, else ``data/ssl`` beside the clone."""
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
 
 
@@ -182,15 +190,23 @@ def read_slp(path: str | os.PathLike) -> dict:
     return {"names": names, "edges": edges, "symmetries": symmetries, "frames": out}
 
 
+def sleap_instance_box(xy: np.ndarray, width: int, height: int, box_pad: float = BOX_PAD):
+    """One SLEAP instance's (K, 2) joints (NaN: unlabeled) -> (labeled mask (K,), its box [x, y, w, h] or None when
+    no joint lies in the image): the labeled joints' extent x ``box_pad``, clipped (the DLC importer's rule)."""
+    from sagepose.data.dlc import _labels_box
+
+    vis = np.isfinite(xy).all(1) & (xy >= 0).all(1) & (xy[:, 0] < width) & (xy[:, 1] < height)
+    return vis, (_labels_box(xy, vis, box_pad, width, height) if vis.any() else None)
+
+
 def slp_to_coco(slp_path, video_path, image_dir, stride: int = 1, skeleton=None, flip_pairs=None,
-                name: str = "animal", box_pad: float = 1.25) -> dict:
+                name: str = "animal", box_pad: float = BOX_PAD) -> dict:
     """SLEAP labels of one video -> COCO dict; every ``stride``-th labeled frame (in frame order) is cut from the
     video into ``image_dir/frame_NNNNNN.png``. Boxes: the labeled joints' extent x ``box_pad``, clipped (as the
     DLC importer's multi-animal boxes). Skeleton: ``skeleton`` name pairs, else the file's body edges; flip pairs:
     ``flip_pairs``, else the file's symmetry edges, else inferred from left/right names."""
     import cv2
 
-    from sagepose.data.dlc import _labels_box
     from sagepose.keypoints import infer_flip_pairs
 
     parsed = read_slp(slp_path)
@@ -237,12 +253,11 @@ def slp_to_coco(slp_path, video_path, image_dir, stride: int = 1, skeleton=None,
         images.append({"id": len(images) + 1, "file_name": file_name, "width": int(width), "height": int(height),
                        "frame_index": idx})
         for xy in wanted[idx]:
-            vis = np.isfinite(xy).all(1) & (xy >= 0).all(1) & (xy[:, 0] < width) & (xy[:, 1] < height)
-            if not vis.any():
+            vis, bbox = sleap_instance_box(xy, width, height, box_pad)
+            if bbox is None:
                 continue
             kpts = np.zeros((len(names), 3))
             kpts[vis, :2], kpts[vis, 2] = xy[vis], 2
-            bbox = _labels_box(xy, vis, box_pad, width, height)
             annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"], "category_id": 1,
                                 "bbox": bbox, "area": bbox[2] * bbox[3],
                                 "keypoints": [float(v) for v in kpts.reshape(-1)], "num_keypoints": int(vis.sum()),
@@ -253,6 +268,191 @@ def slp_to_coco(slp_path, video_path, image_dir, stride: int = 1, skeleton=None,
             "source": os.path.abspath(slp_path), "video": os.path.abspath(video_path),
             "image_root": os.path.abspath(image_dir.parent), "frames": len(images), "stride": stride}
     return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
+
+
+def unlabeled_source(name: str, info: dict, out_dir: str | os.PathLike, exclude_file_names=()) -> str:
+    """The ``ssl.unlabeled`` source (a path) of dataset ``name`` whose :func:`prepare` returned ``info``, built in
+    ``out_dir`` (reused when a previous build with the same inputs is complete: its marker is written last).
+
+    The unlabeled crops use the kind of box the labels use:
+
+    * a dataset with a video (mirror-mouse; whole-image label boxes): the video itself, each frame one whole-frame
+      instance (a warning if its label boxes are not whole images);
+    * sleap-flies: every :data:`SLEAP_UNLABELED_EVERY`-th frame of the clip not among the labeled ones, cut into
+      ``out_dir/frames/*.jpg``, and ``out_dir/unlabeled.json``: a COCO json with one box per user instance (as
+      the labels' boxes are made, :func:`sleap_instance_box`; no keypoints), standing in for a detector's;
+    * a dataset without a video whose label boxes are all whole images (one per frame, dlc-reaching): a folder
+      ``out_dir/frames`` of symlinks to its labeled frames;
+    * else (dlc-montblanc): ``out_dir/unlabeled.json``, the labels' boxes without keypoints, images referenced
+      relative to ``out_dir`` (not copied).
+
+    ``exclude_file_names``: labeled frames (their ``labels.json`` ``file_name``, or their path) left out, e.g. the
+    test frames; every one must name a frame of the labels. Frames of a video source are not labeled frames, and
+    sleap-flies leaves out every labeled frame already: for these the names are ignored.
+    """
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    labels_json = Path(info["labels_json"])
+    coco = json.loads(labels_json.read_text())
+    whole = whole_image_boxes(coco)
+    if info.get("video") and spec.kind != "sleap":
+        if not whole:
+            warnings.warn(f"{name}: the boxes of {labels_json} are not whole images, but its unlabeled source, the "
+                          f"video {info['video']}, gives whole frames: labeled and unlabeled crops differ",
+                          stacklevel=2)
+        return str(info["video"])
+    out_dir = Path(out_dir)
+    exclude = sorted(set(map(str, exclude_file_names))) if spec.kind != "sleap" else []
+    stat = labels_json.stat()
+    key = {"version": UNLABELED_VERSION, "name": name, "labels_json": str(labels_json.resolve()),
+           "labels_size": stat.st_size, "labels_mtime_ns": stat.st_mtime_ns, "exclude": exclude,
+           "every": SLEAP_UNLABELED_EVERY if spec.kind == "sleap" else 1, "box_pad": BOX_PAD}
+    marker_path = out_dir / UNLABELED_MARKER
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (OSError, ValueError):
+        marker = None
+    if isinstance(marker, dict) and marker.get("key") == key and Path(marker.get("source", "")).exists():
+        return marker["source"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker_path.unlink(missing_ok=True)
+    if spec.kind == "sleap":
+        source, counts = _sleap_unlabeled(coco, labels_json, out_dir, SLEAP_UNLABELED_EVERY)
+    else:
+        keep = _kept_images(coco, labels_json, exclude)
+        if whole:
+            source, counts = _linked_frames(coco, labels_json, out_dir / "frames", keep)
+        else:
+            source, counts = _box_json(coco, labels_json, out_dir, keep, name)
+    tmp = marker_path.with_name(marker_path.name + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "source": str(source), **counts}, indent=1))
+    os.replace(tmp, marker_path)  # last: the build is complete
+    return str(source)
+
+
+def whole_image_boxes(coco: dict) -> bool:
+    """Whether every image of a COCO dict has one annotation, its box the whole image."""
+    sizes = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    per_image: dict = {}
+    for ann in coco["annotations"]:
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+        w, h = sizes[ann["image_id"]]
+        if not np.allclose(ann["bbox"], [0, 0, w, h], atol=0.5):
+            return False
+    return bool(per_image) and all(n == 1 for n in per_image.values())
+
+
+def _kept_images(coco: dict, labels_json: Path, exclude: list[str]) -> set:
+    """The ids of the images not named by ``exclude`` (a labels ``file_name`` or a path); every name must match."""
+    base = labels_json.parent
+    keep, matched = set(), set()
+    names = set(exclude)
+    resolved = {os.path.normpath(os.path.abspath(n)): n for n in exclude}
+    for im in coco["images"]:
+        path = os.path.normpath(os.path.abspath(base / im["file_name"]))
+        hit = [n for n in (im["file_name"], resolved.get(path)) if n in names]
+        if hit:
+            matched.update(hit)
+        else:
+            keep.add(im["id"])
+    unknown = sorted(names - matched)
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise ValueError(f"{labels_json}: {len(unknown)} excluded file names are not its images: {shown}")
+    return keep
+
+
+def _fresh_dir(folder: Path) -> Path:
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _linked_frames(coco: dict, labels_json: Path, folder: Path, keep: set) -> tuple[Path, dict]:
+    """A folder of symlinks to the kept labeled frames (named by their file_name, '/' -> '__')."""
+    _fresh_dir(folder)
+    n = 0
+    for im in coco["images"]:
+        if im["id"] in keep:
+            target = (labels_json.parent / im["file_name"]).resolve()
+            os.symlink(target, folder / im["file_name"].replace("/", "__"))
+            n += 1
+    if not n:
+        raise ValueError(f"{labels_json}: every frame excluded; no unlabeled frame left")
+    return folder, {"frames": n, "instances": n}
+
+
+def _box_json(coco: dict, labels_json: Path, out_dir: Path, keep: set, name: str) -> tuple[Path, dict]:
+    """``out_dir/unlabeled.json``: the kept images' label boxes (no keypoints), images relative to ``out_dir``."""
+    images = [{"id": im["id"], "file_name": Path(os.path.relpath((labels_json.parent / im["file_name"]).resolve(),
+                                                                 out_dir.resolve())).as_posix(),
+               "width": im["width"], "height": im["height"]} for im in coco["images"] if im["id"] in keep]
+    annotations = [{"id": ann["id"], "image_id": ann["image_id"], "category_id": 1,
+                    "bbox": [float(v) for v in ann["bbox"]], "area": float(ann["bbox"][2] * ann["bbox"][3]),
+                    "iscrowd": 0} for ann in coco["annotations"] if ann["image_id"] in keep]
+    if not annotations:
+        raise ValueError(f"{labels_json}: every frame excluded; no unlabeled instance left")
+    return _write_box_json(out_dir / "unlabeled.json", images, annotations, name,
+                           f"the boxes (no keypoints) of {labels_json.resolve()}")
+
+
+def _write_box_json(path: Path, images: list, annotations: list, name: str, description: str) -> tuple[Path, dict]:
+    data = {"info": {"description": f"unlabeled instances for semi-supervised training: {description}; written by "
+                                    "benchmarks/ssl_datasets.py"},
+            "images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": name, "supercategory": "animal"}]}
+    path.write_text(json.dumps(data))
+    return path, {"frames": len(images), "instances": len(annotations)}
+
+
+def _sleap_unlabeled(coco: dict, labels_json: Path, out_dir: Path, every: int) -> tuple[Path, dict]:
+    """Every ``every``-th frame of the SLEAP clip that is not labeled -> ``out_dir/frames/frame_NNNNNN.jpg`` and
+    ``out_dir/unlabeled.json`` with a box per user instance, made as the labels' boxes are."""
+    import cv2
+
+    meta = coco.get("info", {})
+    slp, video = meta.get("source"), meta.get("video")
+    if not slp or not video:
+        raise ValueError(f"{labels_json}: its info names no SLEAP source and video (not written by slp_to_coco?)")
+    labeled = {im.get("frame_index") for im in coco["images"]}
+    instances = {idx: xy for _, idx, xy in read_slp(slp)["frames"]}
+    wanted = {i for i in instances if i % every == 0 and i not in labeled}
+    if not wanted:
+        raise ValueError(f"{slp}: no unlabeled frame with user instances at every {every}")
+    folder = _fresh_dir(out_dir / "frames")
+    cap = cv2.VideoCapture(str(video))
+    images, annotations, index = [], [], 0
+    try:
+        while len(images) < len(wanted):  # in order: seeking an mp4 may land on a neighbouring frame
+            ok, img = cap.read()
+            if not ok:
+                break
+            if index in wanted:
+                height, width = img.shape[:2]
+                file = folder / f"frame_{index:06d}.jpg"
+                if not cv2.imwrite(str(file), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                    raise OSError(f"{file}: cannot write")
+                images.append({"id": len(images) + 1, "file_name": f"{folder.name}/{file.name}", "width": width,
+                               "height": height, "frame_index": index})
+                for xy in instances[index]:
+                    _, bbox = sleap_instance_box(xy, width, height)
+                    if bbox is not None:
+                        annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"],
+                                            "category_id": 1, "bbox": bbox, "area": bbox[2] * bbox[3],
+                                            "iscrowd": 0})
+            index += 1
+    finally:
+        cap.release()
+    missing = sorted(wanted - {im["frame_index"] for im in images})
+    if missing:
+        raise ValueError(f"{video}: {index} frames read; unlabeled frame {missing[0]} of {slp} is past the end")
+    return _write_box_json(out_dir / "unlabeled.json", images, annotations, coco["categories"][0]["name"],
+                           f"every {every}th frame of {video} not labeled in {labels_json.resolve()}, boxes of the "
+                           f"user instances of {slp} (joints' extent x {BOX_PAD}, clipped)")
 
 
 def video_info(path) -> tuple[int, float]:

@@ -1,5 +1,6 @@
 """benchmarks/ssl_datasets.py: the registry's entries, and prepare() on tiny fake roots of each format (a DLC
-project with 3 labeled frames; a SLEAP .slp + video)."""
+project with 3 labeled frames; a SLEAP .slp + video), and unlabeled_source() of each kind (boxes, whole images,
+video, SLEAP frames)."""
 import importlib.util
 import json
 import sys
@@ -133,3 +134,86 @@ def test_sleap_labels_and_video_become_coco_of_every_stride_th_frame(tmp_path):
     np.testing.assert_allclose(kpts[2, 0, :2], [8 + 1.5, 8])  # frame 15, first fly's head
     img = cv2.imread(str(Path(info["image_root"]) / coco["images"][1]["file_name"]))
     assert img.shape == (48, 64, 3) and abs(float(img.mean()) - 15 * 8) < 6  # the frame cut is frame 15
+
+
+def _fake_labels(root: Path, boxes_of, frames: int = 3) -> dict:
+    """``root/labels.json`` (the form write_coco leaves: file_names relative to it) over ``frames`` 60x40 PNGs
+    ``labeled-data/v/img00N.png``, 2 keypoints per instance; ``boxes_of(i)``: the boxes of frame i."""
+    folder = root / "labeled-data" / "v"
+    folder.mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(frames):
+        cv2.imwrite(str(folder / f"img{i:03d}.png"), np.full((40, 60, 3), 40 * i, np.uint8))
+        images.append({"id": i + 1, "file_name": f"labeled-data/v/img{i:03d}.png", "width": 60, "height": 40})
+        for box in boxes_of(i):
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "bbox": box,
+                                "area": box[2] * box[3], "keypoints": [box[0] + 1, box[1] + 1, 2, 0, 0, 0],
+                                "num_keypoints": 1, "iscrowd": 0})
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "bird", "keypoints": ["head", "tail"], "skeleton": [[1, 2]]}]}
+    (root / "labels.json").write_text(json.dumps(coco))
+    return {"labels_json": str(root / "labels.json"), "image_root": str(root), "video": None}
+
+
+def test_unlabeled_source_of_animal_boxes_is_a_coco_json_of_boxes_only(tmp_path):
+    from sagepose.data.unlabeled import load_unlabeled
+
+    info = _fake_labels(tmp_path / "data", lambda i: [[2.0 + i, 3.0, 10.0, 8.0], [30.0, 20.0 + i, 12.5, 9.0]])
+    out = tmp_path / "out"
+    path = ssl_datasets.unlabeled_source("dlc-montblanc", info, out, exclude_file_names=["labeled-data/v/img001.png"])
+    data = json.loads(Path(path).read_text())
+    assert Path(path).parent == out and [im["id"] for im in data["images"]] == [1, 3]
+    assert all("keypoints" not in a and a["image_id"] in (1, 3) for a in data["annotations"])
+    assert [a["bbox"] for a in data["annotations"]] == [[2.0, 3.0, 10.0, 8.0], [30.0, 20.0, 12.5, 9.0],
+                                                        [4.0, 3.0, 10.0, 8.0], [30.0, 22.0, 12.5, 9.0]]
+    records = load_unlabeled(path, every_n=1, verbose=False)
+    assert [Path(r.image_path).resolve() for r in records] == [
+        (tmp_path / "data" / "labeled-data" / "v" / f"img{i:03d}.png").resolve() for i in (0, 0, 2, 2)]
+    np.testing.assert_allclose(records[3].bbox_xywh, [30.0, 22.0, 12.5, 9.0])
+    assert (records[0].width, records[0].height) == (60, 40)
+    mtime = Path(path).stat().st_mtime_ns  # the same inputs: the complete build is reused
+    again = ssl_datasets.unlabeled_source("dlc-montblanc", info, out, exclude_file_names=["labeled-data/v/img001.png"])
+    assert again == path and Path(path).stat().st_mtime_ns == mtime
+    everything = ssl_datasets.unlabeled_source("dlc-montblanc", info, out)  # other exclusions: rebuilt
+    assert len(load_unlabeled(everything, every_n=1, verbose=False)) == 6
+    with pytest.raises(ValueError, match="not its images"):
+        ssl_datasets.unlabeled_source("dlc-montblanc", info, out, exclude_file_names=["img001.png"])
+
+
+def test_unlabeled_source_of_whole_image_boxes_is_a_folder_and_of_a_video_the_video(tmp_path):
+    from sagepose.data.unlabeled import load_unlabeled
+
+    info = _fake_labels(tmp_path / "data", lambda i: [[0, 0, 60, 40]])
+    path = ssl_datasets.unlabeled_source("dlc-reaching", info, tmp_path / "out",
+                                         exclude_file_names=[str(tmp_path / "data" / "labeled-data/v/img002.png")])
+    records = load_unlabeled(path, every_n=1, verbose=False)
+    assert [Path(r.image_path).name for r in records] == ["labeled-data__v__img000.png", "labeled-data__v__img001.png"]
+    np.testing.assert_allclose(records[1].bbox_xywh, [0, 0, 60, 40])
+    video = {**info, "video": str(tmp_path / "v.mp4")}
+    assert ssl_datasets.unlabeled_source("mirror-mouse", video, tmp_path / "unused") == video["video"]
+    boxed = _fake_labels(tmp_path / "boxed", lambda i: [[5, 5, 20, 20]])
+    with pytest.warns(UserWarning, match="not whole images"):
+        ssl_datasets.unlabeled_source("mirror-mouse", {**boxed, "video": video["video"]}, tmp_path / "unused")
+
+
+def test_sleap_unlabeled_source_is_every_third_unlabeled_frame_with_the_labels_boxes(tmp_path):
+    from sagepose.data.unlabeled import load_unlabeled
+
+    _write_slp(tmp_path / "clip.slp", frames=31)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    for i in range(31):
+        writer.write(np.full((48, 64, 3), i * 8, np.uint8))
+    writer.release()
+    info = prepare("sleap-flies", root=tmp_path, out_dir=tmp_path / "out")
+    path = ssl_datasets.unlabeled_source("sleap-flies", info, tmp_path / "unlabeled")
+    data = json.loads(Path(path).read_text())
+    assert [im["frame_index"] for im in data["images"]] == [3, 6, 9, 12, 18, 21, 24, 27]  # 0, 15, 30 are labeled
+    assert len(data["annotations"]) == 16 and all("keypoints" not in a for a in data["annotations"])
+    xy = {idx: xy for _, idx, xy in ssl_datasets.read_slp(tmp_path / "clip.slp")["frames"]}
+    labels = json.loads(Path(info["labels_json"]).read_text())
+    assert labels["annotations"][2]["bbox"] == ssl_datasets.sleap_instance_box(xy[15][0], 64, 48)[1]  # the rule
+    assert data["annotations"][2]["bbox"] == ssl_datasets.sleap_instance_box(xy[6][0], 64, 48)[1]
+    records = load_unlabeled(path, every_n=1, verbose=False)
+    assert len(records) == 16 and (records[0].width, records[0].height) == (64, 48)
+    img = cv2.imread(records[4].image_path)
+    assert records[4].image_path.endswith("frame_000009.jpg") and abs(float(img.mean()) - 9 * 8) < 6
