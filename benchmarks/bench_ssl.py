@@ -1,40 +1,45 @@
-"""Supervised vs semi-supervised (SAGE-Pose) fine-tuning: same labeled data, optimizer steps, initialisation and
-seeds; one table per part, and a picture of both arms.
+"""Supervised vs semi-supervised (SAGE-Pose) fine-tuning, as a user runs the bundled recipes: same labeled data,
+initialisation and seeds; one table per part, and a picture of both arms.
 
-    python benchmarks/bench_ssl.py --part mouse|synthetic|all [--seeds 0 1] [--rows main|all] [--steps N]
-        [--out DIR] [--mouse-root DIR] [--style surveillance] [--init CKPT] [--quick] [--override KEY=VALUE ...]
+    python benchmarks/bench_ssl.py --part mirror-mouse|sleap-flies|dlc-reaching|dlc-montblanc|real|synthetic|all
+        [--labels 30 100] [--seeds 0 1] [--rows main|all] [--steps N] [--out DIR] [--root DIR] [--quick]
+        [--style surveillance] [--init CKPT] [--override KEY=VALUE ...]
 
-Parts (issue 12, section 4; the floors are the issue's):
+Real parts (issue 27): public labeled animal datasets (``benchmarks/ssl_datasets.py``: where each comes from, how
+its labels are read, its unlabeled source; ``--part mouse`` is mirror-mouse). Each is split once: its labeled
+frames sorted by file name, permuted with seed 0; the first ``--labels`` train, the next ~10 are the user's
+validation frames (``VAL_FRAMES``), the rest test. Per seed:
 
-* ``mouse`` -- real animal video: lightning-pose's mirror-mouse (17 keypoints, 90 labeled frames) imported with
-  ``sagepose.data.dlc.csv_to_coco``; a fixed split (the frames sorted by file name, a permutation with seed 0: the
-  first 30 train, the other 60 test); unlabeled source the 994-frame ``videos/test_vid.mp4`` (every frame).
-  Supervised arm ``custom_tiny_vit``, semi arms ``custom_tiny_vit_ssl``. Metric ``pixel_error`` on the 60 test
-  frames (lower is better); floor: semi / supervised <= 0.9.
-* ``synthetic`` -- domain shift, as ``sagepose demo --ssl`` runs it: both arms start from the ``sagepose demo``
-  model (5000 ``default``-style images; trained once in ``OUT/synthetic/pretrained`` and reused, or ``--init``), the
-  stand-in for public pretrained weights, and fine-tune on 300 other labeled ``default``-style images; 5000
-  unlabeled and 300 labeled test images of ``--style`` (``sagepose.demo.shift_data``); recipe ``demo_tiny_vit``
-  with the demo's ssl sizing (``sagepose.demo.SSL_DEMO_OVERRIDES``); the unlabeled json's boxes are the unlabeled
-  instances. Metric COCO AP on the target test set (the starting model's is in the header); floor: semi >=
-  supervised + 0.03.
+* ``semi``: ``sagepose train custom_tiny_vit_ssl`` with the dataset's unlabeled source -- stage 0
+  (``custom_tiny_vit``, in ``RUN/warm_start``), then stage 1 from it; ``best.ckpt`` picked on the val frames, the
+  start included;
+* ``supervised``: that stage 0 -- exactly ``sagepose train custom_tiny_vit`` on the same data (asserted by
+  ``tests/test_warm_start.py``), its ``best.ckpt`` picked on the val frames;
+* ``supervised_more``: stage 1 without unlabeled data (``ssl.mode=off``) from the same start: the supervised arm
+  given as many optimizer steps as ``semi``, picked the same way -- the same-steps comparison.
 
-Rows: ``supervised``, ``semi`` (all parts on) and, with ``--rows all``, the ablations ``no_mask``, ``no_priors``,
-``no_fusion``, ``mse`` (consistency on logits instead of JS), ``no_temporal`` (mouse only: the synthetic set has
-no video) and ``no_style_mix`` (synthetic only: labeled crops not given the unlabeled crops' look). Default steps:
-mouse 900, synthetic 1500 (twice the demo's 750). Every arm trains exactly ``--steps`` optimizer steps
-(``trainer.max_steps``, epochs unbounded; the cosine schedule is sized by ``trainer.estimated_stepping_batches``,
-i.e. by those steps) and is tested on its last checkpoint by ``sagepose.demo.compare_arms``; no validation runs
-inside training. A run whose step count differs from the others stops the bench with an error.
+Every arm's ``best.ckpt`` is tested on the test frames; metric ``pixel_error`` (lower is better). Floors (issue
+27): semi / supervised_more <= 1.0 on every dataset; <= 0.9 on mirror-mouse and two others. With ``--rows all`` the
+ablations of ``semi`` (``no_mask``, ``no_priors``, ``no_fusion``, ``mse``, ``no_temporal``) start from the same
+stage 0.
 
-Writes, under ``--out`` (default ``benchmarks/results/ssl``): ``{part}/`` run folders (checkpoints, metrics.json,
-predictions.json), ``ssl_{part}.md`` (the table, also printed), ``ssl_{part}.json`` (every row) and
-``ssl_{part}.png``: per-keypoint mean error of supervised vs semi (bars: mean over seeds, whiskers: the seeds'
-range) above 4 test frames with each arm's predictions (first seed) and the labels.
+``synthetic`` -- domain shift, as ``sagepose demo --ssl`` runs it: both arms start from the ``sagepose demo``
+model (5000 ``default``-style images; trained once in ``OUT/synthetic/pretrained`` and reused, or ``--init``) and
+fine-tune on 300 other labeled ``default``-style images; 5000 unlabeled and 300 labeled test images of ``--style``
+(``sagepose.demo.shift_data``); recipe ``demo_tiny_vit`` with the demo's ssl sizing
+(``sagepose.demo.SSL_DEMO_OVERRIDES``), ``--steps`` (default 1500) optimizer steps each, tested on the last
+checkpoint; metric COCO AP on the target test set; floor: semi >= supervised + 0.03.
+
+Writes, under ``--out`` (default ``benchmarks/results/ssl``): ``{part}/`` run folders, ``ssl_{part}.md`` (the
+table, also printed), ``ssl_{part}.json`` (every row) and ``ssl_{part}.png``: per-keypoint mean error of supervised
+vs semi (bars: mean over seeds, whiskers: the seeds' range) above 4 test frames with each arm's predictions (first
+seed) and the labels. A real part with several label counts writes ``ssl_{part}-{n}.*`` each. Runs that finished
+are reused (each is resumed), so an interrupted bench continues where it stopped.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -45,20 +50,23 @@ from sagepose.demo import SSL_DEMO_STEPS
 from sagepose.errors import SagePoseError
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MOUSE_ROOT = REPO.parent / "shared" / "realdata" / "mirror-mouse"
-MOUSE_TRAIN, MOUSE_SPLIT_SEED = 30, 0
+sys.path.insert(0, str(REPO / "benchmarks"))
+from ssl_datasets import DATASETS, prepare, unlabeled_source  # noqa: E402  (beside this file)
+
+ALIASES = {"mouse": "mirror-mouse"}
+SPLIT_SEED, VAL_FRAMES = 0, 10  # the split's permutation; validation frames (fewer when the test set would be small)
 ABLATIONS = {"no_mask": ["ssl.mask=False"], "no_priors": ["ssl.priors=False"], "no_fusion": ["ssl.fusion=False"],
              "mse": ["ssl.consistency=mse"], "no_temporal": ["ssl.lambda_temporal=0"],
              "no_style_mix": ["ssl.style_mix_prob=0"]}
-VIDEO_ONLY = {"no_temporal"}  # rows only the mouse part runs (its unlabeled source is a video)
-SHIFT_ONLY = {"no_style_mix"}  # rows only the synthetic part runs (the mouse recipe does not mix styles)
-# the mouse: ~10 min for the semi arm on 2 cores; the synthetic shift: twice the demo's steps (~10 min a semi arm)
-DEFAULT_STEPS = {"mouse": 900, "synthetic": 2 * SSL_DEMO_STEPS}
-# --quick: a smoke run (the test's sizes)
+VIDEO_ONLY = {"no_temporal"}  # rows only parts with a video source run
+SHIFT_ONLY = {"no_style_mix"}  # rows only the synthetic part runs (the custom recipe does not mix styles)
+SYNTHETIC_STEPS = 2 * SSL_DEMO_STEPS  # twice the demo's steps (~10 min a semi arm on 2 cores)
+# --quick: a smoke run (the test's sizes); real parts: stage 0 from QUICK_STAGE0 instead of custom_tiny_vit
 TINY_ARCH = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}"
 QUICK = {"steps": 3, "labeled": 8, "unlabeled": 8, "test": 4, "pretrain": 8, "every_n": 100,
          "overrides": [TINY_ARCH, "data.batch_size=4", "ssl.batch_size=4", "data.val_batch_size=8"]}
-NO_VAL_EPOCHS = 1_000_000  # epochs unbounded (max_steps ends the run) and no validation inside training
+QUICK_STAGE0 = "optim: {lr: 2.0e-3, warmup_iters: 1, schedule: cosine}\ntrainer: {max_epochs: -1, max_steps: 3}\n"
+NO_VAL_EPOCHS = 1_000_000  # synthetic: epochs unbounded (max_steps ends the run), no validation inside training
 SUP_COLOR, SEMI_COLOR, GT_COLOR = (200, 120, 40), (40, 110, 230), (255, 255, 255)  # BGR
 
 
@@ -66,69 +74,79 @@ class UnequalStepsError(SagePoseError, RuntimeError):
     """The arms did not train the same number of optimizer steps: the comparison would not be fair."""
 
 
-# The mouse's body in each mirror view (the CSV has no skeleton): nose and tail base on the body axis, the front paws
-# hang from the nose end, the hind paws from the tail base; the obstacle points stay unconnected. The structural
-# priors need it.
-MOUSE_SKELETON = ",".join(f"{a}_{v}-{b}_{v}" for v in ("top", "bot") for a, b in (
-    ("nose", "tailBase"), ("tailBase", "tailMid"), ("nose", "paw2LF"), ("nose", "paw3RF"), ("tailBase", "paw1LH"),
-    ("tailBase", "paw4RH")))
-
-
-def mouse_split(root: Path, out: Path) -> tuple[str, str, int]:
-    """mirror-mouse's CollectedData.csv -> ``out/mouse_train.json`` (30 frames), ``out/mouse_test.json`` (the
-    rest), both with the import's category; -> (train json, test json, number of frames)."""
-    from sagepose.data.dlc import csv_to_coco
+def real_split(labels_json: str, n_train: int, out: Path) -> dict:
+    """A dataset's labeled frames -> ``out/{train,val,test}.json`` (same category): sorted by file name, permuted
+    with :data:`SPLIT_SEED`; the first ``n_train`` train, the next ``min(VAL_FRAMES, rest // 3)`` val, the rest test.
+    -> ``{"train", "val", "test": paths, "counts": {split: frames}, "frames": all}``."""
+    from sagepose.data.coco import read_json
     from sagepose.fileio import write_json_atomic
 
-    csv = root / "CollectedData.csv"
-    video = root / "videos" / "test_vid.mp4"
-    for path in (csv, video):
-        if not path.is_file():
-            raise SagePoseError(f"{path}: not found; the mouse part needs lightning-pose's mirror-mouse example "
-                                f"(--mouse-root, default {DEFAULT_MOUSE_ROOT})")
-    coco = csv_to_coco(csv, image_root=root, skeleton=MOUSE_SKELETON)
+    coco = read_json(labels_json)
     images = sorted(coco["images"], key=lambda im: im["file_name"])
-    if len(images) <= MOUSE_TRAIN:
-        raise SagePoseError(f"{csv}: {len(images)} labeled frames; the split needs more than {MOUSE_TRAIN}")
-    order = np.random.default_rng(MOUSE_SPLIT_SEED).permutation(len(images))
-    paths = []
-    for name, picked in (("train", order[:MOUSE_TRAIN]), ("test", order[MOUSE_TRAIN:])):
+    rest = len(images) - n_train
+    n_val = min(VAL_FRAMES, rest // 3)
+    if n_val < 1:
+        raise SagePoseError(f"{labels_json}: {len(images)} labeled frames; {n_train} for training leave too few "
+                            "to validate and test on")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
+    picks = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"counts": {}, "frames": len(images)}
+    for name, picked in picks.items():
         ims = [images[i] for i in sorted(picked)]
         ids = {im["id"] for im in ims}
         split = {**coco, "images": ims, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
-        paths.append(str(out / f"mouse_{name}.json"))
-        write_json_atomic(paths[-1], split)
-    return paths[0], paths[1], len(images)
+        result[name] = str(out / f"{name}.json")
+        result["counts"][name] = len(ims)
+        write_json_atomic(result[name], split)
+    return result
 
 
-def part_plan(part: str, args, data: Path, extra: list[str]) -> dict:
-    """-> {arms: [(arm, recipe, overrides)], common, test_json, image_root, metric, header}."""
-    from sagepose.demo import SSL_DEMO_OVERRIDES, native_bf16_cpu
+def real_plan(name: str, n_train: int, args, out: Path, extra: list[str]) -> dict:
+    """-> {common, semi, test_json, image_root, metric, header, rows, name}: the overrides every arm shares (data,
+    schema, precision, sizes) and the semi arm's unlabeled source."""
+    from sagepose.demo import native_bf16_cpu
+
+    spec = DATASETS[name]
+    info = prepare(name, root=args.root)
+    data = out / "data"
+    split = real_split(info["labels_json"], n_train, data)
+    source = unlabeled_source(name, info, out.parent / "unlabeled", exclude_file_names=())
+    precision = args.precision or ("bf16-mixed" if native_bf16_cpu() else "32-true")
+    common = [f"data.train_json={split['train']}", f"data.val_json={split['val']}", f"model.schema={split['train']}",
+              f"data.image_root={info['image_root']}", f"trainer.precision={precision}", "trainer.progress_bar=False",
+              *extra]
+    semi = [f"ssl.unlabeled={source}", f"ssl.cache_dir={out.parent / 'unlabeled_cache'}"]
+    if args.quick:
+        (out / "quick_stage0.yaml").write_text(QUICK_STAGE0)
+        semi += [f"ssl.warm_start={out / 'quick_stage0.yaml'}", f"ssl.every_n={QUICK['every_n']}"]
+    if args.steps:
+        common.append(f"trainer.max_steps={args.steps}")  # stage 1's (stage 0 keeps custom_tiny_vit's)
+    rows = ["semi", *ABLATIONS] if args.rows == "all" else ["semi"]
+    rows = [r for r in rows if r not in SHIFT_ONLY and (r not in VIDEO_ONLY or info["video"])]
+    c = split["counts"]
+    what = (f"its video `{Path(info['video']).name}`" if info["video"] else
+            f"its own {info['frames']} frames, test frames included, labels unused (no video of it is public)")
+    header = (f"{name} ({spec.description}; {spec.source} `{spec.path}`): {split['frames']} labeled frames sorted by "
+              f"file name, permuted with seed {SPLIT_SEED}: {c['train']} train / {c['val']} val / {c['test']} test; "
+              f"unlabeled: {what} (`{source}`). Supervised: `custom_tiny_vit` (stage 0); semi: `custom_tiny_vit_ssl` "
+              f"(stage 0 + stage 1); supervised_more: stage 1 without unlabeled data; best.ckpt of each picked on "
+              f"the val frames; {precision}. Metric: pixel_error on the test frames (lower is better).")
+    return dict(name=name, common=common, semi=semi, test_json=split["test"], image_root=info["image_root"],
+                metric="pixel_error", header=header, rows=rows)
+
+
+def synthetic_plan(args, data: Path, extra: list[str]) -> dict:
+    """-> {arms: [(arm, recipe, overrides)], common, test_json, image_root, metric, header, steps}."""
+    from sagepose.demo import SSL_DEMO_OVERRIDES, native_bf16_cpu, pretrained_demo_model, score_checkpoint, shift_data
 
     quick = QUICK if args.quick else None
-    steps = args.steps or (quick["steps"] if quick else DEFAULT_STEPS[part])
+    steps = args.steps or (quick["steps"] if quick else SYNTHETIC_STEPS)
     precision = args.precision or ("bf16-mixed" if native_bf16_cpu() else "32-true")
     common = [f"trainer.max_steps={steps}", f"trainer.max_epochs={NO_VAL_EPOCHS}",
               f"trainer.val_every_epochs={NO_VAL_EPOCHS}", "trainer.progress_bar=False",
               f"trainer.precision={precision}"]
     rows = ["semi", *ABLATIONS] if args.rows == "all" else ["semi"]
-    if part == "mouse":
-        root = Path(args.mouse_root).resolve()
-        train_json, test_json, frames = mouse_split(root, data)
-        common += [f"data.train_json={train_json}", f"model.schema={train_json}", f"data.image_root={root}"]
-        semi = ["ssl.mode=semi", f"ssl.unlabeled={root / 'videos' / 'test_vid.mp4'}",
-                f"ssl.every_n={quick['every_n'] if quick else 1}", f"ssl.cache_dir={data / 'unlabeled_cache'}"]
-        arms = [("supervised", "custom_tiny_vit", [])]
-        arms += [(r, "custom_tiny_vit_ssl", semi + ABLATIONS.get(r, [])) for r in rows if r not in SHIFT_ONLY]
-        header = (f"mirror-mouse ({root}): {frames} labeled frames sorted by file name, permuted with seed "
-                  f"{MOUSE_SPLIT_SEED}: {MOUSE_TRAIN} train / {frames - MOUSE_TRAIN} test (one COCO category); "
-                  f"unlabeled: videos/test_vid.mp4, every {quick['every_n'] if quick else 1} frame(s). "
-                  f"Supervised `custom_tiny_vit`, semi `custom_tiny_vit_ssl`; {steps} optimizer steps each, "
-                  f"{precision}. Metric: pixel_error on the test frames (lower is better); floor semi / sup <= 0.9.")
-        return dict(arms=arms, common=common, test_json=test_json, image_root=str(root), metric="pixel_error",
-                    header=header, steps=steps)
-    from sagepose.demo import pretrained_demo_model, score_checkpoint, shift_data
-
     n_lab, n_unl, n_test, n_pre = ((quick["labeled"], quick["unlabeled"], quick["test"], quick["pretrain"]) if quick
                                    else (args.labeled, args.unlabeled, args.test, args.pretrain))
     init = args.init or pretrained_demo_model(data.parent / "pretrained", num_train=n_pre, num_val=min(200, n_pre),
@@ -149,8 +167,57 @@ def part_plan(part: str, args, data: Path, extra: list[str]) -> dict:
                 steps=steps)
 
 
+def run_real(plan: dict, seeds, out: Path) -> list[dict]:
+    """Each seed: the semi run as a user runs it (stage 0 inside), its stage 0 as the supervised arm, stage 1
+    without unlabeled data as supervised_more, the ablations from the same stage 0; every arm's best.ckpt tested
+    on the test frames. Finished runs are reused (``fit(..., resume=True)``)."""
+    from sagepose.config import load_config
+    from sagepose.data.coco import read_json
+    from sagepose.demo import score_checkpoint
+    from sagepose.train.run import fit
+
+    common, rows = plan["common"], []
+
+    def train(arm: str, seed: int, overrides: list[str]) -> dict:
+        run = out / f"{arm}-seed{seed}"
+        start = time.perf_counter()
+        summary = fit(load_config("custom_tiny_vit_ssl", [*common, *overrides, f"trainer.out_dir={run}",
+                                                          f"trainer.seed={seed}"]), resume=True)
+        summary["wall"] = time.perf_counter() - start
+        return summary
+
+    def score(arm: str, seed: int, summary: dict, stage0: dict | None, wall: float) -> None:
+        ckpt = summary["best_checkpoint"]
+        test_out = out / f"{arm}-seed{seed}" / "test"
+        metrics = score_checkpoint("custom_tiny_vit", [*common, f"data.val_json={plan['test_json']}"], ckpt, test_out)
+        steps = summary["steps"] + (stage0["steps"] if stage0 else 0)
+        minutes = summary["train_minutes"] + (stage0["train_minutes"] if stage0 else 0)
+        rows.append({"arm": arm, "seed": seed, "steps": steps, "train_minutes": round(minutes, 2),
+                     "wall_minutes": round(wall / 60, 2), "out": str(test_out), "checkpoint": ckpt,
+                     "best_is_start": summary.get("best_is_start"), "val_start": summary.get("start_val_score"),
+                     **{k: metrics.get(k) for k in ("pixel_error", "AP", "per_keypoint", "instances")}})
+        print(f"{plan['name']} {arm} seed {seed}: pixel_error {metrics.get('pixel_error'):.3f} after {steps} steps "
+              f"(best is the start: {summary.get('best_is_start')})", flush=True)
+
+    for seed in seeds:
+        semi = train("semi", seed, plan["semi"])
+        stage0_dir = out / f"semi-seed{seed}" / "warm_start"
+        stage0 = read_json(stage0_dir / "train_summary.json")
+        score("supervised", seed, stage0, None, 0.0)
+        score("semi", seed, semi, stage0, semi["wall"])
+        start = [f"ssl.warm_start={stage0['best_checkpoint']}"]
+        more = train("supervised_more", seed, ["ssl.mode=off", "ssl.unlabeled=[]", *start])
+        score("supervised_more", seed, more, stage0, more["wall"])
+        for arm in plan["rows"][1:]:
+            ablation = train(arm, seed, [*plan["semi"], *start, *ABLATIONS[arm]])
+            score(arm, seed, ablation, stage0, ablation["wall"])
+    check_equal_steps([r for r in rows if r["arm"] != "supervised"], next(r["steps"] for r in rows
+                                                                        if r["arm"] == "semi"))
+    return rows
+
+
 def run_part(plan: dict, seeds, out: Path, extra: list[str]) -> list[dict]:
-    """Each arm x seed through :func:`sagepose.demo.compare_arms`; rows get ``wall_minutes`` (train + test)."""
+    """Synthetic: each arm x seed through :func:`sagepose.demo.compare_arms`; rows get ``wall_minutes``."""
     from sagepose.demo import compare_arms
 
     rows = []
@@ -175,32 +242,50 @@ def check_equal_steps(rows: list[dict], steps: int) -> None:
 
 
 def table(plan: dict, rows: list[dict]) -> str:
-    """Markdown: one row per arm, the metric's mean over seeds and each seed's value, vs supervised, times, steps."""
+    """Markdown: one row per arm, the metric's mean over seeds and each seed's value, vs supervised (and, for real
+    parts, vs supervised_more: the same steps), times, steps; then the floor's verdict."""
     from sagepose.demo import mean_by_arm
 
     metric = plan["metric"]
     means = mean_by_arm(rows, keys=(metric, "train_minutes", "wall_minutes", "steps"))
     sup = means["supervised"].get(metric)
-    versus = "semi / sup" if metric == "pixel_error" else "gain vs sup"
-    lines = [plan["header"], "",
-             f"| arm | {metric} (mean) | per seed | {versus} | train min | wall min | steps |",
-             "|---|---|---|---|---|---|---|"]
+    same = means.get("supervised_more", {}).get(metric)
+    lower = metric == "pixel_error"
+    cols = ["arm", f"{metric} (mean)", "per seed", "/ sup" if lower else "gain vs sup"]
+    cols += ["/ sup same steps"] if same is not None else []
+    cols += ["best = start (seeds)"] if same is not None else []
+    cols += ["train min", "wall min", "steps"]
+    lines = [plan["header"], "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for arm, m in means.items():
         value = m.get(metric)
-        seeds = ", ".join(f"{r['seed']}: {_fmt(r.get(metric))}" for r in rows if r["arm"] == arm)
-        if value is None or sup is None or arm == "supervised":
-            rel = "--"
-        elif metric == "pixel_error":
-            rel = f"{value / sup:.3f}" if sup > 0 else "--"
-        else:
-            rel = f"{value - sup:+.3f}"
-        lines.append(f"| {arm} | {_fmt(value)} | {seeds} | {rel} | {m['train_minutes']:.2f} | "
-                     f"{m['wall_minutes']:.2f} | {int(m['steps'])} |")
+        arm_rows = [r for r in rows if r["arm"] == arm]
+        cells = [arm, _fmt(value), ", ".join(f"{r['seed']}: {_fmt(r.get(metric))}" for r in arm_rows),
+                 _relative(value, sup, lower, arm == "supervised")]
+        if same is not None:
+            cells.append(_relative(value, same, lower, arm in ("supervised", "supervised_more")))
+            kept = [r.get("best_is_start") for r in arm_rows]
+            cells.append("--" if arm == "supervised" else f"{sum(bool(k) for k in kept)} of {len(kept)}")
+        cells += [f"{m['train_minutes']:.2f}", f"{m['wall_minutes']:.2f}", str(int(m["steps"]))]
+        lines.append("| " + " | ".join(cells) + " |")
     semi = means.get("semi", {}).get(metric)
     if semi is not None and sup is not None:
-        met = semi <= 0.9 * sup if metric == "pixel_error" else semi >= sup + 0.03
-        lines += ["", f"Floor {'met' if met else 'NOT met'}: semi {_fmt(semi)} vs supervised {_fmt(sup)}."]
+        if not lower:
+            met = semi >= sup + 0.03
+            lines += ["", f"Floor {'met' if met else 'NOT met'}: semi {_fmt(semi)} vs supervised {_fmt(sup)}."]
+        else:
+            base = same if same is not None else sup
+            ratio = semi / base if base else float("nan")
+            verdict = "<= 0.9: gains" if ratio <= 0.9 else "<= 1.0: does not lose" if ratio <= 1.0 else "> 1.0: LOSES"
+            lines += ["", f"semi / supervised{'_more' if same is not None else ''} = {ratio:.3f} ({verdict})."]
     return "\n".join(lines) + "\n"
+
+
+def _relative(value, base, lower: bool, skip: bool) -> str:
+    if value is None or base is None or skip:
+        return "--"
+    if lower:
+        return f"{value / base:.3f}" if base > 0 else "--"
+    return f"{value - base:+.3f}"
 
 
 def _fmt(v) -> str:
@@ -310,16 +395,17 @@ def draw_figure(plan: dict, rows: list[dict], path: Path, num_frames: int = 4, t
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
-    from sagepose.fileio import write_json_atomic, write_text_atomic
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mouse", "synthetic", "all"), default="all")
+    parser.add_argument("--part", choices=(*DATASETS, *ALIASES, "real", "synthetic", "all"), default="all",
+                        help="a dataset of benchmarks/ssl_datasets.py, real (all of them), synthetic, or all")
+    parser.add_argument("--labels", type=int, nargs="+", default=[30], help="real parts: labeled training frames")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rows", choices=("main", "all"), default="main", help="all: the ablation rows too")
     parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimizer steps of every arm (default {DEFAULT_STEPS}; --quick {QUICK['steps']})")
+                        help=f"synthetic: every arm's steps (default {SYNTHETIC_STEPS}); real: stage 1's (default "
+                             "custom_tiny_vit_ssl's)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ssl"))
-    parser.add_argument("--mouse-root", default=str(DEFAULT_MOUSE_ROOT))
+    parser.add_argument("--root", default=None, help="a real part's dataset folder (default: ssl_datasets.prepare's)")
     parser.add_argument("--style", default="surveillance", help="the synthetic target style")
     parser.add_argument("--labeled", type=int, default=300)
     parser.add_argument("--unlabeled", type=int, default=5000)
@@ -338,22 +424,36 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         parser.error("--steps must be >= 1")
     extra = [*(QUICK["overrides"] if args.quick else []), *args.override]
     out = Path(args.out)
+    parts = {"all": [*DATASETS, "synthetic"], "real": list(DATASETS)}.get(args.part, [ALIASES.get(args.part,
+                                                                                                 args.part)])
     results = {}
-    for part in (("mouse", "synthetic") if args.part == "all" else (args.part,)):
-        data = out / part / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        plan = part_plan(part, args, data, extra)
-        rows = run_part(plan, args.seeds, out / part, extra)
-        if extra:
-            plan["header"] += f" Overrides on every arm: `{' '.join(extra)}`."
-        text = table(plan, rows)
-        print("\n" + text, flush=True)
-        write_text_atomic(out / f"ssl_{part}.md", text)
-        write_json_atomic(out / f"ssl_{part}.json", {"header": plan["header"], "rows": rows}, indent=1)
-        draw_figure(plan, rows, out / f"ssl_{part}.png")
-        print(f"-> {out / f'ssl_{part}.md'}, {out / f'ssl_{part}.json'}, {out / f'ssl_{part}.png'}")
-        results[part] = rows
+    for part in parts:
+        if part == "synthetic":
+            data = out / part / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            plan = synthetic_plan(args, data, extra)
+            results[part] = report(plan, run_part(plan, args.seeds, out / part, extra), out, part, extra)
+            continue
+        for n in args.labels:
+            name = part if len(args.labels) == 1 else f"{part}-{n}"
+            plan = real_plan(part, n, args, out / part / f"n{n}", extra)
+            results[name] = report(plan, run_real(plan, args.seeds, out / part / f"n{n}"), out, name, extra)
     return results
+
+
+def report(plan: dict, rows: list[dict], out: Path, name: str, extra: list[str]) -> list[dict]:
+    """The table (printed, ``ssl_{name}.md``), the rows (``ssl_{name}.json``) and the picture (``ssl_{name}.png``)."""
+    from sagepose.fileio import write_json_atomic, write_text_atomic
+
+    if extra:
+        plan["header"] += f" Overrides on every arm: `{' '.join(extra)}`."
+    text = table(plan, rows)
+    print("\n" + text, flush=True)
+    write_text_atomic(out / f"ssl_{name}.md", text)
+    write_json_atomic(out / f"ssl_{name}.json", {"header": plan["header"], "rows": rows}, indent=1)
+    draw_figure(plan, rows, out / f"ssl_{name}.png")
+    print(f"-> {out / f'ssl_{name}.md'}, {out / f'ssl_{name}.json'}, {out / f'ssl_{name}.png'}")
+    return rows
 
 
 if __name__ == "__main__":

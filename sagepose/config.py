@@ -112,6 +112,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     layer_decay: float = 1.0  # ViT layer-wise lr decay rate; 1.0 = off
     warmup_iters: int = 500
+    # the warmup as a fraction of the run's optimizer steps instead (then warmup_iters is not read), so it fits
+    # a run of any length (sagepose.train.steps)
+    warmup_fraction: float | None = None
     warmup_ratio: float = 0.001
     schedule: str = "step"  # "step" (MMPose: x0.1 at milestones) or "cosine"
     milestones: tuple[int, ...] = (170, 200)  # epochs
@@ -154,12 +157,16 @@ class TrainerConfig:
     fsdp_cpu_offload: bool = False  # FSDP keeps parameters, gradients and optimizer state in CPU memory
     seed: int = 0
     val_every_epochs: int = 10
+    # validate every this many optimizer steps instead of by epochs (0: by val_every_epochs); for runs bounded by
+    # trainer.max_steps, whose epochs can be one step long (30 labeled frames at batch 16)
+    val_every_steps: int = 0
     log_every_steps: int = 20
     progress_bar: bool = True
     use_joint_weights: bool = False  # weight the loss by the schema's joint weights
     fusion_loss: FusionLossWeights = field(default_factory=FusionLossWeights)  # a fusion head's loss terms
     # checkpoints/last.ckpt is written at every epoch end and, when > 0, every this many optimizer steps
-    # (a mid-epoch resume point); checkpoints/best.ckpt by val AP; epoch-EEE.ckpt kept every N epochs (0: none)
+    # (a mid-epoch resume point; epoch ends closer than this to the previous save are then skipped, so one-step
+    # epochs do not write a file a step); checkpoints/best.ckpt by val AP; epoch-EEE.ckpt kept every N epochs
     checkpoint_every_steps: int = 0
     # checkpoints/last.ckpt also every this many minutes of training, mid-epoch (0 or null: off), so a crash loses
     # at most this much; SIGINT / SIGTERM write it too, then stop (sagepose.train.interrupt)
@@ -206,6 +213,11 @@ class SSLConfig:
 
     mode: str = "off"
     unlabeled: str | tuple[Any, ...] = ()
+    # start from a supervised model (SAGE-Pose's stage 0): a checkpoint file, or a recipe name (e.g.
+    # custom_tiny_vit) trained first in OUT/warm_start with this run's data, model and trainer settings (and that
+    # recipe's steps and optimizer), reused when it finished there before. The start is scored on data.val_json
+    # and stays best.ckpt unless the fine-tuning beats it (sagepose.train.warm_start). None: no warm start
+    warm_start: str | None = None
     unlabeled_root: str | None = None  # where detections' images are found as {image_id:012d}.jpg
     cache_dir: str | None = None  # where video frames are cached (None: OUT/unlabeled_cache); runs may share one
     every_n: int = 10  # video sources: every n-th frame
@@ -216,6 +228,7 @@ class SSLConfig:
     teacher_bf16: bool = True  # the teacher's forward in bf16 autocast where the device computes bf16 natively
     lambda_u: float = 5.0  # weight of the consistency term (ramped up over rampup_iters)
     rampup_iters: int = 1000
+    rampup_fraction: float | None = None  # the ramp as a fraction of the run's steps instead (rampup_iters unread)
     consistency: str = "js"  # "js", "kl" or "mse"
     prob_tau: float = 0.5  # temperature of the probabilities compared (<= 1 sharpens)
     teacher_tau: float = 0.5  # spatial sharpening of the fused teacher map (<= 1 sharpens; 1 = off)
@@ -225,6 +238,7 @@ class SSLConfig:
     mask_beta: float = 2.0  # threshold mean - beta * std of each keypoint's confidence
     mask_momentum: float = 0.99
     mask_warmup_iters: int = 1000  # all-ones mask before this step
+    mask_warmup_fraction: float | None = None  # as a fraction of the run's steps instead (mask_warmup_iters unread)
     min_keep_ratio: float = 0.3
     priors: bool = True  # structural priors from the skeleton and the labeled set
     lambda_topo: float = 0.02
@@ -397,6 +411,10 @@ def _check(ok: bool, key: str, value: Any, reason: str) -> None:
         raise ConfigError(f"{key}={value!r}: {reason}", key=key, reason=reason)
 
 
+def _check_fraction(value: float | None, key: str) -> None:
+    _check(value is None or 0 <= value <= 1, key, value, "a fraction of the run's steps must be in [0, 1] (null: off)")
+
+
 def _check_choice(value: Any, choices, key: str, what: str) -> None:
     _check(value in choices, key, value, f"unknown {what} {value!r}{_did_you_mean(value, choices, 'choose from')}")
 
@@ -437,6 +455,7 @@ def validate(cfg: Config) -> Config:
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", o.betas, "each must be in [0, 1)")
     _check(0 < o.layer_decay <= 1, "optim.layer_decay", o.layer_decay, "must be in (0, 1] (1.0 = off)")
     _check(o.warmup_iters >= 0, "optim.warmup_iters", o.warmup_iters, "must be >= 0")
+    _check_fraction(o.warmup_fraction, "optim.warmup_fraction")
     _check(0 < o.warmup_ratio <= 1, "optim.warmup_ratio", o.warmup_ratio, "must be in (0, 1]")
     _check_choice(o.schedule, SCHEDULES, "optim.schedule", "schedule")
     _check(all(e >= 0 for e in o.milestones), "optim.milestones", o.milestones, "epochs must be >= 0")
@@ -463,7 +482,7 @@ def validate(cfg: Config) -> Config:
     _check_choice(t.compile_mode, COMPILE_MODES, "trainer.compile_mode", "torch.compile mode")
     for name in ("val_every_epochs", "log_every_steps", "max_nonfinite_steps"):
         _check(getattr(t, name) >= 1, f"trainer.{name}", getattr(t, name), "must be at least 1")
-    for name in ("checkpoint_every_steps", "keep_every_epochs"):
+    for name in ("checkpoint_every_steps", "keep_every_epochs", "val_every_steps"):
         _check(getattr(t, name) >= 0, f"trainer.{name}", getattr(t, name), "must be >= 0 (0 = off)")
     _check(t.checkpoint_every_minutes is None or t.checkpoint_every_minutes >= 0, "trainer.checkpoint_every_minutes",
            t.checkpoint_every_minutes, "must be >= 0 (0 or null = off)")
@@ -526,6 +545,10 @@ def _validate_ssl(cfg: Config) -> None:
         _check(getattr(s, name) >= 1, f"ssl.{name}", getattr(s, name), "must be at least 1")
     for name in ("rampup_iters", "mask_warmup_iters"):
         _check(getattr(s, name) >= 0, f"ssl.{name}", getattr(s, name), "must be >= 0")
+    for name in ("rampup_fraction", "mask_warmup_fraction"):
+        _check_fraction(getattr(s, name), f"ssl.{name}")
+    _check(s.warm_start is None or bool(str(s.warm_start).strip()), "ssl.warm_start", s.warm_start,
+           "a checkpoint file or a recipe name (null: no warm start)")
     _check(0 <= s.teacher_ema < 1, "ssl.teacher_ema", s.teacher_ema, "must be in [0, 1)")
     _check(0 < s.mask_momentum < 1, "ssl.mask_momentum", s.mask_momentum, "must be in (0, 1)")
     _check(0 <= s.det_score_thr <= 1, "ssl.det_score_thr", s.det_score_thr, "must be in [0, 1]")

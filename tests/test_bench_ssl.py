@@ -13,7 +13,6 @@ import pytest
 from sagepose.errors import SagePoseError
 
 REPO = Path(__file__).resolve().parents[1]
-MOUSE = REPO.parent / "shared" / "realdata" / "mirror-mouse"
 
 
 def _bench():
@@ -38,7 +37,7 @@ def test_table_means_seeds_and_divides_semi_by_supervised():
     assert "| 11.000 | 0: 10.000, 1: 12.000 | -- |" in sup_line
     assert f"| 8.500 | 0: 8.000, 1: 9.000 | {8.5 / 11:.3f} |" in semi_line  # 0.773
     assert semi_line.endswith("| 1.00 | 1.50 | 5 |")
-    assert "Floor met" in text  # 8.5 <= 0.9 * 11 = 9.9
+    assert f"semi / supervised = {8.5 / 11:.3f} (<= 0.9: gains)" in text
 
 
 def test_table_reports_an_unmet_ap_floor_as_gain():
@@ -56,28 +55,45 @@ def test_unequal_steps_stop_the_bench_naming_the_run():
         bench.check_equal_steps([_row("supervised", 0, 1.0, steps=7), _row("semi", 1, 1.0, steps=6)], 7)
 
 
-@pytest.mark.skipif(not (MOUSE / "CollectedData.csv").is_file(), reason="mirror-mouse data not present")
-def test_mouse_split_is_30_train_and_the_rest_test_disjoint(tmp_path):
-    bench = _bench()
-    with open(MOUSE / "CollectedData.csv", newline="") as f:
-        frames = sorted(row[0] for row in list(csv.reader(f))[3:])  # 3 header rows: scorer, bodyparts, coords
-    train_json, test_json, n = bench.mouse_split(MOUSE, tmp_path)
-    train, test = json.loads(Path(train_json).read_text()), json.loads(Path(test_json).read_text())
-    names = [{im["file_name"] for im in d["images"]} for d in (train, test)]
-    assert n == len(frames) == 90
-    assert len(names[0]) == 30 and len(names[1]) == 60 and not names[0] & names[1]
-    assert names[0] | names[1] == set(frames)
-    assert train["categories"] == test["categories"]
-    assert len(train["annotations"]) == 30 and len(test["annotations"]) == 60
-    # the fixed split: a seed-0 permutation of the frames sorted by file name
-    order = np.random.default_rng(0).permutation(len(frames))
-    assert names[0] == {frames[i] for i in order[:30]}
+def _labels(path: Path, frames: int) -> str:
+    coco = {"images": [{"id": i + 1, "file_name": f"f{(i * 7) % frames:03d}.png", "width": 10, "height": 10}
+                       for i in range(frames)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "bbox": [0, 0, 10, 10], "keypoints": [1, 1, 2],
+                             "num_keypoints": 1} for i in range(frames)],
+            "categories": [{"id": 1, "name": "mouse", "keypoints": ["nose"], "skeleton": []}]}
+    path.write_text(json.dumps(coco))
+    return str(path)
 
 
-def test_missing_mouse_root_is_one_clear_error(tmp_path):
+def test_real_split_is_train_val_test_disjoint_and_fixed(tmp_path):
     bench = _bench()
-    with pytest.raises(SagePoseError, match="CollectedData.csv: not found"):
-        bench.mouse_split(tmp_path / "nowhere", tmp_path)
+    split = bench.real_split(_labels(tmp_path / "labels.json", 90), 30, tmp_path / "split")
+    parts = {k: json.loads(Path(split[k]).read_text()) for k in ("train", "val", "test")}
+    names = {k: [im["file_name"] for im in d["images"]] for k, d in parts.items()}
+    assert split["counts"] == {"train": 30, "val": 10, "test": 50} and split["frames"] == 90
+    assert set().union(*names.values()) == {f"f{i:03d}.png" for i in range(90)}
+    assert not (set(names["train"]) & set(names["val"]) or set(names["train"]) & set(names["test"]))
+    order = np.random.default_rng(0).permutation(90)  # the fixed split: seed-0 permutation of the sorted names
+    assert set(names["train"]) == {f"f{i:03d}.png" for i in order[:30]}
+    assert all(len(d["annotations"]) == len(d["images"]) for d in parts.values())
+    small = bench.real_split(_labels(tmp_path / "small.json", 42), 30, tmp_path / "small")
+    assert small["counts"] == {"train": 30, "val": 4, "test": 8}  # val shrinks to leave a test set
+
+
+def test_too_few_frames_for_a_split_is_one_clear_error(tmp_path):
+    bench = _bench()
+    with pytest.raises(SagePoseError, match="too few to validate and test on"):
+        bench.real_split(_labels(tmp_path / "labels.json", 32), 30, tmp_path / "split")
+
+
+def test_table_compares_semi_with_supervised_given_the_same_steps():
+    bench = _bench()
+    rows = [_row("supervised", 0, 10.0, steps=1000), {**_row("semi", 0, 8.0, steps=1500), "best_is_start": False},
+            {**_row("supervised_more", 0, 9.0, steps=1500), "best_is_start": True}]
+    text = bench.table({"metric": "pixel_error", "header": "mouse"}, rows)
+    semi_line = next(line for line in text.splitlines() if line.startswith("| semi |"))
+    assert f"| {8 / 10:.3f} | {8 / 9:.3f} | 0 of 1 |" in semi_line
+    assert f"semi / supervised_more = {8 / 9:.3f} (<= 0.9: gains)" in text
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """Checkpoints that survive a kill: atomic writes, a completeness check, and which file to resume from.
 
-    checkpoints/last.ckpt        every epoch end, every ``trainer.checkpoint_every_minutes`` of training, every
-                                 ``trainer.checkpoint_every_steps`` steps, and on SIGINT / SIGTERM (then training
-                                 stops: :mod:`sagepose.train.interrupt`); all resumable mid-epoch
+    checkpoints/last.ckpt        every epoch end (with ``trainer.checkpoint_every_steps``, those closer than that
+                                 to the previous save skipped), every ``trainer.checkpoint_every_minutes`` of
+                                 training, every ``trainer.checkpoint_every_steps`` steps, and on SIGINT / SIGTERM
+                                 (then training stops: :mod:`sagepose.train.interrupt`); all resumable mid-epoch
     checkpoints/best.ckpt        best ``val/AP`` so far (``val/pixel_error``, lowest, for a schema without OKS sigmas)
     checkpoints/epoch-EEE.ckpt   kept every ``trainer.keep_every_epochs`` epochs
 
@@ -127,7 +128,9 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         signum, _ = self._agreed(trainer)  # a signal during validation stops the run here
-        self._save(trainer)  # also after a save at this step's batch end: the epoch's end is a later state
+        recent = self.every_steps and trainer.global_step - self._saved_step < self.every_steps
+        if signum or not recent:  # one-step epochs (a few labeled frames) save every every_steps, not every step
+            self._save(trainer)  # also after a save at this step's batch end: the epoch's end is a later state
         if signum:
             raise TrainingInterrupted(signum, trainer.global_step, self.path)
 

@@ -18,6 +18,8 @@ a row stop the run.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import sys
 from pathlib import Path
@@ -39,6 +41,7 @@ from sagepose.models.heads import PerDatasetHeads, per_dataset_heads
 from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
 from sagepose.train.optim import build_optimizer, build_scheduler
+from sagepose.train.steps import describe_steps, schedule_steps
 
 
 def _skips_on_device(optimizer) -> bool:
@@ -74,6 +77,7 @@ class TopDownModule(L.LightningModule):
                                    "schema": schema_to_dict(self.model.schema)})
         self.register_buffer("joint_weights", torch.tensor(self.model.schema.joint_weights), persistent=False)
         self._val_outputs: list[dict] = []
+        self.total_steps = max(cfg.trainer.max_steps, 0)  # the run's optimizer steps, set by configure_optimizers
         self._told_no_pckh: set[str] = set()  # MPII val sets scored without PCKh, said once each
         self.last_predictions: list[dict] = []
         self.last_instances = np.zeros(0, np.int64)  # val dataset indices behind last_predictions, sorted
@@ -387,9 +391,14 @@ class TopDownModule(L.LightningModule):
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.cfg.optim, self._ndims)
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
-        scheduler = build_scheduler(optimizer, self.cfg.optim, per_epoch, total)
+        total = self.total_steps = int(self.trainer.estimated_stepping_batches)
+        t = self.cfg.trainer
+        batches = self.trainer.num_training_batches
+        per_epoch = max(int(batches) // t.accumulate_grad_batches, 1) if math.isfinite(batches) else total
+        self.print(describe_steps(t, total, per_epoch, self.cfg.data.batch_size), flush=True)
+        o = self.cfg.optim
+        o = dataclasses.replace(o, warmup_iters=schedule_steps(o.warmup_iters, o.warmup_fraction, total))
+        scheduler = build_scheduler(optimizer, o, per_epoch, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
+from sagepose.train.warm_start import START_DIR, gain_line, keep_better, monitored
 
 # DataConfig fields that are TopDownSampler arguments of the same name
 SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
@@ -218,14 +219,23 @@ def _trainer(cfg: Config, out_dir: Path, callbacks=()):
         max_time=max_time, precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(cfg),
         sync_batchnorm=t.sync_batchnorm, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
-        gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=t.val_every_epochs,
+        gradient_clip_val=cfg.optim.grad_clip, **validation_interval(t),
         log_every_n_steps=t.log_every_steps, enable_progress_bar=t.progress_bar,
         logger=TensorBoardLogger(str(out_dir), name="logs", version=""), callbacks=list(callbacks),
         num_sanity_val_steps=0)
 
 
+def validation_interval(t) -> dict:
+    """Lightning's arguments for when to validate: every ``trainer.val_every_steps`` optimizer steps, counted over
+    epochs (Lightning counts training batches), or every ``trainer.val_every_epochs`` epochs."""
+    if t.val_every_steps > 0:
+        return dict(check_val_every_n_epoch=None, val_check_interval=t.val_every_steps * t.accumulate_grad_batches)
+    return dict(check_val_every_n_epoch=t.val_every_epochs)
+
+
 # what a training run writes into its folder: --overwrite removes these (and only these) before a new run
-RUN_OUTPUTS = ("checkpoints", "logs", "config.yaml", "train_summary.json", "metrics.csv", "curves.png")
+RUN_OUTPUTS = ("checkpoints", "logs", "config.yaml", "train_summary.json", "metrics.csv", "curves.png", "warm_start",
+               "start")
 
 
 def remove_run_outputs(out: Path) -> list[str]:
@@ -274,6 +284,10 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     if resume:
         rank_zero_info(f"resuming from {resume_path}" if resume_path else
                        f"--resume: no complete checkpoint in {ckpt_dir}; starting from scratch")
+    start_ckpt = None
+    if cfg.ssl.warm_start:  # stage 0 first (or a given checkpoint): the fine-tuning starts from it
+        start_ckpt = warm_start_checkpoint(cfg)
+        cfg = replace(cfg, model={"init_checkpoint": start_ckpt})
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.ssl.mode == "off":
         module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
@@ -292,6 +306,13 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     extra = [LearningRateMonitor(logging_interval="step"), MetricsLog(out)]
     if cfg.optim.ema_decay > 0:
         extra.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
+    start_score = None
+    if start_ckpt and monitor is not None and not resume_path:
+        start_score = monitored(test(cfg, start_ckpt, out / START_DIR), monitor)
+    elif start_ckpt and monitor is not None and (out / START_DIR / "metrics.json").is_file():
+        from sagepose.data.coco import read_json
+
+        start_score = monitored(read_json(out / START_DIR / "metrics.json"), monitor)
     trainer = _trainer(cfg, out, [*checkpoints, *extra, *callbacks])
     start = time.time()
     interrupted = None
@@ -308,6 +329,15 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
                "skipped_steps": module.skipped_steps, "resumed_from": str(resume_path) if resume_path else None,
                "stopped_by_time": interrupted is None and _stopped_by_time(cfg, trainer),
                "interrupted_by": interrupted and signal.Signals(interrupted.signum).name}
+    if start_ckpt and interrupted is None:
+        best_score = _best_score(best, monitor) if monitor else None
+        kept = trainer.is_global_zero and keep_better(start_ckpt, start_score, best_score, mode, ckpt_dir)
+        kept = trainer.strategy.broadcast(kept, src=0)
+        if kept:
+            summary["best_checkpoint"] = str(ckpt_dir / "best.ckpt")
+            summary[f"best_{monitor.replace('/', '_')}"] = start_score
+        summary.update(warm_start=start_ckpt, start_val_score=start_score, best_is_start=kept)
+        _say(gain_line(monitor or "val/none", start_score, best_score, kept, cfg.ssl.mode != "off"))
     if summary["stopped_by_time"]:
         rank_zero_warn(f"training stopped by trainer.max_time_minutes={cfg.trainer.max_time_minutes} after "
                        f"{trainer.current_epoch} of {cfg.trainer.max_epochs} epochs ({trainer.global_step} steps): "
@@ -317,6 +347,30 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     if interrupted is not None:
         raise interrupted
     return summary
+
+
+def warm_start_checkpoint(cfg: Config) -> str:
+    """``ssl.warm_start``'s checkpoint: the file it names, or its recipe's best checkpoint in ``OUT/warm_start``
+    -- reused when that run finished there, resumed when it was interrupted, trained when it is not there."""
+    from sagepose.train.warm_start import finished_stage, is_checkpoint_spec, stage_config
+
+    spec = cfg.ssl.warm_start
+    if is_checkpoint_spec(spec):
+        _say(f"warm start: {spec}")
+        return str(Path(spec).resolve())
+    stage = stage_config(cfg)
+    done = finished_stage(stage)
+    if done:
+        _say(f"warm start: {done} ({spec}, finished before in {stage.trainer.out_dir})")
+        return done
+    started = (Path(stage.trainer.out_dir) / "checkpoints").is_dir()
+    _say(f"warm start: {'resuming' if started else 'training'} {spec} first, in {stage.trainer.out_dir}")
+    return fit(stage, resume=started)["best_checkpoint"]
+
+
+@rank_zero_only
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _best_score(best, key: str) -> float | None:

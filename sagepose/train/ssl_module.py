@@ -30,6 +30,7 @@ from sagepose.ssl.priors import StructuralPriors
 from sagepose.ssl.teacher import EMATeacher
 from sagepose.ssl.warp import warp_heatmaps
 from sagepose.train.module import TopDownModule
+from sagepose.train.steps import schedule_steps
 
 UNLABELED_SEED_OFFSET = 0x5EED  # unlabeled sample keys differ from labeled ones of the same index
 MIN_KEPT_MASS = 0.5  # a joint whose warped teacher probability kept less than this left the student's view
@@ -194,7 +195,7 @@ class SemiSupervisedModule(TopDownModule):
         else:
             sup = None
         u_loss, logs = self.unlabeled_loss(unlabeled)
-        ramp = losses.rampup(self.global_step, s.rampup_iters)
+        ramp = losses.rampup(self.global_step, schedule_steps(s.rampup_iters, s.rampup_fraction, self.total_steps))
         loss = u_loss * ramp if sup is None else sup + ramp * u_loss
         self._step_bad |= ~torch.isfinite(loss.detach())
         n = unlabeled["img"].shape[0]
@@ -223,6 +224,13 @@ class SemiSupervisedModule(TopDownModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self._teacher_step = int(checkpoint.get("sagepose", {}).get("teacher_step", 0))
+
+    def configure_optimizers(self):
+        optimizers = super().configure_optimizers()  # sets total_steps: the schedules given as fractions of it
+        s = self.cfg.ssl
+        self.keypoint_mask.warmup_iters = schedule_steps(s.mask_warmup_iters, s.mask_warmup_fraction,
+                                                         self.total_steps)
+        return optimizers
 
     def on_train_start(self):
         loaders, state = self.trainer.train_dataloader, self._loader_state

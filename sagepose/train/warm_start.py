@@ -1,0 +1,109 @@
+"""A supervised warm start for fine-tuning (SAGE-Pose's stage 0), and a best checkpoint never worse than it.
+
+    ssl.warm_start: custom_tiny_vit      # a recipe: trained first, in OUT/warm_start, then fine-tuned from
+    ssl.warm_start: runs/sup/checkpoints/best.ckpt    # or a checkpoint: fine-tuned from
+
+A recipe is trained with this run's ``data``, ``model`` and ``trainer`` settings and that recipe's own optimizer,
+steps and validation interval (:func:`stage_config`), so with the bundled custom recipes stage 0 is exactly
+``sagepose train custom_tiny_vit`` on the same data. It is reused when it finished in ``OUT/warm_start`` before
+with the same config, and resumed when it was interrupted there. The fine-tuning then starts the student (and the
+semi-supervised teacher) from stage 0's best checkpoint.
+
+The start is scored on ``data.val_json`` before the fine-tuning (``OUT/start/metrics.json``), and after it
+:func:`keep_better` makes it ``best.ckpt`` when no validation of the fine-tuning beat it -- so on the user's own
+validation frames the result is never worse than the supervised model it started from, and the summary says what
+the fine-tuning bought there (:func:`gain_line`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from sagepose.config import Config, ConfigError, dump_config, load_config, replace
+from sagepose.fileio import atomic_open
+
+STAGE_DIR = "warm_start"  # OUT/warm_start: stage 0's run folder
+START_DIR = "start"  # OUT/start: the start's scores on data.val_json
+# trainer settings that belong to the warm-start recipe (its length and validation); the rest are the run's
+RECIPE_TRAINER_FIELDS = ("max_epochs", "max_steps", "val_every_epochs", "val_every_steps")
+
+
+def is_checkpoint_spec(spec: str) -> bool:
+    """Whether ``ssl.warm_start`` names a checkpoint file rather than a recipe."""
+    return Path(spec).is_file() and not spec.endswith((".yaml", ".yml"))
+
+
+def stage_config(cfg: Config) -> Config:
+    """Stage 0's config for a run whose ``ssl.warm_start`` is a recipe: that recipe's optimizer and length, this run's
+    data, model and other trainer settings, no unlabeled data, into ``OUT/warm_start``."""
+    spec = cfg.ssl.warm_start
+    try:
+        recipe = load_config(spec)
+    except ConfigError as e:
+        raise ConfigError(f"ssl.warm_start={spec!r}: neither a checkpoint file nor a recipe ({e})",
+                          key="ssl.warm_start") from None
+    trainer = dataclasses.replace(cfg.trainer, out_dir=str(Path(cfg.trainer.out_dir) / STAGE_DIR),
+                                  **{name: getattr(recipe.trainer, name) for name in RECIPE_TRAINER_FIELDS})
+    return replace(dataclasses.replace(recipe, data=cfg.data, model=cfg.model, trainer=trainer),
+                   ssl={"mode": "off", "unlabeled": (), "warm_start": None})
+
+
+def finished_stage(stage: Config) -> str | None:
+    """The checkpoint of stage 0 when it finished in its folder with this config before (best.ckpt, else last.ckpt);
+    None when it has not run there. A folder holding another config is refused: its checkpoint is not this run's
+    stage 0."""
+    out = Path(stage.trainer.out_dir)
+    if not (out / "config.yaml").is_file():
+        return None
+    if (out / "config.yaml").read_text() != dump_config(stage):
+        raise ConfigError(f"{out}: holds a warm-start run of another config than this run's stage 0 "
+                          f"({stage.trainer.out_dir}/config.yaml differs); remove it, or pass --overwrite",
+                          key="ssl.warm_start")
+    summary = out / "train_summary.json"
+    if not summary.is_file():
+        return None  # started, not finished: resumed by the caller
+    from sagepose.data.coco import read_json
+
+    done = read_json(summary)
+    if done.get("interrupted_by") or done.get("stopped_by_time"):
+        return None
+    return done.get("best_checkpoint") or done.get("last_checkpoint")
+
+
+def monitored(metrics: dict, monitor: str) -> float | None:
+    """The value of ``monitor`` (``val/AP``, ``val/pixel_error``, ``val/score``) in a test's metrics."""
+    value = metrics.get(monitor.split("/", 1)[1])
+    return None if value is None else float(value)
+
+
+def start_wins(start: float | None, best: float | None, mode: str) -> bool:
+    """Whether the start's val score is at least as good as the fine-tuning's best (``mode`` "min" or "max")."""
+    if start is None:
+        return False
+    if best is None:
+        return True
+    return start <= best if mode == "min" else start >= best
+
+
+def keep_better(start_ckpt: str, start: float | None, best: float | None, mode: str, ckpt_dir: Path) -> bool:
+    """Copy the start to ``ckpt_dir/best.ckpt`` when it scored at least as well on val as anything the fine-tuning
+    reached; returns whether it did."""
+    if not start_wins(start, best, mode):
+        return False
+    with atomic_open(ckpt_dir / "best.ckpt") as f, open(start_ckpt, "rb") as src:
+        shutil.copyfileobj(src, f, length=1 << 24)
+    return True
+
+
+def gain_line(monitor: str, start: float | None, best: float | None, kept_start: bool, semi: bool) -> str:
+    """What the fine-tuning bought on val, in one line."""
+    name = monitor.split("/", 1)[1]
+    what = "the unlabeled data" if semi else "the fine-tuning"
+    if start is None:
+        return "warm start: no data.val_json to score the start on; best.ckpt is the fine-tuning's"
+    if kept_start:
+        reached = "" if best is None else f" (the fine-tuning's best: {best:.4g})"
+        return (f"warm start: val {name} {start:.4g} at the start{reached}: {what} bought nothing on val; "
+                "best.ckpt is the start")
+    return f"warm start: val {name} {start:.4g} at the start, {best:.4g} at best: {what} bought {abs(best - start):.4g}"

@@ -1,0 +1,91 @@
+"""The supervised warm start (ssl.warm_start) and runs sized by optimizer steps: stage 0 is the supervised recipe,
+the start stays best.ckpt unless the fine-tuning beats it on val, and a few labeled frames still get their steps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_ssl_train import _overrides, data  # noqa: F401  (the module's synthetic labeled / unlabeled data)
+
+from sagepose.config import load_config, replace
+from sagepose.train.steps import describe_steps, planned_steps, schedule_steps
+from sagepose.train.warm_start import keep_better, stage_config, start_wins
+
+USER = ["data.train_json=labels.json", "data.val_json=val.json", "model.schema=mpii",
+        "trainer.precision=bf16-mixed", "trainer.seed=3", "data.image_root=/data/frames"]
+
+
+def test_stage_zero_of_the_custom_ssl_recipe_is_the_custom_recipe_on_the_same_data():
+    semi = load_config("custom_tiny_vit_ssl", [*USER, "trainer.out_dir=runs/x", "ssl.unlabeled=clip.mp4"])
+    assert semi.ssl.warm_start == "custom_tiny_vit"
+    stage = stage_config(semi)
+    supervised = load_config("custom_tiny_vit", [*USER, f"trainer.out_dir={Path('runs/x') / 'warm_start'}"])
+    assert stage == supervised  # the same optimizer, steps, data, model and trainer: the user's supervised run
+
+
+def test_custom_recipes_train_as_many_steps_on_30_labeled_frames_as_on_300():
+    for name in ("custom_tiny_vit", "custom_tiny_vit_ssl"):
+        t = load_config(name).trainer
+        batch = load_config(name).data.batch_size
+        few, many = (planned_steps(t, max(n // batch, 1)) for n in (30, 300))
+        assert few >= many >= 500, (name, few, many)
+    sup = planned_steps(load_config("custom_tiny_vit").trainer, 1)
+    semi = load_config("custom_tiny_vit_ssl")
+    stage0 = planned_steps(stage_config(semi).trainer, 1)
+    assert stage0 == sup and stage0 + planned_steps(semi.trainer, 1) > sup  # semi never trains fewer steps
+
+
+def test_the_step_line_names_what_bounds_the_run():
+    t = load_config("custom_tiny_vit").trainer
+    assert describe_steps(t, t.max_steps, 1, 16) == (f"training {t.max_steps} optimizer steps: trainer.max_steps="
+                                                     f"{t.max_steps} (1 step an epoch at batch 16)")
+    t = replace(load_config(None), trainer={"max_epochs": 5, "max_steps": -1}).trainer
+    assert describe_steps(t, 30, 6, 16) == "training 30 optimizer steps: trainer.max_epochs=5 x 6 steps an epoch at batch 16"
+    assert planned_steps(t, 6) == 30
+    assert schedule_steps(200, None, 1000) == 200 and schedule_steps(200, 0.25, 1000) == 250
+
+
+@pytest.mark.parametrize("start,best,mode,wins", [(5.0, 6.0, "min", True), (5.0, 5.0, "min", True),
+                                                  (5.0, 4.0, "min", False), (0.5, 0.6, "max", False),
+                                                  (None, 4.0, "min", False), (5.0, None, "min", True)])
+def test_the_start_stays_best_unless_beaten(tmp_path, start, best, mode, wins):
+    start_file = tmp_path / "start.ckpt"
+    start_file.write_bytes(b"start weights")
+    (tmp_path / "checkpoints").mkdir()
+    assert start_wins(start, best, mode) is wins
+    assert keep_better(str(start_file), start, best, mode, tmp_path / "checkpoints") is wins
+    assert (tmp_path / "checkpoints" / "best.ckpt").exists() is wins
+
+
+@pytest.mark.slow
+def test_warm_start_trains_stage_zero_scores_the_start_and_reuses_it(data, tmp_path, capsys):  # noqa: F811
+    from sagepose.train.run import fit
+
+    recipe = tmp_path / "stage0.yaml"
+    recipe.write_text("optim: {lr: 1.0e-3, warmup_iters: 1, schedule: cosine}\n"
+                      "trainer: {max_epochs: -1, max_steps: 4, val_every_steps: 2}\n")
+    out = tmp_path / "run"
+    cfg = load_config(None, _overrides(data, out, f"ssl.warm_start={recipe}", "trainer.max_epochs=-1",
+                                       "trainer.max_steps=3", "trainer.val_every_steps=1", "ssl.lambda_temporal=0",
+                                       "ssl.rampup_fraction=0.5", "ssl.mask_warmup_fraction=0.5"))
+    summary = fit(cfg)
+    printed = "".join(capsys.readouterr())
+    stage0 = json.loads((out / "warm_start" / "train_summary.json").read_text())
+    assert stage0["steps"] == 4 and summary["steps"] == 3
+    assert "training 4 optimizer steps: trainer.max_steps=4" in printed
+    assert "training 3 optimizer steps: trainer.max_steps=3" in printed
+    start = json.loads((out / "start" / "metrics.json").read_text())  # COCO people: scored by AP
+    assert summary["warm_start"] == stage0["best_checkpoint"] and summary["start_val_score"] == start["AP"]
+    best = Path(summary["best_checkpoint"])
+    if summary["best_is_start"]:
+        assert best.read_bytes() == Path(stage0["best_checkpoint"]).read_bytes()
+        assert "bought nothing on val; best.ckpt is the start" in printed
+    else:
+        assert summary["best_val_AP"] > start["AP"] and "the unlabeled data bought" in printed
+
+    stamp = (out / "warm_start" / "train_summary.json").stat().st_mtime_ns
+    again = fit(cfg, overwrite=False, resume=True)  # stage 0 finished: reused, not trained again
+    assert (out / "warm_start" / "train_summary.json").stat().st_mtime_ns == stamp
+    assert again["warm_start"] == summary["warm_start"]
+    assert "finished before in" in "".join(capsys.readouterr())
