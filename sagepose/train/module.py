@@ -393,6 +393,8 @@ class TopDownModule(L.LightningModule):
         optimizer = build_optimizer(self.model, self.cfg.optim, self._ndims)
         total = self.total_steps = int(self.trainer.estimated_stepping_batches)
         t = self.cfg.trainer
+        if not math.isfinite(self.trainer.num_training_batches):  # a max_steps bound: Lightning has not looked yet
+            self.trainer.fit_loop.setup_data()
         batches = self.trainer.num_training_batches
         per_epoch = max(int(batches) // t.accumulate_grad_batches, 1) if math.isfinite(batches) else total
         self.print(describe_steps(t, total, per_epoch, self.cfg.data.batch_size), flush=True)

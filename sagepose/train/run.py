@@ -350,7 +350,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
 
 
 def warm_start_checkpoint(cfg: Config) -> str:
-    """``ssl.warm_start``'s checkpoint: the file it names, or its recipe's best checkpoint in ``OUT/warm_start``
+    """``ssl.warm_start``'s checkpoint: the file it names, or its recipe's last checkpoint in ``OUT/warm_start``
     -- reused when that run finished there, resumed when it was interrupted, trained when it is not there."""
     from sagepose.train.warm_start import finished_stage, is_checkpoint_spec, stage_config
 
@@ -365,7 +365,7 @@ def warm_start_checkpoint(cfg: Config) -> str:
         return done
     started = (Path(stage.trainer.out_dir) / "checkpoints").is_dir()
     _say(f"warm start: {'resuming' if started else 'training'} {spec} first, in {stage.trainer.out_dir}")
-    return fit(stage, resume=started)["best_checkpoint"]
+    return fit(stage, resume=started)["last_checkpoint"]
 
 
 @rank_zero_only

@@ -7,12 +7,15 @@ A recipe is trained with this run's ``data``, ``model`` and ``trainer`` settings
 steps and validation interval (:func:`stage_config`), so with the bundled custom recipes stage 0 is exactly
 ``sagepose train custom_tiny_vit`` on the same data. It is reused when it finished in ``OUT/warm_start`` before
 with the same config, and resumed when it was interrupted there. The fine-tuning then starts the student (and the
-semi-supervised teacher) from stage 0's best checkpoint.
+semi-supervised teacher) from stage 0's last checkpoint, the end of its schedule.
 
 The start is scored on ``data.val_json`` before the fine-tuning (``OUT/start/metrics.json``), and after it
 :func:`keep_better` makes it ``best.ckpt`` when no validation of the fine-tuning beat it -- so on the user's own
 validation frames the result is never worse than the supervised model it started from, and the summary says what
-the fine-tuning bought there (:func:`gain_line`).
+the fine-tuning bought there (:func:`gain_line`). The comparison is fair only between equally lucky candidates: a
+checkpoint picked as the best of many validations on a few frames scores better on them than it is, so the start
+is stage 0's last checkpoint (scored once) rather than its best.ckpt, and the custom recipe validates stage 1 once,
+at its end.
 """
 from __future__ import annotations
 
@@ -50,8 +53,8 @@ def stage_config(cfg: Config) -> Config:
 
 
 def finished_stage(stage: Config) -> str | None:
-    """The checkpoint of stage 0 when it finished in its folder with this config before (best.ckpt, else last.ckpt);
-    None when it has not run there. A folder holding another config is refused: its checkpoint is not this run's
+    """The last checkpoint of stage 0 when it finished in its folder with this config before; None when it has not
+    run there. A folder holding another config is refused: its checkpoint is not this run's
     stage 0."""
     out = Path(stage.trainer.out_dir)
     if not (out / "config.yaml").is_file():
@@ -68,7 +71,7 @@ def finished_stage(stage: Config) -> str | None:
     done = read_json(summary)
     if done.get("interrupted_by") or done.get("stopped_by_time"):
         return None
-    return done.get("best_checkpoint") or done.get("last_checkpoint")
+    return done.get("last_checkpoint")
 
 
 def monitored(metrics: dict, monitor: str) -> float | None:
