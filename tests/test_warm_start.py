@@ -89,3 +89,35 @@ def test_warm_start_trains_stage_zero_scores_the_start_and_reuses_it(data, tmp_p
     assert (out / "warm_start" / "train_summary.json").stat().st_mtime_ns == stamp
     assert again["warm_start"] == summary["warm_start"]
     assert "finished before in" in "".join(capsys.readouterr())
+
+
+class _Trainer:
+    """What LastCheckpoint reads of a Lightning Trainer: the step, the world, and save_checkpoint."""
+
+    world_size, global_step = 1, 0
+
+    def __init__(self):
+        self.saved: list[int] = []
+
+    def save_checkpoint(self, path, weights_only=False):
+        self.saved.append(self.global_step)
+
+
+def test_one_step_epochs_save_last_every_n_steps_not_every_step(tmp_path):
+    from sagepose.train.checkpoints import LastCheckpoint
+
+    callback, trainer = LastCheckpoint(tmp_path / "last.ckpt", every_steps=4), _Trainer()
+    callback.on_train_start(trainer, None)
+    for _ in range(10):  # 30 labeled frames at batch 16: every step ends an epoch
+        trainer.global_step += 1
+        callback.on_train_batch_end(trainer)
+        callback.on_train_epoch_end(trainer, None)
+    assert trainer.saved == [4, 8]
+    callback.on_train_end(trainer, None)  # the run's last step is kept whatever the interval
+    assert trainer.saved == [4, 8, 10]
+    plain, trainer = LastCheckpoint(tmp_path / "last.ckpt"), _Trainer()  # no interval: every epoch end, as before
+    plain.on_train_start(trainer, None)
+    for _ in range(3):
+        trainer.global_step += 1
+        plain.on_train_epoch_end(trainer, None)
+    assert trainer.saved == [1, 2, 3]
