@@ -112,3 +112,33 @@ def test_quick_synthetic_run_writes_table_json_and_png_with_equal_steps(tmp_path
     assert image is not None and image.shape[1] == 4 * 320 and image.shape[0] > 2 * 256  # bars over 2 x 4 frames
     for r in rows:  # each arm was tested on its own last checkpoint
         assert Path(r["checkpoint"]).name == "last.ckpt" and Path(r["checkpoint"]).parent.parent == Path(r["out"])
+
+
+@pytest.mark.slow
+def test_real_part_runs_every_arm_as_a_user_would_with_equal_steps(tmp_path):
+    """run_real on tiny synthetic data: semi's stage 0 is the supervised arm, semi / supervised_more /
+    supervised_same_steps train the same steps, each tested on its best.ckpt."""
+    from sagepose.data.synth import generate_dataset
+
+    bench = _bench()
+    train = generate_dataset(tmp_path / "data", 6, seed=1, split="train")
+    val = generate_dataset(tmp_path / "data", 2, seed=2, split="val")
+    test = generate_dataset(tmp_path / "data", 2, seed=3, split="test")
+    unlabeled = generate_dataset(tmp_path / "unlabeled", 4, seed=4, split="train")
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "stage0.yaml").write_text(bench.QUICK_STAGE0)
+    common = [f"data.train_json={train}", f"data.val_json={val}", "model.schema=coco", "trainer.progress_bar=False",
+              "trainer.max_steps=2", *bench.QUICK["overrides"]]
+    plan = {"name": "tiny", "common": common, "test_json": str(test), "rows": ["semi"],
+            "semi": [f"ssl.unlabeled={unlabeled}", f"ssl.warm_start={out / 'stage0.yaml'}", "ssl.lambda_temporal=0"]}
+    rows = bench.run_real(plan, [0], out)
+    assert [r["arm"] for r in rows] == ["supervised", "semi", "supervised_more", "supervised_same_steps"]
+    steps = {r["arm"]: r["steps"] for r in rows}
+    assert steps == {"supervised": 3, "semi": 5, "supervised_more": 5, "supervised_same_steps": 5}
+    semi = next(r for r in rows if r["arm"] == "semi")  # stage 1 (2 steps, val every 500) still scored at its end
+    assert semi["best_is_start"] in (True, False) and semi["val_start"] is not None
+    summary = json.loads((out / "semi-seed0" / "train_summary.json").read_text())
+    assert summary["best_val_AP"] is not None
+    for r in rows:
+        assert Path(r["out"], "metrics.json").is_file() and r["pixel_error"] > 0

@@ -41,7 +41,8 @@ def test_the_step_line_names_what_bounds_the_run():
     assert describe_steps(t, t.max_steps, 1, 16) == (f"training {t.max_steps} optimizer steps: trainer.max_steps="
                                                      f"{t.max_steps} (1 step an epoch at batch 16)")
     t = replace(load_config(None), trainer={"max_epochs": 5, "max_steps": -1}).trainer
-    assert describe_steps(t, 30, 6, 16) == "training 30 optimizer steps: trainer.max_epochs=5 x 6 steps an epoch at batch 16"
+    line = describe_steps(t, 30, 6, 16)
+    assert line == "training 30 optimizer steps: trainer.max_epochs=5 x 6 steps an epoch at batch 16"
     assert planned_steps(t, 6) == 30
     assert schedule_steps(200, None, 1000) == 200 and schedule_steps(200, 0.25, 1000) == 250
 

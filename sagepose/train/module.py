@@ -397,7 +397,8 @@ class TopDownModule(L.LightningModule):
             self.trainer.fit_loop.setup_data()
         batches = self.trainer.num_training_batches
         per_epoch = max(int(batches) // t.accumulate_grad_batches, 1) if math.isfinite(batches) else total
-        self.print(describe_steps(t, total, per_epoch, self.cfg.data.batch_size), flush=True)
+        if self.trainer.is_global_zero:  # not self.print: before the first epoch no progress bar would show it
+            print(describe_steps(t, total, per_epoch, self.cfg.data.batch_size), flush=True)
         o = self.cfg.optim
         o = dataclasses.replace(o, warmup_iters=schedule_steps(o.warmup_iters, o.warmup_fraction, total))
         scheduler = build_scheduler(optimizer, o, per_epoch, total)

@@ -227,9 +227,11 @@ def _trainer(cfg: Config, out_dir: Path, callbacks=()):
 
 def validation_interval(t) -> dict:
     """Lightning's arguments for when to validate: every ``trainer.val_every_steps`` optimizer steps, counted over
-    epochs (Lightning counts training batches), or every ``trainer.val_every_epochs`` epochs."""
+    epochs (Lightning counts training batches) -- at most ``trainer.max_steps``, so a shortened run still validates
+    at its end -- or every ``trainer.val_every_epochs`` epochs."""
     if t.val_every_steps > 0:
-        return dict(check_val_every_n_epoch=None, val_check_interval=t.val_every_steps * t.accumulate_grad_batches)
+        every = min(t.val_every_steps, t.max_steps) if t.max_steps > 0 else t.val_every_steps
+        return dict(check_val_every_n_epoch=None, val_check_interval=every * t.accumulate_grad_batches)
     return dict(check_val_every_n_epoch=t.val_every_epochs)
 
 

@@ -109,4 +109,6 @@ def gain_line(monitor: str, start: float | None, best: float | None, kept_start:
         reached = "" if best is None else f" (the fine-tuning's best: {best:.4g})"
         return (f"warm start: val {name} {start:.4g} at the start{reached}: {what} bought nothing on val; "
                 "best.ckpt is the start")
-    return f"warm start: val {name} {start:.4g} at the start, {best:.4g} at best: {what} bought {abs(best - start):.4g}"
+    unit = " px" if name == "pixel_error" else ""
+    return (f"warm start: val {name} {start:.4g}{unit} at the start, {best:.4g}{unit} at best: {what} bought "
+            f"{abs(best - start):.3g}{unit}")
