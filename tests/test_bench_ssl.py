@@ -133,9 +133,10 @@ def test_real_part_runs_every_arm_as_a_user_would_with_equal_steps(tmp_path):
     plan = {"name": "tiny", "common": common, "test_json": str(test), "rows": ["semi"],
             "semi": [f"ssl.unlabeled={unlabeled}", f"ssl.warm_start={out / 'stage0.yaml'}", "ssl.lambda_temporal=0"]}
     rows = bench.run_real(plan, [0], out)
-    assert [r["arm"] for r in rows] == ["supervised", "semi", "supervised_more", "supervised_same_steps"]
+    assert [r["arm"] for r in rows] == ["supervised", "semi", "semi_stage1", "supervised_more",
+                                        "supervised_same_steps"]
     steps = {r["arm"]: r["steps"] for r in rows}
-    assert steps == {"supervised": 3, "semi": 5, "supervised_more": 5, "supervised_same_steps": 5}
+    assert steps == {"supervised": 3, "semi": 5, "semi_stage1": 5, "supervised_more": 5, "supervised_same_steps": 5}
     semi = next(r for r in rows if r["arm"] == "semi")  # stage 1 (2 steps, val every 500) still scored at its end
     assert semi["best_is_start"] in (True, False) and semi["val_start"] is not None
     summary = json.loads((out / "semi-seed0" / "train_summary.json").read_text())

@@ -85,11 +85,14 @@ def test_warm_start_trains_stage_zero_scores_the_start_and_reuses_it(data, tmp_p
     else:
         assert summary["best_val_AP"] > start["AP"] and "the unlabeled data bought" in printed
 
-    stamp = (out / "warm_start" / "train_summary.json").stat().st_mtime_ns
-    again = fit(cfg, overwrite=False, resume=True)  # stage 0 finished: reused, not trained again
-    assert (out / "warm_start" / "train_summary.json").stat().st_mtime_ns == stamp
-    assert again["warm_start"] == summary["warm_start"]
-    assert "finished before in" in "".join(capsys.readouterr())
+    stamps = [(out / d / "train_summary.json").stat().st_mtime_ns for d in ("warm_start", ".")]
+    chosen = best.read_bytes()
+    again = fit(cfg, overwrite=False, resume=True)  # both stages finished: nothing trained, nothing re-chosen
+    assert [(out / d / "train_summary.json").stat().st_mtime_ns for d in ("warm_start", ".")] == stamps
+    assert again == json.loads((out / "train_summary.json").read_text()) and again["steps"] == 3
+    assert best.read_bytes() == chosen  # a resumed finished run never re-decides best.ckpt
+    printed = "".join(capsys.readouterr())
+    assert "finished before in" in printed and "nothing left to train" in printed
 
 
 class _Trainer:
@@ -122,3 +125,15 @@ def test_one_step_epochs_save_last_every_n_steps_not_every_step(tmp_path):
         trainer.global_step += 1
         plain.on_train_epoch_end(trainer, None)
     assert trainer.saved == [1, 2, 3]
+
+
+def test_a_wrong_warm_start_is_one_line_before_any_work(tmp_path):
+    from sagepose.config import ConfigError
+    from sagepose.train.run import check_config
+
+    base = [*USER, f"trainer.out_dir={tmp_path / 'run'}", "ssl.unlabeled=clip.mp4", "trainer.precision=32-true"]
+    for spec, expected in (("runs/mouse/best.ckpt", "no such checkpoint file"),
+                           ("custom_tiny", "neither a checkpoint file nor a recipe")):
+        with pytest.raises(ConfigError, match=expected):
+            check_config(load_config("custom_tiny_vit_ssl", [*base, f"ssl.warm_start={spec}"]))
+    assert not (tmp_path / "run").exists()

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
-from sagepose.train.warm_start import START_DIR, gain_line, keep_better, monitored
+from sagepose.train.warm_start import START_DIR, gain_line, is_checkpoint_spec, keep_better, monitored, stage_config
 
 # DataConfig fields that are TopDownSampler arguments of the same name
 SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
@@ -170,6 +170,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("trainer.compile with trainer.strategy=fsdp: the network is compiled in place after the "
                           "strategy wraps it, which FSDP's flat parameters do not support here; use ddp or one device",
                           key="trainer.compile")
+    if cfg.ssl.warm_start and not is_checkpoint_spec(cfg.ssl.warm_start):
+        stage_config(cfg)  # an unknown recipe or a missing file: one line before any work
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
@@ -322,6 +324,11 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
     except TrainingInterrupted as stop:  # SIGINT / SIGTERM: last.ckpt holds the finished step; raised below
         interrupted = stop
+    if interrupted is None and _finished_before(out, resume_path, trainer.global_step):
+        from sagepose.data.coco import read_json
+
+        _say(f"{out}: this run had finished; nothing left to train (its train_summary.json stands)")
+        return read_json(out / "train_summary.json")
     best = next((c for c in checkpoints if c.monitor), None)
     last = str(ckpt_dir / "last.ckpt")
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
@@ -351,10 +358,22 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     return summary
 
 
+def _finished_before(out: Path, resume_path, step: int) -> bool:
+    """Whether a resumed run had already finished at this step (its summary says so): then it trained nothing now,
+    and its summary and best.ckpt (a warm start's selection among them) stay as they were."""
+    summary = out / "train_summary.json"
+    if resume_path is None or not summary.is_file():
+        return False
+    from sagepose.data.coco import read_json
+
+    done = read_json(summary)
+    return done.get("steps") == step and not done.get("interrupted_by") and not done.get("stopped_by_time")
+
+
 def warm_start_checkpoint(cfg: Config) -> str:
     """``ssl.warm_start``'s checkpoint: the file it names, or its recipe's last checkpoint in ``OUT/warm_start``
     -- reused when that run finished there, resumed when it was interrupted, trained when it is not there."""
-    from sagepose.train.warm_start import finished_stage, is_checkpoint_spec, stage_config
+    from sagepose.train.warm_start import finished_stage
 
     spec = cfg.ssl.warm_start
     if is_checkpoint_spec(spec):

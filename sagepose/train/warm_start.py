@@ -41,6 +41,8 @@ def stage_config(cfg: Config) -> Config:
     """Stage 0's config for a run whose ``ssl.warm_start`` is a recipe: that recipe's optimizer and length, this run's
     data, model and other trainer settings, no unlabeled data, into ``OUT/warm_start``."""
     spec = cfg.ssl.warm_start
+    if spec.endswith((".ckpt", ".pth", ".pt", ".safetensors", ".bin")):
+        raise ConfigError(f"ssl.warm_start={spec!r}: no such checkpoint file", key="ssl.warm_start")
     try:
         recipe = load_config(spec)
     except ConfigError as e:
