@@ -380,6 +380,7 @@ def frame_strip(plan: dict, rows: list[dict], schema, num: int, tile: int) -> np
                 for x, y, v in lab:
                     if v > 0:
                         cv2.drawMarker(vis, (int(round(x)), int(round(y))), GT_COLOR, cv2.MARKER_CROSS, 7, 1)
+            vis = around_labels(vis, labels.get(im["id"], []))
             tile_h = tile_h or round(tile * vis.shape[0] / vis.shape[1])  # the first frame's aspect for all
             s = min(tile / vis.shape[1], tile_h / vis.shape[0])
             vis = cv2.resize(vis, (round(vis.shape[1] * s), round(vis.shape[0] * s)), interpolation=cv2.INTER_AREA)
@@ -390,6 +391,22 @@ def frame_strip(plan: dict, rows: list[dict], schema, num: int, tile: int) -> np
             tiles.append(canvas)
         strip.append(np.hstack(tiles))
     return np.vstack(strip)
+
+
+def around_labels(image: np.ndarray, labels: list[np.ndarray], margin: float = 0.5, least: int = 96) -> np.ndarray:
+    """The part of ``image`` around its labeled joints (their box grown by ``margin`` of its longer side, at least
+    ``least`` px a side): small animals in large frames (two flies in 1024 x 1024) stay visible in a tile."""
+    points = [p[:2] for lab in labels for p in lab if p[2] > 0]
+    if not points:
+        return image
+    pts = np.asarray(points)
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    half = max(x1 - x0, y1 - y0, least) * (0.5 + margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    h, w = image.shape[:2]
+    left, top = int(max(cx - half, 0)), int(max(cy - half, 0))
+    right, bottom = int(min(cx + half, w)), int(min(cy + half, h))
+    return image[top:bottom, left:right]
 
 
 def draw_figure(plan: dict, rows: list[dict], path: Path, num_frames: int = 4, tile: int = 320) -> None:
