@@ -173,7 +173,7 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path):
 
 def _recipe_args(data: Path, out: Path, *extra: str) -> list[str]:
     """``sagepose train`` of a shipped recipe on the tiny data set (3 epochs of 4 steps), its checkpoint settings as
-    shipped: no step checkpoints, no validation in these epochs."""
+    shipped: no step checkpoint (every 100) and no validation (at step 1000) within these 12 steps."""
     return ["train", "custom_tiny_vit", f"data.train_json={data / 'train.json'}", f"data.val_json={data / 'val.json'}",
             f"trainer.out_dir={out}", "model.schema=coco",
             "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}",
@@ -254,8 +254,10 @@ def test_last_checkpoint_is_written_at_each_epoch_end_without_validation(tiny_ru
     data, _ = tiny_run
     out = tmp_path / "run"
     probe = _LastOnDisk(out / "checkpoints" / "last.ckpt")
-    fit(load_config("custom_tiny_vit", _recipe_args(data, out, "trainer.max_epochs=2")[2:]), callbacks=[probe])
-    # the recipe validates every 25 epochs: none ran; nothing mid-epoch (10 minutes between time-based ones)
+    fit(load_config("custom_tiny_vit", _recipe_args(data, out, "trainer.max_epochs=2",
+                                                    "trainer.checkpoint_every_steps=0")[2:]), callbacks=[probe])
+    # the recipe validates at its 1000th step: none ran; nothing mid-epoch (10 minutes between time-based ones; no
+    # step interval, which would also thin out the epoch-end saves)
     assert probe.seen == [(0, None), (1, None), (2, None), (3, None), (4, 4), (5, 4), (6, 4), (7, 4)]
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
@@ -272,6 +274,7 @@ def test_last_checkpoint_is_written_every_n_minutes_mid_epoch(tiny_run, tmp_path
             last.clock = lambda: 25.0 * trainer.global_step
 
     cfg = load_config("custom_tiny_vit", _recipe_args(data, out, "trainer.max_epochs=2",
+                                                      "trainer.checkpoint_every_steps=0",
                                                       "trainer.checkpoint_every_minutes=1")[2:])
     fit(cfg, callbacks=[StepClock(), probe])
     # a minute after the start (step 3), the epoch's end (step 4, the clock restarts), a minute later (step 7)
