@@ -16,7 +16,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
-from sagepose.train.warm_start import START_DIR, gain_line, is_checkpoint_spec, keep_better, monitored, stage_config
+from sagepose.train.warm_start import (
+    START_DIR,
+    finished_summary,
+    gain_line,
+    is_checkpoint_spec,
+    keep_better,
+    monitored,
+    stage_config,
+)
 
 # DataConfig fields that are TopDownSampler arguments of the same name
 SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
@@ -324,11 +332,11 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path)
     except TrainingInterrupted as stop:  # SIGINT / SIGTERM: last.ckpt holds the finished step; raised below
         interrupted = stop
-    if interrupted is None and _finished_before(out, resume_path, trainer.global_step):
-        from sagepose.data.coco import read_json
-
+    done = finished_summary(out) if resume_path and interrupted is None else None
+    if done and done.get("steps") == trainer.global_step:  # a resumed run that had finished: it trained nothing now,
+        # and its summary and best.ckpt (a warm start's choice among them) stay as they were
         _say(f"{out}: this run had finished; nothing left to train (its train_summary.json stands)")
-        return read_json(out / "train_summary.json")
+        return done
     best = next((c for c in checkpoints if c.monitor), None)
     last = str(ckpt_dir / "last.ckpt")
     summary = {"best_checkpoint": (best.best_model_path if best else "") or last, "last_checkpoint": last,
@@ -356,18 +364,6 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     if interrupted is not None:
         raise interrupted
     return summary
-
-
-def _finished_before(out: Path, resume_path, step: int) -> bool:
-    """Whether a resumed run had already finished at this step (its summary says so): then it trained nothing now,
-    and its summary and best.ckpt (a warm start's selection among them) stay as they were."""
-    summary = out / "train_summary.json"
-    if resume_path is None or not summary.is_file():
-        return False
-    from sagepose.data.coco import read_json
-
-    done = read_json(summary)
-    return done.get("steps") == step and not done.get("interrupted_by") and not done.get("stopped_by_time")
 
 
 def warm_start_checkpoint(cfg: Config) -> str:

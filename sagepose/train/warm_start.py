@@ -65,15 +65,20 @@ def finished_stage(stage: Config) -> str | None:
         raise ConfigError(f"{out}: holds a warm-start run of another config than this run's stage 0 "
                           f"({stage.trainer.out_dir}/config.yaml differs); remove it, or pass --overwrite",
                           key="ssl.warm_start")
-    summary = out / "train_summary.json"
-    if not summary.is_file():
-        return None  # started, not finished: resumed by the caller
+    done = finished_summary(out)  # None: started, not finished -- resumed by the caller
+    return done and done.get("last_checkpoint")
+
+
+def finished_summary(out: Path) -> dict | None:
+    """The ``train_summary.json`` of a run that finished in ``out`` (not interrupted, not stopped by its time guard);
+    None when there is none."""
     from sagepose.data.coco import read_json
 
-    done = read_json(summary)
-    if done.get("interrupted_by") or done.get("stopped_by_time"):
+    path = Path(out) / "train_summary.json"
+    if not path.is_file():
         return None
-    return done.get("last_checkpoint")
+    done = read_json(path)
+    return None if done.get("interrupted_by") or done.get("stopped_by_time") else done
 
 
 def monitored(metrics: dict, monitor: str) -> float | None:
