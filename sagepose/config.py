@@ -218,6 +218,9 @@ class SSLConfig:
     # recipe's steps and optimizer), reused when it finished there before. The start is scored on data.val_json
     # and stays best.ckpt unless the fine-tuning beats it (sagepose.train.warm_start). None: no warm start
     warm_start: str | None = None
+    # when the start stays best.ckpt: "clearly_worse" -- the fine-tuning is worse on the val frames beyond chance
+    # (paired sign-flip test, p < 0.05; pixel_error); "worse" -- any worse val score (AP, score: always this)
+    keep_start: str = "clearly_worse"
     unlabeled_root: str | None = None  # where detections' images are found as {image_id:012d}.jpg
     cache_dir: str | None = None  # where video frames are cached (None: OUT/unlabeled_cache); runs may share one
     every_n: int = 10  # video sources: every n-th frame
@@ -404,6 +407,7 @@ UNION_MODES = ("merged", "concatenated", "convert")
 DATASET_FORMATS = ("coco", "mpii")
 HEAD_LAYOUTS = ("shared", "per_dataset")
 CONSISTENCIES = ("js", "kl", "mse")
+KEEP_START_RULES = ("clearly_worse", "worse")  # ssl.keep_start (sagepose.train.warm_start)
 
 
 def _check(ok: bool, key: str, value: Any, reason: str) -> None:
@@ -549,6 +553,7 @@ def _validate_ssl(cfg: Config) -> None:
         _check_fraction(getattr(s, name), f"ssl.{name}")
     _check(s.warm_start is None or bool(str(s.warm_start).strip()), "ssl.warm_start", s.warm_start,
            "a checkpoint file or a recipe name (null: no warm start)")
+    _check_choice(s.keep_start, KEEP_START_RULES, "ssl.keep_start", "rule")
     _check(0 <= s.teacher_ema < 1, "ssl.teacher_ema", s.teacher_ema, "must be in [0, 1)")
     _check(0 < s.mask_momentum < 1, "ssl.mask_momentum", s.mask_momentum, "must be in (0, 1)")
     _check(0 <= s.det_score_thr <= 1, "ssl.det_score_thr", s.det_score_thr, "must be in [0, 1]")

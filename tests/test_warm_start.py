@@ -9,8 +9,9 @@ import pytest
 from test_ssl_train import _overrides, data  # noqa: F401  (the module's synthetic labeled / unlabeled data)
 
 from sagepose.config import load_config, replace
+from sagepose.eval import PairedGap
 from sagepose.train.steps import describe_steps, planned_steps, schedule_steps
-from sagepose.train.warm_start import keep_better, stage_config, start_wins
+from sagepose.train.warm_start import gain_line, keep_better, stage_config, start_wins
 
 USER = ["data.train_json=labels.json", "data.val_json=val.json", "model.schema=mpii",
         "trainer.precision=bf16-mixed", "trainer.seed=3", "data.image_root=/data/frames"]
@@ -57,6 +58,53 @@ def test_the_start_stays_best_unless_beaten(tmp_path, start, best, mode, wins):
     assert start_wins(start, best, mode) is wins
     assert keep_better(str(start_file), start, best, mode, tmp_path / "checkpoints") is wins
     assert (tmp_path / "checkpoints" / "best.ckpt").exists() is wins
+
+
+@pytest.mark.parametrize("difference,p,wins", [(0.3, 0.45, False), (2.0, 0.03, True), (-1.0, 0.01, False),
+                                               (0.5, 0.0625, False)])
+def test_with_paired_frames_the_start_stays_only_when_the_fine_tuning_is_clearly_worse(difference, p, wins):
+    gap = PairedGap(difference=difference, p_worse=p, frames=10)
+    start, best = 10.0, 10.0 + difference
+    assert start_wins(start, best, "min", gap) is wins
+    assert start_wins(start, best, "min") is (difference >= 0)  # ssl.keep_start=worse: any worse mean
+    line = gain_line("val/pixel_error", start, best, wins, semi=True, gap=gap)
+    if wins:
+        assert "worse beyond chance" in line and line.endswith("best.ckpt is the start")
+    elif difference > 0:
+        assert "bought nothing on val" in line and "within chance" in line and "best.ckpt is the fine-tuning's" in line
+    else:
+        assert f"the unlabeled data bought {-difference:.3g} px" in line
+    few = gain_line("val/pixel_error", start, best, False, semi=True, gap=PairedGap(difference, 0.125, 3))
+    assert "label more val frames" in few
+
+
+def test_a_wrong_keep_start_rule_is_one_line():
+    from sagepose.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ssl.keep_start.*clearly_worse"):
+        load_config("custom_tiny_vit_ssl", ["ssl.keep_start=clearly"])
+
+
+@pytest.mark.slow
+def test_a_pixel_error_run_scores_the_fine_tuning_on_the_same_val_frames(data, tmp_path, capsys):  # noqa: F811
+    from sagepose.train.run import fit
+
+    stage0 = tmp_path / "stage0.yaml"
+    stage0.write_text("optim: {lr: 1.0e-3, warmup_iters: 1}\ntrainer: {max_epochs: -1, max_steps: 2}\n")
+    out = tmp_path / "run"
+    cfg = load_config(None, _overrides(data, out, f"ssl.warm_start={stage0}", f"model.schema={data['train']}",
+                                       "trainer.max_epochs=-1", "trainer.max_steps=2", "trainer.val_every_steps=2",
+                                       "ssl.lambda_temporal=0"))
+    summary = fit(cfg)
+    printed = "".join(capsys.readouterr())
+    start, tuned = (json.loads((out / d / "metrics.json").read_text()) for d in ("start", "fine_tuned"))
+    assert start["val_json"] == tuned["val_json"] == str(data["val"])
+    gap = summary["val_gap"]
+    assert gap["frames"] == 3 and gap["difference"] == pytest.approx(tuned["pixel_error"] - start["pixel_error"],
+                                                                     abs=1e-3)
+    # three frames can never show a loss at p < 0.05: the fine-tuning is kept, and the run says to label more
+    assert gap["p_worse"] >= 2 ** -3 and summary["best_is_start"] is False
+    assert "label more val frames" in printed and "sign-flip p" in printed
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ environment, this module only builds the Trainer and the per-rank data shards.
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
 from sagepose.train.warm_start import (
+    FINE_TUNED_DIR,
     START_DIR,
     finished_summary,
     gain_line,
@@ -24,6 +26,7 @@ from sagepose.train.warm_start import (
     keep_better,
     monitored,
     stage_config,
+    val_gap,
 )
 
 # DataConfig fields that are TopDownSampler arguments of the same name
@@ -247,7 +250,7 @@ def validation_interval(t) -> dict:
 
 # what a training run writes into its folder: --overwrite removes these (and only these) before a new run
 RUN_OUTPUTS = ("checkpoints", "logs", "config.yaml", "train_summary.json", "metrics.csv", "curves.png", "warm_start",
-               "start")
+               "start", "fine_tuned")
 
 
 def remove_run_outputs(out: Path) -> list[str]:
@@ -348,13 +351,19 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
                "interrupted_by": interrupted and signal.Signals(interrupted.signum).name}
     if start_ckpt and interrupted is None:
         best_score = _best_score(best, monitor) if monitor else None
-        kept = trainer.is_global_zero and keep_better(start_ckpt, start_score, best_score, mode, ckpt_dir)
-        kept = trainer.strategy.broadcast(kept, src=0)
+        gap = None
+        if cfg.ssl.keep_start == "clearly_worse" and monitor == "val/pixel_error" and None not in (start_score,
+                                                                                                  best_score):
+            test(cfg, summary["best_checkpoint"], out / FINE_TUNED_DIR)  # every rank: test() shards over them
+            gap = val_gap(cfg, out) if trainer.is_global_zero else None
+        kept = trainer.is_global_zero and keep_better(start_ckpt, start_score, best_score, mode, ckpt_dir, gap)
+        kept, gap = trainer.strategy.broadcast((kept, gap), src=0)
         if kept:
             summary["best_checkpoint"] = str(ckpt_dir / "best.ckpt")
             summary[f"best_{monitor.replace('/', '_')}"] = start_score
-        summary.update(warm_start=start_ckpt, start_val_score=start_score, best_is_start=kept)
-        _say(gain_line(monitor or "val/none", start_score, best_score, kept, cfg.ssl.mode != "off"))
+        summary.update(warm_start=start_ckpt, start_val_score=start_score, best_is_start=kept,
+                       val_gap=gap and dataclasses.asdict(gap))
+        _say(gain_line(monitor or "val/none", start_score, best_score, kept, cfg.ssl.mode != "off", gap))
     if summary["stopped_by_time"]:
         rank_zero_warn(f"training stopped by trainer.max_time_minutes={cfg.trainer.max_time_minutes} after "
                        f"{trainer.current_epoch} of {cfg.trainer.max_epochs} epochs ({trainer.global_step} steps): "

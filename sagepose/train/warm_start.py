@@ -9,13 +9,22 @@ steps and validation interval (:func:`stage_config`), so with the bundled custom
 with the same config, and resumed when it was interrupted there. The fine-tuning then starts the student (and the
 semi-supervised teacher) from stage 0's last checkpoint, the end of its schedule.
 
-The start is scored on ``data.val_json`` before the fine-tuning (``OUT/start/metrics.json``), and after it
-:func:`keep_better` makes it ``best.ckpt`` when no validation of the fine-tuning beat it -- so on the user's own
-validation frames the result is never worse than the supervised model it started from, and the summary says what
-the fine-tuning bought there (:func:`gain_line`). The comparison is fair only between equally lucky candidates: a
-checkpoint picked as the best of many validations on a few frames scores better on them than it is, so the start
-is stage 0's last checkpoint (scored once) rather than its best.ckpt, and the custom recipe validates stage 1 once,
-at its end.
+The start is scored on ``data.val_json`` before the fine-tuning (``OUT/start/``), the fine-tuning's best after it
+(``OUT/fine_tuned/``), and :func:`keep_better` makes the start ``best.ckpt`` when the fine-tuning did worse there;
+the summary says what the fine-tuning bought on val (:func:`gain_line`). "Worse" is ``ssl.keep_start``'s:
+
+    clearly_worse   (default) worse beyond chance on these frames: a paired sign-flip test over the val frames,
+                    p < 0.05 (:mod:`sagepose.eval.paired`); for pixel_error. A difference a few frames cannot
+                    resolve does not throw the fine-tuning away.
+    worse           any worse mean (the start wins ties): on the val frames the result is never worse than the
+                    start, at the price of a coin flip between near-equal models on a small val set.
+
+Why the default is not ``worse``: on four real datasets x 2 seeds (10 or fewer val frames each), stage 1 beat its
+start on the *test* frames in 8 of 8 runs, and ``worse`` kept the start in 4 of them
+(``benchmarks/results/ssl/``). Metrics without per-frame errors (AP, a multi-dataset score) compare as ``worse``.
+The comparison is fair only between equally lucky candidates: a checkpoint picked as the best of many validations
+on a few frames scores better on them than it is, so the start is stage 0's last checkpoint (scored once) rather
+than its best.ckpt, and the custom recipe validates stage 1 once, at its end.
 """
 from __future__ import annotations
 
@@ -24,10 +33,13 @@ import shutil
 from pathlib import Path
 
 from sagepose.config import Config, ConfigError, dump_config, load_config, replace
+from sagepose.eval.paired import PairedGap, frames_needed, paired_gap
 from sagepose.fileio import atomic_open
 
 STAGE_DIR = "warm_start"  # OUT/warm_start: stage 0's run folder
 START_DIR = "start"  # OUT/start: the start's scores on data.val_json
+FINE_TUNED_DIR = "fine_tuned"  # OUT/fine_tuned: the fine-tuning's best.ckpt scored on data.val_json
+CLEARLY_WORSE_P = 0.05  # one-sided: the fine-tuning is "clearly worse" than the start at p below this
 # trainer settings that belong to the warm-start recipe (its length and validation); the rest are the run's
 RECIPE_TRAINER_FIELDS = ("max_epochs", "max_steps", "val_every_epochs", "val_every_steps")
 
@@ -87,35 +99,62 @@ def monitored(metrics: dict, monitor: str) -> float | None:
     return None if value is None else float(value)
 
 
-def start_wins(start: float | None, best: float | None, mode: str) -> bool:
-    """Whether the start's val score is at least as good as the fine-tuning's best (``mode`` "min" or "max")."""
+def val_gap(cfg: Config, out: Path) -> PairedGap:
+    """The fine-tuning's val predictions (``OUT/fine_tuned``) against the start's (``OUT/start``), frame by frame."""
+    from sagepose.data.coco import load_coco, read_json
+    from sagepose.keypoints import load_schema
+
+    records = load_coco(cfg.data.val_json, load_schema(cfg.model.schema), image_root=cfg.data.image_root, mode="val")
+    return paired_gap(read_json(out / START_DIR / "predictions.json"),
+                      read_json(out / FINE_TUNED_DIR / "predictions.json"), records, seed=cfg.trainer.seed)
+
+
+def start_wins(start: float | None, best: float | None, mode: str, gap: PairedGap | None = None) -> bool:
+    """Whether the start stays: with a paired ``gap`` (``ssl.keep_start=clearly_worse``), when the fine-tuning is
+    worse beyond chance on the val frames; without one, when the start's val score is at least as good as the
+    fine-tuning's best (``mode`` "min" or "max")."""
     if start is None:
         return False
     if best is None:
         return True
+    if gap is not None:
+        return gap.difference > 0 and gap.p_worse < CLEARLY_WORSE_P
     return start <= best if mode == "min" else start >= best
 
 
-def keep_better(start_ckpt: str, start: float | None, best: float | None, mode: str, ckpt_dir: Path) -> bool:
-    """Copy the start to ``ckpt_dir/best.ckpt`` when it scored at least as well on val as anything the fine-tuning
-    reached; returns whether it did."""
-    if not start_wins(start, best, mode):
+def keep_better(start_ckpt: str, start: float | None, best: float | None, mode: str, ckpt_dir: Path,
+                gap: PairedGap | None = None) -> bool:
+    """Copy the start to ``ckpt_dir/best.ckpt`` when :func:`start_wins`; returns whether it did."""
+    if not start_wins(start, best, mode, gap):
         return False
     with atomic_open(ckpt_dir / "best.ckpt") as f, open(start_ckpt, "rb") as src:
         shutil.copyfileobj(src, f, length=1 << 24)
     return True
 
 
-def gain_line(monitor: str, start: float | None, best: float | None, kept_start: bool, semi: bool) -> str:
+def gain_line(monitor: str, start: float | None, best: float | None, kept_start: bool, semi: bool,
+              gap: PairedGap | None = None) -> str:
     """What the fine-tuning bought on val, in one line."""
     name = monitor.split("/", 1)[1]
     what = "the unlabeled data" if semi else "the fine-tuning"
     if start is None:
         return "warm start: no data.val_json to score the start on; best.ckpt is the fine-tuning's"
+    unit = " px" if name == "pixel_error" else ""
+    if gap is not None:
+        at = f"warm start: val {name} {start:.4g}{unit} at the start, {best:.4g}{unit} after the fine-tuning"
+        test = f"{gap.frames} val frames, sign-flip p = {gap.p_worse:.2g}"
+        if kept_start:
+            return (f"{at}: worse beyond chance ({test} < {CLEARLY_WORSE_P}); {what} bought nothing; "
+                    "best.ckpt is the start")
+        if gap.frames < frames_needed(CLEARLY_WORSE_P):
+            test += f"; fewer than {frames_needed(CLEARLY_WORSE_P)} frames can never show a loss: label more val frames"
+        if gap.difference > 0:
+            return (f"{at}: {what} bought nothing on val (+{gap.difference:.3g}{unit}, within chance: {test}); "
+                    "best.ckpt is the fine-tuning's all the same (ssl.keep_start=worse keeps the start)")
+        return f"{at}: {what} bought {-gap.difference:.3g}{unit} ({test})"
     if kept_start:
         reached = "" if best is None else f" (the fine-tuning's best: {best:.4g})"
         return (f"warm start: val {name} {start:.4g} at the start{reached}: {what} bought nothing on val; "
                 "best.ckpt is the start")
-    unit = " px" if name == "pixel_error" else ""
     return (f"warm start: val {name} {start:.4g}{unit} at the start, {best:.4g}{unit} at best: {what} bought "
             f"{abs(best - start):.3g}{unit}")
