@@ -32,7 +32,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from sagepose.config import Config, ConfigError, dump_config, load_config, replace
+from sagepose.config import Config, ConfigError, load_config, replace
 from sagepose.eval.paired import PairedGap, frames_needed, paired_gap
 from sagepose.fileio import atomic_open
 
@@ -73,7 +73,7 @@ def finished_stage(stage: Config) -> str | None:
     out = Path(stage.trainer.out_dir)
     if not (out / "config.yaml").is_file():
         return None
-    if (out / "config.yaml").read_text() != dump_config(stage):
+    if load_config(str(out / "config.yaml")) != stage:  # as loaded: a key added since takes its default
         raise ConfigError(f"{out}: holds a warm-start run of another config than this run's stage 0 "
                           f"({stage.trainer.out_dir}/config.yaml differs); remove it, or pass --overwrite",
                           key="ssl.warm_start")
