@@ -79,14 +79,16 @@ class UnequalStepsError(SagePoseError, RuntimeError):
 
 
 def real_split(labels_json: str, n_train: int, out: Path) -> dict:
-    """A dataset's labeled frames -> ``out/{train,val,test}.json`` (same category): sorted by file name, permuted
+    """A dataset's labeled frames (those with at least one labeled instance: a frame its labeler left empty, the
+    animal out of view, is not one) -> ``out/{train,val,test}.json`` (same category): sorted by file name, permuted
     with :data:`SPLIT_SEED`; the first ``n_train`` train, the next ``min(VAL_FRAMES, rest // 3)`` val, the rest test.
     -> ``{"train", "val", "test": paths, "counts": {split: frames}, "frames": all}``."""
     from sagepose.data.coco import read_json
     from sagepose.fileio import write_json_atomic
 
     coco = read_json(labels_json)
-    images = sorted(coco["images"], key=lambda im: im["file_name"])
+    labeled = {a["image_id"] for a in coco["annotations"]}
+    images = sorted((im for im in coco["images"] if im["id"] in labeled), key=lambda im: im["file_name"])
     rest = len(images) - n_train
     n_val = min(VAL_FRAMES, rest // 3)
     if n_val < 1:
@@ -134,8 +136,10 @@ def real_plan(name: str, n_train: int, args, out: Path, extra: list[str]) -> dic
     header = (f"{name} ({spec.description}; {spec.source} `{spec.path}`): {split['frames']} labeled frames sorted by "
               f"file name, permuted with seed {SPLIT_SEED}: {c['train']} train / {c['val']} val / {c['test']} test; "
               f"unlabeled: {what} (`{source}`). Supervised: `custom_tiny_vit` (stage 0); semi: `custom_tiny_vit_ssl` "
-              f"(stage 0 + stage 1); supervised_more: stage 1 without unlabeled data; best.ckpt of each picked on "
-              f"the val frames; {precision}. Metric: pixel_error on the test frames (lower is better).")
+              f"(stage 0 + stage 1); supervised_more: stage 1 without unlabeled data; best.ckpt of each: the start "
+              f"only where the result is worse on the val frames beyond chance (`ssl.keep_start=clearly_worse`: "
+              f"paired sign-flip test over the frames, p < 0.05); {precision}. "
+              f"Metric: pixel_error on the test frames (lower is better).")
     return dict(name=name, common=common, semi=semi, test_json=split["test"], image_root=info["image_root"],
                 metric="pixel_error", header=header, rows=rows)
 
@@ -196,6 +200,7 @@ def run_real(plan: dict, seeds, out: Path) -> list[dict]:
         rows.append({"arm": arm, "seed": seed, "steps": steps, "train_minutes": round(minutes, 2),
                      "out": str(test_out), "checkpoint": ckpt,
                      "best_is_start": summary.get("best_is_start"), "val_start": summary.get("start_val_score"),
+                     "val_gap": summary.get("val_gap"),
                      **{k: metrics.get(k) for k in ("pixel_error", "AP", "per_keypoint", "instances")}})
         print(f"{plan['name']} {arm} seed {seed}: pixel_error {metrics.get('pixel_error'):.3f} after {steps} steps "
               f"(best is the start: {summary.get('best_is_start')})", flush=True)
@@ -261,7 +266,7 @@ def table(plan: dict, rows: list[dict]) -> str:
     lower = metric == "pixel_error"
     cols = ["arm", f"{metric} (mean)", "per seed", "/ sup" if lower else "gain vs sup"]
     cols += ["/ sup same steps", "/ sup_more"] if same is not None else []
-    cols += ["best = start (seeds)"] if same is not None else []
+    cols += ["best = start (seeds)", "val: result - start (p)"] if same is not None else []
     wall = all(r.get("wall_minutes") is not None for r in rows)  # real parts: train minutes (stage 0 + 1) only
     cols += ["train min", *(["wall min"] if wall else []), "steps"]
     lines = [plan["header"], "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -275,6 +280,9 @@ def table(plan: dict, rows: list[dict]) -> str:
             cells.append(_relative(value, more, lower, arm.startswith("supervised")))
             kept = [r.get("best_is_start") for r in arm_rows]
             cells.append("--" if kept[0] is None else f"{sum(bool(k) for k in kept)} of {len(kept)}")
+            gaps = [(r["seed"], r.get("val_gap")) for r in arm_rows]
+            cells.append(", ".join(f"{seed}: {g['difference']:+.3g} ({g['p_worse']:.2g})" for seed, g in gaps if g)
+                         or "--")
         cells += [f"{m['train_minutes']:.2f}", *([f"{m['wall_minutes']:.2f}"] if wall else []), str(int(m["steps"]))]
         lines.append("| " + " | ".join(cells) + " |")
     semi = means.get("semi", {}).get(metric)

@@ -17,6 +17,7 @@ predicted instances are ignored.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -34,7 +35,8 @@ BOX_PAD = 1.25  # boxes around the labeled joints: their extent x this (csv_to_c
 UNLABELED_MARKER = "unlabeled.complete.json"  # written last by unlabeled_source: its build is complete
 UNLABELED_VERSION = 1
 SLEAP_UNLABELED_EVERY = 3  # sleap-flies' unlabeled frames: every 3rd frame of the clip, the labeled ones left out
-SLEAP_USER, SLEAP_BODY_EDGE, SLEAP_SYMMETRY_EDGE = 0, 1, 2  # instance_type of a user instance; EdgeType values
+SLEAP_USER, SLEAP_PREDICTED = 0, 1  # instance_type of a user and of a predicted instance
+SLEAP_BODY_EDGE, SLEAP_SYMMETRY_EDGE = 1, 2  # EdgeType values
 
 # mirror-mouse's body in each mirror view (its CSV has no skeleton): nose and tail base on the body axis, the front
 # paws hang from the nose end, the hind paws from the tail base; the obstacle points stay unconnected.
@@ -43,12 +45,26 @@ MOUSE_SKELETON = tuple((f"{a}_{v}", f"{b}_{v}") for v in ("top", "bot") for a, b
     ("tailBase", "paw4RH")))
 
 
+# Horse-10's 22 points: head, spine, and each leg from the body down; near / off name the side that faces the camera
+# in this clip (the horse walks one way), so a mirrored crop keeps them (no flip pairs)
+HORSE_SKELETON = (
+    ("Nose", "Eye"), ("Eye", "Shoulder"), ("Shoulder", "Wither"), ("Wither", "Hip"), ("Hip", "Ischium"),
+    ("Shoulder", "Midshoulder"), ("Midshoulder", "Elbow"), ("Elbow", "Girth"), ("Girth", "Wither"),
+    ("Elbow", "Nearknee"), ("Nearknee", "Nearfrontfetlock"), ("Nearfrontfetlock", "Nearfrontfoot"),
+    ("Elbow", "Offknee"), ("Offknee", "Offfrontfetlock"), ("Offfrontfetlock", "Offfrontfoot"),
+    ("Hip", "Stifle"), ("Stifle", "Nearhindhock"), ("Nearhindhock", "Nearhindfetlock"),
+    ("Nearhindfetlock", "Nearhindfoot"), ("Stifle", "Offhindhock"), ("Offhindhock", "Offhindfetlock"),
+    ("Offhindfetlock", "Offhindfoot"), ("Ischium", "Stifle"))
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One public dataset: its source (repository, path in it, commit fetched), what ``root`` holds, and how to
     read it. ``skeleton``: name pairs (None: the file's own, SLEAP); ``flip_pairs``: None infers them from
     left/right names (SLEAP: the file's symmetry edges first); ``stride``: keep every stride-th labeled frame
-    (a fully labeled clip is thinned so that most of its video stays unlabeled)."""
+    (a fully labeled clip is thinned so that most of its video stays unlabeled); ``boxes``: where the unlabeled
+    frames' boxes come from when the labels cover too few frames (a SLEAP model's predictions, standing in for a
+    detector: their keypoints are never read)."""
     name: str
     kind: str  # "dlc" (labeled-data CSVs) or "sleap" (.slp labels + video)
     source: str
@@ -62,6 +78,7 @@ class DatasetSpec:
     skeleton: tuple[tuple[str, str], ...] | None = None
     flip_pairs: tuple[tuple[str, str], ...] | None = None
     stride: int = 1
+    boxes: str | None = None  # a SLEAP .slp of predictions whose instances box the unlabeled frames
     default_root: Path | None = None
 
 
@@ -80,6 +97,28 @@ DATASETS = {spec.name: spec for spec in (
                     "all 1500 frames of the clip carry user instances, every 15th is kept",
         license="Clear BSD (SLEAP repository)", layout="clip.slp, clip.mp4",
         labels="clip.slp", video="clip.mp4", stride=15),
+    DatasetSpec(
+        name="sleap-pair", kind="sleap", source="https://github.com/talmolab/sleap-app",
+        path="tests/fixtures/centered_pair.slp", commit="c6dac07ddaa4737b56e57331bc1313a6e2a08dd2",
+        description="two interacting fruit flies (SLEAP's centered_pair clip: 384x384 gray, 1100 frames at 15 fps), "
+                    "24 keypoints; 70 frames carry user instances; the unlabeled frames' fly boxes come from "
+                    "SLEAP's predictions for the clip",
+        license="BSD-3-Clause (sleap-app), Clear BSD (SLEAP repository)",
+        layout="centered_pair.slp (talmolab/sleap-app tests/fixtures), centered_pair_low_quality.mp4 (talmolab/sleap "
+               "tests/data/json_format_v1, commit 7785f660eff1ae2ee4deaef5d5dc0e7758dbbd16), "
+               "centered_pair_predictions.slp (talmolab/sleap tests/data/hdf5_format_v1)",
+        labels="centered_pair.slp", video="centered_pair_low_quality.mp4", boxes="centered_pair_predictions.slp"),
+    DatasetSpec(
+        name="horse10-brown", kind="dlc_h5", source="https://github.com/AdaptiveMotorControlLab/AmadeusGPT",
+        path="examples/Horse", commit="ddd5f7aee6dccf3462909c923a62064487ee69eb",
+        description="Horse-10's BrownHorseinShadow (Mathis et al., WACV 2021): one horse walking past the camera, "
+                    "288x162 colour, 308 frames at 24 fps, 22 keypoints labeled by an expert on every frame the "
+                    "horse is in (289)",
+        license="Apache-2.0 (AmadeusGPT repository); Horse-10: cite Mathis et al., WACV 2021",
+        layout="BrownHorseinShadow_gt.h5 (DeepLabCut's labels table, row k = frame k of the video), "
+               "BrownHorseinShadow.mp4",
+        labels="BrownHorseinShadow_gt.h5", video="BrownHorseinShadow.mp4", skeleton=HORSE_SKELETON,
+        flip_pairs=()),
     DatasetSpec(
         name="dlc-reaching", kind="dlc", source="https://github.com/DeepLabCut/DeepLabCut",
         path="examples/Reaching-Mackenzie-2018-08-30", commit="2df0f46c8c8c56c8238b46b3d58384163bafb2f0",
@@ -124,6 +163,9 @@ def prepare(name: str, root: str | os.PathLike | None = None, out_dir: str | os.
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec.kind == "dlc":
         coco = dlc_coco(spec, root)
+    elif spec.kind == "dlc_h5":
+        project = dlc_h5_project(root / spec.labels, video, out_dir / "project")
+        coco = dlc_coco(dataclasses.replace(spec, labels=""), project)
     elif spec.kind == "sleap":
         coco = slp_to_coco(root / spec.labels, video, out_dir / "images", stride=spec.stride,
                            skeleton=spec.skeleton, flip_pairs=spec.flip_pairs, name=name)
@@ -131,7 +173,11 @@ def prepare(name: str, root: str | os.PathLike | None = None, out_dir: str | os.
         raise ValueError(f"{name}: unknown kind {spec.kind!r}")
     labels_json = write_coco(coco, out_dir / "labels.json")
     frames, fps = video_info(video) if video is not None else (0, 0.0)
+    boxes = root / spec.boxes if spec.boxes else None
+    if boxes is not None and not boxes.is_file():
+        raise FileNotFoundError(f"{boxes}: not found ({name}'s layout: {spec.layout})")
     return {"labels_json": str(labels_json), "image_root": str(out_dir), "video": str(video) if video else None,
+            "boxes": str(boxes) if boxes else None,
             "frames": len(coco["images"]), "keypoints": len(coco["categories"][0]["keypoints"]),
             "instances": len(coco["annotations"]), "video_frames": frames, "fps": fps}
 
@@ -144,15 +190,47 @@ def dlc_coco(spec: DatasetSpec, root: Path) -> dict:
     return dlc_to_coco([source], name=spec.name, skeleton=spec.skeleton, flip_pairs=spec.flip_pairs)
 
 
-def read_slp(path: str | os.PathLike) -> dict:
+def dlc_h5_project(h5_path: Path, video_path: Path, project: Path) -> Path:
+    """DeepLabCut's labels table as HDF5 (``CollectedData_<scorer>.h5``, rows = the video's frames in order) ->
+    a DLC project folder ``project`` the importer reads: ``labeled-data/<video>/CollectedData_<scorer>.csv``
+    (the same table as DeepLabCut writes it) and each row's image, cut from the video. Reading the HDF5 needs pandas
+    and PyTables (the dev extras)."""
+    import cv2
+    import pandas as pd
+
+    table = pd.read_hdf(h5_path)
+    scorer = str(table.columns.get_level_values(0)[0])
+    names = [str(i) for i in table.index]
+    folders = {Path(n).parent for n in names}
+    if len(folders) != 1:
+        raise ValueError(f"{h5_path}: images in {len(folders)} folders; one video per table")
+    folder = project / next(iter(folders))
+    folder.mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(video_path))
+    try:
+        for k, name in enumerate(names):  # in order: seeking an mp4 may land on a neighbouring frame
+            ok, img = cap.read()
+            if not ok:
+                raise ValueError(f"{video_path}: {k} frames; {h5_path} has {len(names)} rows (row k = frame k)")
+            if not cv2.imwrite(str(project / name), img):
+                raise OSError(f"{project / name}: cannot write")
+    finally:
+        cap.release()
+    table.to_csv(folder / f"CollectedData_{scorer}.csv")
+    return project
+
+
+def read_slp(path: str | os.PathLike, predicted: bool = False) -> dict:
     """A SLEAP ``.slp`` (HDF5) -> ``{"names": [K], "edges": [(i, j)], "symmetries": [(i, j)], "frames":
-    [(video index, frame index, xy (A, K, 2) with NaN where unlabeled or not visible)]}``, user instances only,
-    keypoints in the (first) skeleton's node order."""
+    [(video index, frame index, xy (A, K, 2) with NaN where unlabeled or not visible)]}``, user instances only
+    (``predicted``: the model's predicted instances only), keypoints in the (first) skeleton's node order."""
     import h5py
 
     with h5py.File(path, "r") as f:
         meta = json.loads(f["metadata"].attrs["json"])
-        frames, instances, points = f["frames"][:], f["instances"][:], f["points"][:]
+        frames, instances = f["frames"][:], f["instances"][:]
+        points = f["pred_points" if predicted else "points"][:]
+    wanted_type = SLEAP_PREDICTED if predicted else SLEAP_USER
     skeleton = meta["skeletons"][0]
     try:
         nodes = [int(n["id"]) for n in skeleton["nodes"]]
@@ -176,7 +254,7 @@ def read_slp(path: str | os.PathLike) -> dict:
     for fr in frames:
         xys = []
         for inst in instances[fr["instance_id_start"]:fr["instance_id_end"]]:
-            if inst["instance_type"] != SLEAP_USER:
+            if inst["instance_type"] != wanted_type:
                 continue
             pts = points[inst["point_id_start"]:inst["point_id_end"]]
             if len(pts) != len(names):
@@ -307,7 +385,8 @@ def unlabeled_source(name: str, info: dict, out_dir: str | os.PathLike, exclude_
     stat = labels_json.stat()
     key = {"version": UNLABELED_VERSION, "name": name, "labels_json": str(labels_json.resolve()),
            "labels_size": stat.st_size, "labels_mtime_ns": stat.st_mtime_ns, "exclude": exclude,
-           "every": SLEAP_UNLABELED_EVERY if spec.kind == "sleap" else 1, "box_pad": BOX_PAD}
+           "every": SLEAP_UNLABELED_EVERY if spec.kind == "sleap" else 1, "box_pad": BOX_PAD,
+           "boxes": info.get("boxes")}
     marker_path = out_dir / UNLABELED_MARKER
     try:
         marker = json.loads(marker_path.read_text())
@@ -318,7 +397,7 @@ def unlabeled_source(name: str, info: dict, out_dir: str | os.PathLike, exclude_
     out_dir.mkdir(parents=True, exist_ok=True)
     marker_path.unlink(missing_ok=True)
     if spec.kind == "sleap":
-        source, counts = _sleap_unlabeled(coco, labels_json, out_dir, SLEAP_UNLABELED_EVERY)
+        source, counts = _sleap_unlabeled(coco, labels_json, out_dir, SLEAP_UNLABELED_EVERY, info.get("boxes"))
     else:
         keep = _kept_images(coco, labels_json, exclude)
         if whole:
@@ -409,9 +488,11 @@ def _write_box_json(path: Path, images: list, annotations: list, name: str, desc
     return path, {"frames": len(images), "instances": len(annotations)}
 
 
-def _sleap_unlabeled(coco: dict, labels_json: Path, out_dir: Path, every: int) -> tuple[Path, dict]:
+def _sleap_unlabeled(coco: dict, labels_json: Path, out_dir: Path, every: int,
+                     boxes: str | None = None) -> tuple[Path, dict]:
     """Every ``every``-th frame of the SLEAP clip that is not labeled -> ``out_dir/frames/frame_NNNNNN.jpg`` and
-    ``out_dir/unlabeled.json`` with a box per user instance, made as the labels' boxes are."""
+    ``out_dir/unlabeled.json`` with a box per user instance (``boxes``: per predicted instance of that .slp), made
+    as the labels' boxes are."""
     import cv2
 
     meta = coco.get("info", {})
@@ -419,10 +500,11 @@ def _sleap_unlabeled(coco: dict, labels_json: Path, out_dir: Path, every: int) -
     if not slp or not video:
         raise ValueError(f"{labels_json}: its info names no SLEAP source and video (not written by slp_to_coco?)")
     labeled = {im.get("frame_index") for im in coco["images"]}
-    instances = {idx: xy for _, idx, xy in read_slp(slp)["frames"]}
+    box_source = boxes or slp
+    instances = {idx: xy for _, idx, xy in read_slp(box_source, predicted=bool(boxes))["frames"]}
     wanted = {i for i in instances if i % every == 0 and i not in labeled}
     if not wanted:
-        raise ValueError(f"{slp}: no unlabeled frame with user instances at every {every}")
+        raise ValueError(f"{box_source}: no unlabeled frame with instances at every {every}")
     folder = _fresh_dir(out_dir / "frames")
     cap = cv2.VideoCapture(str(video))
     images, annotations, index = [], [], 0
@@ -452,7 +534,8 @@ def _sleap_unlabeled(coco: dict, labels_json: Path, out_dir: Path, every: int) -
         raise ValueError(f"{video}: {index} frames read; unlabeled frame {missing[0]} of {slp} is past the end")
     return _write_box_json(out_dir / "unlabeled.json", images, annotations, coco["categories"][0]["name"],
                            f"every {every}th frame of {video} not labeled in {labels_json.resolve()}, boxes of the "
-                           f"user instances of {slp} (joints' extent x {BOX_PAD}, clipped)")
+                           f"{'predicted' if boxes else 'user'} instances of {box_source} (joints' extent x "
+                           f"{BOX_PAD}, clipped)")
 
 
 def video_info(path) -> tuple[int, float]:

@@ -79,6 +79,18 @@ def test_real_split_is_train_val_test_disjoint_and_fixed(tmp_path):
     assert small["counts"] == {"train": 30, "val": 4, "test": 8}  # val shrinks to leave a test set
 
 
+def test_frames_left_without_labels_are_not_split(tmp_path):
+    bench = _bench()
+    path = tmp_path / "labels.json"
+    coco = json.loads(Path(_labels(path, 60)).read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] > 12]  # 12 frames: the animal out of view
+    path.write_text(json.dumps(coco))
+    split = bench.real_split(str(path), 30, tmp_path / "split")
+    assert split["frames"] == 48 and split["counts"] == {"train": 30, "val": 6, "test": 12}
+    parts = [json.loads(Path(split[k]).read_text()) for k in ("train", "val", "test")]
+    assert all(len(d["annotations"]) == len(d["images"]) for d in parts)
+
+
 def test_too_few_frames_for_a_split_is_one_clear_error(tmp_path):
     bench = _bench()
     with pytest.raises(SagePoseError, match="too few to validate and test on"):
@@ -87,12 +99,14 @@ def test_too_few_frames_for_a_split_is_one_clear_error(tmp_path):
 
 def test_table_compares_semi_with_supervised_given_the_same_steps():
     bench = _bench()
-    rows = [_row("supervised", 0, 10.0, steps=1000), {**_row("semi", 0, 8.0, steps=1500), "best_is_start": False},
+    gap = {"difference": 0.27, "p_worse": 0.45, "frames": 10}  # worse on val within chance: stage 1 kept
+    rows = [_row("supervised", 0, 10.0, steps=1000),
+            {**_row("semi", 0, 8.0, steps=1500), "best_is_start": False, "val_gap": gap},
             {**_row("supervised_more", 0, 9.0, steps=1500), "best_is_start": True},
             _row("supervised_same_steps", 0, 9.5, steps=1500)]
     text = bench.table({"metric": "pixel_error", "header": "mouse"}, rows)
     semi_line = next(line for line in text.splitlines() if line.startswith("| semi |"))
-    assert f"| {8 / 10:.3f} | {8 / 9.5:.3f} | {8 / 9:.3f} | 0 of 1 |" in semi_line
+    assert f"| {8 / 10:.3f} | {8 / 9.5:.3f} | {8 / 9:.3f} | 0 of 1 | 0: +0.27 (0.45) |" in semi_line
     assert f"semi / supervised_same_steps = {8 / 9.5:.3f} (<= 0.9: gains)" in text
 
 

@@ -45,7 +45,7 @@ def check_coco(coco: dict, keypoints: int, frames: int, instances: int) -> np.nd
 
 def test_every_dataset_names_its_source_and_a_skeleton_of_pairs():
     for name, spec in DATASETS.items():
-        assert spec.name == name and spec.kind in ("dlc", "sleap")
+        assert spec.name == name and spec.kind in ("dlc", "dlc_h5", "sleap")
         assert spec.source.startswith("https://github.com/") and spec.path and spec.commit and spec.layout
         assert spec.skeleton is None or all(len(pair) == 2 for pair in spec.skeleton)
     assert "openfield" not in " ".join(f"{s.path} {s.description}" for s in DATASETS.values()).lower()
@@ -217,3 +217,93 @@ def test_sleap_unlabeled_source_is_every_third_unlabeled_frame_with_the_labels_b
     assert len(records) == 16 and (records[0].width, records[0].height) == (64, 48)
     img = cv2.imread(records[4].image_path)
     assert records[4].image_path.endswith("frame_000009.jpg") and abs(float(img.mean()) - 9 * 8) < 6
+
+
+def _write_predictions_slp(path: Path, frames: int) -> None:
+    """A SLEAP predictions file as SLEAP writes one: predicted instances whose points are in ``pred_points``; one
+    fly per frame at x = 10 + frame, 4 nodes (the labels' skeleton)."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as out:
+        _write_slp(path.with_suffix(".user.slp"), 1)  # borrow the metadata of the user file
+        with h5py.File(path.with_suffix(".user.slp"), "r") as user:
+            out.create_dataset("metadata", data=np.zeros(0)).attrs["json"] = user["metadata"].attrs["json"]
+            fr_dt, in_dt = user["frames"].dtype, user["instances"].dtype
+        pt_dt = [("x", "<f8"), ("y", "<f8"), ("visible", "?"), ("complete", "?"), ("score", "<f8")]
+        fr, inst, pts = [], [], []
+        for f in range(frames):
+            p0 = len(pts)
+            pts += [(10 + f + dx, 10 + dy, True, False, 0.9) for dx, dy in ((0, 0), (4, 2), (2, 6), (6, 6))]
+            inst.append((f, 1, f, 0, -1, -1, 0.9, p0, len(pts)))
+            fr.append((f, 0, f, f, f + 1))
+        out["frames"] = np.array(fr, dtype=fr_dt)
+        out["instances"] = np.array(inst, dtype=in_dt)
+        out["points"] = np.zeros(0, dtype=[("x", "<f8"), ("y", "<f8"), ("visible", "?"), ("complete", "?")])
+        out["pred_points"] = np.array(pts, dtype=pt_dt)
+
+
+def test_sparse_sleap_labels_take_the_unlabeled_boxes_from_predictions(tmp_path):
+    _write_slp(tmp_path / "centered_pair.slp", frames=31)  # user instances on frames 0-30 of a 40-frame clip
+    _write_predictions_slp(tmp_path / "centered_pair_predictions.slp", frames=40)
+    writer = cv2.VideoWriter(str(tmp_path / "centered_pair_low_quality.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 15,
+                             (64, 48))
+    for i in range(40):
+        writer.write(np.full((48, 64, 3), i * 6, np.uint8))
+    writer.release()
+    info = prepare("sleap-pair", root=tmp_path, out_dir=tmp_path / "out")
+    assert info["frames"] == 31 and info["boxes"] == str(tmp_path / "centered_pair_predictions.slp")
+    path = ssl_datasets.unlabeled_source("sleap-pair", info, tmp_path / "unlabeled")
+    data = json.loads(Path(path).read_text())
+    assert [im["frame_index"] for im in data["images"]] == [33, 36, 39]  # the predictions' frames not labeled
+    assert len(data["annotations"]) == 3 and "predicted instances" in data["info"]["description"]
+    (tmp_path / "centered_pair_predictions.slp").unlink()
+    with pytest.raises(FileNotFoundError, match="centered_pair_predictions.slp: not found"):
+        prepare("sleap-pair", root=tmp_path, out_dir=tmp_path / "out")
+
+
+def test_predicted_instances_are_read_from_pred_points_and_box_the_unlabeled_frames(tmp_path):
+    _write_predictions_slp(tmp_path / "pred.slp", frames=7)
+    parsed = ssl_datasets.read_slp(tmp_path / "pred.slp", predicted=True)
+    assert [idx for _, idx, _ in parsed["frames"]] == list(range(7))
+    assert parsed["frames"][2][2][0, 0].tolist() == [12.0, 10.0]  # the head, in the skeleton's node order
+    assert ssl_datasets.read_slp(tmp_path / "pred.slp")["frames"] == []  # no user instance in a predictions file
+    coco = {"info": {"source": str(tmp_path / "labels.slp"), "video": str(tmp_path / "v.mp4")},
+            "images": [{"id": 1, "file_name": "x.png", "frame_index": 3}],
+            "categories": [{"name": "fly"}]}
+    writer = cv2.VideoWriter(str(tmp_path / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 15, (64, 48))
+    for i in range(7):
+        writer.write(np.full((48, 64, 3), i * 20, np.uint8))
+    writer.release()
+    path, counts = ssl_datasets._sleap_unlabeled(coco, tmp_path / "labels.json", tmp_path / "u", 3,
+                                                 str(tmp_path / "pred.slp"))
+    data = json.loads(Path(path).read_text())
+    assert [im["frame_index"] for im in data["images"]] == [0, 6]  # frame 3 is labeled
+    xy = parsed["frames"][6][2][0]
+    assert data["annotations"][1]["bbox"] == ssl_datasets.sleap_instance_box(xy, 64, 48)[1]
+
+
+def test_a_dlc_labels_table_in_hdf5_becomes_a_project_the_importer_reads(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("tables")
+    spec = DATASETS["horse10-brown"]
+    names = [a for pair in spec.skeleton for a in pair]
+    parts = list(dict.fromkeys(names))
+    columns = pd.MultiIndex.from_product([["Byron"], parts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+    rows = [f"labeled-data/BrownHorseinShadow/{50 + k:04d}.png" for k in range(6)]
+    values = np.full((6, len(parts) * 2), np.nan)
+    for k in range(1, 6):  # row 0: the horse not yet in view
+        values[k, 0::2] = 20 + np.arange(len(parts)) * 3 + k
+        values[k, 1::2] = 30 + k
+    pd.DataFrame(values, index=rows, columns=columns).to_hdf(tmp_path / spec.labels, key="df_with_missing")
+    writer = cv2.VideoWriter(str(tmp_path / spec.video), cv2.VideoWriter_fourcc(*"mp4v"), 24, (96, 64))
+    for i in range(6):
+        writer.write(np.full((64, 96, 3), i * 40, np.uint8))
+    writer.release()
+    info = prepare("horse10-brown", root=tmp_path, out_dir=tmp_path / "out")
+    assert (info["frames"], info["instances"], info["keypoints"]) == (6, 5, len(parts))
+    coco = json.loads(Path(info["labels_json"]).read_text())
+    kpts = check_coco(coco, len(parts), 6, 5)
+    assert kpts[0, 0, :2].tolist() == [21.0, 31.0]  # row 1 = frame 1
+    first = coco["images"][1]
+    img = cv2.imread(str(Path(info["image_root"]) / first["file_name"]))
+    assert first["file_name"].endswith("0051.png") and abs(float(img.mean()) - 40) < 6  # row k is frame k
+    assert coco["categories"][0].get("flip_pairs", []) == []  # near / off: the side facing the camera
