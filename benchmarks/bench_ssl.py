@@ -37,8 +37,8 @@ checkpoint; metric COCO AP on the target test set; floor: semi >= supervised + 0
 Writes, under ``--out`` (default ``benchmarks/results/ssl``): ``{part}/`` run folders, ``ssl_{part}.md`` (the
 table, also printed), ``ssl_{part}.json`` (every row) and ``ssl_{part}.png``: per-keypoint mean error of supervised
 vs semi (bars: mean over seeds, whiskers: the seeds' range) above 4 test frames with each arm's predictions (first
-seed) and the labels. A real part with several label counts writes ``ssl_{part}-{n}.*`` each. Runs that finished
-are reused (each is resumed), so an interrupted bench continues where it stopped.
+seed) and the labels. A real part's table is ``ssl_{part}.*`` for 30 labeled frames, ``ssl_{part}-{n}.*`` for
+another count. Runs that finished are reused (each is resumed), so an interrupted bench continues where it stopped.
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from ssl_datasets import DATASETS, prepare, unlabeled_source  # noqa: E402  (beside this file)
 
 ALIASES = {"mouse": "mirror-mouse"}
+DEFAULT_LABELS = 30  # labeled training frames of a real part's main table
 SPLIT_SEED, VAL_FRAMES = 0, 10  # the split's permutation; validation frames (fewer when the test set would be small)
 ABLATIONS = {"no_mask": ["ssl.mask=False"], "no_priors": ["ssl.priors=False"], "no_fusion": ["ssl.fusion=False"],
              "mse": ["ssl.consistency=mse"], "no_temporal": ["ssl.lambda_temporal=0"],
@@ -433,7 +434,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=(*DATASETS, *ALIASES, "real", "synthetic", "all"), default="all",
                         help="a dataset of benchmarks/ssl_datasets.py, real (all of them), synthetic, or all")
-    parser.add_argument("--labels", type=int, nargs="+", default=[30], help="real parts: labeled training frames")
+    parser.add_argument("--labels", type=int, nargs="+", default=[DEFAULT_LABELS],
+                        help="real parts: labeled training frames")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rows", choices=("main", "all"), default="main", help="all: the ablation rows too")
     parser.add_argument("--steps", type=int, default=None,
@@ -470,7 +472,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             results[part] = report(plan, run_part(plan, args.seeds, out / part, extra), out, part, extra)
             continue
         for n in args.labels:
-            name = part if len(args.labels) == 1 else f"{part}-{n}"
+            name = part if n == DEFAULT_LABELS else f"{part}-{n}"  # ssl_<part>.md: 30 labels; ssl_<part>-<n>.md
             plan = real_plan(part, n, args, out / part / f"n{n}", extra)
             results[name] = report(plan, run_real(plan, args.seeds, out / part / f"n{n}"), out, name, extra)
     return results
