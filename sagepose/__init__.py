@@ -3,7 +3,8 @@
 ``sagepose.load(name_or_config, checkpoint=None, device="cpu")`` gives a model whose
 ``.predict(image, bboxes)`` returns keypoints (N, K, 2) in image pixels and scores (N, K).
 """
-__version__ = "0.1.0"
+from sagepose.version import __version__
+
 __all__ = ["__version__", "load"]
 
 

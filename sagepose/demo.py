@@ -130,11 +130,11 @@ def render_val(cfg, checkpoint: str, val_json: str | Path, vis_dir: Path, num: i
     """Predict on the first ``num`` val images with their GT boxes and save rendered skeletons."""
     import cv2
 
-    import sagepose
+    from sagepose.api import load
     from sagepose.image import read_image
     from sagepose.viz import draw_poses
 
-    model = sagepose.load(cfg, checkpoint=checkpoint)
+    model = load(cfg, checkpoint=checkpoint)
     gt = json.loads(Path(val_json).read_text())
     by_image: dict[int, list] = {}
     for ann in gt["annotations"]:

@@ -23,11 +23,24 @@ import numpy as np
 import torch
 
 BBOX_PADDING = 1.25  # MMPose's default `padding` in bbox_xyxy2cs / GetBBoxCenterScale
+# MPII's head-size normalisation: 0.6 x the diagonal of the annotated head box (the MPII toolkit's SC_BIAS).
+MPII_HEAD_SC_BIAS = 0.6
 
 
 def xywh_to_xyxy(box: np.ndarray) -> np.ndarray:
     box = np.asarray(box, np.float32)
     return np.concatenate([box[..., :2], box[..., :2] + box[..., 2:4]], axis=-1)
+
+
+def mpii_head_size(headboxes) -> np.ndarray:
+    """(N, 2, 2) ``[[x1, y1], [x2, y2]]`` or (N, 4) ``x1, y1, x2, y2`` MPII head boxes -> (N,) head sizes:
+    0.6 x the box diagonal (``MPII_HEAD_SC_BIAS``), the unit of PCKh."""
+    b = np.asarray(headboxes, np.float64)
+    if b.ndim == 3 and b.shape[1:] == (2, 2):
+        b = b.reshape(len(b), 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"mpii_head_size: head boxes {b.shape} must be (N, 2, 2) or (N, 4)")
+    return MPII_HEAD_SC_BIAS * np.linalg.norm(b[:, 2:] - b[:, :2], axis=1)
 
 
 BOX_NONFINITE = "non-finite coordinates"

@@ -78,7 +78,7 @@ def metadata(model, fp16: bool = False) -> dict:
     codec = {"type": type(model.codec).__name__, **dataclasses.asdict(model.codec)}
     if "decode_impl" in codec:
         codec["decode_impl"] = "batched"
-    from sagepose import __version__
+    from sagepose.version import __version__
 
     return dict(format=FORMAT, version=VERSION, schema=schema_to_dict(model.schema), codec=codec,
                 input_size=list(model.input_size), flip_test=bool(model.flip_test),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sagepose.eval import auc, epe, pck, pckh
-from sagepose.eval.keypoint_metrics import mpii_head_size
+from sagepose.geometry import mpii_head_size
 
 GOLDEN = Path(__file__).parent / "data" / "metrics_goldens" / "keypoint_metrics.npz"
 MPII_KEYS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "PCKh", "PCKh@0.1")

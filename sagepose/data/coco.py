@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sagepose.errors import DataError
-from sagepose.geometry import BOX_NONFINITE, check_boxes
+from sagepose.geometry import BOX_NONFINITE, check_boxes, mpii_head_size
 from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live in sagepose.image)
 from sagepose.keypoints import KeypointSchema, get_schema
 
@@ -57,7 +57,7 @@ class Record:
     ``keypoints`` (K, 2) float32 image px; ``visible`` (K,) float32, 1 where the joint
     is labelled (v > 0); ``flags`` (K,) float32, COCO's raw v (0 / 1 / 2).
     ``bbox_xywh`` (4,) float32 is already clipped to the image. ``head_size`` px: MPII's PCKh unit, 0.6 x the
-    diagonal of the person's head box (:func:`sagepose.eval.mpii_head_size`), NaN where the file gives none.
+    diagonal of the person's head box (:func:`sagepose.geometry.mpii_head_size`), NaN where the file gives none.
     """
 
     image_path: str
@@ -268,9 +268,6 @@ def _head_sizes(anns: list[dict], path: str) -> np.ndarray:
     labelled = ~np.isnan(boxes[:, 0])
     sizes = np.full(len(anns), np.nan)
     if labelled.any():
-        # here, not at the top: sagepose.eval reads its ground truth through this module
-        from sagepose.eval.keypoint_metrics import mpii_head_size
-
         sizes[labelled] = mpii_head_size(boxes[labelled])
     return sizes
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from sagepose.data.coco import AREA_FROM_BOX, Record, read_json
 from sagepose.errors import DataError
-from sagepose.eval import mpii_head_size
+from sagepose.geometry import mpii_head_size
 from sagepose.keypoints import MPII16
 
 PIXEL_STD = 200.0  # MPII's scale unit: scale x 200 = the person's height in pixels

@@ -26,8 +26,6 @@ import numpy as np
 
 from sagepose.keypoints import MPII16
 
-# MPII's head-size normalisation: 0.6 x the diagonal of the annotated head box (the MPII toolkit's SC_BIAS).
-MPII_HEAD_SC_BIAS = 0.6
 # MPII-16 joint indices of the PCKh table (sagepose.keypoints.MPII16's order, MMPose's order).
 MPII_TABLE = {"Head": (9,), "Shoulder": (13, 12), "Elbow": (14, 11), "Wrist": (15, 10), "Hip": (3, 2),
               "Knee": (4, 1), "Ankle": (5, 0)}
@@ -125,17 +123,6 @@ def epe(pred, gt, mask) -> float:
         return float("nan")
     d32 = dist.T[scored.T].astype(np.float32)  # joint-major, MMPose's order of summation
     return float(d32.sum(dtype=np.float32) / np.float32(d32.size))
-
-
-def mpii_head_size(headboxes) -> np.ndarray:
-    """(N, 2, 2) ``[[x1, y1], [x2, y2]]`` or (N, 4) ``x1, y1, x2, y2`` MPII head boxes -> (N,) head sizes:
-    0.6 x the box diagonal (``MPII_HEAD_SC_BIAS``), the unit of PCKh."""
-    b = np.asarray(headboxes, np.float64)
-    if b.ndim == 3 and b.shape[1:] == (2, 2):
-        b = b.reshape(len(b), 4)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"mpii_head_size: head boxes {b.shape} must be (N, 2, 2) or (N, 4)")
-    return MPII_HEAD_SC_BIAS * np.linalg.norm(b[:, 2:] - b[:, :2], axis=1)
 
 
 def pckh(pred, gt, visible, head_sizes, thr: float = 0.5, pred_offset: float = 1.0) -> dict:
