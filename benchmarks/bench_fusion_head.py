@@ -53,8 +53,9 @@ from sagepose.configs import resolve_config
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model, load_checkpoint
 from sagepose.models.fusion_head import fusion_decode, split_outputs, to_input_pixels
+from sagepose.train.loaders import TopDownData
 from sagepose.train.module import TopDownModule
-from sagepose.train.run import TopDownData, fit, test
+from sagepose.train.run import fit, test
 
 NO_SKIPS = {"skip_strides": ()}  # the fusion head reads the ViT's last map only; the plain arms do the same
 ARMS = {  # name -> (zoo model, heatmap_output, model.arch overrides)

@@ -165,7 +165,7 @@ def inference(args, data: Path, compiled: bool) -> dict:
     """img/s of prediction from JPEGs (val loader, GT boxes) and of the same on tensors already on the device."""
     from sagepose.geometry import crop_to_image
     from sagepose.models import build_model_from_config
-    from sagepose.train.run import build_loaders
+    from sagepose.train.loaders import build_loaders
 
     device = args.device
     cfg = _config(args, "vitpose-b" if not args.cpu else "vit-tiny", [

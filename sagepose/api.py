@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sagepose.errors import ConfigMismatchWarning, SagePoseError
-from sagepose.keypoints import KeypointSchema, schema_from_dict, schema_to_dict
+from sagepose.errors import SagePoseError
+from sagepose.keypoints import schema_to_dict
 from sagepose.models.checkpoint import (
     BACKBONE_ONLY,
-    CheckpointMismatchError,
     adapt_pos_embed,
     convert_state_dict,
     load_checkpoint,
@@ -24,6 +23,13 @@ from sagepose.models.checkpoint import (
 )
 from sagepose.models.estimator import TopDownEstimator, check_device
 from sagepose.models.zoo import MODELS, build_model, build_model_from_config
+from sagepose.recipe import (  # what a checkpoint carries: its model config, schema, dataset plan
+    checkpoint_dataset_plan,
+    checkpoint_model_config,
+    checkpoint_schema,
+    load_weights,
+    warn_if_not_trained_as,
+)
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pt2", ".ckpt", ".bin")
 
@@ -55,104 +61,6 @@ def _no_weights(name: str, random_weights: bool | None) -> None:
         _WARNED_RANDOM.add(name)
         warnings.warn(f"sagepose.load({name!r}) without a checkpoint: random weights, meaningless predictions; "
                       f"pass checkpoint=FILE{hint}", RandomWeightsWarning, stacklevel=4)
-
-
-# ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
-# drop_path_rate, grad_checkpointing, channels_last) only matter to training or to speed
-RECIPE_FIELDS = ("name", "schema", "input_size", "flip_test", "codec", "arch", "heatmap_output")
-
-
-def checkpoint_model_config(raw: dict, source: str = "checkpoint"):
-    """The :class:`sagepose.config.ModelConfig` a checkpoint was trained with, or None if it carries none.
-
-    A Lightning ``.ckpt`` from ``sagepose train`` holds the run config in ``hyper_parameters["config"]``;
-    a file ``sagepose convert`` wrote from one keeps its model section in ``sagepose["model_config"]``.
-    ``init_checkpoint`` is dropped (the weights are here) and ``grad_checkpointing`` off (no training).
-    """
-    from sagepose.config import ConfigError, config_from_dict
-
-    if not isinstance(raw, dict):
-        return None
-    meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
-    hparams = raw.get("hyper_parameters") if isinstance(raw.get("hyper_parameters"), dict) else {}
-    run_config = hparams.get("config") if isinstance(hparams.get("config"), dict) else {}
-    model = meta.get("model_config") or run_config.get("model")
-    if not isinstance(model, dict):
-        return None
-    try:
-        cfg = config_from_dict({"model": model}).model
-    except ConfigError as e:
-        raise ConfigError(f"{source}: the model config it carries: {e}", key=e.key, reason=e.reason) from None
-    return dataclasses.replace(cfg, init_checkpoint=None, grad_checkpointing=False)
-
-
-def checkpoint_schema(raw: dict, source: str = "checkpoint") -> KeypointSchema | None:
-    """The keypoint schema a checkpoint was trained with, as it stores it (plain data: a training ``.ckpt``'s
-    ``hyper_parameters["schema"]``, a converted file's ``sagepose["schema"]``), or None if it stores none.
-
-    This is what the weights mean, so it is preferred to resolving ``model.schema`` again: a schema file (a COCO
-    json, a YAML) need not exist where the checkpoint is loaded.
-    """
-    if not isinstance(raw, dict):
-        return None
-    meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
-    hparams = raw.get("hyper_parameters") if isinstance(raw.get("hyper_parameters"), dict) else {}
-    stored = hparams.get("schema") or meta.get("schema")
-    if not isinstance(stored, dict):
-        return None
-    return schema_from_dict(stored, where=f"{source}: its stored keypoint schema")
-
-
-def _head_keypoints(raw: dict, source: str) -> int | None:
-    """The keypoint count a checkpoint's head predicts (its final heatmap layer's outputs), or None."""
-    try:
-        sd = convert_state_dict(raw, None, source)[0]
-    except (ValueError, KeyError):
-        return None
-    for key in ("head.final_conv.weight", "head.heatmap.weight"):  # heatmap heads, the fusion head
-        if key in sd:
-            return int(sd[key].shape[0])
-    return None
-
-
-def model_config_differences(given, trained) -> list[str]:
-    """``model.FIELD: checkpoint X, given Y`` for each :data:`RECIPE_FIELDS` entry in which a model config
-    (:class:`ModelConfig` or a model-config dict; missing keys: the defaults) differs from a checkpoint's."""
-    from sagepose.config import ModelConfig
-
-    def recipe(cfg) -> dict:
-        d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
-        out = {f: d.get(f, getattr(ModelConfig(), f)) for f in RECIPE_FIELDS}
-        out["input_size"] = tuple(out["input_size"]) if out["input_size"] is not None else None
-        return out
-
-    g, t = recipe(given), recipe(trained)
-    return [f"model.{f}: checkpoint {t[f]!r}, given {g[f]!r}" for f in RECIPE_FIELDS if g[f] != t[f]]
-
-
-def warn_if_not_trained_as(given, trained, source: str) -> None:
-    """A loud warning naming each field in which ``given`` (an explicit model config) differs from the model
-    the checkpoint ``source`` was trained as (``trained``, see :func:`checkpoint_model_config`)."""
-    diff = model_config_differences(given, trained) if trained is not None else []
-    if diff:
-        warnings.warn(f"{source} was trained as another model than the config given builds ({'; '.join(diff)}); "
-                      "building the config's model. Pass the checkpoint alone (sagepose.load(CKPT)) or its zoo "
-                      "name to rebuild the model it was trained as", ConfigMismatchWarning, stacklevel=3)
-
-
-def load_weights(model: TopDownEstimator, raw: dict, source: str) -> None:
-    """:func:`load_checkpoint` (strict) of what the file ``source`` holds; a mismatch report names the file, and a
-    head for another keypoint count than the model's schema is one line naming both counts."""
-    try:
-        load_checkpoint(model, raw, strict=True)
-    except CheckpointMismatchError as e:
-        k, schema = _head_keypoints(raw, source), model.schema
-        if k is not None and k != schema.num_keypoints:
-            raise CheckpointMismatchError(
-                f"{source}: its head predicts {k} keypoints, schema {schema.name} has {schema.num_keypoints}: give "
-                "the schema it was trained with (model.schema), or start a new head from it with "
-                "model.init_checkpoint") from None
-        raise CheckpointMismatchError(f"{source}: {e}") from None
 
 
 def _drop_init(cfg):
@@ -192,23 +100,6 @@ def _explicit_config(name_or_config):
             return None
         return load_config(recipe).model
     return None
-
-
-def checkpoint_dataset_plan(raw: dict, source: str = "checkpoint"):
-    """A multi-dataset checkpoint's :class:`sagepose.train.multi.DatasetPlan` (its datasets, their schemas and how
-    they map onto its outputs), rebuilt from the run config it carries; None for a single-dataset checkpoint."""
-    from sagepose.config import ConfigError, config_from_dict
-    from sagepose.train.multi import plan_datasets
-
-    hparams = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    run_config = hparams.get("config") if isinstance(hparams, dict) else None
-    if not isinstance(run_config, dict) or not (run_config.get("data") or {}).get("datasets"):
-        return None
-    try:
-        cfg = config_from_dict(run_config)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: the run config it carries: {e}", key=e.key, reason=e.reason) from None
-    return plan_datasets(cfg, checkpoint_schema(raw, source))
 
 
 def _with_dataset_heads(model: TopDownEstimator, raw: dict, stored, trained) -> TopDownEstimator:

@@ -503,7 +503,29 @@ def validate(cfg: Config) -> Config:
     from sagepose.models.zoo import MODELS  # deferred, and last: it imports torch
 
     _check_choice(m.name, MODELS, "model.name", "model")
+    _validate_training(cfg)
     return cfg
+
+
+def _validate_training(cfg: Config) -> None:
+    """Combinations training does not support (checked with the rest, so a recipe fails when it is loaded)."""
+    t, mode = cfg.trainer, cfg.ssl.mode
+    if mode != "off" and cfg.model.name.endswith("-fusion"):
+        raise ConfigError(f"ssl.mode={mode!r}: semi-supervised training takes heatmap models; "
+                          f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
+    if mode != "off" and cfg.model.heads == "per_dataset":
+        raise ConfigError(f"ssl.mode={mode!r} with model.heads=per_dataset: unlabeled images belong to no "
+                          "dataset, so no head is theirs; use model.heads=shared", key="model.heads")
+    if mode != "off" and t.strategy == "fsdp":
+        raise ConfigError(f"ssl.mode={mode!r} with trainer.strategy=fsdp: the EMA teacher is not sharded yet "
+                          "(it would be wrapped with the student's blocks); use ddp", key="trainer.strategy")
+    if t.compile and t.strategy == "fsdp":
+        raise ConfigError("trainer.compile with trainer.strategy=fsdp: the network is compiled in place after the "
+                          "strategy wraps it, which FSDP's flat parameters do not support here; use ddp or one device",
+                          key="trainer.compile")
+    if str(t.precision) in ("16", "16-mixed"):
+        raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
+                          "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
 
 
 def _check_schema_spec(spec: str, key: str) -> None:

@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 from sagepose.config import ConfigError, load_config
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model
-from sagepose.train.run import check_config, fit
+from sagepose.train.run import check_run, fit
 
 SMALL_VIT = dict(embed_dim=32, depth=2, num_heads=2, mlp_dim=64)
 SMALL_HR = dict(widths=(8, 16, 24, 32), num_modules=(1, 1, 1), num_blocks=1, stem_blocks=1)
@@ -76,6 +76,6 @@ def test_a_compiled_run_trains_as_the_eager_one(data, tmp_path):
 
 def test_compile_with_fsdp_is_refused_in_one_line(data, tmp_path):
     with pytest.raises(ConfigError, match="trainer.compile with trainer.strategy=fsdp"):
-        check_config(_cfg(data, tmp_path, "trainer.compile=true", "trainer.strategy=fsdp"))
+        check_run(_cfg(data, tmp_path, "trainer.compile=true", "trainer.strategy=fsdp"))
     with pytest.raises(ConfigError, match="trainer.compile_mode"):
-        check_config(_cfg(data, tmp_path, "trainer.compile_mode=fastest"))
+        check_run(_cfg(data, tmp_path, "trainer.compile_mode=fastest"))

@@ -11,9 +11,9 @@ from sagepose.config import load_config
 from sagepose.configs import resolve_config
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model_from_config
+from sagepose.train.loaders import build_loaders
 from sagepose.train.losses import heatmap_cross_entropy
 from sagepose.train.optim import build_optimizer
-from sagepose.train.run import build_loaders
 
 
 @pytest.mark.slow

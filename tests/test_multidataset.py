@@ -40,8 +40,7 @@ def test_mixing_sampler_gives_each_dataset_its_weighted_share():
 def test_unlabeled_outputs_get_no_gradient():
     # an MPII sample in the COCO+MPII union labels none of COCO's face joints: whatever the model predicts there,
     # the loss must not pull on it (a mask, not a zero target)
-    from sagepose.data.multi import MemberDataset
-    from sagepose.train.multi import _index_maps
+    from sagepose.data.multi import MemberDataset, _index_maps
 
     u = union_schema(["coco", "mpii"])
     to_union, _ = _index_maps(u, 1)
@@ -174,7 +173,7 @@ def test_a_multi_dataset_run_trains_and_scores_each_dataset_in_its_own_schema(th
 
 
 def test_an_mpii_format_member_reads_mmpose_json(realdata):
-    from sagepose.train.multi import member_records, plan_datasets
+    from sagepose.data.multi import member_records, plan_datasets
 
     ann = str(realdata / "mpii" / "test_mpii.json")
     cfg = load_config(None, [f"data.datasets=[{{'name': 'mpii', 'schema': 'mpii', 'format': 'mpii', "
@@ -188,7 +187,7 @@ def test_an_mpii_format_member_reads_mmpose_json(realdata):
 
 
 def test_the_coco_aic_mpii_recipe_builds_the_23_keypoint_union_with_a_head_per_dataset():
-    from sagepose.train.multi import plan_datasets
+    from sagepose.data.multi import plan_datasets
 
     cfg = load_config("multi_vitpose_b_coco_aic_mpii_256x192")
     plan = plan_datasets(cfg)

@@ -100,8 +100,8 @@ def test_validation_runs_the_multi_scale_test_as_predict_does(tmp_path, scales):
     import cv2
     import lightning as L
 
+    from sagepose.train.loaders import build_loaders
     from sagepose.train.module import TopDownModule
-    from sagepose.train.run import build_loaders
 
     cv2.imwrite(str(tmp_path / "blob.png"), blob_image())
     x0, y0, x1, y1 = BOX[0].tolist()

@@ -103,8 +103,8 @@ def _mouse_set(tmp_path):
 
 
 def test_validation_reports_pixel_metrics_without_sigmas(tmp_path):
+    from sagepose.train.loaders import build_loaders
     from sagepose.train.module import TopDownModule
-    from sagepose.train.run import build_loaders
 
     path, kpts = _mouse_set(tmp_path)
     arch = {"depth": 1, "embed_dim": 16, "num_heads": 2, "mlp_dim": 32, "channels": 16}

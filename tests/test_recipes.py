@@ -15,7 +15,8 @@ from sagepose.config import load_config
 from sagepose.configs import CONFIG_DIR
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model_from_config
-from sagepose.train.run import build_loaders, check_config
+from sagepose.train.loaders import build_loaders
+from sagepose.train.run import check_run
 
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
 PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_"))]
@@ -80,11 +81,11 @@ def test_there_is_a_recipe_per_published_setting():
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_recipe_passes_the_training_checks_and_builds_what_its_header_states(path):
-    """Every recipe loads and passes ``check_config``; a published one names its source config and the AP
+    """Every recipe loads and passes ``check_run``; a published one names its source config and the AP
     reported under a stated evaluation, and builds the model, codec, batch and schedule its header and
     source declare (big models on the meta device)."""
     cfg = load_config(path)
-    check_config(cfg)
+    check_run(cfg)
     if path not in PUBLISHED:
         return
     fields = header_fields(path)

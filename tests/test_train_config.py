@@ -9,7 +9,7 @@ from sagepose.config import ConfigError, OptimConfig, load_config
 from sagepose.configs import CONFIG_DIR
 from sagepose.models import build_model
 from sagepose.train.optim import param_groups
-from sagepose.train.run import build_strategy, check_config
+from sagepose.train.run import build_strategy, check_run
 
 RECIPES = sorted(p for p in CONFIG_DIR.glob("finetune_*.yaml") if not p.stem.endswith("_ssl"))
 SSL_RECIPES = sorted(CONFIG_DIR.glob("finetune_*_ssl.yaml"))
@@ -28,7 +28,7 @@ def test_there_is_a_recipe_per_gpu_size_and_model():
 @pytest.mark.parametrize("path", SSL_RECIPES, ids=lambda p: p.stem)
 def test_ssl_recipe_is_its_supervised_recipe_with_the_same_global_labeled_batch(path):
     cfg, sup = load_config(path), load_config(path.parent / f"{path.stem.removesuffix('_ssl')}.yaml")
-    check_config(cfg)
+    check_run(cfg)
     assert cfg.ssl.mode == "semi" and cfg.trainer.precision == "bf16-mixed"
     assert cfg.model == sup.model and cfg.trainer.strategy != "fsdp"
     labeled = cfg.data.batch_size * cfg.trainer.accumulate_grad_batches
@@ -40,7 +40,7 @@ def test_ssl_recipe_is_its_supervised_recipe_with_the_same_global_labeled_batch(
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_loads_and_is_a_bf16_two_phase_run(path):
     cfg = load_config(path)
-    check_config(cfg)
+    check_run(cfg)
     assert cfg.trainer.precision == "bf16-mixed"
     assert 0 < cfg.optim.freeze_backbone_epochs < cfg.trainer.max_epochs
     assert "peak" in path.read_text().split("\nmodel:")[0]  # the header justifies the memory figure
@@ -54,12 +54,12 @@ def test_recipe_loads_and_is_a_bf16_two_phase_run(path):
 ])
 def test_unsupported_settings_fail_before_any_work(override, message):
     with pytest.raises(ConfigError, match=message):
-        check_config(load_config(None, [override]))
+        check_run(load_config(None, [override]))
 
 
 def test_ema_with_fsdp_is_refused():
     with pytest.raises(ConfigError, match="unsharded"):
-        check_config(load_config(None, ["trainer.strategy=fsdp", "optim.ema_decay=0.999"]))
+        check_run(load_config(None, ["trainer.strategy=fsdp", "optim.ema_decay=0.999"]))
 
 
 def test_fsdp_shards_per_block_with_offload_and_lightnings_checkpointing():

@@ -2,7 +2,7 @@
 
 A contact sheet of the crops a run trains (or validates) on, with their keypoints and skeleton drawn where the
 model is told they are -- so a wrong schema, flip pair, box or scale shows before any training (MMPose's
-``browse_dataset``). The crops come from the loaders training builds (:func:`sagepose.train.run.build_loaders`:
+``browse_dataset``). The crops come from the loaders training builds (:func:`sagepose.train.loaders.build_loaders`:
 the same records, sampler, augmentation draws of ``(trainer.seed, epoch, index)``, keypoints mapped by the crop's
 own matrix), training's batch-level photometric / degradation / dropout applied as on the device; ``--split val``
 shows the val crops (no augmentation). Default output ``show-data-<split>.png`` in the working directory.
@@ -41,7 +41,7 @@ def data_model(cfg):
 
     schema = None
     if cfg.data.datasets:
-        from sagepose.train.multi import plan_datasets
+        from sagepose.data.multi import plan_datasets
 
         schema = plan_datasets(cfg).schema
     with torch.device("meta"):
@@ -57,7 +57,7 @@ def sample_crops(cfg, split: str = "train", num: int = 16, epoch: int = 0):
     import torch
 
     from sagepose.data import batch_aug, collate
-    from sagepose.train.run import build_loaders
+    from sagepose.train.loaders import build_loaders
 
     if num < 1:
         raise ValueError(f"--num {num}: expected at least 1 crop")

@@ -31,7 +31,7 @@ def run(args) -> int:
     import json
 
     from sagepose.config import ConfigError
-    from sagepose.train.recipe import load_recipe
+    from sagepose.recipe import load_recipe
 
     cfg, own = load_recipe(args.config, args.overrides, "test")  # checked before Lightning is imported
     checkpoint = args.checkpoint or own

@@ -43,7 +43,7 @@ def run(args) -> int:
     import json
 
     from sagepose.config import ConfigError
-    from sagepose.train.recipe import load_recipe
+    from sagepose.recipe import load_recipe
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in trainer.out_dir, --overwrite replaces it: choose one")

@@ -31,6 +31,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
+from sagepose.data.multi import plan_datasets
 from sagepose.eval import box_size, make_results, official_ap, pckh, pixel_metrics
 from sagepose.fileio import write_json_atomic
 from sagepose.geometry import crop_to_image
@@ -56,18 +57,16 @@ _COUNTS = ("num_predictions", "num_joints", "num_nonfinite")
 class TopDownModule(L.LightningModule):
     def __init__(self, cfg: Config, val_gt_json: str | None = None, schema: KeypointSchema | None = None):
         """``schema``: the keypoint schema to build the model with instead of resolving ``cfg.model.schema`` (a
-        checkpoint's stored one, :func:`sagepose.api.checkpoint_schema`). The resolved schema is saved in the
+        checkpoint's stored one, :func:`sagepose.recipe.checkpoint_schema`). The resolved schema is saved in the
         hyper-parameters (``schema``, plain data), so a checkpoint rebuilds it without the schema file.
 
-        With ``data.datasets`` the model's outputs are the run's plan (:func:`sagepose.train.multi.plan_datasets`:
+        With ``data.datasets`` the model's outputs are the run's plan (:func:`sagepose.data.multi.plan_datasets`:
         the union, or model.schema in convert mode), and each dataset's val set is scored in its own schema."""
         super().__init__()
         self.cfg = cfg
         self.val_gt_json = val_gt_json
         self.plan = None
         if cfg.data.datasets:
-            from sagepose.train.multi import plan_datasets
-
             self.plan = plan_datasets(cfg, schema)
             schema = self.plan.schema
         self.model = build_model_from_config(cfg.model, schema=schema)

@@ -17,6 +17,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
+from sagepose.models.checkpoint import read_checkpoint
+from sagepose.recipe import checkpoint_model_config, checkpoint_schema, load_weights, warn_if_not_trained_as
+from sagepose.train.loaders import SemiSupervisedData, TopDownData, uses_cuda
 from sagepose.train.warm_start import (
     FINE_TUNED_DIR,
     START_DIR,
@@ -29,163 +32,15 @@ from sagepose.train.warm_start import (
     val_gap,
 )
 
-# DataConfig fields that are TopDownSampler arguments of the same name
-SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
-                           "shift_factor", "shift_prob")
 
-
-def uses_cuda(cfg: Config) -> bool:
-    """Whether the run trains on CUDA GPUs (``trainer.accelerator`` gpu / cuda, or auto with one present)."""
-    a = cfg.trainer.accelerator
-    return a in ("gpu", "cuda") or (a == "auto" and torch.cuda.is_available())
-
-
-def loader_options(cfg: Config) -> dict:
-    """The DataLoader arguments every loader of a run shares: ``data.num_workers`` processes kept between epochs,
-    the collate, batches in page-locked memory when they go to a GPU (``data.pin_memory``; Lightning's copy to the
-    device is then asynchronous) and ``data.prefetch_factor`` batches in flight per worker."""
-    from sagepose.data import collate
-
-    d = cfg.data
-    options = dict(num_workers=d.num_workers, collate_fn=collate, persistent_workers=d.num_workers > 0,
-                   pin_memory=uses_cuda(cfg) if d.pin_memory is None else d.pin_memory)
-    if d.num_workers > 0:
-        options["prefetch_factor"] = d.prefetch_factor
-    return options
-
-
-def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_size: int = 1, val: bool = True):
-    """Train and val DataLoaders for a top-down model (val on GT boxes, or on ``data.det_json``).
-
-    Each is rank ``rank``'s shard of ``world_size``: training shards are padded to equal length and
-    resumable mid-epoch (:class:`ResumableLoader`); val shards are uneven and hold each instance once.
-    """
-    from sagepose.data import TopDownDataset, TopDownSampler, load_coco, load_detections
-    from sagepose.train.sampling import ResumableLoader, ShardSampler
-
-    d = cfg.data
-    if d.datasets:
-        from sagepose.train.multi import build_multi_loaders, plan_datasets
-
-        return build_multi_loaders(cfg, plan_datasets(cfg, model.schema), model, train=train, val=val, rank=rank,
-                                   world_size=world_size)
-    schema = model.schema
-    common = dict(schema=schema, input_size=tuple(model.input_size), udp=model.codec.udp)
-    workers = loader_options(cfg)
-    loaders = {}
-    if train:
-        if not d.train_json:
-            raise ValueError("data.train_json is not set")
-        augment = {name: getattr(d, name) for name in SAMPLER_AUGMENT_FIELDS}
-        sampler = TopDownSampler(**common, **augment)
-        records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
-        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images,
-                            reduced_decode=d.reduced_decode)
-        shard = ShardSampler(len(ds), seed=cfg.trainer.seed, shuffle=True, rank=rank, world_size=world_size)
-        # the generator only seeds worker processes (the dataset's randomness is explicit); a loader of its
-        # own keeps the global RNG stream the same however often loaders are created (resume)
-        loaders["train"] = ResumableLoader(ds, shard, batch_size=d.batch_size, drop_last=len(shard) > d.batch_size,
-                                           generator=torch.Generator().manual_seed(cfg.trainer.seed), **workers)
-    if val and d.val_json:
-        sampler = TopDownSampler(**common)
-        if d.det_json:
-            records = load_detections(d.det_json, d.val_json, schema=schema, image_root=d.image_root)
-        else:
-            records = load_coco(d.val_json, schema=schema, image_root=d.image_root, mode="val")
-        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed, test_scales=model.test_scales,
-                            reduced_decode=d.reduced_decode)
-        shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
-        loaders["val"] = torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard, **workers)
-    return loaders
-
-
-def unlabeled_records(cfg: Config, verbose: bool = True):
-    """The records of ``ssl.unlabeled`` (video frames cached in ``ssl.cache_dir``, default ``OUT/unlabeled_cache``)."""
-    from sagepose.data.unlabeled import load_unlabeled
-
-    s = cfg.ssl
-    cache = s.cache_dir or str(Path(cfg.trainer.out_dir) / "unlabeled_cache")
-    return load_unlabeled(s.unlabeled, root=s.unlabeled_root, cache_dir=cache, every_n=s.every_n,
-                          score_thr=s.det_score_thr, temporal=s.lambda_temporal > 0, verbose=verbose)
-
-
-def build_unlabeled_loader(cfg: Config, model, records, rank: int = 0, world_size: int = 1):
-    """Rank ``rank``'s resumable shard of the unlabeled crops (a seeded permutation per epoch, as training's)."""
-    from sagepose.data import UnlabeledDataset
-    from sagepose.train.sampling import ResumableLoader, ShardSampler
-
-    d, s = cfg.data, cfg.ssl
-    ds = UnlabeledDataset(records, tuple(model.input_size), udp=model.codec.udp, seed=cfg.trainer.seed,
-                          cache_images=d.cache_images)
-    shard = ShardSampler(len(ds), seed=cfg.trainer.seed + 1, shuffle=True, rank=rank, world_size=world_size)
-    return ResumableLoader(ds, shard, batch_size=s.batch_size, drop_last=len(shard) > s.batch_size,
-                           generator=torch.Generator().manual_seed(cfg.trainer.seed + 1), **loader_options(cfg))
-
-
-class TopDownData(L.LightningDataModule):
-    """The loaders of :func:`build_loaders` for Lightning, which asks for them once the process group is
-    up, so each rank builds its own shard."""
-
-    def __init__(self, cfg: Config, model):
-        super().__init__()
-        self.cfg, self.model = cfg, model
-
-    def _loaders(self, train: bool) -> dict:
-        return build_loaders(self.cfg, self.model, train=train, val=not train, rank=self.trainer.global_rank,
-                             world_size=self.trainer.world_size)
-
-    def train_dataloader(self):
-        return self._loaders(train=True)["train"]
-
-    def val_dataloader(self):
-        if self.cfg.data.datasets:  # one loader per scored dataset
-            return self._loaders(train=False)["val"]
-        return self._loaders(train=False)["val"] if self.cfg.data.val_json else []
-
-
-class SemiSupervisedData(TopDownData):
-    """Training batches ``{"labeled": ..., "unlabeled": ...}`` (``ssl.mode="semi"``; an epoch ends with the shorter
-    loader, so it is the supervised run's epoch when the unlabeled set is the larger) or unlabeled batches only
-    (``"unsup_only"``). Video frames are cached once, by local rank 0, before any loader is built."""
-
-    def prepare_data(self):
-        unlabeled_records(self.cfg)
-
-    def train_dataloader(self):
-        from lightning.pytorch.utilities import CombinedLoader
-
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        unlabeled = build_unlabeled_loader(self.cfg, self.model, unlabeled_records(self.cfg, verbose=False),
-                                           rank, world)
-        if self.cfg.ssl.mode == "unsup_only":
-            return unlabeled
-        return CombinedLoader({"labeled": self._loaders(train=True)["train"], "unlabeled": unlabeled},
-                              mode="min_size")
-
-
-def check_config(cfg: Config) -> None:
-    """Refuse, before any work, what :func:`sagepose.config.validate` refuses, and what training does not
-    support (fp16 mixed precision)."""
+def check_run(cfg: Config) -> None:
+    """Refuse, before any work, a run that cannot start: a config :func:`sagepose.config.validate` refuses (values,
+    and combinations training does not support), then what the config alone cannot tell and ``validate`` leaves to
+    here -- a warm-start recipe that does not load (another file, read through :mod:`sagepose.train.warm_start`,
+    which stands above ``config``) and ``trainer.accelerator=gpu`` without a CUDA GPU (this machine's torch)."""
     validate(cfg)
-    t = cfg.trainer
-    if cfg.ssl.mode != "off" and cfg.model.name.endswith("-fusion"):
-        raise ConfigError(f"ssl.mode={cfg.ssl.mode!r}: semi-supervised training takes heatmap models; "
-                          f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
-    if cfg.ssl.mode != "off" and cfg.model.heads == "per_dataset":
-        raise ConfigError(f"ssl.mode={cfg.ssl.mode!r} with model.heads=per_dataset: unlabeled images belong to no "
-                          "dataset, so no head is theirs; use model.heads=shared", key="model.heads")
-    if cfg.ssl.mode != "off" and t.strategy == "fsdp":
-        raise ConfigError(f"ssl.mode={cfg.ssl.mode!r} with trainer.strategy=fsdp: the EMA teacher is not sharded yet "
-                          "(it would be wrapped with the student's blocks); use ddp", key="trainer.strategy")
-    if t.compile and t.strategy == "fsdp":
-        raise ConfigError("trainer.compile with trainer.strategy=fsdp: the network is compiled in place after the "
-                          "strategy wraps it, which FSDP's flat parameters do not support here; use ddp or one device",
-                          key="trainer.compile")
     if cfg.ssl.warm_start and not is_checkpoint_spec(cfg.ssl.warm_start):
         stage_config(cfg)  # an unknown recipe or a missing file: one line before any work
-    if str(t.precision) in ("16", "16-mixed"):
-        raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
-                          "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
     check_accelerator(cfg)
 
 
@@ -285,7 +140,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     from sagepose.train.metrics_log import MetricsLog
     from sagepose.train.module import TopDownModule
 
-    check_config(cfg)
+    check_run(cfg)
     out = Path(cfg.trainer.out_dir)
     ckpt_dir = out / "checkpoints"
     if rank_zero_only.rank == 0:  # the other ranks wait for rank 0 when the process group starts
@@ -444,8 +299,6 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None,
     Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``, and with ``render`` the poses of that
     many val images into ``OUT/vis/`` (``OUT/vis/{dataset}/`` for each of ``data.datasets``); returns the metrics.
     """
-    from sagepose.api import checkpoint_model_config, checkpoint_schema, load_weights, warn_if_not_trained_as
-    from sagepose.models.checkpoint import read_checkpoint
     from sagepose.train.module import TopDownModule, save_predictions
 
     validate(cfg)
