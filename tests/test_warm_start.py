@@ -104,7 +104,7 @@ def test_a_pixel_error_run_scores_the_fine_tuning_on_the_same_val_frames(data, t
                                                                      abs=1e-3)
     # three frames can never show a loss at p < 0.05: the fine-tuning is kept, and the run says to label more
     assert gap["p_worse"] >= 2 ** -3 and summary["best_is_start"] is False
-    assert "label more val frames" in printed and "sign-flip p" in printed
+    assert "label more val frames" in printed and "sign-flip p(worse)" in printed
 
 
 @pytest.mark.slow

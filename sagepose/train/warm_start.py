@@ -142,7 +142,7 @@ def gain_line(monitor: str, start: float | None, best: float | None, kept_start:
     unit = " px" if name == "pixel_error" else ""
     if gap is not None:
         at = f"warm start: val {name} {start:.4g}{unit} at the start, {best:.4g}{unit} after the fine-tuning"
-        test = f"{gap.frames} val frames, sign-flip p = {gap.p_worse:.2g}"
+        test = f"{gap.frames} val frames, sign-flip p(worse) = {gap.p_worse:.2g}"
         if kept_start:
             return (f"{at}: worse beyond chance ({test} < {CLEARLY_WORSE_P}); {what} bought nothing; "
                     "best.ckpt is the start")
