@@ -1,7 +1,8 @@
 """Supervised vs semi-supervised (SAGE-Pose) fine-tuning, as a user runs the bundled recipes: same labeled data,
 initialisation and seeds; one table per part, and a picture of both arms.
 
-    python benchmarks/bench_ssl.py --part mirror-mouse|sleap-flies|dlc-reaching|dlc-montblanc|real|synthetic|all
+    python benchmarks/bench_ssl.py --part DATASET|real|synthetic|all   # DATASET: mirror-mouse, sleap-flies, sleap-pair,
+        # horse10-brown, dlc-reaching, dlc-montblanc (benchmarks/ssl_datasets.py)
         [--labels 30 100] [--seeds 0 1] [--rows main|all] [--steps N] [--out DIR] [--root DIR] [--quick]
         [--style surveillance] [--init CKPT] [--override KEY=VALUE ...]
 
