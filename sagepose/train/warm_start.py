@@ -21,7 +21,8 @@ the summary says what the fine-tuning bought on val (:func:`gain_line`). "Worse"
 
 Why the default is not ``worse``: on six real datasets x 2 seeds (3 - 10 val frames each), stage 1 beat its start on
 the *test* frames in 9 of 12 runs; ``worse`` kept the start in 6, 4 of them wrongly, ``clearly_worse`` in 1,
-rightly, letting 2 losses through (``benchmarks/results/ssl/``, docs/semi-supervised.md). Metrics without per-frame errors (AP, a multi-dataset score) compare as ``worse``.
+rightly, letting 2 losses through (``benchmarks/results/ssl/``, docs/semi-supervised.md). Metrics without
+per-frame errors (AP, a multi-dataset score) compare as ``worse``.
 The comparison is fair only between equally lucky candidates: a checkpoint picked as the best of many validations
 on a few frames scores better on them than it is, so the start is stage 0's last checkpoint (scored once) rather
 than its best.ckpt, and the custom recipe validates stage 1 once, at its end.
