@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sagepose.codecs.heatmap import bounded_locations, finite_or_zero, flip_heatmaps, gaussian_blur, heatmap_argmax
-from sagepose.models.heads import HeatmapHead, _act, _norm
+from sagepose.models.heads import HeatmapHead, activation, norm_layer
 
 LOG_EPS = 1e-10  # heatmap floor before the log in the Newton step
 # The offset's bound, heatmap px per axis: its target is what the heatmap decode cannot say (the quantisation
@@ -181,7 +181,7 @@ class FusionHead(nn.Module):
         # the plain decoder whose final conv is the shared 3x3 trunk conv (followed by its norm and activation)
         self.decoder = HeatmapHead(in_channels, trunk, deconv_channels, conv_channels, conv_kernel_size,
                                    final_kernel_size=3, norm=norm, act=act, feature_upsample=feature_upsample)
-        self.trunk_norm, self.trunk_act = _norm(norm, trunk), _act(act)
+        self.trunk_norm, self.trunk_act = norm_layer(norm, trunk), activation(act)
         self.heatmap = nn.Conv2d(trunk, num_keypoints, final_kernel_size, padding=(final_kernel_size - 1) // 2)
         self.offset = nn.Conv2d(trunk, 2 * num_keypoints, 1)
         self.log_var = nn.Conv2d(trunk, num_keypoints, 1)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """The heads' normalisation: ``"bn"`` (BatchNorm) or ``"in"`` (InstanceNorm, no affine)."""
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "in":
@@ -27,7 +28,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected 'bn' or 'in'")
 
 
-def _act(kind: str) -> nn.Module:
+def activation(kind: str) -> nn.Module:
+    """The heads' activation: ``"relu"`` or ``"silu"``."""
     if kind == "relu":
         return nn.ReLU(inplace=True)
     if kind == "silu":
@@ -63,13 +65,13 @@ class HeatmapHead(nn.Module):
         stages, c = [], in_channels
         for out in deconv_channels:
             deconv = nn.ConvTranspose2d(c, out, 4, stride=2, padding=1, output_padding=0, bias=False)
-            stages.append(ConvNormAct(deconv, _norm(norm, out), _act(act)))
+            stages.append(ConvNormAct(deconv, norm_layer(norm, out), activation(act)))
             c = out
         self.deconv_blocks = nn.ModuleList(stages)
         stages = []
         for out in conv_channels:
             conv = nn.Conv2d(c, out, conv_kernel_size, padding=(conv_kernel_size - 1) // 2)
-            stages.append(ConvNormAct(conv, _norm(norm, out), _act(act)))
+            stages.append(ConvNormAct(conv, norm_layer(norm, out), activation(act)))
             c = out
         self.conv_blocks = nn.ModuleList(stages)
         self.final_conv = nn.Conv2d(c, num_keypoints, final_kernel_size, padding=(final_kernel_size - 1) // 2)
