@@ -37,12 +37,11 @@ class EMATeacher(nn.Module):
     weights land in the owner's ``state_dict``, so a checkpoint carries the teacher and a resume restores it.
     """
 
-    def __init__(self, student: nn.Module, decay: float = 0.999, autocast_dtype: torch.dtype | None = None):
+    def __init__(self, student: nn.Module, decay: float = 0.999):
         super().__init__()
         if not 0 <= decay < 1:
             raise ValueError(f"EMATeacher: decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.autocast_dtype = autocast_dtype
         self.model = copy.deepcopy(_unwrap(student))
         self.model.requires_grad_(False)
         self.model.eval()
@@ -82,9 +81,8 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, autocast_dtype: torch.dtype | None = None):
-        """The teacher's output for ``x``, without a graph; in autocast of ``autocast_dtype`` (this call's, else
-        the constructor's; None: the input's precision), floating outputs returned as float32."""
-        dtype = autocast_dtype if autocast_dtype is not None else self.autocast_dtype
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        """The teacher's output for ``x``, without a graph; in autocast of ``autocast_dtype`` (None: the input's
+        precision), floating outputs returned as float32."""
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = self.model(x)
         return _to_float32(out)
