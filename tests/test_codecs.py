@@ -10,7 +10,8 @@ import torch
 from goldens_io import require_golden_platform
 
 from sagepose.codecs import CODECS, MSRAHeatmap, UDPHeatmap, build_codec, flip_heatmaps, get_heatmap_maximum
-from sagepose.codecs.heatmap import NEWTON_TRUST_RADIUS, continuous_gaussian_heatmaps
+from sagepose.codecs.decode import NEWTON_TRUST_RADIUS
+from sagepose.codecs.gaussian import continuous_gaussian_heatmaps
 from sagepose.codecs.reference import blur_like_mmpose
 from sagepose.keypoints import COCO17
 
@@ -267,6 +268,20 @@ def test_udp_with_unbiased_decode_scale_round_trips_and_mmpose_scale_stretches_b
     assert (unbiased - keypoints).abs().max() < 1e-3
     mmpose, _ = UDPHeatmap().decode(heatmaps)
     torch.testing.assert_close(mmpose, unbiased * torch.tensor([192 / 191, 256 / 255]), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("codec, expected", [
+    (MSRAHeatmap(input_size=(192, 256), heatmap_size=(48, 64)), (48 / 192, 64 / 256)),
+    (MSRAHeatmap(input_size=(100, 70), heatmap_size=(27, 19)), (27 / 100, 19 / 70)),
+    (UDPHeatmap(input_size=(192, 256), heatmap_size=(48, 64)), (47 / 191, 63 / 255)),
+])
+def test_heatmap_scale_is_heatmap_px_per_input_px_the_factor_to_heatmap_applies(codec, expected):
+    scale = codec.heatmap_scale
+    assert scale.dtype == torch.float32 and scale.shape == (2,)
+    torch.testing.assert_close(scale, torch.tensor(expected, dtype=torch.float32), rtol=1e-6, atol=0)
+    keypoints = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [37.5, 80.25]]])
+    torch.testing.assert_close(codec.to_heatmap(keypoints), keypoints * scale, rtol=1e-6, atol=1e-6)
+    assert torch.equal(scale, codec.to_heatmap(torch.ones(2)))  # the same float32 numbers, to the bit
 
 
 def test_invisible_and_off_map_keypoints_get_an_empty_map_and_the_documented_weight():

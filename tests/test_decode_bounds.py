@@ -2,7 +2,7 @@
 
 DARK's and UDP's Newton step divides by the Hessian's determinant; MMPose takes it unbounded, so a flat,
 noisy or saddle-shaped map sent keypoints thousands of pixels off their crop. The default decode takes the
-step only toward a peak and at most the trust radius (``sagepose.codecs.heatmap.NEWTON_TRUST_RADIUS``: one
+step only toward a peak and at most the trust radius (``sagepose.codecs.decode.NEWTON_TRUST_RADIUS``: one
 heatmap px), counts non-finite values as 0, and keeps every keypoint within one heatmap pixel of the map.
 Checked here on adversarial maps for every codec configuration of the zoo, and through ``predict`` for every zoo
 family with random weights (flat, noisy maps: the ill-posed case) on real COCO images. Where the decode is well-posed
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sagepose.codecs import MSRAHeatmap, UDPHeatmap
-from sagepose.codecs.heatmap import NEWTON_TRUST_RADIUS
+from sagepose.codecs.decode import NEWTON_TRUST_RADIUS
 from sagepose.models import build_model
 
 REALDATA = Path(__file__).parent / "data" / "realdata" / "coco"

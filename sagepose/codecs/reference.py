@@ -1,6 +1,6 @@
 """DARK and UDP-DARK refinement with MMPose 1.3.2's exact floating-point operations (numpy + OpenCV).
 
-The batched torch decode in :mod:`sagepose.codecs.heatmap` equals MMPose's to ~1e-5 px wherever the
+The batched torch decode in :mod:`sagepose.codecs.decode` equals MMPose's to ~1e-5 px wherever the
 Newton step is well conditioned (every trained model's peaked heatmaps). On flat or noisy maps the
 step divides by a near-singular Hessian, and MMPose's own output moves by up to ~0.1 px when its input
 moves by one float32 ulp; there only the same operations in the same order and precision give the same

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sagepose.codecs.heatmap import bounded_locations, finite_or_zero, flip_heatmaps, gaussian_blur, heatmap_argmax
+from sagepose.codecs import flip_heatmaps
+from sagepose.codecs.decode import bounded_locations, finite_or_zero, gaussian_blur, heatmap_argmax
 from sagepose.models.heads import HeatmapHead, activation, norm_layer
 
 LOG_EPS = 1e-10  # heatmap floor before the log in the Newton step

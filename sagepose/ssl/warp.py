@@ -1,7 +1,7 @@
 """The teacher's heatmaps carried into a student view's heatmap frame: one function, one ``grid_sample``.
 
 Heatmap pixels relate to input pixels by a per-axis scale (sx, sy) = heatmap px per input px, with no offset
-(MSRA: hm / input; UDP: (hm - 1) / (input - 1); the caller reads it from ``codec.to_heatmap(torch.ones(2))``), so
+(MSRA: hm / input; UDP: (hm - 1) / (input - 1); the codec's ``heatmap_scale``), so
 an input-pixel affine A becomes S A S^-1 in heatmap pixels, S = diag(sx, sy).
 """
 from __future__ import annotations

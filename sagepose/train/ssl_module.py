@@ -96,7 +96,7 @@ class SemiSupervisedModule(TopDownModule):
         crops = batch["img"]
         keys = batch_aug.sample_keys(self.cfg.trainer.seed + UNLABELED_SEED_OFFSET, self.current_epoch,
                                      batch["index"]).to(crops.device)
-        hm_scale = model.codec.to_heatmap(torch.ones(2, device=crops.device))
+        hm_scale = model.codec.heatmap_scale.to(crops.device)
         flip_indices = model.schema.flip_indices
 
         # teacher: one or two weak views, their probability maps
