@@ -101,9 +101,9 @@ def score_results(results: list[dict], labels_json: str, schema: str, copied=Non
     share of the headline's weight."""
     from sagepose.data import load_coco
     from sagepose.eval import official_ap, pair_with_labels, pckh, pixel_metrics
-    from sagepose.keypoints import get_schema
+    from sagepose.keypoints import load_schema
 
-    s = get_schema(schema)
+    s = load_schema(schema)
     records = load_coco(labels_json, schema=s, mode="val")
     p = pair_with_labels(results, records)
     out = {"pairs": int(len(p["record"])), "labeled": len(records),

@@ -20,7 +20,7 @@ import numpy as np
 
 from sagepose import keypoint_sets
 from sagepose.errors import SagePoseError
-from sagepose.keypoints import KeypointSchema, get_schema
+from sagepose.keypoints import KeypointSchema, load_schema
 
 
 class MappingError(SagePoseError, ValueError):
@@ -93,7 +93,7 @@ def keypoint_map(source, target, midpoints: bool = False, equivalences: Iterable
     """The map from ``source`` to ``target`` (schemas or built-in names): every target joint that a source joint
     corresponds to is copied; with ``midpoints``, target joints of ``keypoint_sets.MIDPOINT_JOINTS`` whose two ends
     the source has become their midpoint. At least one joint must be given."""
-    source, target = get_schema(source), get_schema(target)
+    source, target = load_schema(source), load_schema(target)
     table, known = _table(equivalences)
     by_key = {_join_key(source, j, table, known): i for i, j in enumerate(source.keypoints)}
     direct = [by_key.get(_join_key(target, j, table, known)) for j in target.keypoints]
@@ -171,7 +171,7 @@ def union_schema(members: Sequence, mode: str = "merged", names: Sequence[str] |
     """
     if mode not in UNION_MODES:
         raise MappingError(f"unknown union mode {mode!r}; choose from {list(UNION_MODES)}")
-    schemas = tuple(get_schema(m) for m in members)
+    schemas = tuple(load_schema(m) for m in members)
     names = tuple(names) if names is not None else tuple(s.name for s in schemas)
     if not schemas or len(names) != len(schemas) or len(set(names)) != len(names):
         raise MappingError(f"a union needs one or more members with distinct names, got {list(names)}")

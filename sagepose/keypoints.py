@@ -197,15 +197,6 @@ SCHEMAS: dict[str, KeypointSchema] = {s.name: s for s in (COCO17, MPII16, AIC14,
                                                             COCO_WHOLEBODY133, GOLIATH308)}
 
 
-def get_schema(name: str | KeypointSchema) -> KeypointSchema:
-    if isinstance(name, KeypointSchema):
-        return name
-    try:
-        return SCHEMAS[name]
-    except KeyError:
-        raise KeyError(f"unknown keypoint schema {name!r}; known: {sorted(SCHEMAS)}") from None
-
-
 SCHEMA_KEYS = ("name", "keypoints", "flip_pairs", "skeleton", "sigmas", "joint_weights", "upper_body", "aliases")
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sagepose.codecs import build_codec
 from sagepose.config import ConfigError, load_config
-from sagepose.keypoints import get_schema
+from sagepose.keypoints import load_schema
 from sagepose.models import build_model, build_model_from_config
 from sagepose.models.estimator import TopDownPredictor, check_test_scales
 from sagepose.models.zoo import generic_schema
@@ -109,7 +109,7 @@ def test_validation_runs_the_multi_scale_test_as_predict_does(tmp_path, scales):
                num_keypoints=17, keypoints=[*BLOB, 2] * 17)
     (tmp_path / "val.json").write_text(json.dumps(dict(
         images=[dict(id=1, file_name="blob.png", width=300, height=300)], annotations=[ann],
-        categories=[dict(id=1, name="person", keypoints=list(get_schema("coco").keypoints), skeleton=[])])))
+        categories=[dict(id=1, name="person", keypoints=list(load_schema("coco").keypoints), skeleton=[])])))
     cfg = load_config("demo_tiny_vit", [f"data.val_json={tmp_path / 'val.json'}", "data.num_workers=0",
                                         f"model.test_scales={list(scales)}", "model.init_checkpoint=null"])
     module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)

@@ -7,7 +7,7 @@ import pytest
 from conftest import REALDATA
 
 from sagepose.eval import evaluate_aic, evaluate_coco, evaluate_crowdpose, official_ap
-from sagepose.keypoints import get_schema
+from sagepose.keypoints import load_schema
 
 
 def _results_from_gt(gt_json, shift: float = 0.0) -> list[dict]:
@@ -30,7 +30,7 @@ def _results_from_gt(gt_json, shift: float = 0.0) -> list[dict]:
 ])
 def test_each_schema_gets_its_datasets_metric(name, path, shift, reference):
     gt = REALDATA / path
-    sigmas = get_schema(name).sigmas_array()
+    sigmas = load_schema(name).sigmas_array()
     results = _results_from_gt(gt, shift=shift)
     got = official_ap(name, gt, results, sigmas)
     assert got == reference(gt, results, sigmas)
@@ -44,7 +44,7 @@ def test_crowdpose_json_without_crowd_index_falls_back_to_coco_ap_with_a_warning
         im.pop("crowdIndex", None)
     path = tmp_path / "no_crowd_index.json"
     path.write_text(json.dumps(gt))
-    sigmas = get_schema("crowdpose").sigmas_array()
+    sigmas = load_schema("crowdpose").sigmas_array()
     results = _results_from_gt(path, shift=3.0)
     with pytest.warns(UserWarning, match="crowdIndex"):
         got = official_ap("crowdpose", path, results, sigmas)
@@ -55,7 +55,7 @@ def test_aic_is_not_scored_as_coco_where_the_two_differ():
     # the variant has a box running past its image and a person whose num_keypoints is 0 though joints are labeled:
     # AIC's metric (unclipped-box areas, labeled joints counted) differs there from pycocotools on the json as is
     gt = REALDATA.parent / "crowd_goldens" / "aic_variant_gt.json"
-    sigmas = get_schema("aic").sigmas_array()
+    sigmas = load_schema("aic").sigmas_array()
     results = _results_from_gt(gt, shift=3.0)
     got = official_ap("aic", gt, results, sigmas)
     assert got == evaluate_aic(gt, results, sigmas=sigmas).as_dict()

@@ -171,6 +171,16 @@ def test_bad_json_schema_and_unknown_names(tmp_path):
         load_schema("cocoo")
 
 
+def test_every_schema_argument_is_read_by_load_schema_so_a_file_works_and_a_typo_is_a_schema_error(tmp_path):
+    from sagepose.keypoint_maps import keypoint_map
+
+    path = tmp_path / "coco_copy.yaml"
+    path.write_text(yaml.safe_dump(schema_to_dict(COCO17)))
+    assert keypoint_map(str(path), "coco").sources == keypoint_map(COCO17, COCO17).sources
+    with pytest.raises(SchemaError, match="'mpi': not a built-in schema"):
+        keypoint_map("coco", "mpi")
+
+
 # ---- models and checkpoints ------------------------------------------------------------------------------------
 def _mouse_yaml(tmp_path):
     path = tmp_path / "mouse4.yaml"

@@ -11,7 +11,6 @@ from sagepose.keypoints import (
     COCO_WHOLEBODY133,
     GOLIATH308,
     GOLIATH_TO_COCO17,
-    get_schema,
     load_schema,
     schema_from_dict,
     schema_to_dict,
@@ -31,7 +30,7 @@ def _mirror_names(name: str) -> set[str]:
 
 
 def test_registered_under_their_names_with_the_published_counts():
-    assert get_schema("coco_wholebody") is COCO_WHOLEBODY133 and get_schema("goliath") is GOLIATH308
+    assert load_schema("coco_wholebody") is COCO_WHOLEBODY133 and load_schema("goliath") is GOLIATH308
     assert load_schema("goliath") is GOLIATH308
     assert COCO_WHOLEBODY133.num_keypoints == 133 and GOLIATH308.num_keypoints == 308
     assert len(COCO_WHOLEBODY133.sigmas) == 133 and len(GOLIATH308.sigmas) == 308

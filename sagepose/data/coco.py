@@ -43,7 +43,7 @@ import numpy as np
 from sagepose.errors import DataError
 from sagepose.geometry import BOX_NONFINITE, check_boxes, mpii_head_size
 from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live in sagepose.image)
-from sagepose.keypoints import KeypointSchema, get_schema
+from sagepose.keypoints import KeypointSchema, load_schema
 
 AREA_FROM_BOX = 0.53  # MMPose's area estimate for annotations without 'area'
 PROBED_IMAGES = 3  # images (first, middle, last) probed to choose a json's image root
@@ -309,7 +309,7 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
     """
     if mode not in ("train", "val"):
         raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
-    schema = get_schema(schema)
+    schema = load_schema(schema)
     path = os.fspath(json_path)
     data = read_json(path)
     images = image_index(path, data)
@@ -417,7 +417,7 @@ def load_detections(det_json: str, coco_json: str, schema: str | KeypointSchema 
     ``ann_id`` is the detection's index in the file; keypoints are zeros with ``visible`` 0. Boxes are
     used as given (MMPose does not clip detections). No detection left is an error naming the file.
     """
-    schema = get_schema(schema)
+    schema = load_schema(schema)
     coco_path = os.fspath(coco_json)
     coco_data = read_json(coco_path)
     root = resolve_image_root(coco_path, coco_data, image_root)

@@ -27,7 +27,7 @@ from sagepose.data.synth.render import (
 )
 from sagepose.data.synth.scenery import add_occluder, background, camera_effects
 from sagepose.data.synth.styles import STYLES, SynthStyle, get_style
-from sagepose.keypoints import KeypointSchema, get_schema
+from sagepose.keypoints import KeypointSchema, load_schema
 
 ALIASES = {"neck": "upper_neck", "top_head": "head_top"}  # schema names -> figure landmark names
 TRUNCATION = 0.2  # up to this fraction of a person's extent may fall outside the frame
@@ -131,7 +131,7 @@ def render_image(
     ``[x1, y1, x2, y2]`` px the tight box of the whole rendered head, occluded parts included and not
     clipped to the image (:func:`sagepose.data.synth.render.head_box`; MPII's head rectangle, the unit of PCKh).
     """
-    style, indices = get_style(style), schema_indices(get_schema(schema))
+    style, indices = get_style(style), schema_indices(load_schema(schema))
     w, h = image_size
     img = background(rng, style, h, w)
     img = np.clip(img, 0, 255, out=img).astype(np.uint8)

@@ -22,7 +22,7 @@ from sagepose.data.synth.scene import render_image
 from sagepose.data.synth.styles import SynthStyle, get_style
 from sagepose.errors import DataError
 from sagepose.fileio import write_json_atomic
-from sagepose.keypoints import KeypointSchema, get_schema
+from sagepose.keypoints import KeypointSchema, load_schema
 
 JPEG_QUALITY = 95
 
@@ -115,7 +115,7 @@ def generate_dataset(
     """
     root = Path(out_dir)
     (root / split).mkdir(parents=True, exist_ok=True)
-    schema, style = get_schema(schema), get_style(style)
+    schema, style = load_schema(schema), get_style(style)
     size = (int(image_size[0]), int(image_size[1]))
     jobs = [(root, i, seed, split, schema, style, size, write_images) for i in range(num_images)]
     if workers > 1:
