@@ -1,26 +1,20 @@
-"""User-facing entry points: ``sagepose.load(name_or_config, checkpoint, device)`` and :func:`convert`."""
+"""User-facing entry points: ``sagepose.load(name_or_config, checkpoint, device)``; and, from their own modules,
+:func:`convert` / :func:`match_model` (:mod:`sagepose.convert`) and :func:`dataset_view`
+(:mod:`sagepose.dataset_view`)."""
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from sagepose.convert import convert, match_model
+from sagepose.dataset_view import DatasetView, dataset_view
 from sagepose.errors import SagePoseError
-from sagepose.keypoints import schema_to_dict
-from sagepose.models.checkpoint import (
-    BACKBONE_ONLY,
-    adapt_pos_embed,
-    convert_state_dict,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from sagepose.models.checkpoint import read_checkpoint
 from sagepose.models.estimator import TopDownEstimator, check_device
 from sagepose.models.zoo import MODELS, build_model, build_model_from_config
 from sagepose.recipe import (  # what a checkpoint carries: its model config, schema, dataset plan
@@ -30,6 +24,9 @@ from sagepose.recipe import (  # what a checkpoint carries: its model config, sc
     load_weights,
     warn_if_not_trained_as,
 )
+
+__all__ = ["CHECKPOINT_SUFFIXES", "DatasetView", "NoWeightsError", "RandomWeightsWarning", "convert", "dataset_view",
+           "load", "match_model"]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pt2", ".ckpt", ".bin")
 
@@ -110,46 +107,6 @@ def _with_dataset_heads(model: TopDownEstimator, raw: dict, stored, trained) -> 
 
     model.head = per_dataset_heads(model.head, checkpoint_dataset_plan(raw).union)
     return model
-
-
-class DatasetView:
-    """A multi-dataset model predicting one of its datasets' keypoints, in that dataset's schema: ``predict`` as
-    :meth:`TopDownEstimator.predict`, its outputs carried back with the dataset's map (with one head per dataset,
-    through that dataset's head). ``schema``: the dataset's."""
-
-    def __init__(self, model: TopDownEstimator, plan, name: str):
-        if name not in plan.names:
-            raise ValueError(f"no dataset {name!r} in this model; its datasets: {', '.join(plan.names)}")
-        self.model, self.index = model, plan.names.index(name)
-        member = plan.members[self.index]
-        if member.from_model is None:
-            raise ValueError(f"this model's outputs ({plan.schema.name}) do not hold every keypoint of dataset "
-                             f"{name!r} ({member.schema.name})")
-        self.kmap, self.schema = member.from_model, member.schema
-
-    def predict(self, image, bboxes=None, bbox_format: str = "xyxy", color: str = "bgr"):
-        from sagepose.models.estimator import Prediction
-        from sagepose.models.heads import PerDatasetHeads
-
-        head = self.model.head
-        if isinstance(head, PerDatasetHeads):
-            head.member, head.active = None, self.index
-        try:
-            pred = self.model.predict(image, bboxes, bbox_format, color=color)
-        finally:
-            if isinstance(head, PerDatasetHeads):
-                head.active = None
-        kp, sc = self.kmap.apply(pred.keypoints, pred.scores)
-        return Prediction(kp.astype(np.float32), sc.astype(np.float32))
-
-
-def dataset_view(model: TopDownEstimator, checkpoint, name: str) -> DatasetView:
-    """``model`` (loaded from the multi-dataset ``checkpoint``, a path or what it holds) as dataset ``name``."""
-    raw = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
-    plan = checkpoint_dataset_plan(raw, str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint")
-    if plan is None:
-        raise ValueError(f"{checkpoint}: not a multi-dataset checkpoint (no data.datasets in its run config)")
-    return DatasetView(model, plan, name)
 
 
 def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None,
@@ -267,82 +224,3 @@ def _load(name_or_config, checkpoint, device, fuse, exact, dtype, random_weights
         return model.set_exact().set_dtype(dtype)
     model = model.fuse_for_inference() if fuse else model
     return model.set_dtype(dtype)
-
-
-@functools.cache
-def _zoo_shapes(name: str, num_keypoints: int) -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
-    """A zoo model's parameter shapes and its definition-only buffer names (built on the meta device)."""
-    with torch.device("meta"):
-        net = build_model(name, num_keypoints=num_keypoints)
-    own = {n: tuple(v.shape) for n, v in net.state_dict().items()}
-    return own, frozenset(n for n, _ in net.named_buffers()) - set(own)  # mean / std: only traced files hold them
-
-
-def match_model(sd: dict, backbone_only: bool = False, fmt: str | None = None) -> tuple[str, int]:
-    """The zoo model (name, keypoint count) whose parameters a sagepose-named state dict fills exactly.
-
-    Built on the meta device, so trying every zoo entry costs no memory. A position table of
-    another grid still matches (it is resized on load); among several matches the one whose grid
-    is the checkpoint's wins, then the family the source format suggests (Sapiens pretraining ->
-    ``sapiens-*``, MAE -> ``vitpose-*``: their backbones share ViT-L/H numbers).
-    """
-    final = sd.get("head.final_conv.weight")
-    k = int(final.shape[0]) if final is not None else 17
-    family = {"sapiens-pretrain": "sapiens", "mae": "vitpose"}.get(fmt or "", "")
-    found = []
-    for name in MODELS:
-        try:
-            own, definition = _zoo_shapes(name, k)
-        except (ValueError, KeyError):  # a builder that cannot take this keypoint count
-            continue
-        want = {n for n in own if not (backbone_only and n.startswith("head."))}
-        if want != set(sd) - definition:
-            continue
-        resized = [n for n in want if own[n] != tuple(sd[n].shape)]
-        if set(resized) - {"backbone.pos_embed"}:
-            continue
-        found.append((not resized, name.startswith(family), name))
-    if not found:
-        raise ValueError("no zoo model has exactly these parameters; name one (--model NAME). "
-                         f"Zoo: {', '.join(sorted(MODELS))}")
-    exact, hinted, _ = max(found, key=lambda f: f[:2])
-    return next(name for e, h, name in found if (e, h) == (exact, hinted)), k
-
-
-def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
-            fmt: str | None = None) -> dict:
-    """Any supported checkpoint file -> a sagepose checkpoint (``sagepose.load(dst)``).
-
-    The weights are renamed, checked strictly against the zoo model (``model``, or the one they
-    fit: :func:`match_model`), position embeddings resized to its grid, and written atomically with
-    their provenance. A training checkpoint's model config (:func:`checkpoint_model_config`) decides the
-    model instead and is kept in the output's meta (``model_config``), so the file rebuilds the model it
-    was trained as. Returns a summary (model, keypoints, source format, tensor count, backbone only).
-    """
-    raw = read_checkpoint(src)
-    sd, fmt, backbone_only = convert_state_dict(raw, fmt, str(src))
-    trained = checkpoint_model_config(raw, str(src))
-    if trained is not None:  # a training checkpoint: its recipe's model (overrides and all), carried along
-        if model is not None and model != trained.name:
-            raise ValueError(f"{src} was trained as {trained.name!r}, not {model!r}: drop --model or pass "
-                             f"--model {trained.name}")
-        model, net = trained.name, build_model_from_config(trained, schema=checkpoint_schema(raw, str(src)))
-        k = net.schema.num_keypoints
-    else:
-        k = None
-        if model is None:
-            model, k = match_model(sd, backbone_only, fmt)
-        if model not in MODELS:
-            raise KeyError(f"unknown model {model!r}; known: {sorted(MODELS)}")
-        final = sd.get("head.final_conv.weight")
-        k = k or (int(final.shape[0]) if final is not None else 17)
-        net = build_model(model, num_keypoints=k)
-    load_checkpoint(net, raw, strict=True, fmt=fmt)  # raises with the full report on any mismatch
-    own = net.state_dict()
-    keep = {n: own[n] for n in adapt_pos_embed(sd, net) if n in own}
-    recipe = ({"model_config": dataclasses.asdict(trained), "schema": schema_to_dict(net.schema)}
-              if trained is not None else {})
-    save_checkpoint(dst, keep, model=model, num_keypoints=k, source=Path(src).name, source_format=fmt,
-                    backbone_only=backbone_only, **recipe)
-    return dict(model=model, num_keypoints=k, source_format=fmt, tensors=len(keep),
-                backbone_only=backbone_only or fmt in BACKBONE_ONLY, output=str(dst))

@@ -5,8 +5,8 @@ keypoint schema (``hyper_parameters["schema"]``); a file ``sagepose convert`` wr
 schema in its meta (``sagepose["model_config"]``, ``sagepose["schema"]``). From these come the model a checkpoint
 was trained as (:func:`checkpoint_model_config`), what its outputs mean (:func:`checkpoint_schema`), a
 multi-dataset checkpoint's plan (:func:`checkpoint_dataset_plan`), and its weights loaded strictly into a model
-(:func:`load_weights`) -- read by ``sagepose.load`` / ``convert`` (:mod:`sagepose.api`) and by ``sagepose test``
-(:mod:`sagepose.train.run`) alike.
+(:func:`load_weights`) -- read by ``sagepose.load`` (:mod:`sagepose.api`), ``convert`` (:mod:`sagepose.convert`),
+the dataset views (:mod:`sagepose.dataset_view`) and by ``sagepose test`` (:mod:`sagepose.train.run`) alike.
 
 Either kind of file is also a recipe (:func:`load_recipe`: ``sagepose test CKPT data.val_json=V``, ``sagepose train
 CKPT ...``): the stored config, then the command line's ``key=value`` overrides, checked as a YAML recipe's are.

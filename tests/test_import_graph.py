@@ -20,7 +20,7 @@ LAYERS = (
     ("data",),
     ("eval", "ssl"),
     ("recipe", "translate", "video", "onnx_model"),
-    ("detect", "infer"),
+    ("convert", "dataset_view", "detect", "infer"),
     ("api",),
     ("train",),
     ("demo",),

@@ -13,7 +13,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from sagepose.api import convert
+    from sagepose.convert import convert
 
     info = convert(args.input, args.output, model=args.model, fmt=args.format)
     part = " (backbone only: the head keeps its initialisation)" if info["backbone_only"] else ""

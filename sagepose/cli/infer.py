@@ -92,7 +92,7 @@ def run(args) -> int:
 
         model.test_scales = check_test_scales(args.test_scales)
     if args.dataset:
-        from sagepose.api import dataset_view
+        from sagepose.dataset_view import dataset_view
 
         model = dataset_view(model, args.checkpoint or args.model, args.dataset)
     if args.det_json and args.detector:
