@@ -10,9 +10,9 @@
   predictions in the source schema -- and :func:`translate_results` applies it to a results list.
 
 The normalised frame of an instance (:func:`person_frames`): its ``bbox`` when the result has one, else the box of
-its keypoints scored above 0.05 (of all of them when none is): coordinates minus the box's centre, divided by the
-box's longer side. Fitting and applying use the same frame, so a translator fitted on results with boxes expects
-results with boxes.
+its keypoints scored above :data:`FRAME_MIN_SCORE` (of all of them when none is): coordinates minus the box's
+centre, divided by the box's longer side. Fitting and applying use the same frame, so a translator fitted on results
+with boxes expects results with boxes.
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ from torch.nn import functional as F
 from sagepose.data.coco import image_index, read_json
 from sagepose.errors import DataError, SagePoseError
 from sagepose.fileio import atomic_open
-from sagepose.geometry import box_iou
+from sagepose.geometry import box_iou, keypoint_boxes
 from sagepose.keypoint_maps import KeypointMap, MappingError, keypoint_map
 from sagepose.keypoints import KeypointSchema, load_schema, schema_from_dict, schema_to_dict
 
-KEYPOINT_BOX_SCORE = 0.05  # keypoints scored above this span an instance's box when its result has no bbox
+FRAME_MIN_SCORE = 0.05  # keypoints scored above this span an instance's frame when its result has no bbox
 MATCH_IOU = 0.3  # a label and a prediction whose boxes overlap less than this are not a pair
 FILE_FORMAT = "sagepose-translator"
 FILE_VERSION = 1
@@ -120,21 +120,11 @@ def convert_results(results: list[dict], kmap: KeypointMap, where: str = "result
     return [{**r, "keypoints": _flat(o, s)} for r, o, s in zip(results, out, out_sc)]
 
 
-def keypoint_boxes(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(N, K, 2), (N, K) -> (N, 4) xyxy: the extent of each instance's keypoints scored above
-    :data:`KEYPOINT_BOX_SCORE`, or of all its keypoints where none is."""
-    use = scores > KEYPOINT_BOX_SCORE
-    use = np.where(use.any(1, keepdims=True), use, True)[..., None]
-    lo = np.where(use, keypoints, np.inf).min(1)
-    hi = np.where(use, keypoints, -np.inf).max(1)
-    return np.concatenate([lo, hi], 1)
-
-
 def person_frames(keypoints: np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each instance's normalised frame: centres (N, 2) and sizes (N,) (the longer side) of its ``boxes`` (N, 4)
-    xywh where given (finite, non-empty), else of :func:`keypoint_boxes`. A frame of no extent (one point) has size 1
-    (pixel)."""
-    kb = keypoint_boxes(keypoints, scores)
+    xywh where given (finite, non-empty), else of its keypoints scored above :data:`FRAME_MIN_SCORE` (all of them
+    where none is). A frame of no extent (one point) has size 1 (pixel)."""
+    kb, _ = keypoint_boxes(keypoints, scores, FRAME_MIN_SCORE)
     given = np.isfinite(boxes).all(1) & (np.nan_to_num(boxes[:, 2:]).max(1) > 0)
     b = np.nan_to_num(boxes)
     xyxy = np.where(given[:, None], np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1), kb)
@@ -230,7 +220,7 @@ def _label_arrays(path: str, data: dict, target: KeypointSchema, skipped: Counte
                 raise DataError(f"{where}: bbox {ann['bbox']} is not 4 finite numbers")
             box = np.concatenate([b[:2], b[:2] + b[2:]])
         else:
-            box = keypoint_boxes(v[None, :, :2], lab[None].astype(float))[0]
+            box = keypoint_boxes(v[None, :, :2], lab[None].astype(float), FRAME_MIN_SCORE)[0][0]
         ids.append(ann["image_id"])
         kps.append(np.where(lab[:, None], v[:, :2], 0.0))
         labeled.append(lab)
@@ -248,7 +238,7 @@ def training_pairs(predictions: list[dict], labels_json: str, source: KeypointSc
     skipped: Counter = Counter()
     ids, tgt, lab, ann_boxes = _label_arrays(path, read_json(path), target, skipped)
     kp, sc, boxes = parse_results(predictions, source, where)
-    pred_boxes = keypoint_boxes(kp, sc)
+    pred_boxes, _ = keypoint_boxes(kp, sc, FRAME_MIN_SCORE)
     by_image = defaultdict(list)
     for i, r in enumerate(predictions):
         by_image[r.get("image_id")].append(i)
