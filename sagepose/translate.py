@@ -20,7 +20,7 @@ import json
 import math
 import os
 import pickle
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -30,8 +30,9 @@ from torch.nn import functional as F
 
 from sagepose.data.coco import image_index, read_json
 from sagepose.errors import DataError, SagePoseError
+from sagepose.eval.pairing import pair_by_box_iou
 from sagepose.fileio import atomic_open
-from sagepose.geometry import box_iou, keypoint_boxes
+from sagepose.geometry import keypoint_boxes
 from sagepose.keypoint_maps import KeypointMap, MappingError, keypoint_map
 from sagepose.keypoints import KeypointSchema, load_schema, schema_from_dict, schema_to_dict
 
@@ -231,44 +232,21 @@ def _label_arrays(path: str, data: dict, target: KeypointSchema, skipped: Counte
 def training_pairs(predictions: list[dict], labels_json: str, source: KeypointSchema, target: KeypointSchema,
                    where: str = "predictions") -> tuple[dict, dict]:
     """Each usable annotation of ``labels_json`` (target schema) with the prediction (source schema) on its image
-    whose keypoint box overlaps its bbox most (greedy by IoU, each prediction used once; IoU < :data:`MATCH_IOU`:
-    unmatched). Returns the normalised arrays (``src``, ``src_scores``, ``tgt``, ``tgt_labeled``; each pair in its
-    prediction's frame) and counts (``pairs``, ``skipped``: by reason, ``unmatched``)."""
+    whose keypoint box overlaps its bbox most (:func:`~sagepose.eval.pairing.pair_by_box_iou`: greedy by IoU, each
+    prediction used once; IoU < :data:`MATCH_IOU`: unmatched). Returns the normalised arrays (``src``,
+    ``src_scores``, ``tgt``, ``tgt_labeled``; each pair in its prediction's frame) and counts (``pairs``,
+    ``skipped``: by reason, ``unmatched``)."""
     path = os.fspath(labels_json)
     skipped: Counter = Counter()
     ids, tgt, lab, ann_boxes = _label_arrays(path, read_json(path), target, skipped)
     kp, sc, boxes = parse_results(predictions, source, where)
     pred_boxes, _ = keypoint_boxes(kp, sc, FRAME_MIN_SCORE)
-    by_image = defaultdict(list)
-    for i, r in enumerate(predictions):
-        by_image[r.get("image_id")].append(i)
-    anns_by_image = defaultdict(list)
-    for a, img in enumerate(ids):
-        anns_by_image[img].append(a)
-    pairs = []
-    for img, anns in anns_by_image.items():
-        preds = by_image.get(img, [])
-        if not preds:
-            continue
-        iou = box_iou(ann_boxes[anns], pred_boxes[preds])
-        order = np.argsort(-iou, axis=None, kind="stable")
-        used_a, used_p = set(), set()
-        for flat in order:
-            a, p = divmod(int(flat), len(preds))
-            if iou[a, p] < MATCH_IOU:
-                break
-            if a not in used_a and p not in used_p:
-                used_a.add(a)
-                used_p.add(p)
-                pairs.append((anns[a], preds[p]))
-    pairs.sort()
-    a_idx = np.array([a for a, _ in pairs], np.int64)
-    p_idx = np.array([p for _, p in pairs], np.int64)
+    a_idx, p_idx = pair_by_box_iou(ids, ann_boxes, [r.get("image_id") for r in predictions], pred_boxes, MATCH_IOU)
     centres, sizes = person_frames(kp[p_idx], sc[p_idx], boxes[p_idx])
     norm = lambda x: (x - centres[:, None]) / sizes[:, None, None]
     arrays = dict(src=norm(kp[p_idx]), src_scores=sc[p_idx], tgt=np.where(lab[a_idx, :, None], norm(tgt[a_idx]), 0.0),
                   tgt_labeled=lab[a_idx])
-    counts = dict(pairs=len(pairs), skipped=dict(skipped), unmatched=len(ids) - len(pairs))
+    counts = dict(pairs=len(a_idx), skipped=dict(skipped), unmatched=len(ids) - len(a_idx))
     return arrays, counts
 
 
