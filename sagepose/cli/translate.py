@@ -56,7 +56,6 @@ def run(args) -> int:
     from sagepose.keypoints import load_schema
     from sagepose.translate.config import TranslatorConfig
     from sagepose.translate.files import load_translator, save_translator
-    from sagepose.translate.fit import fit_translator
     from sagepose.translate.model import translate_results
     from sagepose.translate.results import convert_results
 
@@ -78,6 +77,8 @@ def run(args) -> int:
             raise ConfigError(f"--augment-flip must be in [0, 1] and --augment-rotate in [0, 180], got "
                               f"{cfg.augment_flip} and {cfg.augment_rotate}")
         source, target = load_schema(args.source), load_schema(args.target)
+        from sagepose.translate.fit import fit_translator  # Lightning: imported for fitting only
+
         model, report = fit_translator(predictions, args.labels, source, target, cfg, midpoints=args.midpoints,
                                        where=args.predictions)
         out = save_translator(args.out, model, cfg, source, target, report)

@@ -13,7 +13,7 @@
   schema, paired by box IoU (:func:`sagepose.eval.pairing.pair_by_box_iou`).
 * ``config.py`` -- :class:`~sagepose.translate.config.TranslatorConfig`, the architecture and training numbers.
 * ``fit.py`` -- :func:`~sagepose.translate.fit.fit_translator`: the affine base in closed form, pair augmentation,
-  and the training.
+  and the training (a ``LightningModule`` on the CPU).
 * ``files.py`` -- a translator's file: plain data, read back weights-only.
 
 The normalised frame of an instance: its ``bbox`` when the result has one, else the box of its keypoints scored above

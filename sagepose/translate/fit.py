@@ -1,11 +1,16 @@
 """Fitting a :class:`~sagepose.translate.model.Translator` on pairs: the held-out split, the affine base in closed
-form, pair augmentation, and the training."""
+form, pair augmentation, and the training -- a small ``LightningModule`` run by ``lightning.Trainer`` on the CPU, as
+the pose models train (:mod:`sagepose.train`)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 
+import lightning.pytorch as L
 import numpy as np
 import torch
+from lightning.pytorch.plugins.environments import LightningEnvironment
 from torch.nn import functional as F
 
 from sagepose.errors import DataError
@@ -64,6 +69,66 @@ def pair_losses(model: Translator, src, src_scores, tgt, labeled) -> tuple[torch
     return coord, F.binary_cross_entropy_with_logits(logit, mask)
 
 
+class PairBatches:
+    """The pairs (``src``, ``src_scores``, ``tgt``, ``tgt_labeled`` tensors) as one epoch's batches of
+    ``batch_size``: each pass in a fresh permutation drawn from ``gen`` (in order without one), each batch passed
+    through ``augment`` when given. Drawn lazily, so the permutation and the augmentation take turns on ``gen``."""
+
+    def __init__(self, pairs: list[torch.Tensor], batch_size: int, gen: torch.Generator | None = None,
+                 augment=None):
+        self.pairs, self.batch_size, self.gen, self.augment = pairs, batch_size, gen, augment
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.pairs[0]) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.pairs[0])
+        order = torch.randperm(n, generator=self.gen) if self.gen is not None else torch.arange(n)
+        for b in range(len(self)):
+            batch = [t[order[b * self.batch_size:(b + 1) * self.batch_size]] for t in self.pairs]
+            yield self.augment(batch) if self.augment is not None else batch
+
+
+class TranslatorFit(L.LightningModule):
+    """A training step: the coordinate L1 plus the labeled-flag BCE on a batch of pairs (AdamW, a cosine decay to 0
+    over ``steps``). Validation: the held-out pairs' coordinate error; the weights of the epoch with the lowest are
+    kept in ``best_state`` (``best_epoch``, ``best_error``)."""
+
+    def __init__(self, model: Translator, cfg: TranslatorConfig, steps: int):
+        super().__init__()
+        self.model, self.cfg, self.steps = model, cfg, steps
+        self.best_error, self.best_epoch, self.best_state = math.inf, 0, None
+
+    def training_step(self, batch, batch_idx):
+        coord, flag = pair_losses(self.model, *batch)
+        return coord + flag
+
+    def validation_step(self, batch, batch_idx):
+        error = float(pair_losses(self.model, *batch)[0])
+        if error < self.best_error:
+            self.best_error, self.best_epoch = error, self.current_epoch + 1
+            self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        decay = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(self.steps, 1))))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
+@contextlib.contextmanager
+def _lightning_info_off():
+    """Lightning's info lines (devices found, "fit stopped", tips) held back: they say nothing about a fit this
+    small, and ``sagepose translate fit`` reports in one line."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def fit_translator(predictions: list[dict], labels_json: str, source_schema, target_schema,
                    cfg: TranslatorConfig | None = None, midpoints: bool = False,
                    where: str = "predictions") -> tuple[Translator, dict]:
@@ -105,35 +170,25 @@ def fit_translator(predictions: list[dict], labels_json: str, source_schema, tar
                                   ~np.asarray(kmap.covered), cfg.ridge)
         model.base_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
     flips = (torch.as_tensor(source.flip_indices), torch.as_tensor(target.flip_indices))
-    n = len(fit_data[0])
-    per_epoch = math.ceil(n / cfg.batch_size)
-    steps = cfg.epochs * per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
-    best = (math.inf, 0, None)  # held-out coordinate error, epoch, weights
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        for b in range(per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch = [t[idx] for t in fit_data]
-            if cfg.augment_rotate > 0 or cfg.augment_flip > 0:
-                batch = augment_pairs(batch, gen, cfg, *flips)
-            coord, flag = pair_losses(model, *batch)
-            opt.zero_grad(set_to_none=True)
-            (coord + flag).backward()
-            opt.step()
-            sched.step()
-        if n_held:
-            model.eval()
-            with torch.no_grad():
-                err = float(pair_losses(model, *held)[0])
-            if err < best[0]:
-                best = (err, epoch + 1, {k: v.clone() for k, v in model.state_dict().items()})
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    counts.update(holdout_pairs=n_held, best_epoch=best[1] if n_held else cfg.epochs,
-                  holdout_error=best[0] if n_held else None)
+    augment = None
+    if cfg.augment_rotate > 0 or cfg.augment_flip > 0:
+        augment = lambda batch: augment_pairs(batch, gen, cfg, *flips)
+    batches = PairBatches(fit_data, cfg.batch_size, gen, augment)
+    steps = cfg.epochs * len(batches)
+    fit = TranslatorFit(model, cfg, steps)
+    # one process on the CPU whatever launched it (a SLURM or torchrun environment names other ranks). Not
+    # deterministic=True: that turns torch's deterministic algorithms on for the rest of the process, and this fit
+    # (CPU, its own generator) repeats bit for bit without it
+    with _lightning_info_off(), torch.random.fork_rng(devices=[]):
+        trainer = L.Trainer(accelerator="cpu", devices=1, plugins=[LightningEnvironment()], max_epochs=cfg.epochs,
+                            limit_val_batches=int(n_held > 0), num_sanity_val_steps=0, inference_mode=False,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+        trainer.fit(fit, train_dataloaders=batches, val_dataloaders=PairBatches(held, max(n_held, 1)))
+    if fit.best_state is not None:
+        model.load_state_dict(fit.best_state)
+    counts.update(holdout_pairs=n_held, best_epoch=fit.best_epoch if n_held else cfg.epochs,
+                  holdout_error=fit.best_error if n_held else None)
     model.eval()
     with torch.no_grad():
         coord, flag = pair_losses(model, *data)
