@@ -169,7 +169,10 @@ def union_rows(data: dict, common: list[str], steps: int, union_steps: int, runs
 
 def translation_rows(data: dict, rows: list[dict], common: list[str], runs: Path, epochs: int | None) -> list[dict]:
     from sagepose.keypoint_maps import keypoint_map
-    from sagepose.translate import TranslatorConfig, convert_results, fit_translator, translate_results
+    from sagepose.translate.config import TranslatorConfig
+    from sagepose.translate.fit import fit_translator
+    from sagepose.translate.model import translate_results
+    from sagepose.translate.results import convert_results
 
     ckpt = {r["arm"]: r["checkpoint"] for r in rows}
     direct = {r["arm"]: r for r in rows}

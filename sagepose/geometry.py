@@ -239,3 +239,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def keypoint_boxes(keypoints: np.ndarray, scores: np.ndarray, min_score: float, padding: float = 1.0,
+                   min_half_size: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, 2) keypoints, (N, K) scores -> boxes (N, 4) xyxy and counts (N,): each instance's box spans its
+    keypoints scored above ``min_score`` (all its keypoints where none is), grown ``padding`` times about its centre
+    with each half side at least ``min_half_size``; ``counts`` is how many keypoints scored above ``min_score`` (a
+    caller that needs some drops the rest). Unpadded (1, 0), a box is the keypoints' extent exactly."""
+    use = np.asarray(scores) > min_score
+    counts = use.sum(1)
+    use = np.where(use.any(1, keepdims=True), use, True)[..., None]
+    lo = np.where(use, keypoints, np.inf).min(1)
+    hi = np.where(use, keypoints, -np.inf).max(1)
+    if padding != 1.0 or min_half_size > 0:
+        centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2 * padding, min_half_size)
+        lo, hi = centre - half, centre + half
+    return np.concatenate([lo, hi], 1), counts

@@ -6,7 +6,7 @@ smoothing, and a results json per video.
   frames are taken ``batch_frames`` at a time and all their people go through the network together
   (:meth:`~sagepose.models.estimator.TopDownPredictor.predict_many`).
 * ``det_every=k`` > 1 with a detector: the detector on frames 0, k, 2k, ...; in between each person's box is the
-  box of its previous keypoints scored above ``KEYPOINT_BOX_SCORE``, grown by ``POSE_BOX_PADDING`` (pose-guided
+  box of its previous keypoints scored above ``POSE_BOX_MIN_SCORE``, grown by ``POSE_BOX_PADDING`` (pose-guided
   boxes, as top-down trackers do). Each frame then waits for the one before, so frames go one at a time.
 * ``smooth``: a :class:`OneEuroFilter` per person, people matched frame to frame by box IoU (a new person starts a
   new filter). Instances are not tracked across the output (the json lists each frame's people).
@@ -28,10 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sagepose.geometry import box_iou
+from sagepose.geometry import box_iou, keypoint_boxes
 
-KEYPOINT_BOX_SCORE = 0.3
+POSE_BOX_MIN_SCORE = 0.3  # a pose-guided box spans the previous frame's keypoints scored above this
 POSE_BOX_PADDING = 1.25
+POSE_BOX_MIN_HALF_SIZE = 4.0  # px
 MATCH_IOU = 0.3
 MAX_BAD_FRAMES = 30
 
@@ -133,19 +134,11 @@ class OneEuroFilter:
 
 
 def pose_boxes(keypoints: np.ndarray, scores: np.ndarray, image_wh: tuple[int, int]) -> np.ndarray:
-    """(N, K, 2), (N, K) -> (N, 4) xyxy: each person's keypoints scored above :data:`KEYPOINT_BOX_SCORE` (all of them
-    where none is), their box grown by :data:`POSE_BOX_PADDING` about its centre, clipped to the image; a person
-    with under two such keypoints is dropped."""
-    out = []
-    for kp, sc in zip(keypoints, scores):
-        use = sc > KEYPOINT_BOX_SCORE
-        if use.sum() < 2:
-            continue
-        lo, hi = kp[use].min(0), kp[use].max(0)
-        centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2 * POSE_BOX_PADDING, 4.0)
-        box = np.concatenate([centre - half, centre + half])
-        out.append(np.clip(box, 0, [image_wh[0], image_wh[1]] * 2))
-    return np.array(out, np.float32).reshape(-1, 4)
+    """(N, K, 2), (N, K) -> (M, 4) xyxy float32: each person's keypoints scored above :data:`POSE_BOX_MIN_SCORE`,
+    their box grown by :data:`POSE_BOX_PADDING` about its centre (each half side at least
+    :data:`POSE_BOX_MIN_HALF_SIZE`), clipped to the image; a person with under two such keypoints is dropped."""
+    boxes, counts = keypoint_boxes(keypoints, scores, POSE_BOX_MIN_SCORE, POSE_BOX_PADDING, POSE_BOX_MIN_HALF_SIZE)
+    return np.clip(boxes[counts >= 2], 0, [image_wh[0], image_wh[1]] * 2).astype(np.float32).reshape(-1, 4)
 
 
 class Smoother:

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from sagepose import translate as T
 from sagepose.cli.main import main
 from sagepose.errors import DataError
 from sagepose.keypoint_maps import keypoint_map
 from sagepose.keypoints import COCO17, MPII16
+from sagepose.translate.config import TranslatorConfig
+from sagepose.translate.files import FILE_FORMAT, TranslatorFileError, load_translator, save_translator
+from sagepose.translate.fit import augment_pairs, fit_affine_base, fit_translator
+from sagepose.translate.model import Translator, translate_results
+from sagepose.translate.pairs import training_pairs
+from sagepose.translate.results import convert_results, person_frames
 
 C = {n: i for i, n in enumerate(COCO17.keypoints)}
 M = {n: i for i, n in enumerate(MPII16.keypoints)}
@@ -119,8 +124,8 @@ def pairs_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(pairs_data):
     labels, _, preds = pairs_data
-    cfg = T.TranslatorConfig(epochs=60, seed=0)
-    model, report = T.fit_translator(preds, str(labels), "coco", "mpii", cfg, midpoints=True)
+    cfg = TranslatorConfig(epochs=60, seed=0)
+    model, report = fit_translator(preds, str(labels), "coco", "mpii", cfg, midpoints=True)
     return model, report, cfg
 
 
@@ -144,7 +149,7 @@ def hand_result():
 
 def test_convert_results_copies_and_midpoints_match_hand_values():
     r, kp, sc = hand_result()
-    out = T.convert_results([r], keypoint_map("coco", "mpii", midpoints=True))
+    out = convert_results([r], keypoint_map("coco", "mpii", midpoints=True))
     got = np.asarray(out[0]["keypoints"]).reshape(16, 3)
     # MPII right_ankle <- COCO right_ankle (16): (26, 132), score 0.1 + 16 * 0.05
     np.testing.assert_allclose(got[M["right_ankle"]], (26.0, 132.0, 0.9))
@@ -161,7 +166,7 @@ def test_convert_results_copies_and_midpoints_match_hand_values():
 
 def test_convert_results_without_midpoints_leaves_pelvis_and_thorax_empty():
     r, _, _ = hand_result()
-    got = np.asarray(T.convert_results([r], keypoint_map("coco", "mpii"))[0]["keypoints"]).reshape(16, 3)
+    got = np.asarray(convert_results([r], keypoint_map("coco", "mpii"))[0]["keypoints"]).reshape(16, 3)
     for joint in ("pelvis", "thorax", "upper_neck", "head_top"):
         np.testing.assert_array_equal(got[M[joint]], (0.0, 0.0, 0.0))
     np.testing.assert_allclose(got[M["right_hip"]], (22.0, 124.0, 0.7))
@@ -171,16 +176,16 @@ def test_convert_results_refuses_a_result_of_another_schema_naming_it():
     r, _, _ = hand_result()
     bad = dict(r, keypoints=r["keypoints"][:42])
     with pytest.raises(DataError, match=r"P\.json: result 1 \(image 7\) has 42 keypoint values, expected 51"):
-        T.convert_results([r, bad], keypoint_map("coco", "mpii"), where="P.json")
+        convert_results([r, bad], keypoint_map("coco", "mpii"), where="P.json")
     with pytest.raises(DataError, match="bbox"):
-        T.convert_results([dict(r, bbox=[1, 2, float("nan"), 4])], keypoint_map("coco", "mpii"))
+        convert_results([dict(r, bbox=[1, 2, float("nan"), 4])], keypoint_map("coco", "mpii"))
 
 
 def test_person_frames_use_the_bbox_else_the_scored_keypoints_else_all():
     kp = np.array([[(0.0, 0.0), (10.0, 4.0), (100.0, 100.0)]] * 3)
     sc = np.array([[0.9, 0.9, 0.01], [0.9, 0.9, 0.01], [0.0, 0.0, 0.0]])
     boxes = np.array([[10.0, 20.0, 30.0, 60.0], [np.nan] * 4, [np.nan] * 4])
-    centres, sizes = T.person_frames(kp, sc, boxes)
+    centres, sizes = person_frames(kp, sc, boxes)
     np.testing.assert_allclose(centres, [(25.0, 50.0), (5.0, 2.0), (50.0, 50.0)])
     np.testing.assert_allclose(sizes, [60.0, 10.0, 100.0])
 
@@ -190,8 +195,8 @@ def test_untrained_translator_is_the_fixed_map(held_out):
     results, kp, sc, *_ = held_out
     kmap = keypoint_map("coco", "mpii", midpoints=True)
     torch.manual_seed(0)
-    got = as_array(T.translate_results(T.Translator(kmap, hidden=32, layers=2), results[:20]), 16)
-    fixed = as_array(T.convert_results(results[:20], kmap), 16)
+    got = as_array(translate_results(Translator(kmap, hidden=32, layers=2), results[:20]), 16)
+    fixed = as_array(convert_results(results[:20], kmap), 16)
     cov = kmap.covered
     np.testing.assert_allclose(got[:, cov, :2], fixed[:, cov, :2], atol=2e-3)  # float32, 3 decimals
     assert (got[:, cov, 2] <= fixed[:, cov, 2] + 5e-4).all()  # the source's score x a probability
@@ -209,8 +214,8 @@ def test_translator_learns_an_analytic_mapping_far_better_than_the_fixed_map(fit
     model, report, _ = fitted
     results, kp, sc, tgt, lab, s = held_out
     kmap = model.kmap
-    got = as_array(T.translate_results(model, results), 16)
-    fixed = as_array(T.convert_results(results, kmap), 16)
+    got = as_array(translate_results(model, results), 16)
+    fixed = as_array(convert_results(results, kmap), 16)
     err = np.linalg.norm(got[..., :2] - tgt, axis=-1) / s[:, None]  # in box lengths
     fixed_err = np.linalg.norm(fixed[..., :2] - tgt, axis=-1) / s[:, None]
     cov = np.broadcast_to(kmap.covered, lab.shape) & lab
@@ -228,8 +233,8 @@ def test_translator_learns_an_analytic_mapping_far_better_than_the_fixed_map(fit
 
 def test_fit_is_deterministic_given_the_seed(pairs_data):
     labels, _, preds = pairs_data
-    fit = lambda seed: T.fit_translator(preds[:200], str(labels), "coco", "mpii",
-                                        T.TranslatorConfig(hidden=32, layers=2, epochs=3, seed=seed))[0]
+    fit = lambda seed: fit_translator(preds[:200], str(labels), "coco", "mpii",
+                                      TranslatorConfig(hidden=32, layers=2, epochs=3, seed=seed))[0]
     a, b, c = fit(0), fit(0), fit(1)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
@@ -240,16 +245,16 @@ def test_fit_without_any_pair_fails_naming_the_labels(pairs_data):
     labels, _, preds = pairs_data
     far = [dict(p, image_id=10_000) for p in preds[:4]]
     with pytest.raises(DataError, match="labels.json: no annotation pairs"):
-        T.fit_translator(far, str(labels), "coco", "mpii", T.TranslatorConfig(epochs=1))
+        fit_translator(far, str(labels), "coco", "mpii", TranslatorConfig(epochs=1))
 
 
 # ---- files ----------------------------------------------------------------------------------------------------------
 def test_save_load_round_trip_gives_equal_outputs_and_plain_data(fitted, held_out, tmp_path):
     model, report, cfg = fitted
     path = tmp_path / "t.pt"
-    T.save_translator(path, model, cfg, "coco", "mpii", report)
-    loaded = T.load_translator(path)
-    assert T.translate_results(loaded, held_out[0][:50]) == T.translate_results(model, held_out[0][:50])
+    save_translator(path, model, cfg, "coco", "mpii", report)
+    loaded = load_translator(path)
+    assert translate_results(loaded, held_out[0][:50]) == translate_results(model, held_out[0][:50])
     raw = torch.load(path, weights_only=True)  # plain data only: no pickled classes
     assert raw["source"]["name"] == "coco" and raw["target"]["name"] == "mpii"
     assert raw["config"]["epochs"] == 60 and raw["report"]["pairs"] == 2 * N_IMAGES
@@ -267,13 +272,13 @@ def test_load_translator_refuses_other_files_naming_them(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}}, other)
     pickled = tmp_path / "pickled.pt"
     with open(pickled, "wb") as f:
-        pickle.dump({"format": T.FILE_FORMAT, "obj": NotPlainData()}, f, protocol=2)
+        pickle.dump({"format": FILE_FORMAT, "obj": NotPlainData()}, f, protocol=2)
     for path in (garbage, other, pickled):
-        with pytest.raises(T.TranslatorFileError, match=f"{path}: not a sagepose translator file") as e:
-            T.load_translator(path)
+        with pytest.raises(TranslatorFileError, match=f"{path}: not a sagepose translator file") as e:
+            load_translator(path)
         assert "\n" not in str(e.value)
     with pytest.raises(FileNotFoundError, match="missing.pt: translator file not found"):
-        T.load_translator(tmp_path / "missing.pt")
+        load_translator(tmp_path / "missing.pt")
 
 
 # ---- the command ----------------------------------------------------------------------------------------------------
@@ -320,17 +325,17 @@ def test_cli_usage_errors_are_one_line(pairs_data, tmp_path, capsys):
 
 def test_copy_covered_keeps_the_fixed_maps_joints_and_learns_the_rest(pairs_data, held_out, tmp_path):
     labels, _, preds = pairs_data
-    cfg = T.TranslatorConfig(epochs=20, seed=0, refine_covered=False)
-    model, _ = T.fit_translator(preds[:600], str(labels), "coco", "mpii", cfg, midpoints=True)
+    cfg = TranslatorConfig(epochs=20, seed=0, refine_covered=False)
+    model, _ = fit_translator(preds[:600], str(labels), "coco", "mpii", cfg, midpoints=True)
     results = held_out[0][:50]
-    got = as_array(T.translate_results(model, results), 16)
-    fixed = as_array(T.convert_results(results, model.kmap), 16)
+    got = as_array(translate_results(model, results), 16)
+    fixed = as_array(convert_results(results, model.kmap), 16)
     covered = model.kmap.covered
     np.testing.assert_allclose(got[:, covered, :2], fixed[:, covered, :2], atol=1e-3)  # copies, to rounding
     assert np.abs(got[:, ~covered, :2]).min() > 0  # head top and upper neck: placed by the network
     path = tmp_path / "copy.pt"
-    T.save_translator(path, model, cfg, "coco", "mpii", {})
-    again = as_array(T.translate_results(T.load_translator(path), results), 16)
+    save_translator(path, model, cfg, "coco", "mpii", {})
+    again = as_array(translate_results(load_translator(path), results), 16)
     np.testing.assert_allclose(again, got)
 
 
@@ -339,10 +344,10 @@ def test_the_affine_base_recovers_the_head_joints_analytic_combinations(pairs_da
     """Head top = 2.5 nose - 0.75 (left + right shoulder), upper neck = 0.3 nose + 0.35 (left + right shoulder):
     combinations whose weights sum to 1, found in closed form from the pairs."""
     labels, _, preds = pairs_data
-    arrays, _ = T.training_pairs(preds, str(labels), COCO17, MPII16)
+    arrays, _ = training_pairs(preds, str(labels), COCO17, MPII16)
     free = np.zeros(16, bool)
     free[[M["head_top"], M["upper_neck"], M["left_ankle"]]] = True
-    w = T.fit_affine_base(arrays["src"], arrays["tgt"], arrays["tgt_labeled"], free, ridge=1e-12)
+    w = fit_affine_base(arrays["src"], arrays["tgt"], arrays["tgt_labeled"], free, ridge=1e-12)
     expect = {"head_top": {"nose": 2.5, "left_shoulder": -0.75, "right_shoulder": -0.75},
               "upper_neck": {"nose": 0.3, "left_shoulder": 0.35, "right_shoulder": 0.35}}
     for joint, weights in expect.items():
@@ -359,9 +364,9 @@ def test_pair_augmentation_turns_and_mirrors_source_and_target_together(held_out
     src = torch.as_tensor((kp[:8] - kp[:8].mean(1, keepdims=True)) / s[:8, None, None], dtype=torch.float32)
     truth = lambda x: torch.as_tensor(mpii_truth(x.numpy().astype(np.float64)), dtype=torch.float32)
     batch = (src, torch.as_tensor(sc[:8], dtype=torch.float32), truth(src), torch.ones(8, 16, dtype=torch.bool))
-    cfg = T.TranslatorConfig(augment_rotate=90.0, augment_flip=1.0)
+    cfg = TranslatorConfig(augment_rotate=90.0, augment_flip=1.0)
     flips = torch.as_tensor(COCO17.flip_indices), torch.as_tensor(MPII16.flip_indices)
-    a_src, a_sc, a_tgt, _ = T._augment_pairs(batch, torch.Generator().manual_seed(0), cfg, *flips)
+    a_src, a_sc, a_tgt, _ = augment_pairs(batch, torch.Generator().manual_seed(0), cfg, *flips)
     # head top and upper neck are combinations of the source joints: they follow any turn and mirror exactly
     head = [M["head_top"], M["upper_neck"]]
     torch.testing.assert_close(a_tgt[:, head], truth(a_src)[:, head], atol=1e-5, rtol=0)
@@ -374,11 +379,11 @@ def test_pair_augmentation_turns_and_mirrors_source_and_target_together(held_out
 def test_a_file_from_before_the_affine_base_loads_with_none(fitted, held_out, tmp_path):
     model, report, cfg = fitted
     path = tmp_path / "old.pt"
-    T.save_translator(path, model, cfg, "coco", "mpii", report)
+    save_translator(path, model, cfg, "coco", "mpii", report)
     raw = torch.load(path, weights_only=True)
     del raw["state_dict"]["base_weights"]
     torch.save(raw, path)
-    assert not T.load_translator(path).base_weights.any()
+    assert not load_translator(path).base_weights.any()
 
 
 def test_cli_fit_with_pair_augmentation_writes_its_settings(pairs_data, tmp_path, capsys):

@@ -75,7 +75,7 @@ class CountingDetector:
 
 
 def test_detections_every_kth_frame_and_pose_guided_boxes_between(model, tmp_path, monkeypatch):
-    monkeypatch.setattr("sagepose.video.KEYPOINT_BOX_SCORE", 0.0)  # random weights score low: every joint counts
+    monkeypatch.setattr("sagepose.video.POSE_BOX_MIN_SCORE", 0.0)  # random weights score low: every joint counts
     video = write_video(tmp_path / "v.avi")
     det = CountingDetector()
     run = predict_video(model, video, detector=det, det_every=4)

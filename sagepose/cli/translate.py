@@ -49,12 +49,15 @@ def _require(args, names: tuple[str, ...], what: str) -> None:
 def run(args) -> int:
     import dataclasses
 
-    from sagepose import translate
     from sagepose.config import ConfigError
     from sagepose.data.coco import read_json
     from sagepose.fileio import write_json_atomic
     from sagepose.keypoint_maps import keypoint_map
     from sagepose.keypoints import load_schema
+    from sagepose.translate.config import TranslatorConfig
+    from sagepose.translate.files import load_translator, save_translator
+    from sagepose.translate.model import translate_results
+    from sagepose.translate.results import convert_results
 
     predictions = read_json(args.predictions)
     if args.action == "fit":
@@ -67,16 +70,18 @@ def run(args) -> int:
             changes["refine_covered"] = False
         if args.no_affine_base:
             changes["affine_base"] = False
-        cfg = dataclasses.replace(translate.TranslatorConfig(), **changes)
+        cfg = dataclasses.replace(TranslatorConfig(), **changes)
         if cfg.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {cfg.epochs}")
         if not (0 <= cfg.augment_flip <= 1 and 0 <= cfg.augment_rotate <= 180):
             raise ConfigError(f"--augment-flip must be in [0, 1] and --augment-rotate in [0, 180], got "
                               f"{cfg.augment_flip} and {cfg.augment_rotate}")
         source, target = load_schema(args.source), load_schema(args.target)
-        model, report = translate.fit_translator(predictions, args.labels, source, target, cfg,
-                                                 midpoints=args.midpoints, where=args.predictions)
-        out = translate.save_translator(args.out, model, cfg, source, target, report)
+        from sagepose.translate.fit import fit_translator  # Lightning: imported for fitting only
+
+        model, report = fit_translator(predictions, args.labels, source, target, cfg, midpoints=args.midpoints,
+                                       where=args.predictions)
+        out = save_translator(args.out, model, cfg, source, target, report)
         print(f"{out}: translator {source.name} -> {target.name} fit on {report['pairs']} pairs "
               f"({report['unmatched']} annotations unmatched, {sum(report['skipped'].values())} skipped), "
               f"{report['steps']} steps, final loss {report['final_loss']:.4f}, mean error {report['train_error']:.4f} "
@@ -87,7 +92,7 @@ def run(args) -> int:
         if args.translator is not None:
             raise ConfigError("translate apply: give a translator file or --fixed, not both")
         kmap = keypoint_map(load_schema(args.source), load_schema(args.target), midpoints=args.midpoints)
-        rows = translate.convert_results(predictions, kmap, where=args.predictions)
+        rows = convert_results(predictions, kmap, where=args.predictions)
         how = f"fixed map, {int(kmap.covered.sum())} of {kmap.target.num_keypoints} joints given"
     else:
         if args.translator is None:
@@ -95,8 +100,8 @@ def run(args) -> int:
         if args.source or args.target or args.midpoints:
             raise ConfigError("translate apply T.pt: the translator file holds its schemas and map; "
                               "--source / --target / --midpoints are for --fixed")
-        model = translate.load_translator(args.translator)
-        rows = translate.translate_results(model, predictions, where=args.predictions)
+        model = load_translator(args.translator)
+        rows = translate_results(model, predictions, where=args.predictions)
         kmap = model.kmap
         how = f"translator {args.translator}"
     out = write_json_atomic(args.out, rows)
