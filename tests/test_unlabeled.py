@@ -14,7 +14,7 @@ from sagepose.data import unlabeled as U
 from sagepose.data.coco import Record
 from sagepose.data.transforms import TopDownSampler
 from sagepose.errors import DataError
-from sagepose.image import ImageReadError, read_image
+from sagepose.image import ImageReadError, image_size, read_image
 from sagepose.keypoints import COCO17
 from sagepose.train.sampling import ResumableLoader, ShardSampler
 
@@ -147,9 +147,9 @@ def _save(path, w, h, seed=0, ext_params=()):
 def test_image_size_from_headers_matches_decoding(tmp_path):
     for ext in (".jpg", ".png", ".bmp", ".webp", ".tif"):
         _save(tmp_path / f"a{ext}", 37, 23)
-        assert U.image_size(str(tmp_path / f"a{ext}")) == (37, 23), ext
+        assert image_size(str(tmp_path / f"a{ext}")) == (37, 23), ext
     _save(tmp_path / "lossless.webp", 41, 19, ext_params=(cv2.IMWRITE_WEBP_QUALITY, 101))
-    assert U.image_size(str(tmp_path / "lossless.webp")) == (41, 19)
+    assert image_size(str(tmp_path / "lossless.webp")) == (41, 19)
     # a JPEG whose EXIF says "rotate 90": OpenCV decodes it transposed, and the size must say so
     ok, buf = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8))
     tiff = b"MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
@@ -157,10 +157,10 @@ def test_image_size_from_headers_matches_decoding(tmp_path):
     data = buf.tobytes()
     (tmp_path / "rot.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
     h, w = read_image(str(tmp_path / "rot.jpg")).shape[:2]
-    assert U.image_size(str(tmp_path / "rot.jpg")) == (w, h) == (30, 50)
+    assert image_size(str(tmp_path / "rot.jpg")) == (w, h) == (30, 50)
     (tmp_path / "junk.png").write_bytes(b"nothing")
     with pytest.raises(ImageReadError, match="junk.png"):
-        U.image_size(str(tmp_path / "junk.png"))
+        image_size(str(tmp_path / "junk.png"))
 
 
 def test_image_folder_recursive_sorted_and_a_corrupt_image_substituted_at_sample_time(tmp_path):

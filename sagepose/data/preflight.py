@@ -7,7 +7,7 @@ Lightning has started, wastes the setup and leaves a run folder behind; this che
 line naming the file, the problem and the count (``DataError``; ``ConfigError`` for a json that is not set).
 The jsons are read by the readers training uses (:func:`load_coco`, :func:`load_mpii`, :func:`load_detections`),
 so a bad annotation fails here too, and only the images training reads are checked: each by its header
-(:func:`sagepose.data.unlabeled.image_size`: JPEG, PNG, BMP and WebP headers parsed, other formats decoded once),
+(:func:`sagepose.image.image_size`: JPEG, PNG, BMP and WebP headers parsed, other formats decoded once),
 several at a time (file opens are I/O bound: a network file system is the slow case). ``ssl.unlabeled`` sources
 are checked where that is cheap: each exists and is of a known kind, a video opens and decodes its first frame;
 their images are read (and bad ones skipped and counted) when training starts, as before.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sagepose.config import Config, ConfigError
 from sagepose.errors import DataError
-from sagepose.image import ImageReadError
+from sagepose.image import ImageReadError, image_size
 
 SHOWN = 5  # unreadable images a message names
 THREADS = 16
@@ -29,8 +29,6 @@ THREADS = 16
 
 def unreadable_images(paths, threads: int = THREADS) -> dict[str, str]:
     """``{path: "missing" | "not an image"}`` for each of ``paths`` whose header does not give a size."""
-    from sagepose.data.unlabeled import image_size
-
     def problem(path: str) -> str | None:
         if not os.path.isfile(path):
             return "missing"
