@@ -9,7 +9,7 @@ import pytest
 
 from sagepose import geometry
 from sagepose.config import ConfigError
-from sagepose.data import collate
+from sagepose.data import collate, video_frames
 from sagepose.data import unlabeled as U
 from sagepose.data.coco import Record
 from sagepose.data.transforms import TopDownSampler
@@ -62,7 +62,7 @@ def _counting_capture(monkeypatch):
         opened.append(path)
         return real(path)
 
-    monkeypatch.setattr(U.cv2, "VideoCapture", capture)
+    monkeypatch.setattr(video_frames.cv2, "VideoCapture", capture)
     return opened
 
 
@@ -85,7 +85,7 @@ def test_video_every_frame_shares_files_and_temporal_off_writes_no_next(video, t
     plain = U.load_unlabeled({"path": str(video), "every_n": 7}, cache_dir=str(tmp_path / "c"), temporal=False,
                              verbose=False)
     assert [r.frame for r in plain] == [0, 7, 14] and all(r.next_path is None for r in plain)
-    folder = U.video_cache_folder(str(video), str(tmp_path / "c"), 7, temporal=False)
+    folder = video_frames.video_cache_folder(str(video), str(tmp_path / "c"), 7, temporal=False)
     assert sorted(p.name for p in folder.glob("*.jpg")) == ["0000000.jpg", "0000007.jpg", "0000014.jpg"]
 
 
@@ -106,12 +106,12 @@ def test_video_cache_is_reused_without_decoding(video, tmp_path, monkeypatch):
 def test_incomplete_video_cache_is_rebuilt(video, tmp_path, monkeypatch, damage):
     cache = str(tmp_path / "cache")
     recs = U.load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
-    folder = U.video_cache_folder(str(video), cache, 5)
-    (folder / U.CACHE_MARKER if damage == "marker" else tmp_path / recs[2].next_path).unlink()
+    folder = video_frames.video_cache_folder(str(video), cache, 5)
+    (folder / video_frames.CACHE_MARKER if damage == "marker" else tmp_path / recs[2].next_path).unlink()
     opened = _counting_capture(monkeypatch)
     again = U.load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
     assert len(opened) == 1
-    assert (folder / U.CACHE_MARKER).is_file()
+    assert (folder / video_frames.CACHE_MARKER).is_file()
     assert [_bar_index(read_image(r.next_path)) for r in again[:-1]] == [1, 6, 11, 16]
     assert not list(tmp_path.glob("cache/.*.tmp"))  # the build folder was renamed into place
 

@@ -4,10 +4,8 @@ A source (one entry of ``ssl.unlabeled``) is a path, its kind detected, or a dic
 ``{"path", "kind", "every_n", "score_thr", "images", "root", "category_id"}``:
 
 * ``images``: a folder of images (recursive, sorted); each image is one whole-frame instance;
-* ``video``: every n-th frame of a video, decoded as a stream in ONE pass and written as JPEGs
-  (with the frame after each, for the temporal term) into a cache folder keyed by the video's
-  (resolved path, size, mtime, every_n); a marker written last says the cache is complete, so a
-  second run reads no frame and training gets a map-style dataset (random access, shards, resume);
+* ``video``: every n-th frame of a video (with the frame after each, for the temporal term), decoded
+  once into a JPEG cache (:mod:`sagepose.data.video_frames`), so training gets a map-style dataset;
 * ``detections``: COCO results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``), images found
   in an ``images`` list (``file_name``) or, without one, as ``{image_id:012d}.jpg`` in the root
   (Sapiens' recipe); ``coco``: a COCO json whose annotations carry boxes (keypoints ignored).
@@ -22,20 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import os
-import shutil
-import socket
-import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -43,18 +35,14 @@ from sagepose import geometry
 from sagepose.config import ConfigError
 from sagepose.data.coco import image_index, read_json
 from sagepose.data.dataset import read_cached
+from sagepose.data.video_frames import cached_frames, frame_file
 from sagepose.errors import DataError
-from sagepose.fileio import write_json_atomic
 from sagepose.image import ImageReadError, image_size
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 KINDS = ("images", "video", "detections", "coco")
 SOURCE_KEYS = ("path", "kind", "every_n", "score_thr", "images", "root", "category_id")
-JPEG_QUALITY = 95
-CACHE_MARKER = "complete.json"
-CACHE_VERSION = 1
-MAX_FRAME_MISSES = 25  # consecutive unreadable frames before a stream of unknown length counts as ended
 MAX_SUBSTITUTIONS = 10  # unreadable images in a row tolerated per item
 SHOWN = 5  # file names a skip warning quotes
 
@@ -219,119 +207,22 @@ def _image_records(src: UnlabeledSource):
 # ---------------------------------------------------------------- video
 
 
-def video_cache_folder(path: str, cache_dir: str, every_n: int, temporal: bool = True) -> Path:
-    """The cache folder of a video's frames: named by its (resolved path, size, mtime, every_n, temporal)."""
-    st = os.stat(path)
-    key = json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, every_n, temporal, JPEG_QUALITY,
-                      CACHE_VERSION])
-    return Path(cache_dir) / f"{Path(path).stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-
-
-def _frame_file(folder: Path, frame: int) -> Path:
-    return folder / f"{frame:07d}.jpg"
-
-
-def _read_marker(folder: Path) -> dict | None:
-    """The marker of a complete cache (every frame it lists on disk), else None."""
-    try:
-        with open(folder / CACHE_MARKER, encoding="utf-8") as f:
-            marker = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(marker, dict) or marker.get("version") != CACHE_VERSION:
-        return None
-    if not all(_frame_file(folder, i).is_file() for i in marker.get("written", [])):
-        return None
-    return marker
-
-
 def _video_records(src: UnlabeledSource, cache_dir: str | None, temporal: bool):
     if not os.path.isfile(src.path):
         raise DataError(f"{src.path}: video not found")
     if cache_dir is None:
         raise ConfigError(f"{src.path}: a video source needs a cache folder (cache_dir) for its decoded frames")
-    folder = video_cache_folder(src.path, cache_dir, src.every_n, temporal)
-    marker = _read_marker(folder)
-    how = "cache reused"
-    if marker is None:
-        t0 = time.perf_counter()
-        marker = _build_video_cache(src.path, folder, src.every_n, temporal)
-        how = f"cache built in {time.perf_counter() - t0:.1f} s"
+    folder, marker, how = cached_frames(src.path, cache_dir, src.every_n, temporal)
     written = set(marker["written"])
     w, h = marker["width"], marker["height"]
-    records = [_whole(str(_frame_file(folder, i)), i, w, h, src, frame=i,
-                      next_path=str(_frame_file(folder, i + 1)) if temporal and i + 1 in written else None)
+    records = [_whole(str(frame_file(folder, i)), i, w, h, src, frame=i,
+                      next_path=str(frame_file(folder, i + 1)) if temporal and i + 1 in written else None)
                for i in marker["kept"]]
     skipped = Counter({BAD_FRAME: marker["failed"]} if marker["failed"] else {})
     nexts = sum(r.next_path is not None for r in records)
     what = (f"{len(records)} frames (every {src.every_n} of {marker['frames']}; {nexts} with the next frame), "
             f"{w}x{h}, {how}: {folder}")
     return records, skipped, _summary(src, what, skipped)
-
-
-def _build_video_cache(path: str, folder: Path, every_n: int, temporal: bool) -> dict:
-    """Decode ``path`` in one pass; write the kept frames (and each one's next) as JPEGs, then the marker.
-
-    The frames go to a temporary folder renamed onto ``folder`` when complete, so processes building the
-    same cache at once (the ranks of a run) never see each other's partial files.
-    """
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise DataError(f"{path}: cannot open video (not a video, or a codec OpenCV's FFmpeg lacks)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    written, kept, failed, misses, frame, size = [], [], 0, 0, 0, None
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    try:
-        while True:
-            if not cap.grab():  # a frame the demuxer or decoder refused, or the end of the stream
-                if (reported > 0 and frame >= reported) or misses >= MAX_FRAME_MISSES:
-                    break
-                misses, frame = misses + 1, frame + 1
-                continue
-            failed, misses = failed + misses, 0  # a frame after them: those were frames that failed
-            keep = frame % every_n == 0
-            if keep or (temporal and (frame - 1) % every_n == 0 and frame - 1 in kept[-1:]):
-                ok, image = cap.retrieve()
-                if ok and image is not None:
-                    if size is None:
-                        size = image.shape[1::-1]
-                    if not cv2.imwrite(str(_frame_file(tmp, frame)), image, params):
-                        raise OSError(f"{_frame_file(tmp, frame)}: cannot write a cached frame of {path}")
-                    written.append(frame)
-                    if keep:
-                        kept.append(frame)
-                else:
-                    failed += 1
-            frame += 1
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        cap.release()
-    if not kept:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{path}: no frame could be decoded" if frame == 0 or size is None else
-                        f"{path}: none of its {frame} frames at every_n={every_n} could be decoded")
-    marker = dict(version=CACHE_VERSION, video=str(Path(path).resolve()), every_n=every_n, temporal=temporal,
-                  width=int(size[0]), height=int(size[1]), frames=frame - misses, failed=failed, kept=kept,
-                  written=written)
-    write_json_atomic(tmp / CACHE_MARKER, marker)  # last: the cache is complete
-    done = _read_marker(folder)
-    if done is not None:  # another process finished the same cache meanwhile: keep the one in use
-        shutil.rmtree(tmp, ignore_errors=True)
-        return done
-    shutil.rmtree(folder, ignore_errors=True)  # an incomplete cache (no marker, or a frame gone)
-    try:
-        os.rename(tmp, folder)
-    except OSError:  # another process renamed its complete copy first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _read_marker(folder) is None:
-            raise
-    return marker
 
 
 # ---------------------------------------------------------------- detections and boxes
