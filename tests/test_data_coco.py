@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import REALDATA
 
-from sagepose.data.coco import ImageReadError, load_coco, load_detections, read_image
+from sagepose.data.coco import ImageReadError, load_coco, read_image
 from sagepose.data.dataset import TopDownDataset, collate
+from sagepose.data.detections import load_detections
 from sagepose.data.transforms import TopDownSampler
 from sagepose.errors import DataError
 from sagepose.keypoints import COCO17

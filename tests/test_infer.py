@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sagepose.cli.main import main
-from sagepose.data.coco import load_detections
+from sagepose.data.detections import load_detections
 from sagepose.geometry import BOX_EMPTY, BOX_NONFINITE, BOX_OUTSIDE
 from sagepose.infer import load_boxes, run_inference
 from sagepose.keypoints import COCO17

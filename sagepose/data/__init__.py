@@ -6,8 +6,9 @@ from sagepose.data.batch_aug import (
     normalize,
     photometric,
 )
-from sagepose.data.coco import ImageReadError, Record, load_coco, load_detections, read_image
+from sagepose.data.coco import ImageReadError, Record, load_coco, read_image
 from sagepose.data.dataset import TopDownDataset, collate
+from sagepose.data.detections import load_detections
 from sagepose.data.mpii import MpiiSet, load_mpii, load_mpii_set
 from sagepose.data.posetrack import load_posetrack18
 from sagepose.data.transforms import Sample, TopDownSampler

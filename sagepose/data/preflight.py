@@ -90,7 +90,7 @@ def check_data(cfg: Config, train: bool = True, val: bool = True, schema=None) -
             counts.append(f"{_split_images(d.train_json, 'train', schema, d.image_root)} training images")
         if val and d.val_json:
             if d.det_json:
-                from sagepose.data.coco import load_detections
+                from sagepose.data.detections import load_detections
 
                 _exists(d.det_json, "data.det_json")
                 _exists(d.val_json, "data.val_json")

@@ -35,6 +35,7 @@ from sagepose import geometry
 from sagepose.config import ConfigError
 from sagepose.data.coco import image_index, read_json
 from sagepose.data.dataset import read_cached
+from sagepose.data.detections import FILTERED, NO_IMAGE_ENTRY, Detection, parse_detections
 from sagepose.data.video_frames import cached_frames, frame_file
 from sagepose.errors import DataError
 from sagepose.image import ImageReadError, image_size
@@ -47,10 +48,8 @@ MAX_SUBSTITUTIONS = 10  # unreadable images in a row tolerated per item
 SHOWN = 5  # file names a skip warning quotes
 
 MISSING_FILE = "image file missing"
-NO_IMAGE_ENTRY = "image_id not in the images list"
 UNREADABLE = "unreadable image"
 BAD_FRAME = "frames that failed to decode"
-FILTERED = {"below the score threshold", "other category", "crowd"}  # filters, not problems: no warning
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,7 +228,8 @@ def _video_records(src: UnlabeledSource, cache_dir: str | None, temporal: bool):
 
 
 def _box_records(src: UnlabeledSource, root: str | None):
-    """Detections (COCO results) or a COCO json's boxes -> one record per usable box."""
+    """Detections (COCO results) or a COCO json's boxes -> one record per usable box (:func:`parse_detections`:
+    crowd entries and image ids with no ``images`` entry skipped and counted)."""
     data = read_json(src.path)
     if isinstance(data, list):
         entries, field = data, "detection"
@@ -253,46 +253,30 @@ def _box_records(src: UnlabeledSource, root: str | None):
                               f"{{image_id:012d}}.jpg (the source's 'root', or ssl.unlabeled_root)")
     else:
         folder = src.root or root or os.path.dirname(images_path)
-    skipped, names = Counter(), {}
-    files: dict = {}  # image id -> (path, width, height), or a skip reason
+    dets, skipped, unknown = parse_detections(src.path, entries, images=images, images_path=images_path,
+                                              unknown_image="skip", skip_crowd=True, score_thr=src.score_thr,
+                                              category_id=src.category_id, entry=field)
+    names = {NO_IMAGE_ENTRY: unknown} if unknown else {}
+    files: dict = {}  # image id -> (path, width, height), or (skip reason, name to quote)
     kept = []
-    for i, det in enumerate(entries):
-        where = f"{src.path}: {field} {det.get('id', i) if isinstance(det, dict) else i}"
-        if not isinstance(det, dict) or "image_id" not in det or "bbox" not in det:
-            raise DataError(f"{where}: expected an object with 'image_id' and 'bbox' [x, y, w, h]")
-        box = det["bbox"]
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            raise DataError(f"{where}: expected a bbox of 4 values [x, y, w, h], got {box!r}")
-        score = det.get("score", 1.0)
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise DataError(f"{where}: score must be a number, got {score!r}")
-        if det.get("iscrowd", 0):
-            skipped["crowd"] += 1
-            continue
-        if src.category_id is not None and det.get("category_id", src.category_id) != src.category_id:
-            skipped["other category"] += 1
-            continue
-        if score < src.score_thr:
-            skipped["below the score threshold"] += 1
-            continue
-        image_id = det["image_id"]
-        if image_id not in files:
-            files[image_id] = _locate(image_id, images, folder, where)
-        found = files[image_id]
+    for det in dets:
+        if det.image_id not in files:
+            files[det.image_id] = _locate(det, folder)
+        found = files[det.image_id]
         if isinstance(found, tuple) and len(found) == 2:  # (reason, name)
             skipped[found[0]] += 1
             names.setdefault(found[0], [])
             if found[1] not in names[found[0]]:
                 names[found[0]].append(found[1])
             continue
-        kept.append((found, image_id, box, float(score)))
-    boxes = [box for _, _, box, _ in kept]
-    sizes = np.reshape([(w, h) for (_, w, h), _, _, _ in kept], (-1, 2))
+        kept.append((found, det))
+    boxes = np.reshape([det.bbox_xywh for _, det in kept], (-1, 4))
+    sizes = np.reshape([(w, h) for (_, w, h), _ in kept], (-1, 2))
     _, problems = geometry.check_boxes(boxes, sizes, fmt="xywh", where=src.path, strict=False)
     skipped.update(p for p in problems if p)
-    records = [UnlabeledRecord(image_path=p, image_id=image_id, bbox_xywh=np.asarray(box, np.float32), width=w,
-                               height=h, score=score, source=src.path)
-               for ((p, w, h), image_id, box, score), problem in zip(kept, problems) if not problem]
+    records = [UnlabeledRecord(image_path=p, image_id=det.image_id, bbox_xywh=det.bbox_xywh, width=w, height=h,
+                               score=det.score, source=src.path)
+               for ((p, w, h), det), problem in zip(kept, problems) if not problem]
     what = f"{len(records)} instances in {len({r.image_path for r in records})} images"
     if src.score_thr > 0:
         what += f" (score >= {src.score_thr:g})"
@@ -309,20 +293,15 @@ def _images_of(path: str, data) -> dict:
         raise DataError(str(e)) from None
 
 
-def _locate(image_id, images: dict | None, folder: str, where: str):
-    """An image's (path, width, height), or (skip reason, name to quote)."""
-    if images is not None:
-        img = images.get(image_id)
-        if img is None:
-            return NO_IMAGE_ENTRY, str(image_id)
-        path = os.path.join(folder, img["file_name"])
+def _locate(det: Detection, folder: str):
+    """A detection's image: (path, width, height), or (skip reason, name to quote). Its ``images`` entry gives the
+    file name and size; without an images list, the file is ``{image_id:012d}.jpg`` and its header the size."""
+    if det.image is not None:
+        path = os.path.join(folder, det.image["file_name"])
         if not os.path.isfile(path):
-            return MISSING_FILE, img["file_name"]
-        return path, int(img["width"]), int(img["height"])
-    if isinstance(image_id, bool) or not isinstance(image_id, int):
-        raise DataError(f"{where}: image_id {image_id!r} is not an integer, and there is no images list to "
-                        f"look it up in")
-    name = f"{image_id:012d}.jpg"
+            return MISSING_FILE, det.image["file_name"]
+        return path, int(det.image["width"]), int(det.image["height"])
+    name = f"{det.image_id:012d}.jpg"
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
         return MISSING_FILE, name
