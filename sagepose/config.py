@@ -208,7 +208,7 @@ class SSLConfig:
     ``mode``: "off" (supervised), "semi" (a labeled and an unlabeled batch every step) or "unsup_only" (unlabeled
     batches only, from a supervised checkpoint in ``model.init_checkpoint``). ``unlabeled``: one source or a list --
     an image folder, a video file, a detections json (COCO results), a COCO json with boxes, or a dict
-    ``{path, kind, every_n, score_thr, images, root}`` (:func:`sagepose.data.unlabeled.load_unlabeled`).
+    ``{path, kind, every_n, score_thr, images, root}`` (:func:`sagepose.data.unlabeled_sources.load_unlabeled`).
     """
 
     mode: str = "off"

@@ -12,7 +12,8 @@ from sagepose.data.detections import load_detections
 from sagepose.data.mpii import MpiiSet, load_mpii, load_mpii_set
 from sagepose.data.posetrack import load_posetrack18
 from sagepose.data.transforms import Sample, TopDownSampler
-from sagepose.data.unlabeled import UnlabeledDataset, UnlabeledRecord, UnlabeledSource, load_unlabeled
+from sagepose.data.unlabeled import UnlabeledDataset
+from sagepose.data.unlabeled_sources import UnlabeledRecord, UnlabeledSource, load_unlabeled
 
 __all__ = [
     "CoarseDropoutConfig", "ImageReadError", "MpiiSet", "PhotometricConfig", "Record", "Sample", "TopDownDataset",

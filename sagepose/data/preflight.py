@@ -141,7 +141,7 @@ def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[
     -> ``["2 unlabeled sources"]``."""
     import cv2
 
-    from sagepose.data.unlabeled import parse_source
+    from sagepose.data.unlabeled_sources import parse_source
 
     specs = [sources] if isinstance(sources, (str, os.PathLike, dict)) else list(sources or [])
     if not specs:
@@ -151,7 +151,7 @@ def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[
         if not os.path.exists(src.path):
             raise DataError(f"{src.path}: unlabeled source not found (no such file or folder)")
         if src.kind == "images" and os.path.isdir(src.path):
-            from sagepose.data.unlabeled import IMAGE_SUFFIXES
+            from sagepose.data.unlabeled_sources import IMAGE_SUFFIXES
 
             found = (p for p in Path(src.path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if next(found, None) is None:

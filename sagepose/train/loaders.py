@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from sagepose.config import Config
 from sagepose.data import TopDownDataset, TopDownSampler, UnlabeledDataset, collate, load_coco, load_detections
 from sagepose.data.multi import ConcatMembers, DatasetPlan, MemberDataset, member_records, plan_datasets
-from sagepose.data.unlabeled import load_unlabeled
+from sagepose.data.unlabeled_sources import load_unlabeled
 from sagepose.train.sampling import MixingSampler, ResumableLoader, ShardSampler
 
 # DataConfig fields that are TopDownSampler arguments of the same name
