@@ -11,11 +11,12 @@ import pytest
 import torch
 from conftest import REALDATA
 
-from sagepose.data.coco import ImageReadError, load_coco, read_image
+from sagepose.data.coco import load_coco
 from sagepose.data.dataset import TopDownDataset, collate
 from sagepose.data.detections import load_detections
 from sagepose.data.transforms import TopDownSampler
 from sagepose.errors import DataError
+from sagepose.image import ImageReadError, read_image
 from sagepose.keypoints import COCO17
 
 

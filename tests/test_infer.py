@@ -134,7 +134,7 @@ def test_folder_run_skips_an_unreadable_image_and_names_it_in_the_summary(coco_f
 
 
 def test_a_single_unreadable_image_is_still_an_error(tmp_path):
-    from sagepose.data.coco import ImageReadError
+    from sagepose.image import ImageReadError
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"garbage")

@@ -10,8 +10,9 @@ import pytest
 from conftest import REALDATA
 
 from sagepose import geometry
-from sagepose.data.coco import Record, load_coco, read_image
+from sagepose.data.coco import Record, load_coco
 from sagepose.data.transforms import TopDownSampler, _truncnorm
+from sagepose.image import read_image
 from sagepose.keypoints import COCO17
 
 MMPOSE_PY = os.path.expanduser("~/.cache/sagepose-peers/mmpose-venv/bin/python")

@@ -39,7 +39,6 @@ import numpy as np
 
 from sagepose.errors import DataError
 from sagepose.geometry import BOX_NONFINITE, check_boxes, mpii_head_size
-from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live in sagepose.image)
 from sagepose.keypoints import KeypointSchema, get_schema
 
 AREA_FROM_BOX = 0.53  # MMPose's area estimate for annotations without 'area'
