@@ -9,7 +9,6 @@ crop needs (sampling, the warp, collation) together.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,9 +16,7 @@ import torch
 
 from sagepose.data.coco import Record
 from sagepose.data.transforms import TopDownSampler
-from sagepose.image import ImageReadError, read_image, read_image_reduced
-
-MAX_SUBSTITUTIONS = 10  # consecutive unreadable images tolerated per item with skip_bad_images
+from sagepose.image import read_image, read_image_reduced
 
 
 def read_cached(path: str, images: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -37,17 +34,14 @@ def read_cached(path: str, images: dict[str, np.ndarray] | None) -> np.ndarray:
 class TopDownDataset(torch.utils.data.Dataset):
     """Person records -> dicts of one sample each (see :meth:`__getitem__`).
 
-    An unreadable image raises :class:`ImageReadError` naming the file; with
-    ``skip_bad_images=True`` another random record is used instead and the event is
-    counted (``bad_images``, per process) and warned about. ``cache_images``: keep every
+    An unreadable image raises :class:`ImageReadError` naming the file. ``cache_images``: keep every
     decoded image in memory after its first use (per process; a bad image is never cached). ``reduced_decode``:
     each sample's crop is planned first and its JPEG decoded at the largest of 1/2, 1/4, 1/8 that still gives a
     decoded pixel per crop pixel (:meth:`TopDownSampler.reduction`); the same draws, the same geometry.
     """
 
     def __init__(self, records: Sequence[Record], sampler: TopDownSampler, train: bool, seed: int = 0,
-                 skip_bad_images: bool = False, cache_images: bool = False, test_scales=(1.0,),
-                 reduced_decode: bool = False):
+                 cache_images: bool = False, test_scales=(1.0,), reduced_decode: bool = False):
         if not records:
             raise ValueError("TopDownDataset: no records")
         k = sampler.schema.num_keypoints
@@ -58,8 +52,6 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.sampler = sampler
         self.train = train
         self.seed = seed
-        self.skip_bad_images = skip_bad_images
-        self.bad_images = 0
         if reduced_decode and cache_images:
             raise ValueError("TopDownDataset: reduced_decode decodes each sample at its own size; cache_images keeps "
                              "full images: choose one")
@@ -90,29 +82,16 @@ class TopDownDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
         reduced, plan = 1, None
-        for _ in range(MAX_SUBSTITUTIONS):
-            try:
-                if self.reduced_decode:  # the crop's geometry first, then a JPEG decoded at the size it needs
-                    state = rng.bit_generator.state
-                    plan = self.sampler.plan(record, rng, self.train, record.width)
-                    image, reduced = read_image_reduced(record.image_path, self.sampler.reduction(plan[1]))
-                    if image.shape[1] != -(-record.width // reduced):  # the json's image size is not the file's
-                        rng.bit_generator.state = state  # then as without reduced_decode, draw for draw
-                        image = image if reduced == 1 else self._read(record.image_path)
-                        reduced, plan = 1, None
-                else:
-                    image = self._read(record.image_path)
-                break
-            except ImageReadError as e:
-                if not self.skip_bad_images:
-                    raise
-                self.bad_images += 1
-                warnings.warn(f"{e}; substituted another sample ({self.bad_images} bad images so far)",
-                              stacklevel=2)
-                record = self.records[int(rng.integers(len(self.records)))]
+        if self.reduced_decode:  # the crop's geometry first, then a JPEG decoded at the size it needs
+            state = rng.bit_generator.state
+            plan = self.sampler.plan(record, rng, self.train, record.width)
+            image, reduced = read_image_reduced(record.image_path, self.sampler.reduction(plan[1]))
+            if image.shape[1] != -(-record.width // reduced):  # the json's image size is not the file's
+                rng.bit_generator.state = state  # then as without reduced_decode, draw for draw
+                image = image if reduced == 1 else self._read(record.image_path)
+                reduced, plan = 1, None
         else:
-            raise ImageReadError(f"{record.image_path}: {MAX_SUBSTITUTIONS} unreadable images in a row "
-                                 f"while substituting for index {index}")
+            image = self._read(record.image_path)
         if plan is None:
             s = self.sampler(image, record, rng, self.train)
         else:
