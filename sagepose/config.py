@@ -81,7 +81,7 @@ class DataConfig:
     # times smaller than the person's box: less decode and warp work per sample, crops low-pass filtered by block
     # means instead of bilinear point samples (benchmarks/bench_dataloader.py states speed and pixel difference)
     reduced_decode: bool = False
-    # per-sample geometric augmentation (MMPose's defaults; TopDownSampler's defaults are these, written once)
+    # per-sample geometric augmentation (MMPose's defaults; CropAugment's defaults are these, written once)
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
     scale_factor: tuple[float, float] = (0.5, 1.5)

@@ -13,7 +13,7 @@ from conftest import REALDATA
 from sagepose.data.coco import load_coco
 from sagepose.data.dataset import TopDownDataset, collate
 from sagepose.data.detections import load_detections
-from sagepose.data.transforms import TopDownSampler
+from sagepose.data.transforms import CropAugment
 from sagepose.errors import DataError
 from sagepose.image import ImageReadError, read_image
 from sagepose.keypoints import COCO17
@@ -188,7 +188,7 @@ def test_corrupt_image_raises_with_the_path(tmp_path):
 
 def _dataset(tmp_path, **kw):
     records = load_coco(_coco(tmp_path))
-    sampler = TopDownSampler(COCO17, input_size=(48, 64))
+    sampler = CropAugment(COCO17, input_size=(48, 64))
     return TopDownDataset(records, sampler, train=True, **kw), records
 
 
@@ -219,7 +219,7 @@ def test_dataset_sample_fields_and_collate(tmp_path):
 
 def test_dataset_carries_head_sizes_into_the_batch(tmp_path):
     path = _coco(tmp_path, annotations=[_ann(1, head_box=[10, 5, 40, 45]), _ann(2)])
-    ds = TopDownDataset(load_coco(path), TopDownSampler(COCO17, input_size=(48, 64)), train=False)
+    ds = TopDownDataset(load_coco(path), CropAugment(COCO17, input_size=(48, 64)), train=False)
     assert ds[0]["head_size"].dtype == np.float32 and ds[0]["head_size"] == 30.0
     batch = collate([ds[0], ds[1]])
     assert batch["head_size"].dtype == torch.float32 and batch["head_size"].shape == (2,)

@@ -11,7 +11,7 @@ from sagepose import geometry
 from sagepose.config import ConfigError
 from sagepose.data import collate, video_frames
 from sagepose.data.coco import Record
-from sagepose.data.transforms import TopDownSampler
+from sagepose.data.transforms import CropAugment
 from sagepose.data.unlabeled import UnlabeledDataset
 from sagepose.data.unlabeled_sources import UnlabeledRecord, load_unlabeled
 from sagepose.errors import DataError
@@ -292,7 +292,7 @@ def test_crop_equals_the_supervised_val_crop(tmp_path, udp):
     labeled = Record(image_path="-", image_id=1, ann_id=1, bbox_xywh=box, keypoints=np.zeros((17, 2), np.float32),
                      visible=np.zeros(17, np.float32), flags=np.zeros(17, np.float32), area=1.0, width=120,
                      height=90)
-    ref = TopDownSampler(COCO17, input_size=(48, 64), udp=udp)(img, labeled, np.random.default_rng(0), train=False)
+    ref = CropAugment(COCO17, input_size=(48, 64), udp=udp)(img, labeled, np.random.default_rng(0), train=False)
     assert item["img"].shape == (64, 48, 3) and np.array_equal(item["img"], ref.crop)
     assert np.array_equal(item["center"], ref.center) and np.array_equal(item["scale"], ref.scale)
     assert np.array_equal(item["img_next"], item["img"]) and item["img_next"] is not item["img"]

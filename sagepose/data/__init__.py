@@ -1,4 +1,4 @@
-"""Data: annotation readers, top-down sampling, the dataset and batched device augmentation."""
+"""Data: annotation and detection readers, the crop and its augmentation, the datasets, batched device augmentation."""
 from sagepose.data.batch_aug import (
     CoarseDropoutConfig,
     PhotometricConfig,
@@ -10,12 +10,12 @@ from sagepose.data.dataset import TopDownDataset, collate
 from sagepose.data.detections import load_detections
 from sagepose.data.mpii import MpiiSet, load_mpii, load_mpii_set
 from sagepose.data.posetrack import load_posetrack18
-from sagepose.data.transforms import Sample, TopDownSampler
+from sagepose.data.transforms import CropAugment, Sample
 from sagepose.data.unlabeled import UnlabeledDataset
 from sagepose.data.unlabeled_sources import UnlabeledRecord, UnlabeledSource, load_unlabeled
 
 __all__ = [
-    "CoarseDropoutConfig", "MpiiSet", "PhotometricConfig", "Record", "Sample", "TopDownDataset", "TopDownSampler",
+    "CoarseDropoutConfig", "CropAugment", "MpiiSet", "PhotometricConfig", "Record", "Sample", "TopDownDataset",
     "UnlabeledDataset", "UnlabeledRecord", "UnlabeledSource", "coarse_dropout", "collate", "load_coco",
     "load_detections", "load_mpii", "load_mpii_set", "load_posetrack18", "load_unlabeled", "photometric",
 ]

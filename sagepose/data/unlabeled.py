@@ -1,5 +1,5 @@
 """The dataset of unlabeled crops for semi-supervised training: each record's box (and the same box in the next
-video frame) cropped exactly as the supervised val crop (:meth:`TopDownSampler.crop`), so a labeled and an
+video frame) cropped exactly as the supervised val crop (:meth:`CropAugment.crop`), so a labeled and an
 unlabeled crop of the same box are the same pixels. The records come from :mod:`sagepose.data.unlabeled_sources`.
 """
 from __future__ import annotations
