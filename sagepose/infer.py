@@ -2,7 +2,7 @@
 
 Boxes come from a detection json, an ONNX person detector (:mod:`sagepose.detect`, ``--detector``) or, without
 either, the whole image/frame is one person box.
-Two detection formats are read:
+Two detection formats are read (by :mod:`sagepose.data.detections`):
 
 * COCO results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``) together with a COCO
   json whose ``images`` give each ``file_name`` its ``image_id`` (``--images-json``), read by

@@ -272,7 +272,8 @@ def _num_labelled(keypoints) -> int:
     return int(np.count_nonzero(np.asarray(keypoints, np.float32).reshape(-1, 3)[:, 2] > 0))
 
 
-def _warn_skipped(path: str, skipped: Counter, what: str = "annotations") -> None:
+def warn_skipped(path: str, skipped: Counter, what: str = "annotations") -> None:
+    """One warning for what a reader skipped in ``path``: ``skipped 3 annotations in PATH: 2 why, 1 why``."""
     if skipped:
         parts = ", ".join(f"{n} {why}" for why, n in skipped.items())
         warnings.warn(f"skipped {sum(skipped.values())} {what} in {path}: {parts}", stacklevel=3)
@@ -350,7 +351,7 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
             bbox_xywh=box, keypoints=np.ascontiguousarray(kpt[:, :2]), visible=visible, flags=flags,
             area=annotation_area(ann, img), width=int(img["width"]), height=int(img["height"]),
             head_size=float(head_size)))
-    _warn_skipped(path, skipped)
+    warn_skipped(path, skipped)
     if not records:
         raise ValueError(f"{path}: none of its {len(anns)} annotations is usable for mode={mode!r} "
                          f"(crowd, without labelled keypoints, or with no box area in the image)")

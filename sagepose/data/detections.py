@@ -17,13 +17,12 @@ A malformed entry is an error naming the file and the entry; entries that a filt
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
 
-from sagepose.data.coco import Record, image_index, read_json, resolve_image_root
+from sagepose.data.coco import Record, image_index, read_json, resolve_image_root, warn_skipped
 from sagepose.errors import DataError
 from sagepose.geometry import check_boxes
 from sagepose.keypoints import KeypointSchema, get_schema
@@ -130,10 +129,7 @@ def _read_detections(det_path: str, coco_path: str, coco_data, score_thr: float,
     sizes = np.reshape([(d.image["width"], d.image["height"]) for d in kept], (-1, 2))
     _, problems = check_boxes(np.reshape([d.bbox_xywh for d in kept], (-1, 4)), sizes, fmt="xywh", where=det_path,
                               strict=False)
-    skipped = Counter(p for p in problems if p)
-    if skipped:
-        parts = ", ".join(f"{n} {why}" for why, n in skipped.items())
-        warnings.warn(f"skipped {sum(skipped.values())} detections in {det_path}: {parts}", stacklevel=3)
+    warn_skipped(det_path, Counter(p for p in problems if p), "detections")
     return [d for d, problem in zip(kept, problems) if not problem]
 
 
