@@ -29,7 +29,7 @@ import numpy as np
 from sagepose import geometry
 from sagepose.data.coco import Record
 from sagepose.data.dataset import TopDownDataset
-from sagepose.data.transforms import TopDownSampler
+from sagepose.data.transforms import CropAugment
 from sagepose.image import read_image
 from sagepose.keypoints import COCO17
 
@@ -129,7 +129,7 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     crop = tuple(int(v) for v in args.input.split("x"))
     cv2.setNumThreads(1)
-    sampler = TopDownSampler(COCO17, input_size=crop)
+    sampler = CropAugment(COCO17, input_size=crop)
     steps = {"sagepose": sagepose_step, "mmpose-style": mmpose_style_step, "two-warp": two_warp_step}
     with tempfile.TemporaryDirectory() as folder:
         records = make_images(folder, args.images, width, height, np.random.default_rng(0))

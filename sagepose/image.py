@@ -1,9 +1,12 @@
-"""Images in, model input out: decoding an image file and ImageNet normalisation.
+"""Images in, model input out: decoding an image file, its size from its header, and ImageNet normalisation.
 
 A base module: :mod:`sagepose.models` (the estimator's ``predict``) and :mod:`sagepose.data` (the loaders)
 both import it, and neither imports the other.
 """
 from __future__ import annotations
+
+import os
+import struct
 
 import cv2
 import numpy as np
@@ -52,6 +55,105 @@ def read_image_reduced(path: str, factor: int) -> tuple[np.ndarray, int]:
         if img is not None:
             return img, factor
     return read_image(path), 1
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image as :func:`read_image` decodes it, from its header where the format allows.
+
+    JPEG (with its EXIF orientation, which OpenCV applies), PNG, BMP and WebP headers are parsed; other
+    formats, or headers that do not parse, are decoded once. :class:`ImageReadError` if neither works.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            size = _header_size(f, head)
+    except OSError:
+        raise ImageReadError(f"{path}: missing") from None
+    if size is not None and size[0] > 0 and size[1] > 0:
+        return size
+    h, w = read_image(path).shape[:2]
+    return w, h
+
+
+def _header_size(f, head: bytes) -> tuple[int, int] | None:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head[:2] == b"BM" and len(head) >= 26:
+        if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 core header: 16-bit sizes
+            return struct.unpack("<HH", head[18:22])
+        w, h = struct.unpack("<ii", head[18:26])
+        return w, abs(h)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if chunk == b"VP8L" and head[20] == 0x2F:
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+            w, h = struct.unpack("<HH", head[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        return None
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(f)
+    return None
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """Walk a JPEG's marker segments to its frame header; EXIF orientations 5-8 (transposed) swap w and h."""
+    f.seek(2)
+    transposed = False
+    while True:
+        b = f.read(1)
+        while b == b"\xff":  # fill bytes
+            b = f.read(1)
+        if not b:
+            return None
+        marker = b[0]
+        if marker in (0x01, *range(0xD0, 0xD9)):  # standalone markers
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        length_bytes = f.read(2)
+        if len(length_bytes) < 2:
+            return None
+        length = struct.unpack(">H", length_bytes)[0]
+        if length < 2:
+            return None
+        if marker in _SOF:
+            data = f.read(5)
+            if len(data) < 5:
+                return None
+            h, w = struct.unpack(">HH", data[1:5])
+            return (h, w) if transposed else (w, h)
+        if marker == 0xE1:
+            data = f.read(length - 2)
+            transposed = transposed or _exif_orientation(data) in (5, 6, 7, 8)
+        else:
+            f.seek(length - 2, os.SEEK_CUR)
+
+
+def _exif_orientation(app1: bytes) -> int:
+    """The orientation tag (0x0112) of an APP1 segment's EXIF IFD0; 1 (upright) when absent or malformed."""
+    if app1[:6] != b"Exif\x00\x00" or len(app1) < 14:
+        return 1
+    tiff = app1[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 1
+    ifd = struct.unpack(order + "I", tiff[4:8])[0]
+    if ifd + 2 > len(tiff):
+        return 1
+    for k in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return 1
+        if struct.unpack(order + "H", entry[:2])[0] == 0x0112:
+            return struct.unpack(order + "H", entry[8:10])[0]
+    return 1
 
 
 def normalize(crops: torch.Tensor, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,

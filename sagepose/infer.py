@@ -2,11 +2,11 @@
 
 Boxes come from a detection json, an ONNX person detector (:mod:`sagepose.detect`, ``--detector``) or, without
 either, the whole image/frame is one person box.
-Two detection formats are read:
+Two detection formats are read (by :mod:`sagepose.data.detections`):
 
 * COCO results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``) together with a COCO
   json whose ``images`` give each ``file_name`` its ``image_id`` (``--images-json``), read by
-  :func:`sagepose.data.coco.read_detections` as for evaluation;
+  :func:`sagepose.data.detections.read_detections` as for evaluation;
 * a plain mapping ``{"file_name": [[x1, y1, x2, y2, score], ...]}`` (for a video, keys are
   frame indices).
 
@@ -50,26 +50,21 @@ def image_ids(images_json: str | Path) -> dict[str, int]:
 
 def load_boxes(det_json: str | Path, images_json: str | Path | None = None,
                score_thr: float = 0.0) -> dict[str, np.ndarray]:
-    """Detection json -> {file name (or frame index as str): (N, 5) xyxy + score}."""
-    from sagepose.data.coco import read_detections, read_json
+    """Detection json -> {file name (or frame index as str): (N, 5) xyxy + score}, read by
+    :mod:`sagepose.data.detections` (a mapping by :func:`read_box_mapping`, COCO results by
+    :func:`read_detections`, keyed by each image's file name without its folders)."""
+    from sagepose.data.coco import read_json
+    from sagepose.data.detections import read_box_mapping, read_detections
 
     det_json = str(det_json)
     data = read_json(det_json)
-    boxes: dict[str, list] = defaultdict(list)
     if isinstance(data, dict):
-        for key, rows in data.items():
-            if not isinstance(rows, list):
-                raise ValueError(f"{det_json}: {key!r}: expected a list of boxes [[x1, y1, x2, y2(, score)], ...]")
-            for i, row in enumerate(rows):
-                if not isinstance(row, (list, tuple)) or len(row) not in (4, 5):
-                    raise ValueError(f"{det_json}: {key!r} box {i}: expected [x1, y1, x2, y2(, score)]")
-                row = list(row) + [1.0] * (5 - len(row))
-                if row[4] >= score_thr:
-                    boxes[str(key)].append(row)
+        boxes = read_box_mapping(det_json, data, score_thr)
     elif isinstance(data, list):
         if images_json is None:
             raise ValueError(f"{det_json}: COCO-results detections need --images-json to map image ids to files")
         image_ids(images_json)  # file names must tell the images apart
+        boxes = defaultdict(list)
         for det in read_detections(det_json, str(images_json), score_thr):  # thresholded there
             x, y, w, h = (float(v) for v in det.bbox_xywh)
             boxes[Path(det.image["file_name"]).name].append([x, y, x + w, y + h, det.score])

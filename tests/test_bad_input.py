@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from sagepose.data.coco import load_coco, load_detections
+from sagepose.data.coco import load_coco
+from sagepose.data.detections import load_detections
 from sagepose.eval import evaluate_coco
 from sagepose.geometry import BOX_EMPTY, BOX_NONFINITE, BOX_OUTSIDE, check_boxes
 from sagepose.keypoints import AIC14, COCO17, CROWDPOSE14, SCHEMAS

@@ -14,10 +14,10 @@ from sagepose.data.batch_aug import (
     _mix,
     _uniform,
     coarse_dropout,
-    normalize,
     photometric,
     sample_keys,
 )
+from sagepose.image import normalize
 
 
 def _keys(b: int, seed: int = 0, epoch: int = 0) -> torch.Tensor:

@@ -180,9 +180,9 @@ def test_fusion_loss_weights_come_from_the_run_config(synth_data, tmp_path, monk
 
 def test_purposeful_error_classes_are_sagepose_errors_of_their_builtin_kind():
     from sagepose.config import ConfigError
-    from sagepose.data.coco import ImageReadError
     from sagepose.errors import DataError, SagePoseError
     from sagepose.hub import ChecksumError, WeightsDownloadError
+    from sagepose.image import ImageReadError
     from sagepose.models.checkpoint import CheckpointMismatchError, CheckpointReadError
 
     for cls, builtin in ((ConfigError, ValueError), (DataError, ValueError), (CheckpointReadError, RuntimeError),

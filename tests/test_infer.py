@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sagepose.cli.main import main
-from sagepose.data.coco import load_detections
+from sagepose.data.detections import load_detections
 from sagepose.geometry import BOX_EMPTY, BOX_NONFINITE, BOX_OUTSIDE
 from sagepose.infer import load_boxes, run_inference
 from sagepose.keypoints import COCO17
@@ -134,7 +134,7 @@ def test_folder_run_skips_an_unreadable_image_and_names_it_in_the_summary(coco_f
 
 
 def test_a_single_unreadable_image_is_still_an_error(tmp_path):
-    from sagepose.data.coco import ImageReadError
+    from sagepose.image import ImageReadError
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"garbage")

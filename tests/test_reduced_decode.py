@@ -12,7 +12,7 @@ from sagepose import geometry
 from sagepose.config import ConfigError, load_config
 from sagepose.data.coco import Record
 from sagepose.data.dataset import TopDownDataset
-from sagepose.data.transforms import TopDownSampler
+from sagepose.data.transforms import CropAugment
 from sagepose.image import read_image, read_image_reduced
 from sagepose.keypoints import COCO17
 
@@ -49,7 +49,7 @@ def centroid(crop: np.ndarray) -> np.ndarray:
 
 
 def datasets(rec, train: bool):
-    sampler = TopDownSampler(COCO17, input_size=INPUT, flip_prob=1.0 if train else 0.0, rotate_prob=1.0,
+    sampler = CropAugment(COCO17, input_size=INPUT, flip_prob=1.0 if train else 0.0, rotate_prob=1.0,
                              rotate_factor=30.0, half_body_prob=0.0, scale_factor=(0.9, 1.1))
     return [TopDownDataset([rec], sampler, train=train, seed=5, reduced_decode=r) for r in (False, True)]
 
@@ -70,7 +70,7 @@ def test_the_crop_puts_the_blob_where_its_keypoint_is(blob_jpeg, box_side, facto
     full, reduced = (ds[0] for ds in datasets(rec, train))
     assert np.array_equal(full["keypoints"], reduced["keypoints"])  # the same draws, the same geometry
     scale = reduced["scale"]
-    assert datasets(rec, train)[1].sampler.reduction(scale) == factor
+    assert datasets(rec, train)[1].transform.reduction(scale) == factor
     kp = reduced["keypoints"][0]
     ratio = geometry.fix_aspect_ratio(scale, INPUT[0] / INPUT[1])[1] / INPUT[1]  # image px per crop px
     # the blob's centroid: within 0.12 crop px of the keypoint (a missing (f-1)/2 offset is 0.4-0.45 crop px here)

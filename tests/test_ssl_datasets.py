@@ -156,7 +156,7 @@ def _fake_labels(root: Path, boxes_of, frames: int = 3) -> dict:
 
 
 def test_unlabeled_source_of_animal_boxes_is_a_coco_json_of_boxes_only(tmp_path):
-    from sagepose.data.unlabeled import load_unlabeled
+    from sagepose.data.unlabeled_sources import load_unlabeled
 
     info = _fake_labels(tmp_path / "data", lambda i: [[2.0 + i, 3.0, 10.0, 8.0], [30.0, 20.0 + i, 12.5, 9.0]])
     out = tmp_path / "out"
@@ -181,7 +181,7 @@ def test_unlabeled_source_of_animal_boxes_is_a_coco_json_of_boxes_only(tmp_path)
 
 
 def test_unlabeled_source_of_whole_image_boxes_is_a_folder_and_of_a_video_the_video(tmp_path):
-    from sagepose.data.unlabeled import load_unlabeled
+    from sagepose.data.unlabeled_sources import load_unlabeled
 
     info = _fake_labels(tmp_path / "data", lambda i: [[0, 0, 60, 40]])
     path = ssl_datasets.unlabeled_source("dlc-reaching", info, tmp_path / "out",
@@ -197,7 +197,7 @@ def test_unlabeled_source_of_whole_image_boxes_is_a_folder_and_of_a_video_the_vi
 
 
 def test_sleap_unlabeled_source_is_every_third_unlabeled_frame_with_the_labels_boxes(tmp_path):
-    from sagepose.data.unlabeled import load_unlabeled
+    from sagepose.data.unlabeled_sources import load_unlabeled
 
     _write_slp(tmp_path / "clip.slp", frames=31)
     writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))

@@ -1,4 +1,4 @@
-"""TopDownSampler: dots painted at keypoints land on the mapped keypoints; flip folds into one warp."""
+"""CropAugment: dots painted at keypoints land on the mapped keypoints; flip folds into one warp."""
 import dataclasses
 import os
 import subprocess
@@ -10,8 +10,9 @@ import pytest
 from conftest import REALDATA
 
 from sagepose import geometry
-from sagepose.data.coco import Record, load_coco, read_image
-from sagepose.data.transforms import TopDownSampler, _truncnorm
+from sagepose.data.coco import Record, load_coco
+from sagepose.data.transforms import CropAugment, _truncnorm
+from sagepose.image import read_image
 from sagepose.keypoints import COCO17
 
 MMPOSE_PY = os.path.expanduser("~/.cache/sagepose-peers/mmpose-venv/bin/python")
@@ -54,7 +55,7 @@ def _centroid(crop: np.ndarray) -> np.ndarray:
 def dot_errors(udp: bool, forced: dict, seeds=range(3)) -> list[float]:
     """Distance (px) between each dot's centroid in the crop and its mapped keypoint, over seeds."""
     record = _person()
-    sampler = TopDownSampler(COCO17, udp=udp, **{**OFF, **forced})
+    sampler = CropAugment(COCO17, udp=udp, **{**OFF, **forced})
     images = [_dot_image(p) for p in record.keypoints]
     errors = []
     for seed in seeds:
@@ -81,9 +82,9 @@ def test_painted_dots_land_within_1px_of_mapped_keypoints(name, udp):
 def test_forced_steps_change_the_crop_box():
     record = _person()
     image = np.zeros((IMG_H, IMG_W, 3), np.uint8)
-    base = TopDownSampler(COCO17, **OFF)(image, record, np.random.default_rng(0), train=True)
+    base = CropAugment(COCO17, **OFF)(image, record, np.random.default_rng(0), train=True)
     for name in ("rotate", "scale", "shift", "half_body"):
-        s = TopDownSampler(COCO17, **{**OFF, **FORCED[name]})(image, record, np.random.default_rng(0),
+        s = CropAugment(COCO17, **{**OFF, **FORCED[name]})(image, record, np.random.default_rng(0),
                                                               train=True)
         changed = (s.rotation != 0) if name == "rotate" else not (
             np.allclose(s.center, base.center) and np.allclose(s.scale, base.scale))
@@ -94,9 +95,9 @@ def test_forced_steps_change_the_crop_box():
 def test_flip_swaps_left_and_right_joints(udp):
     record = _person()
     image = np.zeros((IMG_H, IMG_W, 3), np.uint8)
-    s = TopDownSampler(COCO17, udp=udp, **{**OFF, "flip_prob": 1.0})(image, record,
+    s = CropAugment(COCO17, udp=udp, **{**OFF, "flip_prob": 1.0})(image, record,
                                                                      np.random.default_rng(0), True)
-    plain = TopDownSampler(COCO17, udp=udp, **OFF)(image, record, np.random.default_rng(0), True)
+    plain = CropAugment(COCO17, udp=udp, **OFF)(image, record, np.random.default_rng(0), True)
     # the output's left joint is the mirrored input right joint: same height, mirrored x in the crop;
     # MSRA crops mirror about w / 2 (x -> w - x), UDP ones about (w - 1) / 2, as in MMPose
     mirror = 191.0 if udp else 192.0
@@ -112,7 +113,7 @@ def test_single_matrix_flip_equals_flip_image_then_crop(udp):
     image = rng.integers(0, 256, (IMG_H, IMG_W, 3), dtype=np.uint8)
     image = cv2.GaussianBlur(image, (5, 5), 2)
     record = _person()
-    sampler = TopDownSampler(COCO17, udp=udp)
+    sampler = CropAugment(COCO17, udp=udp)
     center, scale, rot = np.array([210.0, 230.0]), np.array([200.0, 300.0]), 25.0
     fast = sampler.crop(image, record, center, scale, rot, flip=True)
     # the slow way, as MMPose: flip the whole image, the centre (given here in flipped coordinates)
@@ -130,7 +131,7 @@ def test_single_matrix_flip_equals_flip_image_then_crop(udp):
 def test_val_mode_is_the_plain_box_crop():
     record = _person()
     image = np.zeros((IMG_H, IMG_W, 3), np.uint8)
-    s = TopDownSampler(COCO17, flip_prob=1.0, rotate_prob=1.0)(image, record, np.random.default_rng(0),
+    s = CropAugment(COCO17, flip_prob=1.0, rotate_prob=1.0)(image, record, np.random.default_rng(0),
                                                                 train=False)
     assert not s.flipped and s.rotation == 0.0
     np.testing.assert_allclose(s.center, [200, 240])
@@ -139,7 +140,7 @@ def test_val_mode_is_the_plain_box_crop():
 
 def test_half_body_crops_the_upper_joints_when_preferred():
     record = _person()
-    sampler = TopDownSampler(COCO17, **{**OFF, "half_body_prob": 1.0, "half_body_upper_prob": 1.0})
+    sampler = CropAugment(COCO17, **{**OFF, "half_body_prob": 1.0, "half_body_upper_prob": 1.0})
     s = sampler(np.zeros((IMG_H, IMG_W, 3), np.uint8), record, np.random.default_rng(0), True)
     upper = record.keypoints[list(COCO17.upper_body)]
     np.testing.assert_allclose(s.center, upper.mean(0), atol=1e-4)
@@ -153,7 +154,7 @@ def test_random_ranges_follow_mmpose_defaults():
     rng = np.random.default_rng(0)
     v = _truncnorm(rng, 20000)
     assert v.min() >= -1 and v.max() <= 1 and abs(v.mean()) < 0.02
-    sampler = TopDownSampler(COCO17, half_body_prob=0.0)
+    sampler = CropAugment(COCO17, half_body_prob=0.0)
     record = _person()
     image = np.zeros((8, 8, 3), np.uint8)
     base = sampler(image, record, rng, train=False).scale
@@ -211,11 +212,11 @@ def test_matches_mmpose_pipeline_on_a_real_coco_person(mmpose_reference, udp):
     record, mm = mmpose_reference
     image = read_image(record.image_path)
     forced = dict(OFF, flip_prob=1.0, half_body_prob=1.0, half_body_upper_prob=1.0)
-    ours = TopDownSampler(COCO17, udp=udp, **forced)(image, record, np.random.default_rng(0), train=True)
+    ours = CropAugment(COCO17, udp=udp, **forced)(image, record, np.random.default_rng(0), train=True)
     np.testing.assert_allclose(ours.keypoints, mm[f"kp_hb_{udp}"], atol=1e-3)
     np.testing.assert_array_equal(ours.visible, mm[f"vis_hb_{udp}"])
     assert np.abs(ours.crop.astype(int) - mm[f"crop_hb_{udp}"].astype(int)).mean() < 0.2
     center, scale = geometry.box_to_center_scale(geometry.xywh_to_xyxy(record.bbox_xywh))
-    ours = TopDownSampler(COCO17, udp=udp).crop(image, record, center, scale * 1.2, 30.0, flip=False)
+    ours = CropAugment(COCO17, udp=udp).crop(image, record, center, scale * 1.2, 30.0, flip=False)
     np.testing.assert_allclose(ours.keypoints, mm[f"kp_rot_{udp}"], atol=1e-3)
     assert np.abs(ours.crop.astype(int) - mm[f"crop_rot_{udp}"].astype(int)).max() <= 1  # float32 ulps

@@ -9,12 +9,13 @@ import pytest
 
 from sagepose import geometry
 from sagepose.config import ConfigError
-from sagepose.data import collate
-from sagepose.data import unlabeled as U
+from sagepose.data import collate, video_frames
 from sagepose.data.coco import Record
-from sagepose.data.transforms import TopDownSampler
+from sagepose.data.transforms import CropAugment
+from sagepose.data.unlabeled import UnlabeledDataset
+from sagepose.data.unlabeled_sources import UnlabeledRecord, load_unlabeled
 from sagepose.errors import DataError
-from sagepose.image import ImageReadError, read_image
+from sagepose.image import ImageReadError, image_size, read_image
 from sagepose.keypoints import COCO17
 from sagepose.train.sampling import ResumableLoader, ShardSampler
 
@@ -62,12 +63,12 @@ def _counting_capture(monkeypatch):
         opened.append(path)
         return real(path)
 
-    monkeypatch.setattr(U.cv2, "VideoCapture", capture)
+    monkeypatch.setattr(video_frames.cv2, "VideoCapture", capture)
     return opened
 
 
 def test_video_keeps_every_nth_frame_and_caches_the_next(video, tmp_path):
-    recs = U.load_unlabeled({"path": str(video), "every_n": 5}, cache_dir=str(tmp_path / "cache"), verbose=False)
+    recs = load_unlabeled({"path": str(video), "every_n": 5}, cache_dir=str(tmp_path / "cache"), verbose=False)
     assert [r.frame for r in recs] == [0, 5, 10, 15, 20]
     for r in recs:
         assert _bar_index(read_image(r.image_path)) == r.frame
@@ -79,39 +80,39 @@ def test_video_keeps_every_nth_frame_and_caches_the_next(video, tmp_path):
 
 
 def test_video_every_frame_shares_files_and_temporal_off_writes_no_next(video, tmp_path):
-    recs = U.load_unlabeled(str(video), cache_dir=str(tmp_path / "c"), every_n=1, verbose=False)
+    recs = load_unlabeled(str(video), cache_dir=str(tmp_path / "c"), every_n=1, verbose=False)
     assert [r.frame for r in recs] == list(range(21))
     assert all(a.next_path == b.image_path for a, b in zip(recs, recs[1:]))
-    plain = U.load_unlabeled({"path": str(video), "every_n": 7}, cache_dir=str(tmp_path / "c"), temporal=False,
+    plain = load_unlabeled({"path": str(video), "every_n": 7}, cache_dir=str(tmp_path / "c"), temporal=False,
                              verbose=False)
     assert [r.frame for r in plain] == [0, 7, 14] and all(r.next_path is None for r in plain)
-    folder = U.video_cache_folder(str(video), str(tmp_path / "c"), 7, temporal=False)
+    folder = video_frames.video_cache_folder(str(video), str(tmp_path / "c"), 7, temporal=False)
     assert sorted(p.name for p in folder.glob("*.jpg")) == ["0000000.jpg", "0000007.jpg", "0000014.jpg"]
 
 
 def test_video_cache_is_reused_without_decoding(video, tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
-    first = U.load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
+    first = load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
     mtimes = {r.image_path: (tmp_path / r.image_path).stat().st_mtime_ns for r in first}
     opened = _counting_capture(monkeypatch)
-    second = U.load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
+    second = load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
     assert opened == []
     assert [(r.image_path, r.next_path) for r in second] == [(r.image_path, r.next_path) for r in first]
     assert {r.image_path: (tmp_path / r.image_path).stat().st_mtime_ns for r in second} == mtimes
-    U.load_unlabeled(str(video), cache_dir=cache, every_n=4, verbose=False)  # another every_n: another cache
+    load_unlabeled(str(video), cache_dir=cache, every_n=4, verbose=False)  # another every_n: another cache
     assert len(opened) == 1
 
 
 @pytest.mark.parametrize("damage", ["marker", "frame"])
 def test_incomplete_video_cache_is_rebuilt(video, tmp_path, monkeypatch, damage):
     cache = str(tmp_path / "cache")
-    recs = U.load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
-    folder = U.video_cache_folder(str(video), cache, 5)
-    (folder / U.CACHE_MARKER if damage == "marker" else tmp_path / recs[2].next_path).unlink()
+    recs = load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
+    folder = video_frames.video_cache_folder(str(video), cache, 5)
+    (folder / video_frames.CACHE_MARKER if damage == "marker" else tmp_path / recs[2].next_path).unlink()
     opened = _counting_capture(monkeypatch)
-    again = U.load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
+    again = load_unlabeled(str(video), cache_dir=cache, every_n=5, verbose=False)
     assert len(opened) == 1
-    assert (folder / U.CACHE_MARKER).is_file()
+    assert (folder / video_frames.CACHE_MARKER).is_file()
     assert [_bar_index(read_image(r.next_path)) for r in again[:-1]] == [1, 6, 11, 16]
     assert not list(tmp_path.glob("cache/.*.tmp"))  # the build folder was renamed into place
 
@@ -119,7 +120,7 @@ def test_incomplete_video_cache_is_rebuilt(video, tmp_path, monkeypatch, damage)
 def test_undecodable_frame_is_skipped_and_counted(tmp_path):
     video = _write_video(tmp_path / "bad.avi", corrupt=10)
     with pytest.warns(UserWarning, match="1 frames that failed to decode"):
-        recs = U.load_unlabeled(str(video), cache_dir=str(tmp_path / "c"), every_n=5)
+        recs = load_unlabeled(str(video), cache_dir=str(tmp_path / "c"), every_n=5)
     assert [r.frame for r in recs] == [0, 5, 15, 20]
     assert [_bar_index(read_image(r.image_path)) for r in recs] == [0, 5, 15, 20]  # numbering kept past the gap
     assert _bar_index(read_image(recs[2].next_path)) == 16
@@ -129,12 +130,12 @@ def test_video_that_cannot_be_opened_is_a_one_line_error(tmp_path):
     bad = tmp_path / "junk.mp4"
     bad.write_bytes(b"not a video" * 100)
     with pytest.raises(DataError, match="junk.mp4: cannot open video") as e:
-        U.load_unlabeled(str(bad), cache_dir=str(tmp_path / "c"))
+        load_unlabeled(str(bad), cache_dir=str(tmp_path / "c"))
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match="gone.mp4: unlabeled source not found"):
-        U.load_unlabeled(str(tmp_path / "gone.mp4"), cache_dir=str(tmp_path / "c"))
+        load_unlabeled(str(tmp_path / "gone.mp4"), cache_dir=str(tmp_path / "c"))
     with pytest.raises(ConfigError, match="needs a cache folder"):
-        U.load_unlabeled(str(_write_video(tmp_path / "ok.avi", n=2)))
+        load_unlabeled(str(_write_video(tmp_path / "ok.avi", n=2)))
 
 
 def _save(path, w, h, seed=0, ext_params=()):
@@ -147,9 +148,9 @@ def _save(path, w, h, seed=0, ext_params=()):
 def test_image_size_from_headers_matches_decoding(tmp_path):
     for ext in (".jpg", ".png", ".bmp", ".webp", ".tif"):
         _save(tmp_path / f"a{ext}", 37, 23)
-        assert U.image_size(str(tmp_path / f"a{ext}")) == (37, 23), ext
+        assert image_size(str(tmp_path / f"a{ext}")) == (37, 23), ext
     _save(tmp_path / "lossless.webp", 41, 19, ext_params=(cv2.IMWRITE_WEBP_QUALITY, 101))
-    assert U.image_size(str(tmp_path / "lossless.webp")) == (41, 19)
+    assert image_size(str(tmp_path / "lossless.webp")) == (41, 19)
     # a JPEG whose EXIF says "rotate 90": OpenCV decodes it transposed, and the size must say so
     ok, buf = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8))
     tiff = b"MM" + struct.pack(">HI", 42, 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
@@ -157,10 +158,10 @@ def test_image_size_from_headers_matches_decoding(tmp_path):
     data = buf.tobytes()
     (tmp_path / "rot.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
     h, w = read_image(str(tmp_path / "rot.jpg")).shape[:2]
-    assert U.image_size(str(tmp_path / "rot.jpg")) == (w, h) == (30, 50)
+    assert image_size(str(tmp_path / "rot.jpg")) == (w, h) == (30, 50)
     (tmp_path / "junk.png").write_bytes(b"nothing")
     with pytest.raises(ImageReadError, match="junk.png"):
-        U.image_size(str(tmp_path / "junk.png"))
+        image_size(str(tmp_path / "junk.png"))
 
 
 def test_image_folder_recursive_sorted_and_a_corrupt_image_substituted_at_sample_time(tmp_path):
@@ -173,12 +174,12 @@ def test_image_folder_recursive_sorted_and_a_corrupt_image_substituted_at_sample
     (folder / "trunc.jpg").write_bytes((folder / "trunc.jpg").read_bytes()[:400])  # header intact, data cut
     (folder / "zz.png").write_bytes(b"garbage")  # no header: skipped when loading
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image \(zz.png\)"):
-        recs = U.load_unlabeled(str(folder))
+        recs = load_unlabeled(str(folder))
     names = [r.image_path[len(str(folder)) + 1:] for r in recs]
     assert names == ["a.png", "c.bmp", "sub/b.JPG", "trunc.jpg"]
     assert [(r.width, r.height) for r in recs] == [(40, 30), (24, 36), (50, 20), (32, 32)]
     assert recs[2].bbox_xywh.tolist() == [0, 0, 50, 20] and all(r.next_path is None for r in recs)
-    ds = U.UnlabeledDataset(recs, (16, 16), udp=False, seed=3)
+    ds = UnlabeledDataset(recs, (16, 16), udp=False, seed=3)
     good = [ds[i]["img"] for i in range(3)]
     assert ds.bad_images == 0
     with pytest.warns(UserWarning, match="trunc.jpg: cannot decode"):
@@ -186,13 +187,13 @@ def test_image_folder_recursive_sorted_and_a_corrupt_image_substituted_at_sample
     assert ds.bad_images == 1 and item["index"] == 3 and item["has_next"] == 0
     assert any(np.array_equal(item["img"], g) for g in good)
     with pytest.warns(UserWarning):
-        assert np.array_equal(U.UnlabeledDataset(recs, (16, 16), udp=False, seed=3)[3]["img"], item["img"])
+        assert np.array_equal(UnlabeledDataset(recs, (16, 16), udp=False, seed=3)[3]["img"], item["img"])
 
 
 def test_all_images_unreadable_is_an_error_naming_the_files(tmp_path):
     _save(tmp_path / "x.jpg", 20, 20)
     (tmp_path / "x.jpg").write_bytes((tmp_path / "x.jpg").read_bytes()[:300])
-    ds = U.UnlabeledDataset(U.load_unlabeled(str(tmp_path), verbose=False), (8, 8), udp=True)
+    ds = UnlabeledDataset(load_unlabeled(str(tmp_path), verbose=False), (8, 8), udp=True)
     with pytest.warns(UserWarning), pytest.raises(ImageReadError, match="10 unreadable images in a row.*x.jpg"):
         ds[0]
 
@@ -200,18 +201,18 @@ def test_all_images_unreadable_is_an_error_naming_the_files(tmp_path):
 def test_empty_sources_are_errors_naming_them(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: no images"):
-        U.load_unlabeled(str(tmp_path / "empty"))
+        load_unlabeled(str(tmp_path / "empty"))
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 0.1}]))
     _save(tmp_path / "root" / "000000000001.jpg", 10, 10)
     with pytest.raises(DataError, match=r"dets.json: no usable unlabeled instance \(1 below the score threshold"):
-        U.load_unlabeled(str(dets), root=str(tmp_path / "root"), score_thr=0.5)
+        load_unlabeled(str(dets), root=str(tmp_path / "root"), score_thr=0.5)
     with pytest.raises(ConfigError, match="012d"):
-        U.load_unlabeled(str(dets))
+        load_unlabeled(str(dets))
     with pytest.raises(ConfigError, match="did you mean 'every_n'"):
-        U.load_unlabeled({"path": str(dets), "every_nth": 3})
+        load_unlabeled({"path": str(dets), "every_nth": 3})
     with pytest.raises(ConfigError, match="every_n must be an integer >= 1"):
-        U.load_unlabeled({"path": str(dets), "every_n": 0})
+        load_unlabeled({"path": str(dets), "every_n": 0})
 
 
 def test_detections_with_an_images_list_threshold_and_missing_images(tmp_path):
@@ -231,7 +232,7 @@ def test_detections_with_an_images_list_threshold_and_missing_images(tmp_path):
     src = {"path": str(tmp_path / "dets.json"), "images": str(tmp_path / "info.json"),
            "root": str(tmp_path / "imgs"), "score_thr": 0.4}
     with pytest.warns(UserWarning) as w:
-        recs = U.load_unlabeled(src)
+        recs = load_unlabeled(src)
     assert len(w) == 1
     msg = str(w[0].message)
     assert "2 image file missing (lost.jpg)" in msg and "1 below the score threshold" in msg
@@ -249,7 +250,7 @@ def test_detections_found_as_012d_files_in_the_root(tmp_path):
     (tmp_path / "dets.json").write_text(json.dumps(dets))
     with pytest.warns(UserWarning, match=r"7 image file missing \(000000000100.jpg, 000000000101.jpg, "
                                          r"000000000102.jpg, 000000000103.jpg, 000000000104.jpg, \.\.\.\)"):
-        recs = U.load_unlabeled(str(tmp_path / "dets.json"), root=str(root))
+        recs = load_unlabeled(str(tmp_path / "dets.json"), root=str(root))
     assert len(recs) == 1 and recs[0].image_path == str(root / "000000000042.jpg")
     assert (recs[0].width, recs[0].height) == (33, 21) and recs[0].score == pytest.approx(0.95)
 
@@ -260,7 +261,7 @@ def test_detections_file_carrying_its_images(tmp_path):
             "detections": [{"image_id": 1, "bbox": [3, 4, 20, 20], "score": 0.7},
                            {"image_id": 1, "bbox": [3, 4, 20, 20], "score": 0.7, "category_id": 2}]}
     (tmp_path / "d.json").write_text(json.dumps(data))
-    recs = U.load_unlabeled({"path": str(tmp_path / "d.json"), "category_id": 1}, verbose=False)
+    recs = load_unlabeled({"path": str(tmp_path / "d.json"), "category_id": 1}, verbose=False)
     assert [r.bbox_xywh.tolist() for r in recs] == [[3, 4, 20, 20]]
     assert recs[0].image_path == str(tmp_path / "f.png")  # the json's folder is the default root
 
@@ -277,7 +278,7 @@ def test_coco_json_boxes_only_crowd_and_bad_boxes_skipped(tmp_path):
     (tmp_path / "boxes.json").write_text(json.dumps(coco))
     skips = re.escape(f"1 crowd, 1 {geometry.BOX_EMPTY}, 1 {geometry.BOX_NONFINITE}")
     with pytest.warns(UserWarning, match="unlabeled coco .*" + skips):
-        recs = U.load_unlabeled(str(tmp_path / "boxes.json"), root=str(tmp_path / "im"))
+        recs = load_unlabeled(str(tmp_path / "boxes.json"), root=str(tmp_path / "im"))
     assert [r.bbox_xywh.tolist() for r in recs] == [[10, 10, 30, 40], [50, 20, 10, 10]]
     assert all(r.image_id == 3 and r.score == 1.0 for r in recs)
 
@@ -286,20 +287,20 @@ def test_coco_json_boxes_only_crowd_and_bad_boxes_skipped(tmp_path):
 def test_crop_equals_the_supervised_val_crop(tmp_path, udp):
     img = _save(tmp_path / "x.png", 120, 90, seed=5)
     box = np.array([17.5, 12.25, 60.0, 41.0], np.float32)
-    rec = U.UnlabeledRecord(str(tmp_path / "x.png"), 1, box, 120, 90)
-    item = U.UnlabeledDataset([rec], (48, 64), udp=udp)[0]
+    rec = UnlabeledRecord(str(tmp_path / "x.png"), 1, box, 120, 90)
+    item = UnlabeledDataset([rec], (48, 64), udp=udp)[0]
     labeled = Record(image_path="-", image_id=1, ann_id=1, bbox_xywh=box, keypoints=np.zeros((17, 2), np.float32),
                      visible=np.zeros(17, np.float32), flags=np.zeros(17, np.float32), area=1.0, width=120,
                      height=90)
-    ref = TopDownSampler(COCO17, input_size=(48, 64), udp=udp)(img, labeled, np.random.default_rng(0), train=False)
+    ref = CropAugment(COCO17, input_size=(48, 64), udp=udp)(img, labeled, np.random.default_rng(0), train=False)
     assert item["img"].shape == (64, 48, 3) and np.array_equal(item["img"], ref.crop)
     assert np.array_equal(item["center"], ref.center) and np.array_equal(item["scale"], ref.scale)
     assert np.array_equal(item["img_next"], item["img"]) and item["img_next"] is not item["img"]
 
 
 def test_dataset_batches_through_the_resumable_loader(video, tmp_path):
-    recs = U.load_unlabeled(str(video), cache_dir=str(tmp_path / "c"), every_n=5, verbose=False)
-    ds = U.UnlabeledDataset(recs, (32, 16), udp=False, padding=1.0)
+    recs = load_unlabeled(str(video), cache_dir=str(tmp_path / "c"), every_n=5, verbose=False)
+    ds = UnlabeledDataset(recs, (32, 16), udp=False, padding=1.0)
     loader = ResumableLoader(ds, ShardSampler(len(ds), seed=1), batch_size=2, collate_fn=collate)
     batches = list(loader)
     assert [b["img"].shape for b in batches] == [(2, 16, 32, 3)] * 2 + [(1, 16, 32, 3)]

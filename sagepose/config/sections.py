@@ -66,7 +66,7 @@ class DataConfig:
     # times smaller than the person's box: less decode and warp work per sample, crops low-pass filtered by block
     # means instead of bilinear point samples (benchmarks/bench_dataloader.py states speed and pixel difference)
     reduced_decode: bool = False
-    # per-sample geometric augmentation (MMPose's defaults; TopDownSampler's defaults are these, written once)
+    # per-sample geometric augmentation (MMPose's defaults; CropAugment's defaults are these, written once)
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
     scale_factor: tuple[float, float] = (0.5, 1.5)
@@ -193,7 +193,7 @@ class SSLConfig:
     ``mode``: "off" (supervised), "semi" (a labeled and an unlabeled batch every step) or "unsup_only" (unlabeled
     batches only, from a supervised checkpoint in ``model.init_checkpoint``). ``unlabeled``: one source or a list --
     an image folder, a video file, a detections json (COCO results), a COCO json with boxes, or a dict
-    ``{path, kind, every_n, score_thr, images, root}`` (:func:`sagepose.data.unlabeled.load_unlabeled`).
+    ``{path, kind, every_n, score_thr, images, root}`` (:func:`sagepose.data.unlabeled_sources.load_unlabeled`).
     """
 
     mode: str = "off"

@@ -1,8 +1,8 @@
-"""Batched pixel augmentation and normalisation on the device (torch only).
+"""Batched pixel augmentation on the device (torch only).
 
 Order in a train step: (``style_mix``, semi-supervised runs only) -> ``photometric`` -> ``degrade`` ->
-``coarse_dropout`` -> ``normalize``. All but the last take and return (B, H, W, 3) BGR batches on the 0-255
-scale (uint8 or float, dtype kept); ``normalize`` turns them into the model's (B, 3, H, W) float RGB.
+``coarse_dropout`` -> :func:`sagepose.image.normalize`. All but the last take and return (B, H, W, 3) BGR batches
+on the 0-255 scale (uint8 or float, dtype kept); ``normalize`` turns them into the model's (B, 3, H, W) float RGB.
 
 Randomness is per sample: ``keys`` (B,) holds one int64 per sample (:func:`sample_keys` of the
 run seed, the epoch and the sample's dataset index), and every random number of sample ``b`` is a
@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize  # noqa: F401 (they live in sagepose.image)
 
 # splitmix64's increment and multipliers (Steele, Lea & Flood 2014), as signed int64
 _GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)

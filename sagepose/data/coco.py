@@ -24,9 +24,7 @@ Malformed input fails with an error naming the file and the annotation id: a
 non-finite box, keypoint names (``categories[i]["keypoints"]``) that are not the
 schema's, a file with no usable annotation. Only zero-area boxes (common in real
 data) are skipped, with one summary warning per file. Detections (COCO results) are
-read by :func:`read_detections`, for evaluation and for ``sagepose infer`` alike; a
-detection box that is non-finite, empty or inverted, or wholly outside its image is
-skipped and counted in the same kind of warning.
+read by :mod:`sagepose.data.detections`.
 """
 from __future__ import annotations
 
@@ -36,13 +34,11 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from sagepose.errors import DataError
 from sagepose.geometry import BOX_NONFINITE, check_boxes, mpii_head_size
-from sagepose.image import ImageReadError, read_image  # noqa: F401 (they live in sagepose.image)
 from sagepose.keypoints import KeypointSchema, load_schema
 
 AREA_FROM_BOX = 0.53  # MMPose's area estimate for annotations without 'area'
@@ -276,7 +272,8 @@ def _num_labelled(keypoints) -> int:
     return int(np.count_nonzero(np.asarray(keypoints, np.float32).reshape(-1, 3)[:, 2] > 0))
 
 
-def _warn_skipped(path: str, skipped: Counter, what: str = "annotations") -> None:
+def warn_skipped(path: str, skipped: Counter, what: str = "annotations") -> None:
+    """One warning for what a reader skipped in ``path``: ``skipped 3 annotations in PATH: 2 why, 1 why``."""
     if skipped:
         parts = ", ".join(f"{n} {why}" for why, n in skipped.items())
         warnings.warn(f"skipped {sum(skipped.values())} {what} in {path}: {parts}", stacklevel=3)
@@ -354,81 +351,8 @@ def load_coco(json_path: str, schema: str | KeypointSchema = "coco", image_root:
             bbox_xywh=box, keypoints=np.ascontiguousarray(kpt[:, :2]), visible=visible, flags=flags,
             area=annotation_area(ann, img), width=int(img["width"]), height=int(img["height"]),
             head_size=float(head_size)))
-    _warn_skipped(path, skipped)
+    warn_skipped(path, skipped)
     if not records:
         raise ValueError(f"{path}: none of its {len(anns)} annotations is usable for mode={mode!r} "
                          f"(crowd, without labelled keypoints, or with no box area in the image)")
-    return records
-
-
-class Detection(NamedTuple):
-    """One person detection of a COCO-results file: its index in the file, its ``images`` entry, box, score."""
-
-    index: int
-    image: dict
-    bbox_xywh: np.ndarray
-    score: float
-
-
-def read_detections(det_json: str, coco_json: str, score_thr: float = 0.0, category_id: int = 1) -> list[Detection]:
-    """The one reader of COCO-results detections (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``).
-
-    Images are looked up in ``coco_json``; detections of another ``category_id`` or scored below
-    ``score_thr`` are dropped (a missing score is 1). A box that is non-finite, empty or inverted, or
-    wholly outside its image is skipped and counted in one warning; malformed entries are errors.
-    """
-    coco_path = os.fspath(coco_json)
-    return _read_detections(os.fspath(det_json), coco_path, read_json(coco_path), score_thr, category_id)
-
-
-def _read_detections(det_path: str, coco_path: str, coco_data, score_thr: float, category_id: int) -> list[Detection]:
-    dets = read_json(det_path)
-    if not isinstance(dets, list):
-        raise ValueError(f"{det_path}: expected a list of detections, got {type(dets).__name__}")
-    images = image_index(coco_path, coco_data)
-    kept = []
-    for i, det in enumerate(dets):
-        where = f"{det_path}: detection {i}"
-        if not isinstance(det, dict):
-            raise ValueError(f"{where}: expected an object with 'image_id', 'bbox' and 'score'")
-        _require(det, ("image_id", "bbox"), where)
-        if det.get("category_id", category_id) != category_id or det.get("score", 1.0) < score_thr:
-            continue
-        img = images.get(det["image_id"])
-        if img is None:
-            raise ValueError(f"{where}: image_id {det['image_id']} has no entry in {coco_path}")
-        if not isinstance(det["bbox"], (list, tuple)) or len(det["bbox"]) != 4:
-            raise ValueError(f"{where}: expected a bbox of 4 values [x, y, w, h], got {det['bbox']!r}")
-        kept.append((i, img, det["bbox"], float(det.get("score", 1.0))))
-    sizes = [(img["width"], img["height"]) for _, img, _, _ in kept]
-    _, problems = check_boxes([box for _, _, box, _ in kept], np.reshape(sizes, (-1, 2)), fmt="xywh",
-                              where=det_path, strict=False)
-    _warn_skipped(det_path, Counter(p for p in problems if p), "detections")
-    return [Detection(i, img, np.asarray(box, np.float32), score)
-            for (i, img, box, score), problem in zip(kept, problems) if not problem]
-
-
-def load_detections(det_json: str, coco_json: str, schema: str | KeypointSchema = "coco",
-                    image_root: str | None = None, score_thr: float = 0.0,
-                    category_id: int = 1) -> list[Record]:
-    """Person detections (COCO results format, :func:`read_detections`) -> records for evaluation.
-
-    Images resolve as :func:`load_coco`'s do (:func:`resolve_image_root` of ``coco_json``).
-    ``ann_id`` is the detection's index in the file; keypoints are zeros with ``visible`` 0. Boxes are
-    used as given (MMPose does not clip detections). No detection left is an error naming the file.
-    """
-    schema = load_schema(schema)
-    coco_path = os.fspath(coco_json)
-    coco_data = read_json(coco_path)
-    root = resolve_image_root(coco_path, coco_data, image_root)
-    k = schema.num_keypoints
-    records = [Record(
-        image_path=os.path.join(root, d.image["file_name"]), image_id=d.image["id"], ann_id=d.index,
-        bbox_xywh=d.bbox_xywh, keypoints=np.zeros((k, 2), np.float32), visible=np.zeros(k, np.float32),
-        flags=np.zeros(k, np.float32), area=float(d.bbox_xywh[2] * d.bbox_xywh[3]), width=int(d.image["width"]),
-        height=int(d.image["height"]), bbox_score=d.score)
-        for d in _read_detections(os.fspath(det_json), coco_path, coco_data, score_thr, category_id)]
-    if not records:
-        raise ValueError(f"{os.fspath(det_json)}: no detections of category {category_id} scored >= {score_thr} "
-                         f"with a usable box")
     return records

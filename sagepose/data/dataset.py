@@ -1,4 +1,4 @@
-"""Top-down dataset: records + sampler -> per-sample dicts, and their collate.
+"""Top-down dataset: records + their crop and augmentation (:class:`CropAugment`) -> per-sample dicts; collate.
 
 Randomness is a pure function of ``(seed, epoch, index)``, so a run gives the same
 samples with any ``num_workers``. The epoch lives in a shared-memory tensor: set it
@@ -9,17 +9,14 @@ crop needs (sampling, the warp, collation) together.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from sagepose.data.coco import Record
-from sagepose.data.transforms import TopDownSampler
-from sagepose.image import ImageReadError, read_image, read_image_reduced
-
-MAX_SUBSTITUTIONS = 10  # consecutive unreadable images tolerated per item with skip_bad_images
+from sagepose.data.transforms import CropAugment
+from sagepose.image import read_image, read_image_reduced
 
 
 def read_cached(path: str, images: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -37,29 +34,24 @@ def read_cached(path: str, images: dict[str, np.ndarray] | None) -> np.ndarray:
 class TopDownDataset(torch.utils.data.Dataset):
     """Person records -> dicts of one sample each (see :meth:`__getitem__`).
 
-    An unreadable image raises :class:`ImageReadError` naming the file; with
-    ``skip_bad_images=True`` another random record is used instead and the event is
-    counted (``bad_images``, per process) and warned about. ``cache_images``: keep every
+    An unreadable image raises :class:`ImageReadError` naming the file. ``cache_images``: keep every
     decoded image in memory after its first use (per process; a bad image is never cached). ``reduced_decode``:
     each sample's crop is planned first and its JPEG decoded at the largest of 1/2, 1/4, 1/8 that still gives a
-    decoded pixel per crop pixel (:meth:`TopDownSampler.reduction`); the same draws, the same geometry.
+    decoded pixel per crop pixel (:meth:`CropAugment.reduction`); the same draws, the same geometry.
     """
 
-    def __init__(self, records: Sequence[Record], sampler: TopDownSampler, train: bool, seed: int = 0,
-                 skip_bad_images: bool = False, cache_images: bool = False, test_scales=(1.0,),
-                 reduced_decode: bool = False):
+    def __init__(self, records: Sequence[Record], transform: CropAugment, train: bool, seed: int = 0,
+                 cache_images: bool = False, test_scales=(1.0,), reduced_decode: bool = False):
         if not records:
             raise ValueError("TopDownDataset: no records")
-        k = sampler.schema.num_keypoints
+        k = transform.schema.num_keypoints
         if records[0].keypoints.shape != (k, 2):
             raise ValueError(f"TopDownDataset: records have {records[0].keypoints.shape[0]} keypoints, "
-                             f"schema {sampler.schema.name} has {k}")
+                             f"schema {transform.schema.name} has {k}")
         self.records = list(records)
-        self.sampler = sampler
+        self.transform = transform
         self.train = train
         self.seed = seed
-        self.skip_bad_images = skip_bad_images
-        self.bad_images = 0
         if reduced_decode and cache_images:
             raise ValueError("TopDownDataset: reduced_decode decodes each sample at its own size; cache_images keeps "
                              "full images: choose one")
@@ -90,40 +82,27 @@ class TopDownDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, int(self._epoch), index])
         record = self.records[index]
         reduced, plan = 1, None
-        for _ in range(MAX_SUBSTITUTIONS):
-            try:
-                if self.reduced_decode:  # the crop's geometry first, then a JPEG decoded at the size it needs
-                    state = rng.bit_generator.state
-                    plan = self.sampler.plan(record, rng, self.train, record.width)
-                    image, reduced = read_image_reduced(record.image_path, self.sampler.reduction(plan[1]))
-                    if image.shape[1] != -(-record.width // reduced):  # the json's image size is not the file's
-                        rng.bit_generator.state = state  # then as without reduced_decode, draw for draw
-                        image = image if reduced == 1 else self._read(record.image_path)
-                        reduced, plan = 1, None
-                else:
-                    image = self._read(record.image_path)
-                break
-            except ImageReadError as e:
-                if not self.skip_bad_images:
-                    raise
-                self.bad_images += 1
-                warnings.warn(f"{e}; substituted another sample ({self.bad_images} bad images so far)",
-                              stacklevel=2)
-                record = self.records[int(rng.integers(len(self.records)))]
+        if self.reduced_decode:  # the crop's geometry first, then a JPEG decoded at the size it needs
+            state = rng.bit_generator.state
+            plan = self.transform.plan(record, rng, self.train, record.width)
+            image, reduced = read_image_reduced(record.image_path, self.transform.reduction(plan[1]))
+            if image.shape[1] != -(-record.width // reduced):  # the json's image size is not the file's
+                rng.bit_generator.state = state  # then as without reduced_decode, draw for draw
+                image = image if reduced == 1 else self._read(record.image_path)
+                reduced, plan = 1, None
         else:
-            raise ImageReadError(f"{record.image_path}: {MAX_SUBSTITUTIONS} unreadable images in a row "
-                                 f"while substituting for index {index}")
+            image = self._read(record.image_path)
         if plan is None:
-            s = self.sampler(image, record, rng, self.train)
+            s = self.transform(image, record, rng, self.train)
         else:
-            s = self.sampler.crop(image, record, *plan, reduced=reduced, width=record.width)
+            s = self.transform.crop(image, record, *plan, reduced=reduced, width=record.width)
         out = dict(img=s.crop, keypoints=s.keypoints, visible=s.visible, center=s.center, scale=s.scale,
                    image_id=s.image_id, bbox_score=np.float32(s.bbox_score), index=index,
                    gt_keypoints=record.keypoints, gt_visible=record.visible, bbox=record.bbox_xywh,
                    head_size=np.float32(record.head_size))
         if self.extra_scales:
             width = record.width if reduced > 1 else None
-            out["img_scales"] = np.stack([self.sampler.crop(image, record, s.center, s.scale * f, 0.0, False,
+            out["img_scales"] = np.stack([self.transform.crop(image, record, s.center, s.scale * f, 0.0, False,
                                                             reduced=reduced, width=width).crop
                                           for f in self.extra_scales])
         return out

@@ -34,10 +34,10 @@ from sagepose.data.coco import (
     Record,
     _check_keypoint_names,
     _clip_box_xywh,
-    _warn_skipped,
     annotation_area,
     image_index,
     read_json,
+    warn_skipped,
 )
 from sagepose.errors import DataError
 from sagepose.keypoints import POSETRACK18
@@ -131,7 +131,7 @@ def load_posetrack18(json_path_or_dir: str, image_root: str) -> list[Record]:
     seen_images: dict = {}
     skipped: Counter = Counter()
     records = [rec for f in _json_files(path) for rec in _read_file(f, root, seen_images, skipped)]
-    _warn_skipped(path, skipped)
+    warn_skipped(path, skipped)
     if not records:
         raise DataError(f"{path}: no usable annotation (each is a crowd, without labelled keypoints, or with "
                         f"no box area in its image)")

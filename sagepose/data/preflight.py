@@ -7,7 +7,7 @@ Lightning has started, wastes the setup and leaves a run folder behind; this che
 line naming the file, the problem and the count (``DataError``; ``ConfigError`` for a json that is not set).
 The jsons are read by the readers training uses (:func:`load_coco`, :func:`load_mpii`, :func:`load_detections`),
 so a bad annotation fails here too, and only the images training reads are checked: each by its header
-(:func:`sagepose.data.unlabeled.image_size`: JPEG, PNG, BMP and WebP headers parsed, other formats decoded once),
+(:func:`sagepose.image.image_size`: JPEG, PNG, BMP and WebP headers parsed, other formats decoded once),
 several at a time (file opens are I/O bound: a network file system is the slow case). ``ssl.unlabeled`` sources
 are checked where that is cheap: each exists and is of a known kind, a video opens and decodes its first frame;
 their images are read (and bad ones skipped and counted) when training starts, as before.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sagepose.config import Config, ConfigError
 from sagepose.errors import DataError
-from sagepose.image import ImageReadError
+from sagepose.image import ImageReadError, image_size
 
 SHOWN = 5  # unreadable images a message names
 THREADS = 16
@@ -29,8 +29,6 @@ THREADS = 16
 
 def unreadable_images(paths, threads: int = THREADS) -> dict[str, str]:
     """``{path: "missing" | "not an image"}`` for each of ``paths`` whose header does not give a size."""
-    from sagepose.data.unlabeled import image_size
-
     def problem(path: str) -> str | None:
         if not os.path.isfile(path):
             return "missing"
@@ -92,7 +90,7 @@ def check_data(cfg: Config, train: bool = True, val: bool = True, schema=None) -
             counts.append(f"{_split_images(d.train_json, 'train', schema, d.image_root)} training images")
         if val and d.val_json:
             if d.det_json:
-                from sagepose.data.coco import load_detections
+                from sagepose.data.detections import load_detections
 
                 _exists(d.det_json, "data.det_json")
                 _exists(d.val_json, "data.val_json")
@@ -143,7 +141,7 @@ def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[
     -> ``["2 unlabeled sources"]``."""
     import cv2
 
-    from sagepose.data.unlabeled import parse_source
+    from sagepose.data.unlabeled_sources import parse_source
 
     specs = [sources] if isinstance(sources, (str, os.PathLike, dict)) else list(sources or [])
     if not specs:
@@ -153,7 +151,7 @@ def check_unlabeled(sources, every_n: int = 10, score_thr: float = 0.3) -> list[
         if not os.path.exists(src.path):
             raise DataError(f"{src.path}: unlabeled source not found (no such file or folder)")
         if src.kind == "images" and os.path.isdir(src.path):
-            from sagepose.data.unlabeled import IMAGE_SUFFIXES
+            from sagepose.data.unlabeled_sources import IMAGE_SUFFIXES
 
             found = (p for p in Path(src.path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if next(found, None) is None:

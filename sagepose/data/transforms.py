@@ -1,4 +1,4 @@
-"""Top-down sampling: a person record -> one augmented, fixed-size uint8 crop.
+"""Crop and augment: a person record -> one (in training, randomly augmented) fixed-size uint8 crop.
 
 The semantics are MMPose 1.x's train pipeline ``GetBBoxCenterScale -> RandomFlip ->
 RandomHalfBody -> RandomBBoxTransform -> TopdownAffine`` (same order, defaults and
@@ -23,7 +23,7 @@ from sagepose.keypoints import KeypointSchema
 
 
 @dataclass(frozen=True)
-class TopDownSampler:
+class CropAugment:
     """Per-sample CPU augmentation and crop (MMPose's defaults).
 
     ``input_size`` is (w, h). Probabilities and ranges can be set to 0 / 1 to force

@@ -11,13 +11,13 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 
 from sagepose.config import Config
-from sagepose.data import TopDownDataset, TopDownSampler, UnlabeledDataset, collate, load_coco, load_detections
+from sagepose.data import CropAugment, TopDownDataset, UnlabeledDataset, collate, load_coco, load_detections
 from sagepose.data.multi import ConcatMembers, DatasetPlan, MemberDataset, member_records, plan_datasets
-from sagepose.data.unlabeled import load_unlabeled
+from sagepose.data.unlabeled_sources import load_unlabeled
 from sagepose.train.sampling import MixingSampler, ResumableLoader, ShardSampler
 
-# DataConfig fields that are TopDownSampler arguments of the same name
-SAMPLER_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
+# DataConfig fields that are CropAugment arguments of the same name
+CROP_AUGMENT_FIELDS = ("flip_prob", "half_body_prob", "scale_factor", "rotate_factor", "rotate_prob",
                            "shift_factor", "shift_prob")
 
 
@@ -56,10 +56,10 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
     if train:
         if not d.train_json:
             raise ValueError("data.train_json is not set")
-        augment = {name: getattr(d, name) for name in SAMPLER_AUGMENT_FIELDS}
-        sampler = TopDownSampler(**common, **augment)
+        augment = {name: getattr(d, name) for name in CROP_AUGMENT_FIELDS}
+        crop = CropAugment(**common, **augment)
         records = load_coco(d.train_json, schema=schema, image_root=d.image_root, mode="train")
-        ds = TopDownDataset(records, sampler, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images,
+        ds = TopDownDataset(records, crop, train=True, seed=cfg.trainer.seed, cache_images=d.cache_images,
                             reduced_decode=d.reduced_decode)
         shard = ShardSampler(len(ds), seed=cfg.trainer.seed, shuffle=True, rank=rank, world_size=world_size)
         # the generator only seeds worker processes (the dataset's randomness is explicit); a loader of its
@@ -67,12 +67,12 @@ def build_loaders(cfg: Config, model, train: bool = True, rank: int = 0, world_s
         loaders["train"] = ResumableLoader(ds, shard, batch_size=d.batch_size, drop_last=len(shard) > d.batch_size,
                                            generator=torch.Generator().manual_seed(cfg.trainer.seed), **workers)
     if val and d.val_json:
-        sampler = TopDownSampler(**common)
+        crop = CropAugment(**common)
         if d.det_json:
             records = load_detections(d.det_json, d.val_json, schema=schema, image_root=d.image_root)
         else:
             records = load_coco(d.val_json, schema=schema, image_root=d.image_root, mode="val")
-        ds = TopDownDataset(records, sampler, train=False, seed=cfg.trainer.seed, test_scales=model.test_scales,
+        ds = TopDownDataset(records, crop, train=False, seed=cfg.trainer.seed, test_scales=model.test_scales,
                             reduced_decode=d.reduced_decode)
         shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
         loaders["val"] = torch.utils.data.DataLoader(ds, batch_size=d.val_batch_size, sampler=shard, **workers)
@@ -88,13 +88,13 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
     workers = loader_options(cfg)
     loaders: dict = {}
     if train:
-        augment = {name: getattr(d, name) for name in SAMPLER_AUGMENT_FIELDS}
+        augment = {name: getattr(d, name) for name in CROP_AUGMENT_FIELDS}
         parts, weights = [], []
         for i, m in enumerate(plan.members):
             if not m.config.train_json:
                 continue
             records = member_records(m, "train")
-            ds = TopDownDataset(records, TopDownSampler(schema=m.schema, **common, **augment), train=True,
+            ds = TopDownDataset(records, CropAugment(schema=m.schema, **common, **augment), train=True,
                                 seed=seed + 7919 * i, cache_images=d.cache_images,  # members draw apart
                                 reduced_decode=d.reduced_decode)
             parts.append(MemberDataset(ds, m.to_model, i))
@@ -110,7 +110,7 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
         for i in plan.scored():
             m = plan.members[i]
             records = member_records(m, "val")
-            ds = MemberDataset(TopDownDataset(records, TopDownSampler(schema=m.schema, **common), train=False,
+            ds = MemberDataset(TopDownDataset(records, CropAugment(schema=m.schema, **common), train=False,
                                               seed=seed, test_scales=model.test_scales,
                                               reduced_decode=d.reduced_decode), m.to_model, i, train=False)
             shard = ShardSampler(len(ds), shuffle=False, rank=rank, world_size=world_size, pad=False)
