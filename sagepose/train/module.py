@@ -132,8 +132,8 @@ class TopDownModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x = self._augment(batch)
         targets, weights = self._targets(batch)
-        if isinstance(self.model.head, PerDatasetHeads):
-            self.model.head.member = batch["member"]  # each sample through its dataset's head
+        # several datasets with a head each: each sample through its dataset's
+        dataset = batch["member"] if isinstance(self.model.head, PerDatasetHeads) else None
         if isinstance(self.model.head, FusionHead):  # heatmap + offset + variance maps, six loss terms
             keypoints = to_heatmap_coords(batch["keypoints"], self.model.codec)
             head = self.model.head
@@ -141,7 +141,7 @@ class TopDownModule(L.LightningModule):
                                      radius=head.radius, blur_kernel_size=head.blur_kernel_size)
         else:
             loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
-            loss, logs = loss_fn(self.model(x), targets, weights)
+            loss, logs = loss_fn(self.model(x, dataset), targets, weights)
         # Not acted on here: every DDP rank must run backward; on_before_optimizer_step skips the step.
         self._step_bad |= ~torch.isfinite(loss.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
@@ -281,16 +281,16 @@ class TopDownModule(L.LightningModule):
     # ---- validation ------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x = self.model.normalize(batch["img"])
-        head = self.model.head
-        if isinstance(head, PerDatasetHeads):
-            head.member, head.active = None, self.plan.scored()[dataloader_idx]
+        # several datasets with a head each: this val set's dataset's
+        dataset = self.plan.scored()[dataloader_idx] if isinstance(self.model.head, PerDatasetHeads) else None
         if "img_scales" in batch:  # the multi-scale test, as predict runs it: averaged in the unscaled box's frame
             extra = [f for f in self.model.test_scales if f != 1.0]
             heatmaps = sum(self.model.scale_heatmaps(x if f == 1.0 else
-                                                     self.model.normalize(batch["img_scales"][:, extra.index(f)]), f)
+                                                     self.model.normalize(batch["img_scales"][:, extra.index(f)]),
+                                                     f, dataset)
                            for f in self.model.test_scales) / len(self.model.test_scales)
         else:
-            heatmaps = self.model.predict_heatmaps(x)
+            heatmaps = self.model.predict_heatmaps(x, dataset)
         kpts, scores = self.model.decode(heatmaps)
         kpts = crop_to_image(kpts, self.model.input_size, batch["center"], batch["scale"])
         if self.plan is not None:  # the outputs back to the dataset's own joints
