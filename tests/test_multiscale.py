@@ -112,7 +112,7 @@ def test_validation_runs_the_multi_scale_test_as_predict_does(tmp_path, scales):
         categories=[dict(id=1, name="person", keypoints=list(get_schema("coco").keypoints), skeleton=[])])))
     cfg = load_config("demo_tiny_vit", [f"data.val_json={tmp_path / 'val.json'}", "data.num_workers=0",
                                         f"model.test_scales={list(scales)}", "model.init_checkpoint=null"])
-    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+    module = TopDownModule(cfg)
     model = module.model
     read_off = ReadOff("UDPHeatmap", scales)  # the demo's codec: UDP, 96x128 -> 24x32
     assert (tuple(model.input_size), model.codec.udp) == (read_off.input_size, True)

@@ -160,7 +160,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         cfg = replace(cfg, model={"init_checkpoint": start_ckpt})
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.ssl.mode == "off":
-        module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+        module = TopDownModule(cfg)
         datamodule = TopDownData(cfg, module.model)
     else:
         module = _semi_supervised_module(cfg)
@@ -271,7 +271,7 @@ def _semi_supervised_module(cfg: Config):
     if s.mode == "semi" and not cfg.data.train_json:
         raise ConfigError("ssl.mode='semi' trains on labeled and unlabeled batches: set data.train_json (or use "
                           "ssl.mode=unsup_only)", key="data.train_json")
-    module = SemiSupervisedModule(cfg, val_gt_json=cfg.data.val_json)
+    module = SemiSupervisedModule(cfg)
     if cfg.ssl.priors and cfg.data.train_json:
         from sagepose.data import load_coco
 
@@ -299,7 +299,8 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None,
     Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``, and with ``render`` the poses of that
     many val images into ``OUT/vis/`` (``OUT/vis/{dataset}/`` for each of ``data.datasets``); returns the metrics.
     """
-    from sagepose.train.module import TopDownModule, save_predictions
+    from sagepose.train.module import TopDownModule
+    from sagepose.train.validation import save_predictions
 
     validate(cfg)
     check_accelerator(cfg)
@@ -315,7 +316,7 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None,
         if multi or (trained is not None and cfg.model.schema == trained.schema):  # as trained, as stored
             schema = checkpoint_schema(raw, str(checkpoint))
     out = Path(out_dir or cfg.trainer.out_dir)
-    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json, schema=schema)
+    module = TopDownModule(cfg, schema=schema)
     if raw is not None:
         load_weights(module.model, raw, str(checkpoint))
     trainer = _trainer_eval(cfg)

@@ -9,11 +9,11 @@
     loss = supervised + ramp(step) * (lambda_u * consistency + priors + temporal)
 
 The supervised half is :class:`~sagepose.train.module.TopDownModule`'s own step, unchanged (``mode="semi"``);
-validation, the non-finite guard, checkpoints and optimizers are inherited. The teacher (``self.teacher``) and the
-mask statistics (``self.keypoint_mask``) are submodules, so checkpoints carry them and a resume restores them; the
-priors (``self.priors``) are recomputed from the labeled set, also carried. The teacher is updated after every
-optimizer step. Each rank draws its own shard of the unlabeled data; the mask statistics are taken over all ranks.
-The views' random streams are named in :mod:`sagepose.ssl.views`.
+validation, the non-finite guard, checkpoints (both loaders' positions among them) and optimizers are inherited. The
+teacher (``self.teacher``) and the mask statistics (``self.keypoint_mask``) are submodules, so checkpoints carry them
+and a resume restores them; the priors (``self.priors``) are recomputed from the labeled set, also carried. The
+teacher is updated after every optimizer step. Each rank draws its own shard of the unlabeled data; the mask
+statistics are taken over all ranks. The views' random streams are named in :mod:`sagepose.ssl.views`.
 """
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def labeled_priors(records, schema, input_size: tuple[int, int], udp: bool) -> S
 
 
 class SemiSupervisedModule(TopDownModule):
-    def __init__(self, cfg: Config, val_gt_json: str | None = None, priors: StructuralPriors | None = None):
-        super().__init__(cfg, val_gt_json)
+    def __init__(self, cfg: Config, priors: StructuralPriors | None = None):
+        super().__init__(cfg)
         s, k = cfg.ssl, self.model.schema.num_keypoints
         self.teacher = EMATeacher(self.model, decay=s.teacher_ema)
         self.keypoint_mask = losses.KeypointMask(k, beta=s.mask_beta, momentum=s.mask_momentum,
@@ -182,7 +182,7 @@ class SemiSupervisedModule(TopDownModule):
         u_loss, logs = self.unlabeled_loss(unlabeled)
         ramp = losses.rampup(self.global_step, schedule_steps(s.rampup_iters, s.rampup_fraction, self.total_steps))
         loss = u_loss * ramp if sup is None else sup + ramp * u_loss
-        self._step_bad |= ~torch.isfinite(loss.detach())
+        self.guard.mark(loss)
         n = unlabeled["img"].shape[0]
         self.log("train/total", loss, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("ssl/ramp", ramp, batch_size=n)
@@ -197,13 +197,9 @@ class SemiSupervisedModule(TopDownModule):
         self._teacher_step += 1
         self.teacher.update(self.model, self._teacher_step)
 
-    # ---- checkpoint extras: both loaders' positions -------------------------------------------
+    # ---- checkpoint extras: the teacher's step count -----------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        loaders = self.trainer.train_dataloader
-        if isinstance(loaders, dict):
-            checkpoint["sagepose"]["train_loader"] = {k: v.state_dict() for k, v in loaders.items()
-                                                      if hasattr(v, "state_dict")}
         checkpoint["sagepose"]["teacher_step"] = self._teacher_step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -216,13 +212,3 @@ class SemiSupervisedModule(TopDownModule):
         self.keypoint_mask.warmup_iters = schedule_steps(s.mask_warmup_iters, s.mask_warmup_fraction,
                                                          self.total_steps)
         return optimizers
-
-    def on_train_start(self):
-        loaders, state = self.trainer.train_dataloader, self._loader_state
-        if isinstance(loaders, dict) and isinstance(state, dict) and set(state) <= set(loaders):
-            for k, v in state.items():
-                if hasattr(loaders[k], "load_state_dict"):
-                    loaders[k].load_state_dict(v)
-            self._loader_state = None
-            return
-        super().on_train_start()
