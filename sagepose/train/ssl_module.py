@@ -11,9 +11,10 @@
 The supervised half is :class:`~sagepose.train.module.TopDownModule`'s own step, unchanged (``mode="semi"``);
 validation, the non-finite guard, checkpoints (both loaders' positions among them) and optimizers are inherited. The
 teacher (``self.teacher``) and the mask statistics (``self.keypoint_mask``) are submodules, so checkpoints carry them
-and a resume restores them; the priors (``self.priors``) are recomputed from the labeled set, also carried. The
-teacher is updated after every optimizer step. Each rank draws its own shard of the unlabeled data; the mask
-statistics are taken over all ranks. The views' random streams are named in :mod:`sagepose.ssl.views`.
+and a resume restores them; the priors (``self.priors``) are measured on the labeled set (``data.train_json``) when
+the module is built, also carried. The teacher is updated after every optimizer step. Each rank draws its own shard
+of the unlabeled data; the mask statistics are taken over all ranks. The views' random streams are named in
+:mod:`sagepose.ssl.views`.
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ import math
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from sagepose import geometry
-from sagepose.config import Config
-from sagepose.data import batch_aug
+from sagepose.config import Config, ConfigError
+from sagepose.data import batch_aug, load_coco
+from sagepose.data.preflight import require_unlabeled
 from sagepose.models.cpu_kernels import native_bf16
 from sagepose.ssl import losses, views
 from sagepose.ssl.priors import StructuralPriors
@@ -54,18 +57,35 @@ def labeled_priors(records, schema, input_size: tuple[int, int], udp: bool) -> S
 
 
 class SemiSupervisedModule(TopDownModule):
-    def __init__(self, cfg: Config, priors: StructuralPriors | None = None):
+    def __init__(self, cfg: Config):
+        """``cfg.ssl``'s method on ``cfg``'s model; its structural priors measured on ``data.train_json`` (with
+        ``ssl.priors``). Refuses a run without unlabeled sources, and ``ssl.mode=semi`` without labeled data."""
+        s = cfg.ssl
+        require_unlabeled(s)  # on every rank (the pre-flight check runs on rank 0)
+        if s.mode == "semi" and not cfg.data.train_json:
+            raise ConfigError("ssl.mode='semi' trains on labeled and unlabeled batches: set data.train_json (or use "
+                              "ssl.mode=unsup_only)", key="data.train_json")
         super().__init__(cfg)
-        s, k = cfg.ssl, self.model.schema.num_keypoints
+        k = self.model.schema.num_keypoints
         self.teacher = EMATeacher(self.model, decay=s.teacher_ema)
         self.keypoint_mask = losses.KeypointMask(k, beta=s.mask_beta, momentum=s.mask_momentum,
                                                  warmup_iters=s.mask_warmup_iters, min_keep_ratio=s.min_keep_ratio)
-        self.priors = priors if s.priors else None
+        self.priors = self._labeled_priors() if s.priors else None
         self.map_kind = "logits" if self.model.heatmap_output == "softmax" else "heatmap"
         self.weak, self.strong = views.weak_view(s.weak), views.strong_view(s.strong)
         self.style_mix = batch_aug.StyleMixConfig(p=s.style_mix_prob, ratio_range=s.style_mix_ratio,
                                                   band=s.style_mix_band) if s.style_mix_prob > 0 else None
         self._teacher_step = 0  # optimizer steps the teacher has followed
+
+    def _labeled_priors(self) -> StructuralPriors | None:
+        """:func:`labeled_priors` of ``data.train_json``; None (with a warning) without one."""
+        d, model = self.cfg.data, self.model
+        if not d.train_json:
+            rank_zero_warn("ssl.priors: no data.train_json to measure the skeleton's ranges on; training without "
+                           "priors")
+            return None
+        records = load_coco(d.train_json, schema=model.schema, image_root=d.image_root, mode="train")
+        return labeled_priors(records, model.schema, tuple(model.input_size), model.codec.udp)
 
     # ---- the unlabeled half ------------------------------------------------------------------
     def _teacher_dtype(self) -> torch.dtype | None:
