@@ -103,7 +103,7 @@ DECODE_VARIANTS = {"no offsets": _no_offsets, "no blur": _no_blur, "codec decode
 
 def evaluate_decode_variant(cfg_eval, checkpoint: str, variant: str) -> dict:
     """COCO metrics of ``checkpoint`` with the fusion head's decode replaced by ``DECODE_VARIANTS[variant]``."""
-    module = TopDownModule(cfg_eval, val_gt_json=cfg_eval.data.val_json)
+    module = TopDownModule(cfg_eval)
     load_checkpoint(module.model, checkpoint)
     module.model.head.decode = DECODE_VARIANTS[variant]  # an instance attribute: the estimator calls it
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

@@ -30,14 +30,8 @@ class DatasetView:
         from sagepose.models.estimator import Prediction
         from sagepose.models.heads import PerDatasetHeads
 
-        head = self.model.head
-        if isinstance(head, PerDatasetHeads):
-            head.member, head.active = None, self.index
-        try:
-            pred = self.model.predict(image, bboxes, bbox_format, color=color)
-        finally:
-            if isinstance(head, PerDatasetHeads):
-                head.active = None
+        dataset = self.index if isinstance(self.model.head, PerDatasetHeads) else None  # through its own head
+        pred = self.model.predict(image, bboxes, bbox_format, color=color, dataset=dataset)
         kp, sc = self.kmap.apply(pred.keypoints, pred.scores)
         return Prediction(kp.astype(np.float32), sc.astype(np.float32))
 

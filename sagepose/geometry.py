@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 BBOX_PADDING = 1.25  # MMPose's default `padding` in bbox_xyxy2cs / GetBBoxCenterScale
 # MPII's head-size normalisation: 0.6 x the diagonal of the annotated head box (the MPII toolkit's SC_BIAS).
@@ -196,6 +197,83 @@ def reduced_to_full_matrix(factor: int) -> np.ndarray:
 def hflip_matrix(width: float) -> np.ndarray:
     """2x3 affine of a horizontal image flip, ``x' = width - 1 - x`` (cv2.flip / flip_keypoints_lr)."""
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])
+
+
+# The same affine algebra in torch, batched: (B, 2, 3) matrices mapping pixel (x, y) to A[:, :2] (x, y) + A[:, 2],
+# pixel centres at integer coordinates. Computed in float32 whatever the inputs' dtype or the autocast (a bf16
+# inverse would move a point by pixels). The semi-supervised views (ssl/views.py) and the teacher's heatmap warp
+# (ssl/warp.py) use them.
+
+
+def _split_affine(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    A = A.float()
+    return A[:, :, :2], A[:, :, 2:]
+
+
+def invert_affine_torch(A: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) affines -> their inverses (B, 2, 3) float32, in closed form."""
+    with torch.autocast(A.device.type, enabled=False):
+        m, t = _split_affine(A)
+        a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+        det = a * d - b * c
+        inv = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2) / det[:, None, None]
+        return torch.cat([inv, -inv @ t], dim=2)
+
+
+def compose_affine_torch(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) x (B, 2, 3) -> the affines applying ``inner`` first, then ``outer`` (float32)."""
+    with torch.autocast(outer.device.type, enabled=False):
+        mo, to = _split_affine(outer)
+        mi, ti = _split_affine(inner)
+        return torch.cat([mo @ mi, mo @ ti + to], dim=2)
+
+
+def relative_affine_torch(A_from: torch.Tensor, A_to: torch.Tensor) -> torch.Tensor:
+    """Affines base -> frame ``from`` and base -> frame ``to`` (B, 2, 3) -> the one mapping frame ``from`` px to
+    frame ``to`` px, ``A_to o A_from^-1`` (float32)."""
+    return compose_affine_torch(A_to, invert_affine_torch(A_from))
+
+
+def apply_affine_torch(points: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Points (B, N, 2) through affines (B, 2, 3) -> (B, N, 2) float32 (:func:`apply_affine`, batched)."""
+    with torch.autocast(A.device.type, enabled=False):
+        m, t = _split_affine(A)
+        return points.float() @ m.transpose(1, 2) + t.transpose(1, 2)
+
+
+def rescale_affine_torch(A: torch.Tensor, scale) -> torch.Tensor:
+    """Affines (B, 2, 3) in one pixel frame -> the same maps in a frame scaled by ``scale`` (sx, sy) per axis with no
+    offset (input px -> heatmap px), S A S^-1 with S = diag(sx, sy) (float32)."""
+    s = torch.as_tensor(scale, dtype=torch.float32, device=A.device).reshape(2)
+    A = A.float()
+    m = A[:, :, :2] * s[None, :, None] / s[None, None, :]
+    return torch.cat([m, A[:, :, 2:] * s[None, :, None]], dim=2)
+
+
+def affine_grid_theta(A_inv: torch.Tensor, src_size: tuple[int, int], dst_size: tuple[int, int]) -> torch.Tensor:
+    """Pixel affines output px -> source px (B, 2, 3) -> ``F.affine_grid`` thetas (``align_corners=True``).
+
+    ``src_size`` / ``dst_size`` are (w, h) of the sampled and the produced image; normalised coordinates are
+    n = 2 x / (w - 1) - 1, so the theta is N_src o A_inv o N_dst^-1.
+    """
+    (ws, hs), (wd, hd) = src_size, dst_size
+    dev = A_inv.device
+    n_src = torch.tensor([[2.0 / (ws - 1), 0.0, -1.0], [0.0, 2.0 / (hs - 1), -1.0]], device=dev)
+    n_dst_inv = torch.tensor([[(wd - 1) / 2.0, 0.0, (wd - 1) / 2.0], [0.0, (hd - 1) / 2.0, (hd - 1) / 2.0]],
+                             device=dev)
+    b = A_inv.shape[0]
+    return compose_affine_torch(compose_affine_torch(n_src.expand(b, 2, 3), A_inv), n_dst_inv.expand(b, 2, 3))
+
+
+def warp_affine_torch(maps: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) maps, affines (B, 2, 3) source px -> output px -> (B, C, h, w) float32 output: output pixel q
+    takes the source's value at A^-1 q, bilinear, zeros outside (:func:`warp_image`'s border, batched; one
+    ``grid_sample`` for all B x C maps, the C channels of a sample sharing its grid)."""
+    b, c, h, w = maps.shape
+    with torch.autocast(maps.device.type, enabled=False):
+        theta = affine_grid_theta(invert_affine_torch(A.to(maps.device)), (w, h), (w, h))
+        grid = F.affine_grid(theta, [b, c, h, w], align_corners=True)
+        return F.grid_sample(maps.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def crop_to_image(keypoints, input_size: tuple[int, int], center, scale):

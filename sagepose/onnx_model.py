@@ -256,7 +256,10 @@ class OnnxEstimator(TopDownPredictor):
     def device(self) -> torch.device:
         return torch.device("cpu")  # crops are made here; onnxruntime moves them to its device
 
-    def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
+    def network_heatmaps(self, inputs: torch.Tensor, dataset=None) -> torch.Tensor:
+        if dataset is not None:  # the graph holds the routing it was exported with
+            raise ValueError("an exported model predicts with every head it was exported with; dataset= needs "
+                             "the torch model (sagepose.load)")
         x = np.ascontiguousarray(inputs.detach().float().cpu().numpy())
         if self.batch is None or len(x) == self.batch:
             return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])

@@ -7,7 +7,8 @@ from lightning.pytorch.callbacks import Callback
 from sagepose.config import ConfigError, load_config
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model
-from sagepose.train.run import check_run, fit
+from sagepose.train.checks import check_run
+from sagepose.train.run import fit
 
 SMALL_VIT = dict(embed_dim=32, depth=2, num_heads=2, mlp_dim=64)
 SMALL_HR = dict(widths=(8, 16, 24, 32), num_modules=(1, 1, 1), num_blocks=1, stem_blocks=1)

@@ -77,11 +77,9 @@ def test_per_dataset_heads_route_each_sample_and_start_as_the_shared_head():
     x = torch.randn(4, 8, 6, 5)
     with torch.no_grad():
         ref = shared(x)
-        heads.active = 1
-        only_mpii = heads(x)
-        heads.active = None
-        heads.member = torch.tensor([0, 1, 1, 0])
-        routed = heads(x)
+        only_mpii = heads(x, dataset=1)
+        routed = heads(x, dataset=torch.tensor([0, 1, 1, 0]))
+        union = heads(x)  # after routed calls: every head, nothing of their routing left behind
     mpii = list(u.indices[1])
     torch.testing.assert_close(only_mpii[:, mpii], ref[:, mpii])  # the cut rows: the shared head's
     other = [j for j in range(21) if j not in mpii]
@@ -91,6 +89,7 @@ def test_per_dataset_heads_route_each_sample_and_start_as_the_shared_head():
         torch.testing.assert_close(routed[b, idx], ref[b, idx])
         rest = [j for j in range(21) if j not in idx]
         assert routed[b, rest].abs().sum() == 0
+    torch.testing.assert_close(union, ref)  # every union channel from a head cut from the shared one
     assert isinstance(heads, PerDatasetHeads) and heads.heads[1].final_conv.out_channels == 16
 
 

@@ -33,7 +33,7 @@ class ReadOff(TopDownPredictor):
         self.test_scales = check_test_scales(scales)
         self.device = torch.device("cpu")
 
-    def network_heatmaps(self, x):
+    def network_heatmaps(self, x, dataset=None):
         (w, h), (hw, hh) = self.input_size, self.codec.heatmap_size
         kx, ky = ((w - 1) / (hw - 1), (h - 1) / (hh - 1)) if self.codec.udp else (w / hw, h / hh)
         ys, xs = torch.meshgrid(torch.arange(hh) * ky, torch.arange(hw) * kx, indexing="ij")
@@ -112,7 +112,7 @@ def test_validation_runs_the_multi_scale_test_as_predict_does(tmp_path, scales):
         categories=[dict(id=1, name="person", keypoints=list(load_schema("coco").keypoints), skeleton=[])])))
     cfg = load_config("demo_tiny_vit", [f"data.val_json={tmp_path / 'val.json'}", "data.num_workers=0",
                                         f"model.test_scales={list(scales)}", "model.init_checkpoint=null"])
-    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+    module = TopDownModule(cfg)
     model = module.model
     read_off = ReadOff("UDPHeatmap", scales)  # the demo's codec: UDP, 96x128 -> 24x32
     assert (tuple(model.input_size), model.codec.udp) == (read_off.input_size, True)
@@ -120,7 +120,7 @@ def test_validation_runs_the_multi_scale_test_as_predict_does(tmp_path, scales):
     model.mean.zero_()
     model.std.fill_(1.0)
     seen = []  # the crops the network is given, one batch per scale (flip test: the mirrored ones behind)
-    model.network_heatmaps = lambda x: (seen.append(x[:1].clone()),
+    model.network_heatmaps = lambda x, dataset=None: (seen.append(x[:1].clone()),
                                         read_off.network_heatmaps(x).expand(-1, 17, -1, -1).contiguous())[1]
     loader = build_loaders(cfg, model, train=False)["val"]
     assert ("img_scales" in next(iter(loader))) == (scales != (1.0,))

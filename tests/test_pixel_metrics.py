@@ -110,7 +110,7 @@ def test_validation_reports_pixel_metrics_without_sigmas(tmp_path):
     arch = {"depth": 1, "embed_dim": 16, "num_heads": 2, "mlp_dim": 32, "channels": 16}
     cfg = Config(model=dataclasses.replace(ModelConfig(), schema=str(path), arch=arch),
                  data=dataclasses.replace(DataConfig(), val_json=str(path), num_workers=0, val_batch_size=1))
-    module = TopDownModule(cfg, val_gt_json=str(path))
+    module = TopDownModule(cfg)
     loader = build_loaders(cfg, module.model, train=False)["val"]
     L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).validate(module, dataloaders=loader, verbose=False)

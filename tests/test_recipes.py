@@ -15,8 +15,8 @@ from sagepose.config import load_config
 from sagepose.configs import CONFIG_DIR
 from sagepose.data.synth import generate_dataset
 from sagepose.models import build_model_from_config
+from sagepose.train.checks import check_run
 from sagepose.train.loaders import build_loaders
-from sagepose.train.run import check_run
 
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
 PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_"))]

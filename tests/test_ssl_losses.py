@@ -11,11 +11,11 @@ from sagepose.keypoints import COCO17
 from sagepose.ssl.losses import (
     KeypointMask,
     consistency_loss,
-    fuse_teacher_views,
     log_probabilities,
     rampup,
     renormalize,
     soft_argmax,
+    teacher_target,
     temporal_loss,
     to_probabilities,
 )
@@ -67,19 +67,19 @@ def test_renormalize_returns_unit_maps_and_the_kept_mass():
     assert probs[0, 1].abs().sum() == 0  # nothing left: stays zero (the caller masks it)
 
 
-def test_fusion_weights_views_by_confidence_and_sharpens():
+def test_teacher_target_weights_views_by_confidence_and_sharpens():
     a = torch.tensor([0.7, 0.1, 0.1, 0.1]).view(1, 1, 2, 2)
     b = torch.tensor([0.25, 0.25, 0.25, 0.25]).view(1, 1, 2, 2)
-    p, conf = fuse_teacher_views(a, b, temperature=0.5)
+    p, conf = teacher_target(a, b, confidence_tau=0.5)
     w = _np_softmax(np.array([0.7, 0.25]) / 0.5)
     ref = w[0] * a.double().numpy() + w[1] * b.double().numpy()
     np.testing.assert_allclose(p.numpy(), ref, atol=1e-6)
     np.testing.assert_allclose(conf.numpy(), ref.max(), atol=1e-6)
-    s, sconf = fuse_teacher_views(a, b, temperature=0.5, spatial_tau=0.5)
+    s, sconf = teacher_target(a, b, confidence_tau=0.5, spatial_tau=0.5)
     sharp = ref**2 / (ref**2).sum()
     np.testing.assert_allclose(s.numpy(), sharp, atol=1e-6)
     np.testing.assert_allclose(sconf.numpy(), sharp.max(), atol=1e-6)
-    one, one_conf = fuse_teacher_views(a)
+    one, one_conf = teacher_target(a)
     assert torch.equal(one, a) and one_conf.item() == pytest.approx(0.7)
 
 

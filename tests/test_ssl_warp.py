@@ -10,22 +10,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sagepose.config import SSLConfig
 from sagepose.data.batch_aug import sample_keys
+from sagepose.geometry import (
+    apply_affine_torch,
+    compose_affine_torch,
+    invert_affine_torch,
+    relative_affine_torch,
+    rescale_affine_torch,
+)
 from sagepose.keypoints import COCO17
 from sagepose.ssl.views import (
-    STRONG,
-    STRONG_PHOTOMETRIC,
-    WEAK,
     ViewParams,
-    apply_affine,
-    compose,
-    invert_affine,
+    ViewSpec,
     make_views,
-    relative_affine,
     sample_view_affines,
+    strong_view,
     warp_images,
+    weak_view,
 )
-from sagepose.ssl.warp import heatmap_affine, warp_heatmaps
+from sagepose.ssl.warp import warp_heatmaps
+
+WEAK, STRONG = weak_view(SSLConfig().weak), strong_view(SSLConfig().strong)  # the config's default views
 
 W, H = 192, 256  # input crop (W, H)
 MSRA_SCALE = (48 / 192, 64 / 256)  # MSRAHeatmap.to_heatmap: input / 4
@@ -75,17 +81,17 @@ def _np_apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 def test_view_affines_are_per_sample_deterministic_and_streams_independent():
     keys = _keys(8)
-    a, f, z = sample_view_affines(keys, (W, H), STRONG, 2)
-    a2, f2, z2 = sample_view_affines(keys[3:], (W, H), STRONG, 2)  # another batch split
+    a, f, z = sample_view_affines(keys, (W, H), STRONG.geometry, 2)
+    a2, f2, z2 = sample_view_affines(keys[3:], (W, H), STRONG.geometry, 2)  # another batch split
     assert torch.equal(a[3:], a2) and torch.equal(f[3:], f2) and torch.equal(z[3:], z2)
-    b, _, _ = sample_view_affines(keys, (W, H), STRONG, 3)
+    b, _, _ = sample_view_affines(keys, (W, H), STRONG.geometry, 3)
     assert (a - b).abs().amax(dim=(1, 2)).min() > 1e-3  # every sample's view differs between streams
     assert a.dtype == torch.float32 and a.shape == (8, 2, 3) and f.dtype == torch.bool
 
 
 def test_view_affines_stay_within_their_parameters():
     keys = _keys(400)
-    a, flipped, zoom = sample_view_affines(keys, (W, H), STRONG, 2)
+    a, flipped, zoom = sample_view_affines(keys, (W, H), STRONG.geometry, 2)
     m = a[:, :, :2].double()
     det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
     torch.testing.assert_close(det.abs().sqrt(), zoom.double(), atol=1e-5, rtol=0)
@@ -98,11 +104,11 @@ def test_view_affines_stay_within_their_parameters():
     angle = torch.atan2(m[:, 1, 0], m[:, 0, 0] * unflip[:, 0])
     assert angle.abs().max() <= math.radians(30) + 1e-5 and angle.abs().max() > math.radians(25)
     centre = torch.tensor([[(W - 1) / 2, (H - 1) / 2]])
-    moved = apply_affine(a, centre.expand(400, 2)[:, None])[:, 0].double()
+    moved = apply_affine_torch(centre.expand(400, 2)[:, None], a)[:, 0].double()
     moved[:, 0] = torch.where(flipped, W - 1 - moved[:, 0], moved[:, 0])
     shift = moved - centre.double()
     assert shift[:, 0].abs().max() <= 0.1 * W + 1e-3 and shift[:, 1].abs().max() <= 0.1 * H + 1e-3
-    _, weak_flip, weak_zoom = sample_view_affines(keys, (W, H), WEAK, 0)
+    _, weak_flip, weak_zoom = sample_view_affines(keys, (W, H), WEAK.geometry, 0)
     assert not weak_flip.any() and weak_zoom.min() >= 0.9 and weak_zoom.max() <= 1.1
 
 
@@ -118,12 +124,13 @@ def test_invert_compose_and_relative_affine_against_numpy():
                      for _ in range(6)])
     a = torch.from_numpy(mats).float()
     full = np.concatenate([mats, np.broadcast_to([[[0, 0, 1.0]]], (6, 1, 3))], 1)
-    np.testing.assert_allclose(invert_affine(a).numpy(), np.linalg.inv(full)[:, :2], atol=1e-4)
-    np.testing.assert_allclose(compose(a, a.flip(0)).numpy(), (full @ full[::-1])[:, :2], rtol=1e-5, atol=1e-3)
-    rel = relative_affine(a, a.flip(0))  # view i -> view 5 - i
+    np.testing.assert_allclose(invert_affine_torch(a).numpy(), np.linalg.inv(full)[:, :2], atol=1e-4)
+    np.testing.assert_allclose(compose_affine_torch(a, a.flip(0)).numpy(), (full @ full[::-1])[:, :2], rtol=1e-5,
+                               atol=1e-3)
+    rel = relative_affine_torch(a, a.flip(0))  # view i -> view 5 - i
     pts = torch.from_numpy(rng.uniform(0, 190, (6, 5, 2))).float()
-    torch.testing.assert_close(apply_affine(rel, apply_affine(a, pts)), apply_affine(a.flip(0), pts), atol=1e-3,
-                               rtol=0)
+    torch.testing.assert_close(apply_affine_torch(apply_affine_torch(pts, a), rel), apply_affine_torch(pts, a.flip(0)),
+                               atol=1e-3, rtol=0)
 
 
 # ----------------------------------------------------------------------------- images
@@ -149,12 +156,13 @@ def test_make_views_identity_params_keep_the_crop_and_photometric_is_per_view():
     crops = torch.randint(0, 256, (3, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     keys = _keys(3)
     ident = ViewParams(rotate=0.0, scale=(1.0, 1.0), shift=0.0, flip_prob=0.0)
-    views, a, flipped, zoom = make_views(crops, keys, ident, 0)
-    torch.testing.assert_close(views, crops.float(), atol=0.02, rtol=0)  # grid rounding ~3e-5 px x 255 per px
-    assert torch.equal(zoom, torch.ones(3)) and not flipped.any()
-    v1, *_ = make_views(crops, keys, ident, 0, photometric_cfg=STRONG_PHOTOMETRIC)
-    v2, *_ = make_views(crops, keys, ident, 1, photometric_cfg=STRONG_PHOTOMETRIC)
-    v1b, *_ = make_views(crops[1:], keys[1:], ident, 0, photometric_cfg=STRONG_PHOTOMETRIC)
+    plain = make_views(crops, keys, ViewSpec(ident), 0)
+    torch.testing.assert_close(plain.images, crops.float(), atol=0.02, rtol=0)  # grid rounding ~3e-5 px x 255 per px
+    assert torch.equal(plain.zoom, torch.ones(3)) and not plain.flipped.any()
+    jitter = ViewSpec(ident, photometric=STRONG.photometric)
+    v1 = make_views(crops, keys, jitter, 0).images
+    v2 = make_views(crops, keys, jitter, 1).images
+    v1b = make_views(crops[1:], keys[1:], jitter, 0).images
     torch.testing.assert_close(v1[1:], v1b)
     assert not torch.equal(v1, v2)
 
@@ -219,10 +227,10 @@ def test_inverse_and_warp_stay_float32_under_bf16_autocast():
     maps = torch.rand(len(CASES), 4, 64, 48, generator=torch.Generator().manual_seed(2))
     flipped = torch.tensor([c[3] for c in CASES])
     ref = warp_heatmaps(maps, mats, flipped, FLIP4, MSRA_SCALE)
-    ref_inv = invert_affine(mats)
+    ref_inv = invert_affine_torch(mats)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inv = invert_affine(mats)
-        rel = relative_affine(mats, mats.flip(0))
+        inv = invert_affine_torch(mats)
+        rel = relative_affine_torch(mats, mats.flip(0))
         out = warp_heatmaps(maps.bfloat16(), mats, flipped, FLIP4, MSRA_SCALE)
         out32 = warp_heatmaps(maps, mats, flipped, FLIP4, MSRA_SCALE)
         imgs = warp_images(torch.zeros(1, H, W, 3, dtype=torch.uint8), mats[:1])
@@ -231,12 +239,12 @@ def test_inverse_and_warp_stay_float32_under_bf16_autocast():
     torch.testing.assert_close(out, ref, atol=1e-2, rtol=0)  # only the bf16 rounding of the maps themselves
 
 
-def test_heatmap_affine_is_the_input_affine_seen_at_heatmap_resolution():
+def test_rescaled_affine_is_the_input_affine_seen_at_heatmap_resolution():
     a = torch.from_numpy(_affine(33.0, 0.9, (7.0, -4.0))[None]).float()
     pts = torch.tensor([[[10.0, 20.0], [150.0, 230.0]]])
     s = torch.tensor(UDP_SCALE)
-    torch.testing.assert_close(apply_affine(heatmap_affine(a, UDP_SCALE), pts * s), apply_affine(a, pts) * s,
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(apply_affine_torch(pts * s, rescale_affine_torch(a, UDP_SCALE)),
+                               apply_affine_torch(pts, a) * s, atol=1e-4, rtol=0)
 
 
 # ----------------------------------------------------------------------------- warping heatmaps = warping the image
@@ -268,21 +276,21 @@ def test_warped_teacher_heatmaps_equal_the_student_views_own(k, flip_indices, hm
     base, _ = _blob_image(k, seed=k)
     base = base.expand(b, H, W, k)
     keys = _keys(b, seed=3)
-    a_t, f_t, _ = sample_view_affines(keys, (W, H), WEAK, 0)
-    a_s, f_s, _ = sample_view_affines(keys, (W, H), STRONG, 2)
+    a_t, f_t, _ = sample_view_affines(keys, (W, H), WEAK.geometry, 0)
+    a_s, f_s, _ = sample_view_affines(keys, (W, H), STRONG.geometry, 2)
     force = (torch.arange(b) < 2) & ~f_s  # at least two mirrored students
     mirror = torch.tensor([[[-1.0, 0.0, W - 1.0], [0.0, 1.0, 0.0]]]).expand(b, 2, 3)
-    a_s = torch.where(force.view(-1, 1, 1), compose(mirror, a_s), a_s)
+    a_s = torch.where(force.view(-1, 1, 1), compose_affine_torch(mirror, a_s), a_s)
     f_s = f_s | force
     teacher = _model(warp_images(base, a_t), f_t, flip_indices, hm_scale)
     student = _model(warp_images(base, a_s), f_s, flip_indices, hm_scale)
-    warped = warp_heatmaps(teacher, relative_affine(a_t, a_s), f_s ^ f_t, flip_indices, hm_scale)
+    warped = warp_heatmaps(teacher, relative_affine_torch(a_t, a_s), f_s ^ f_t, flip_indices, hm_scale)
     # compare where the student's heatmap pixel comes from inside both the base crop and the teacher view
     s = torch.tensor(hm_scale)
     ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(48.0), indexing="ij")
     q = (torch.stack([xs, ys], -1).reshape(1, -1, 2) / s).expand(b, -1, 2)  # student input px
-    in_base = apply_affine(invert_affine(a_s), q)
-    in_teacher = apply_affine(a_t, in_base)
+    in_base = apply_affine_torch(q, invert_affine_torch(a_s))
+    in_teacher = apply_affine_torch(in_base, a_t)
 
     def inside(p):
         return (p[..., 0] > 2) & (p[..., 0] < W - 3) & (p[..., 1] > 2) & (p[..., 1] < H - 3)

@@ -8,8 +8,9 @@ import torch
 from sagepose.config import ConfigError, OptimConfig, load_config
 from sagepose.configs import CONFIG_DIR
 from sagepose.models import build_model
+from sagepose.train.checks import check_run
 from sagepose.train.optim import param_groups
-from sagepose.train.run import build_strategy, check_run
+from sagepose.train.trainer import build_strategy
 
 RECIPES = sorted(p for p in CONFIG_DIR.glob("finetune_*.yaml") if not p.stem.endswith("_ssl"))
 SSL_RECIPES = sorted(CONFIG_DIR.glob("finetune_*_ssl.yaml"))

@@ -15,8 +15,8 @@ import torch
 from sagepose.config import load_config
 from sagepose.data import load_coco
 from sagepose.data.synth import generate_dataset
-from sagepose.train.module import dedupe_instances
 from sagepose.train.sampling import ShardSampler
+from sagepose.train.validation import dedupe_instances
 
 # Run under torchrun: train, then evaluate the last checkpoint with the same processes.
 WORKER = """

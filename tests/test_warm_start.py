@@ -177,7 +177,7 @@ def test_one_step_epochs_save_last_every_n_steps_not_every_step(tmp_path):
 
 def test_a_wrong_warm_start_is_one_line_before_any_work(tmp_path):
     from sagepose.config import ConfigError
-    from sagepose.train.run import check_run
+    from sagepose.train.checks import check_run
 
     base = [*USER, f"trainer.out_dir={tmp_path / 'run'}", "ssl.unlabeled=clip.mp4", "trainer.precision=32-true"]
     for spec, expected in (("runs/mouse/best.ckpt", "no such checkpoint file"),

@@ -135,8 +135,9 @@ class TopDownPredictor:
     test_scales: tuple[float, ...] = (1.0,)  # box scale factors of the multi-scale test (see predict)
     detector = None  # a callable image -> person boxes (sagepose.detect.Detector): predict's boxes when none given
 
-    def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, H, W) float32 -> the network's heatmaps (B, C, h, w) float32, activated."""
+    def network_heatmaps(self, inputs: torch.Tensor, dataset=None) -> torch.Tensor:
+        """Normalised (B, 3, H, W) float32 -> the network's heatmaps (B, C, h, w) float32, activated. ``dataset``:
+        which head of a model with one per dataset predicts (:class:`sagepose.models.heads.PerDatasetHeads`)."""
         raise NotImplementedError
 
     def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:
@@ -148,18 +149,18 @@ class TopDownPredictor:
         return normalize(images, self.mean.flatten(), self.std.flatten())
 
     @torch.no_grad()
-    def predict_heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+    def predict_heatmaps(self, x: torch.Tensor, dataset=None) -> torch.Tensor:
         """Normalised (B, 3, H, W) -> heatmaps (B, K, h, w), fused with the flipped input's when flip_test
-        (a fusion head's whole output, (B, 4K, h, w), heatmaps first)."""
+        (a fusion head's whole output, (B, 4K, h, w), heatmaps first); ``dataset``: :meth:`network_heatmaps`'."""
         if not self.flip_test:
-            return self.network_heatmaps(x)
+            return self.network_heatmaps(x, dataset)
         # Original and mirrored crops (in one batch, or as MMPose in two passes when exact); the mirrored
         # heatmaps are flipped back, left/right channels swapped, and averaged with the originals (MMPose's
         # heatmap flip mode).
         if self.exact:
-            hm, hm_flip = self.network_heatmaps(x), self.network_heatmaps(x.flip(-1))
+            hm, hm_flip = self.network_heatmaps(x, dataset), self.network_heatmaps(x.flip(-1), dataset)
         else:
-            both = self.network_heatmaps(torch.cat([x, x.flip(-1)]))
+            both = self.network_heatmaps(torch.cat([x, x.flip(-1)]), dataset)
             hm, hm_flip = both[: len(x)], both[len(x):]
         return (hm + self.flip_back(hm_flip)) * 0.5
 
@@ -186,10 +187,10 @@ class TopDownPredictor:
         return F.grid_sample(heatmaps.float(), grid.expand(n, hh, hw, 2), mode="bilinear", padding_mode="zeros",
                              align_corners=True)
 
-    def scale_heatmaps(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+    def scale_heatmaps(self, x: torch.Tensor, factor: float, dataset=None) -> torch.Tensor:
         """One scale of the multi-scale test: normalised crops of the boxes scaled by ``factor`` -> their (flip
         tested) heatmaps in the unscaled boxes' heatmap frame, to be averaged over ``test_scales``."""
-        heatmaps = self.predict_heatmaps(x)
+        heatmaps = self.predict_heatmaps(x, dataset)
         return heatmaps if factor == 1.0 else self.to_base_frame(heatmaps, factor)
 
     def crop(self, image: np.ndarray, bboxes_xyxy: np.ndarray,
@@ -206,7 +207,8 @@ class TopDownPredictor:
 
     @torch.no_grad()
     def predict(self, image: np.ndarray | str | os.PathLike, bboxes: np.ndarray | None = None,
-                bbox_format: str = "xyxy", return_heatmaps: bool = False, color: str = "bgr") -> Prediction:
+                bbox_format: str = "xyxy", return_heatmaps: bool = False, color: str = "bgr",
+                dataset: int | None = None) -> Prediction:
         """Keypoints of the people in ``bboxes`` (N, 4) of a uint8 (H, W, 3) image array or an image path.
 
         ``color``: the array's channel order -- ``"bgr"`` (the default: OpenCV's ``cv2.imread``, as sagepose reads
@@ -214,7 +216,8 @@ class TopDownPredictor:
         ``bboxes=None`` takes the person boxes of the attached ``detector`` (``sagepose.load(..., detector=F)``)
         or, without one, the whole image as one box. Returns keypoints in image pixels. A box that is
         not finite, empty or inverted (x2 <= x1, e.g. xywh given as xyxy) or wholly outside the image is a
-        ValueError naming its index (:func:`sagepose.geometry.check_boxes`).
+        ValueError naming its index (:func:`sagepose.geometry.check_boxes`). ``dataset``: which head of a model
+        with one per dataset predicts (:class:`sagepose.models.heads.PerDatasetHeads`; None: all, the union's).
         """
         if color not in ("bgr", "rgb"):
             raise ValueError(f"predict: color={color!r}: the image array's channel order, 'bgr' or 'rgb'")
@@ -229,11 +232,11 @@ class TopDownPredictor:
         if bboxes is None:  # the whole image, the same numbers in either format
             bboxes = np.array([[0, 0, image.shape[1], image.shape[0]]], np.float32)
         bboxes, _ = geometry.check_boxes(bboxes, image.shape[1::-1], bbox_format, where="predict: bboxes")
-        return self.predict_many([image], [bboxes], return_heatmaps)[0]
+        return self.predict_many([image], [bboxes], return_heatmaps, dataset)[0]
 
     @torch.no_grad()
     def predict_many(self, images: list[np.ndarray], boxes: list[np.ndarray],
-                     return_heatmaps: bool = False) -> list[Prediction]:
+                     return_heatmaps: bool = False, dataset: int | None = None) -> list[Prediction]:
         """:meth:`predict` for the people of several images (BGR uint8, boxes (N_i, 4) xyxy, already checked) in
         one forward pass per scale: the video path batches the people of several frames this way."""
         K = self.schema.num_keypoints
@@ -245,7 +248,7 @@ class TopDownPredictor:
         for factor in self.test_scales:
             parts = [self.crop(img, b, factor) for img, b in zip(images, boxes) if len(b)]
             crops, c, s = (np.concatenate(p) for p in zip(*parts))
-            hm = self.scale_heatmaps(self.normalize(torch.from_numpy(crops).to(self.device)), factor)
+            hm = self.scale_heatmaps(self.normalize(torch.from_numpy(crops).to(self.device)), factor, dataset)
             heatmaps = hm if heatmaps is None else heatmaps + hm
             if factor == self.test_scales[0]:
                 center, scale = c, s / factor  # the base box's frame: what the keypoints are decoded in
@@ -405,7 +408,7 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         return self.set_mode(dataclasses.replace(self.inference_mode, dtype=dtype))
 
-    def _forward_exact(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_exact(self, x: torch.Tensor, dataset=None) -> torch.Tensor:
         """The forward pass with MMPose's arithmetic (see :meth:`set_exact`)."""
         with mmpose_arithmetic():
             feats = self.backbone(x.contiguous())  # MMPose's data preprocessor hands over contiguous NCHW
@@ -413,7 +416,7 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
                 # mmpretrain returns its (B, Hp, Wp, C) tokens permuted to NCHW without a copy; oneDNN picks
                 # the head's convolution kernels by those exact strides (even a batch of 1's leading one)
                 feats = feats.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
-            return self.head(feats)
+            return self.head(feats) if dataset is None else self.head(feats, dataset)
 
     def train(self, mode: bool = True) -> TopDownEstimator:
         if mode:
@@ -424,14 +427,17 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, H, W) -> raw head output (B, K, h, w); :meth:`activate` makes it heatmaps."""
-        return self.head(self.backbone(x))
+    def forward(self, x: torch.Tensor, dataset=None) -> torch.Tensor:
+        """Normalised (B, 3, H, W) -> raw head output (B, K, h, w); :meth:`activate` makes it heatmaps. ``dataset``
+        routes a :class:`~sagepose.models.heads.PerDatasetHeads` (a (B,) tensor: each sample's; an int: one for
+        all); None for any other head."""
+        feats = self.backbone(x)
+        return self.head(feats) if dataset is None else self.head(feats, dataset)
 
-    def network_heatmaps(self, inputs: torch.Tensor) -> torch.Tensor:
+    def network_heatmaps(self, inputs: torch.Tensor, dataset=None) -> torch.Tensor:
         """The network in the compute dtype (:meth:`set_dtype`; MMPose's arithmetic when exact), activated
         heatmaps out in float32."""
-        out = (self._forward_exact if self.exact else self)(inputs.to(self.compute_dtype))
+        out = (self._forward_exact if self.exact else self)(inputs.to(self.compute_dtype), dataset)
         return self.activate(out if self.compute_dtype == torch.float32 else out.float())
 
     def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:

@@ -129,9 +129,10 @@ class PerDatasetHeads(nn.Module):
     """ViTPose+'s layout for several datasets: one head per dataset on the shared backbone's features, each
     predicting its dataset's joints into their channels of the union's ``num_keypoints`` outputs.
 
-    Which head predicts: ``member`` (B,) -- each sample its dataset's head (training; the other channels are 0);
-    else ``active`` -- one dataset's head for the whole batch (validating that dataset); else every head, each
-    union channel from the first dataset that has it (inference in the union schema).
+    Which head predicts is the forward's ``dataset``: a (B,) tensor of dataset indices -- each sample its dataset's
+    head (training; the other channels are 0); an int -- that dataset's head for the whole batch (validating or
+    predicting that dataset); None -- every head, each union channel from the first dataset that has it (inference
+    in the union schema).
     """
 
     def __init__(self, heads, indices, num_keypoints: int):
@@ -139,13 +140,13 @@ class PerDatasetHeads(nn.Module):
         self.heads = nn.ModuleList(heads)
         self.indices = tuple(tuple(int(i) for i in idx) for idx in indices)
         self.num_keypoints = num_keypoints
-        self.member: torch.Tensor | None = None
-        self.active: int | None = None
 
-    def _into(self, out: torch.Tensor | None, m: int, maps: torch.Tensor, rows=None) -> torch.Tensor:
+    def _into(self, out: torch.Tensor | None, m: int, maps: torch.Tensor, rows=None, batch: int | None = None
+              ) -> torch.Tensor:
+        """Dataset ``m``'s maps into its channels of ``out`` (a new zero tensor of ``batch`` samples when None),
+        at the samples ``rows`` (all when None)."""
         if out is None:
-            out = maps.new_zeros((maps.shape[0] if rows is None else len(self.member), self.num_keypoints,
-                                  *maps.shape[2:]))
+            out = maps.new_zeros((maps.shape[0] if rows is None else batch, self.num_keypoints, *maps.shape[2:]))
         idx = torch.as_tensor(self.indices[m], device=maps.device)
         if rows is None:
             out[:, idx] = maps
@@ -153,16 +154,16 @@ class PerDatasetHeads(nn.Module):
             out[rows[:, None], idx[None, :]] = maps
         return out
 
-    def forward(self, feats):
-        if self.member is not None:
+    def forward(self, feats, dataset: torch.Tensor | int | None = None) -> torch.Tensor:
+        if isinstance(dataset, torch.Tensor):
             out = None
-            for m in torch.unique(self.member).tolist():
-                rows = torch.nonzero(self.member == m).flatten()
+            for m in torch.unique(dataset).tolist():
+                rows = torch.nonzero(dataset == m).flatten()
                 sub = [f[rows] for f in feats] if isinstance(feats, (list, tuple)) else feats[rows]
-                out = self._into(out, m, self.heads[m](sub), rows)
+                out = self._into(out, m, self.heads[m](sub), rows, batch=len(dataset))
             return out
-        if self.active is not None:
-            return self._into(None, self.active, self.heads[self.active](feats))
+        if dataset is not None:
+            return self._into(None, dataset, self.heads[dataset](feats))
         out = None
         for m in reversed(range(len(self.heads))):  # the first dataset's head writes last: its channels win
             out = self._into(out, m, self.heads[m](feats))

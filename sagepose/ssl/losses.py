@@ -1,5 +1,5 @@
-"""The unlabeled-data losses: heatmaps as spatial distributions, teacher fusion, consistency, the dynamic keypoint
-mask, soft-argmax coordinates, the temporal term and the ramp-up of the unlabeled weight.
+"""The unlabeled-data losses: heatmaps as spatial distributions, the teacher's target from its views, consistency,
+the dynamic keypoint mask, soft-argmax coordinates, the temporal term and the ramp-up of the unlabeled weight.
 
 Every loss returns ``(loss, logs)``: a scalar float32 tensor with a graph, and a dict of detached float tensors.
 All arithmetic is float32 whatever the inputs' dtype or the autocast. Maps are (B, K, h, w) and are never looped
@@ -66,21 +66,23 @@ def _sharpen(p: torch.Tensor, tau: float) -> torch.Tensor:
     return x / torch.where(total > 0, total, 1.0)
 
 
-def fuse_teacher_views(p_a: torch.Tensor, p_b: torch.Tensor | None = None, temperature: float = 1.0,
-                       spatial_tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher probability maps of two views, in one frame (B, K, h, w) -> fused maps (B, K, h, w), confidence (B, K).
+def teacher_target(p_a: torch.Tensor, p_b: torch.Tensor | None = None, confidence_tau: float = 1.0,
+                   spatial_tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher probability maps of one or two views, in one frame (B, K, h, w) -> the student's target
+    (B, K, h, w), its confidence (B, K).
 
-    Per keypoint, view v weighs softmax_v(conf_v / temperature) with conf_v the maximum of its map: the view
-    that is surer of a joint counts more (temperature -> 0: the surer view alone; -> inf: the plain mean).
-    ``spatial_tau < 1`` sharpens the fused map, p ** (1 / spatial_tau) renormalised. The confidence returned is
-    the maximum of the final map. ``p_b=None`` uses ``p_a`` alone (no fusion; sharpening still applies).
+    Two views are averaged per keypoint, view v weighing softmax_v(conf_v / confidence_tau) with conf_v the maximum
+    of its map: the view that is surer of a joint counts more (confidence_tau -> 0: the surer view alone; -> inf:
+    the plain mean; the config's ``ssl.fusion_temperature``). ``spatial_tau < 1`` sharpens the target,
+    p ** (1 / spatial_tau) renormalised. The confidence returned is the maximum of the final map. ``p_b=None``
+    uses ``p_a`` alone (one teacher view; sharpening still applies).
     """
-    if temperature <= 0:
-        raise ValueError(f"fusion temperature must be > 0, got {temperature}")
+    if confidence_tau <= 0:
+        raise ValueError(f"confidence_tau (ssl.fusion_temperature) must be > 0, got {confidence_tau}")
     p = p_a.float()
     if p_b is not None:
         conf = torch.stack([p.amax(dim=(2, 3)), p_b.float().amax(dim=(2, 3))])  # (2, B, K)
-        w = torch.softmax(conf / temperature, dim=0)
+        w = torch.softmax(conf / confidence_tau, dim=0)
         p = w[0, :, :, None, None] * p + w[1, :, :, None, None] * p_b.float()
     if spatial_tau is not None and spatial_tau < 1:
         p = _sharpen(p, spatial_tau)
@@ -125,7 +127,7 @@ def consistency_loss(student_maps: torch.Tensor, teacher_probs: torch.Tensor, ma
 class KeypointMask(nn.Module):
     """The dynamic keypoint mask: which joints of which unlabeled samples the consistency loss uses.
 
-    forward(conf (B, K), step) -> mask (B, K) float in {0, 1}; conf is the fused teacher map's maximum.
+    forward(conf (B, K), step) -> mask (B, K) float in {0, 1}; conf is the teacher target's maximum.
 
     1. Statistics: each call folds the batch's confidences (``stats_conf`` if given: the caller's confidences
        gathered over ranks, so every rank keeps the same numbers) into a per-keypoint exponential moving mean and

@@ -2,24 +2,16 @@
 
 Heatmap pixels relate to input pixels by a per-axis scale (sx, sy) = heatmap px per input px, with no offset
 (MSRA: hm / input; UDP: (hm - 1) / (input - 1); the codec's ``heatmap_scale``), so
-an input-pixel affine A becomes S A S^-1 in heatmap pixels, S = diag(sx, sy).
+an input-pixel affine A becomes S A S^-1 in heatmap pixels, S = diag(sx, sy)
+(:func:`sagepose.geometry.rescale_affine_torch`).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from sagepose.ssl.views import invert_affine, sampling_theta
-
-
-def heatmap_affine(A: torch.Tensor, hm_scale) -> torch.Tensor:
-    """Input-pixel affines (B, 2, 3) -> the same maps in heatmap pixels, S A S^-1 (float32)."""
-    s = torch.as_tensor(hm_scale, dtype=torch.float32, device=A.device).reshape(2)
-    A = A.float()
-    m = A[:, :, :2] * s[None, :, None] / s[None, None, :]
-    return torch.cat([m, A[:, :, 2:] * s[None, :, None]], dim=2)
+from sagepose import geometry
 
 
 def warp_heatmaps(maps: torch.Tensor, A_rel: torch.Tensor, flipped: torch.Tensor, flip_indices: Sequence[int],
@@ -40,9 +32,7 @@ def warp_heatmaps(maps: torch.Tensor, A_rel: torch.Tensor, flipped: torch.Tensor
         raise ValueError(f"warp_heatmaps: flip_indices has {len(flip_indices)} entries for {k} keypoint maps")
     with torch.autocast(maps.device.type, enabled=False):
         A_rel = A_rel.to(maps.device).float()
-        theta = sampling_theta(invert_affine(heatmap_affine(A_rel, hm_scale)), (w, h), (w, h))
-        grid = F.affine_grid(theta, [b, k, h, w], align_corners=True)
-        out = F.grid_sample(maps.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        out = geometry.warp_affine_torch(maps, geometry.rescale_affine_torch(A_rel, hm_scale))
         if mass_preserving:
             det = A_rel[:, 0, 0] * A_rel[:, 1, 1] - A_rel[:, 0, 1] * A_rel[:, 1, 0]
             out = out / det.abs()[:, None, None, None]

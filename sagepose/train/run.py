@@ -1,8 +1,9 @@
 """Entry points behind ``sagepose train`` / ``sagepose test`` (and the demo): plain code, no registry.
 
-One process or many: ``sagepose train CONFIG trainer.strategy=ddp trainer.devices=4`` under
-``torchrun --nproc_per_node 4`` (or ``srun`` under SLURM) -- Lightning reads the launcher's
-environment, this module only builds the Trainer and the per-rank data shards.
+:func:`fit` checks the run (:mod:`sagepose.train.checks`), picks the LightningModule (supervised
+:mod:`~sagepose.train.module` or semi-supervised :mod:`~sagepose.train.ssl_module`) and its DataModule
+(:mod:`~sagepose.train.loaders`), builds the Trainer (:mod:`~sagepose.train.trainer`) with the checkpoint, EMA and
+logging callbacks, trains, and writes the run's summary; :func:`test` scores a checkpoint on the val set(s).
 """
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
 from sagepose.models.checkpoint import read_checkpoint
 from sagepose.recipe import checkpoint_model_config, checkpoint_schema, load_weights, warn_if_not_trained_as
-from sagepose.train.loaders import SemiSupervisedData, TopDownData, uses_cuda
+from sagepose.train.checks import check_accelerator, check_run
+from sagepose.train.loaders import SemiSupervisedData, TopDownData
+from sagepose.train.trainer import build_eval_trainer, build_trainer
 from sagepose.train.warm_start import (
     FINE_TUNED_DIR,
     START_DIR,
@@ -31,77 +33,6 @@ from sagepose.train.warm_start import (
     stage_config,
     val_gap,
 )
-
-
-def check_run(cfg: Config) -> None:
-    """Refuse, before any work, a run that cannot start: a config :func:`sagepose.config.validate` refuses (values,
-    and combinations training does not support), then what the config alone cannot tell and ``validate`` leaves to
-    here -- a warm-start recipe that does not load (another file, read through :mod:`sagepose.train.warm_start`,
-    which stands above ``config``) and ``trainer.accelerator=gpu`` without a CUDA GPU (this machine's torch)."""
-    validate(cfg)
-    if cfg.ssl.warm_start and not is_checkpoint_spec(cfg.ssl.warm_start):
-        stage_config(cfg)  # an unknown recipe or a missing file: one line before any work
-    check_accelerator(cfg)
-
-
-def check_accelerator(cfg: Config) -> None:
-    """``trainer.accelerator=gpu`` / ``cuda`` on a machine without a CUDA GPU: one line naming the setting, before
-    Lightning starts (its own error is a traceback)."""
-    a = cfg.trainer.accelerator
-    if a in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.accelerator={a!r}: no CUDA GPU is visible to torch on this machine "
-                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use "
-                          "trainer.accelerator=cpu or auto", key="trainer.accelerator")
-
-
-def build_strategy(cfg: Config):
-    """``trainer.strategy`` as Lightning takes it; "fsdp" shards per transformer block."""
-    t = cfg.trainer
-    if t.strategy == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        from sagepose.models.vit import Block
-
-        # one FSDP unit per ViT block; activation checkpointing by the same policy (fit turns the
-        # backbone's own off), and full state dicts, so a checkpoint loads anywhere
-        return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", cpu_offload=t.fsdp_cpu_offload,
-                            activation_checkpointing_policy={Block} if cfg.model.grad_checkpointing else None)
-    if t.strategy == "ddp" and cfg.optim.freeze_backbone_epochs > 0:
-        return "ddp_find_unused_parameters_true"  # a frozen backbone has no gradients for DDP to reduce
-    return t.strategy
-
-
-def _trainer(cfg: Config, out_dir: Path, callbacks=()):
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from sagepose.train.checkpoints import AtomicCheckpointIO
-
-    t = cfg.trainer
-    max_time = None if t.max_time_minutes is None else {"minutes": t.max_time_minutes}
-    if t.progress_bar:  # on a GPU a bar redrawn every step reads the logged loss every step: every N steps
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=t.log_every_steps if uses_cuda(cfg) else 1)]
-    return L.Trainer(
-        default_root_dir=str(out_dir), max_epochs=t.max_epochs, max_steps=t.max_steps,
-        max_time=max_time, precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=build_strategy(cfg),
-        sync_batchnorm=t.sync_batchnorm, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
-        gradient_clip_val=cfg.optim.grad_clip, **validation_interval(t),
-        log_every_n_steps=t.log_every_steps, enable_progress_bar=t.progress_bar,
-        logger=TensorBoardLogger(str(out_dir), name="logs", version=""), callbacks=list(callbacks),
-        num_sanity_val_steps=0)
-
-
-def validation_interval(t) -> dict:
-    """Lightning's arguments for when to validate: every ``trainer.val_every_steps`` optimizer steps, counted over
-    epochs (Lightning counts training batches) -- at most ``trainer.max_steps``, so a shortened run still validates
-    at its end -- or every ``trainer.val_every_epochs`` epochs."""
-    if t.val_every_steps > 0:
-        every = min(t.val_every_steps, t.max_steps) if t.max_steps > 0 else t.val_every_steps
-        return dict(check_val_every_n_epoch=None, val_check_interval=every * t.accumulate_grad_batches)
-    return dict(check_val_every_n_epoch=t.val_every_epochs)
-
 
 # what a training run writes into its folder: --overwrite removes these (and only these) before a new run
 RUN_OUTPUTS = ("checkpoints", "logs", "config.yaml", "train_summary.json", "metrics.csv", "curves.png", "warm_start",
@@ -139,6 +70,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     from sagepose.train.interrupt import TrainingInterrupted
     from sagepose.train.metrics_log import MetricsLog
     from sagepose.train.module import TopDownModule
+    from sagepose.train.ssl_module import SemiSupervisedModule
 
     check_run(cfg)
     out = Path(cfg.trainer.out_dir)
@@ -160,10 +92,10 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         cfg = replace(cfg, model={"init_checkpoint": start_ckpt})
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.ssl.mode == "off":
-        module = TopDownModule(cfg, val_gt_json=cfg.data.val_json)
+        module = TopDownModule(cfg)
         datamodule = TopDownData(cfg, module.model)
     else:
-        module = _semi_supervised_module(cfg)
+        module = SemiSupervisedModule(cfg)
         datamodule = SemiSupervisedData(cfg, module.model)
     if cfg.trainer.strategy == "fsdp":
         module.model.backbone.grad_checkpointing = False  # FSDP's checkpointing policy does it (build_strategy)
@@ -183,7 +115,7 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
         from sagepose.data.coco import read_json
 
         start_score = monitored(read_json(out / START_DIR / "metrics.json"), monitor)
-    trainer = _trainer(cfg, out, [*checkpoints, *extra, *callbacks])
+    trainer = build_trainer(cfg, out, [*checkpoints, *extra, *callbacks])
     start = time.time()
     interrupted = None
     try:
@@ -261,28 +193,6 @@ def _best_score(best, key: str) -> float | None:
     return float(best.best_model_score)
 
 
-def _semi_supervised_module(cfg: Config):
-    """The semi-supervised module, its structural priors measured on the labeled set (``data.train_json``)."""
-    from sagepose.data.preflight import require_unlabeled
-    from sagepose.train.ssl_module import SemiSupervisedModule, labeled_priors
-
-    s = cfg.ssl
-    require_unlabeled(s)  # every rank (the pre-flight check runs on rank 0)
-    if s.mode == "semi" and not cfg.data.train_json:
-        raise ConfigError("ssl.mode='semi' trains on labeled and unlabeled batches: set data.train_json (or use "
-                          "ssl.mode=unsup_only)", key="data.train_json")
-    module = SemiSupervisedModule(cfg, val_gt_json=cfg.data.val_json)
-    if cfg.ssl.priors and cfg.data.train_json:
-        from sagepose.data import load_coco
-
-        model = module.model
-        records = load_coco(cfg.data.train_json, schema=model.schema, image_root=cfg.data.image_root, mode="train")
-        module.priors = labeled_priors(records, model.schema, tuple(model.input_size), model.codec.udp)
-    elif cfg.ssl.priors:
-        rank_zero_warn("ssl.priors: no data.train_json to measure the skeleton's ranges on; training without priors")
-    return module
-
-
 def _stopped_by_time(cfg: Config, trainer) -> bool:
     """Whether a finished fit ended on its wall-time guard, before its epoch / step bound."""
     t = cfg.trainer
@@ -299,7 +209,8 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None,
     Writes ``OUT/predictions.json`` (COCO results) and ``OUT/metrics.json``, and with ``render`` the poses of that
     many val images into ``OUT/vis/`` (``OUT/vis/{dataset}/`` for each of ``data.datasets``); returns the metrics.
     """
-    from sagepose.train.module import TopDownModule, save_predictions
+    from sagepose.train.module import TopDownModule
+    from sagepose.train.validation import save_predictions
 
     validate(cfg)
     check_accelerator(cfg)
@@ -315,10 +226,10 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None,
         if multi or (trained is not None and cfg.model.schema == trained.schema):  # as trained, as stored
             schema = checkpoint_schema(raw, str(checkpoint))
     out = Path(out_dir or cfg.trainer.out_dir)
-    module = TopDownModule(cfg, val_gt_json=cfg.data.val_json, schema=schema)
+    module = TopDownModule(cfg, schema=schema)
     if raw is not None:
         load_weights(module.model, raw, str(checkpoint))
-    trainer = _trainer_eval(cfg)
+    trainer = build_eval_trainer(cfg)
     trainer.validate(module, datamodule=TopDownData(cfg, module.model), verbose=False)
     metrics = dict(module.last_metrics)
     if multi:  # {dataset: its metrics, "score": the mean headline}; predictions-{dataset}.json each
@@ -371,11 +282,3 @@ def render_predictions(trainer, module, vis_dir: Path, num: int) -> None:
             kpts = np.asarray(by_image[image_id], np.float32).reshape(len(by_image[image_id]), -1, 3)
             image = draw_poses(read_image(paths[image_id]), kpts[..., :2], kpts[..., 2], schema)
             cv2.imwrite(str(folder / f"{Path(paths[image_id]).stem}.png"), image)
-
-
-def _trainer_eval(cfg: Config):
-    t = cfg.trainer
-    strategy = "auto" if t.strategy == "fsdp" else build_strategy(cfg)  # inference needs no sharded optimizer
-    return L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-                     precision=t.precision, use_distributed_sampler=False, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=t.progress_bar, enable_model_summary=False)

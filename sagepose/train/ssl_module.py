@@ -2,49 +2,47 @@
 
     unlabeled crops (uint8, plain crops of their boxes) -> [device]
       two weak views -> EMA teacher (no grad, bf16 where native) -> probabilities -> warped into each strong view
-        (the relative affine, flip with pair swap) -> fused by confidence, sharpened -> target, confidence
+        (the relative affine, flip with pair swap) -> averaged by confidence, sharpened -> target, confidence
       M strong views -> student -> probabilities -> KL / JS / MSE to the target, on the joints the dynamic mask keeps
       the last strong view's soft-argmax coordinates -> structural priors (bones, angles, skeleton Laplacian)
       video sources: the next frame in the same strong view -> temporal term (epsilon-insensitive, image px)
     loss = supervised + ramp(step) * (lambda_u * consistency + priors + temporal)
 
 The supervised half is :class:`~sagepose.train.module.TopDownModule`'s own step, unchanged (``mode="semi"``);
-validation, the non-finite guard, checkpoints and optimizers are inherited. The teacher (``self.teacher``) and the
-mask statistics (``self.keypoint_mask``) are submodules, so checkpoints carry them and a resume restores them; the
-priors (``self.priors``) are recomputed from the labeled set, also carried. The teacher is updated after every
-optimizer step. Each rank draws its own shard of the unlabeled data; the mask statistics are taken over all ranks.
+validation, the non-finite guard, checkpoints (both loaders' positions among them) and optimizers are inherited. The
+teacher (``self.teacher``) and the mask statistics (``self.keypoint_mask``) are submodules, so checkpoints carry them
+and a resume restores them; the priors (``self.priors``) are measured on the labeled set (``data.train_json``) when
+the module is built, also carried. The teacher is updated after every optimizer step. Each rank draws its own shard
+of the unlabeled data; the mask statistics are taken over all ranks. The views' random streams are named in
+:mod:`sagepose.ssl.views`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
-from sagepose.config import Config, ViewConfig
-from sagepose.data import batch_aug
+from sagepose import geometry
+from sagepose.config import Config, ConfigError
+from sagepose.data import batch_aug, load_coco
+from sagepose.data.preflight import require_unlabeled
 from sagepose.models.cpu_kernels import native_bf16
 from sagepose.ssl import losses, views
 from sagepose.ssl.priors import StructuralPriors
 from sagepose.ssl.teacher import EMATeacher
+from sagepose.ssl.views import STUDENT_STREAM, TEACHER_STREAM, UNLABELED_SEED_OFFSET
 from sagepose.ssl.warp import warp_heatmaps
 from sagepose.train.module import TopDownModule
 from sagepose.train.steps import schedule_steps
 
-UNLABELED_SEED_OFFSET = 0x5EED  # unlabeled sample keys differ from labeled ones of the same index
 MIN_KEPT_MASS = 0.5  # a joint whose warped teacher probability kept less than this left the student's view
-
-
-def view_params(v: ViewConfig) -> views.ViewParams:
-    return views.ViewParams(rotate=v.rotate, scale=tuple(v.scale), shift=v.shift, flip_prob=v.flip_prob)
 
 
 def labeled_priors(records, schema, input_size: tuple[int, int], udp: bool) -> StructuralPriors | None:
     """Structural priors from labeled records, measured in their plain crops (the frame the student predicts in),
     with the crop diagonal as the scale; None for a schema without skeleton."""
-    from sagepose import geometry
-
     if not schema.skeleton or not records:
         return None
     w, h = input_size
@@ -59,26 +57,35 @@ def labeled_priors(records, schema, input_size: tuple[int, int], udp: bool) -> S
 
 
 class SemiSupervisedModule(TopDownModule):
-    def __init__(self, cfg: Config, val_gt_json: str | None = None, priors: StructuralPriors | None = None):
-        super().__init__(cfg, val_gt_json)
-        s, k = cfg.ssl, self.model.schema.num_keypoints
+    def __init__(self, cfg: Config):
+        """``cfg.ssl``'s method on ``cfg``'s model; its structural priors measured on ``data.train_json`` (with
+        ``ssl.priors``). Refuses a run without unlabeled sources, and ``ssl.mode=semi`` without labeled data."""
+        s = cfg.ssl
+        require_unlabeled(s)  # on every rank (the pre-flight check runs on rank 0)
+        if s.mode == "semi" and not cfg.data.train_json:
+            raise ConfigError("ssl.mode='semi' trains on labeled and unlabeled batches: set data.train_json (or use "
+                              "ssl.mode=unsup_only)", key="data.train_json")
+        super().__init__(cfg)
+        k = self.model.schema.num_keypoints
         self.teacher = EMATeacher(self.model, decay=s.teacher_ema)
         self.keypoint_mask = losses.KeypointMask(k, beta=s.mask_beta, momentum=s.mask_momentum,
                                                  warmup_iters=s.mask_warmup_iters, min_keep_ratio=s.min_keep_ratio)
-        self.priors = priors if s.priors else None
+        self.priors = self._labeled_priors() if s.priors else None
         self.map_kind = "logits" if self.model.heatmap_output == "softmax" else "heatmap"
-        self.weak, self.strong = view_params(s.weak), view_params(s.strong)
-        self.weak_photometric = dataclasses.replace(views.WEAK_PHOTOMETRIC, p=s.weak.photometric_prob) \
-            if s.weak.photometric_prob > 0 else None
-        self.strong_photometric = dataclasses.replace(views.STRONG_PHOTOMETRIC, p=s.strong.photometric_prob) \
-            if s.strong.photometric_prob > 0 else None
-        self.strong_dropout = dataclasses.replace(views.STRONG_DROPOUT, p=s.strong.coarse_dropout_prob) \
-            if s.strong.coarse_dropout_prob > 0 else None
-        self.strong_degrade = batch_aug.DegradeConfig(blur_prob=s.strong.blur_prob, noise_prob=s.strong.noise_prob) \
-            if s.strong.blur_prob > 0 or s.strong.noise_prob > 0 else None
+        self.weak, self.strong = views.weak_view(s.weak), views.strong_view(s.strong)
         self.style_mix = batch_aug.StyleMixConfig(p=s.style_mix_prob, ratio_range=s.style_mix_ratio,
                                                   band=s.style_mix_band) if s.style_mix_prob > 0 else None
         self._teacher_step = 0  # optimizer steps the teacher has followed
+
+    def _labeled_priors(self) -> StructuralPriors | None:
+        """:func:`labeled_priors` of ``data.train_json``; None (with a warning) without one."""
+        d, model = self.cfg.data, self.model
+        if not d.train_json:
+            rank_zero_warn("ssl.priors: no data.train_json to measure the skeleton's ranges on; training without "
+                           "priors")
+            return None
+        records = load_coco(d.train_json, schema=model.schema, image_root=d.image_root, mode="train")
+        return labeled_priors(records, model.schema, tuple(model.input_size), model.codec.udp)
 
     # ---- the unlabeled half ------------------------------------------------------------------
     def _teacher_dtype(self) -> torch.dtype | None:
@@ -99,31 +106,31 @@ class SemiSupervisedModule(TopDownModule):
         hm_scale = model.codec.heatmap_scale.to(crops.device)
         flip_indices = model.schema.flip_indices
 
-        # teacher: one or two weak views, their probability maps
+        # teacher: one weak view, or two (ssl.fusion) whose maps are averaged by confidence; their probability maps
         n_teacher = 2 if s.fusion else 1
-        t_views = [views.make_views(crops, keys, self.weak, stream=v, photometric_cfg=self.weak_photometric)
-                   for v in range(n_teacher)]
-        t_in = model.normalize(torch.cat([v[0] for v in t_views]).clamp(0, 255))
+        t_views = [views.make_views(crops, keys, self.weak, stream=TEACHER_STREAM + v) for v in range(n_teacher)]
+        t_in = model.normalize(torch.cat([v.images for v in t_views]).clamp(0, 255))
         t_out = self.teacher(t_in, autocast_dtype=self._teacher_dtype())
         t_probs = losses.to_probabilities(t_out, 1.0, self.map_kind).chunk(n_teacher)
 
         # student: M strong views
-        s_views = [views.make_views(crops, keys, self.strong, stream=2 + m, photometric_cfg=self.strong_photometric,
-                                    dropout_cfg=self.strong_dropout, degrade_cfg=self.strong_degrade)
+        s_views = [views.make_views(crops, keys, self.strong, stream=STUDENT_STREAM + m)
                    for m in range(s.num_strong_views)]
-        s_out = model(model.normalize(torch.cat([v[0] for v in s_views]).clamp(0, 255))).chunk(s.num_strong_views)
+        s_in = model.normalize(torch.cat([v.images for v in s_views]).clamp(0, 255))
+        s_out = model(s_in).chunk(s.num_strong_views)
 
         cons, logs, mask = 0.0, {}, None
-        for m, (_, A_s, flip_s, _) in enumerate(s_views):
+        for m, s_view in enumerate(s_views):
             warped, masses = [], []
-            for p_t, (_, A_t, flip_t, _) in zip(t_probs, t_views):
-                w = warp_heatmaps(p_t, views.relative_affine(A_t, A_s), flip_t ^ flip_s, flip_indices, hm_scale,
+            for p_t, t_view in zip(t_probs, t_views):  # each teacher view's maps into this student view's frame
+                A_rel = geometry.relative_affine_torch(t_view.affine, s_view.affine)
+                w = warp_heatmaps(p_t, A_rel, t_view.flipped ^ s_view.flipped, flip_indices, hm_scale,
                                   mass_preserving=True)
                 w, mass = losses.renormalize(w)
                 warped.append(w)
                 masses.append(mass)
-            target, conf = losses.fuse_teacher_views(warped[0], warped[1] if s.fusion else None,
-                                                     temperature=s.fusion_temperature, spatial_tau=s.teacher_tau)
+            target, conf = losses.teacher_target(warped[0], warped[1] if s.fusion else None,
+                                                 confidence_tau=s.fusion_temperature, spatial_tau=s.teacher_tau)
             in_view = (torch.stack(masses).amin(0) >= MIN_KEPT_MASS).float()
             if m == 0:  # the mask statistics advance once a step
                 mask = self.keypoint_mask(conf, self.global_step, stats_conf=self._gather(conf)) if s.mask \
@@ -138,7 +145,7 @@ class SemiSupervisedModule(TopDownModule):
         total = s.lambda_u * cons
         logs["consistency"] = cons.detach()
 
-        last_out, zoom_last = s_out[-1], s_views[-1][3]
+        last_out, zoom_last = s_out[-1], s_views[-1].zoom
         if self.priors is not None and not self.priors.is_empty and (s.lambda_topo or s.lambda_bone or s.lambda_angle):
             coords = self._input_coords(last_out, hm_scale)
             scale = zoom_last * math.hypot(*model.input_size)
@@ -163,18 +170,16 @@ class SemiSupervisedModule(TopDownModule):
         probs = losses.to_probabilities(out, self.cfg.ssl.prob_tau, self.map_kind)
         return losses.soft_argmax(probs) / hm_scale
 
-    def _temporal(self, batch, keys, out_t, view_t, has_next, hm_scale, logs) -> torch.Tensor:
-        """The next frame through the same strong view; both soft-argmaxes mapped back to image pixels."""
+    def _temporal(self, batch, keys, out_t, view_t: views.Views, has_next, hm_scale, logs) -> torch.Tensor:
+        """The next frame through the same strong view (the first one's, ``view_t``); both soft-argmaxes mapped back
+        to image pixels."""
         s, model = self.cfg.ssl, self.model
-        _, A, flipped, _ = view_t
-        stream = 2  # the first strong view's: the same affine and appearance for both frames
-        nxt, _, _, _ = views.make_views(batch["img_next"], keys, self.strong, stream=stream,
-                                        photometric_cfg=self.strong_photometric, dropout_cfg=self.strong_dropout,
-                                        degrade_cfg=self.strong_degrade)
-        out_next = model(model.normalize(nxt.clamp(0, 255)))
-        inv = views.invert_affine(A)
+        nxt = views.make_views(batch["img_next"], keys, self.strong, stream=STUDENT_STREAM)  # view_t's stream
+        out_next = model(model.normalize(nxt.images.clamp(0, 255)))
+        inv = geometry.invert_affine_torch(view_t.affine)
         px = batch["scale"].to(out_t.device).float() / torch.tensor(model.input_size, device=out_t.device)
-        coords = [views.apply_affine(inv, self._input_coords(o, hm_scale)) * px[:, None, :] for o in (out_t, out_next)]
+        coords = [geometry.apply_affine_torch(self._input_coords(o, hm_scale), inv) * px[:, None, :]
+                  for o in (out_t, out_next)]
         # a mirrored view's channels are mirrored joints in both frames alike: the comparison is unaffected
         valid = has_next[:, None].expand(-1, coords[0].shape[1])
         loss, logs_t = losses.temporal_loss(coords[0], coords[1], valid, s.temporal_eps_px)
@@ -197,7 +202,7 @@ class SemiSupervisedModule(TopDownModule):
         u_loss, logs = self.unlabeled_loss(unlabeled)
         ramp = losses.rampup(self.global_step, schedule_steps(s.rampup_iters, s.rampup_fraction, self.total_steps))
         loss = u_loss * ramp if sup is None else sup + ramp * u_loss
-        self._step_bad |= ~torch.isfinite(loss.detach())
+        self.guard.mark(loss)
         n = unlabeled["img"].shape[0]
         self.log("train/total", loss, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("ssl/ramp", ramp, batch_size=n)
@@ -212,13 +217,9 @@ class SemiSupervisedModule(TopDownModule):
         self._teacher_step += 1
         self.teacher.update(self.model, self._teacher_step)
 
-    # ---- checkpoint extras: both loaders' positions -------------------------------------------
+    # ---- checkpoint extras: the teacher's step count -----------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        loaders = self.trainer.train_dataloader
-        if isinstance(loaders, dict):
-            checkpoint["sagepose"]["train_loader"] = {k: v.state_dict() for k, v in loaders.items()
-                                                      if hasattr(v, "state_dict")}
         checkpoint["sagepose"]["teacher_step"] = self._teacher_step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -231,13 +232,3 @@ class SemiSupervisedModule(TopDownModule):
         self.keypoint_mask.warmup_iters = schedule_steps(s.mask_warmup_iters, s.mask_warmup_fraction,
                                                          self.total_steps)
         return optimizers
-
-    def on_train_start(self):
-        loaders, state = self.trainer.train_dataloader, self._loader_state
-        if isinstance(loaders, dict) and isinstance(state, dict) and set(state) <= set(loaders):
-            for k, v in state.items():
-                if hasattr(loaders[k], "load_state_dict"):
-                    loaders[k].load_state_dict(v)
-            self._loader_state = None
-            return
-        super().on_train_start()
