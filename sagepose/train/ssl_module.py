@@ -24,7 +24,7 @@ import torch
 
 from sagepose.config import Config, ViewConfig
 from sagepose.data import batch_aug
-from sagepose.models.cpu_kernels import native_bf16
+from sagepose.models.inference import native_bf16
 from sagepose.ssl import losses, views
 from sagepose.ssl.priors import StructuralPriors
 from sagepose.ssl.teacher import EMATeacher
