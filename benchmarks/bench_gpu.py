@@ -323,10 +323,10 @@ def main(argv=None) -> dict:
     args.workers = args.workers if args.workers is not None else (0 if small else max(1, (os.cpu_count() or 4) - 2))
     args.compile_backend = args.compile_backend or ("aot_eager" if small else "inductor")
     args.input_w, args.input_h = 192, 256
-    from sagepose.demo import native_bf16_cpu
     from sagepose.fileio import write_json_atomic, write_text_atomic
+    from sagepose.models.inference import native_bf16
 
-    args.precision = "bf16-mixed" if not small or native_bf16_cpu() else "32-true"
+    args.precision = "bf16-mixed" if not small or native_bf16(torch.device("cpu")) else "32-true"
     arms = ("eager",) if args.no_compile else ("eager", "compiled")
     env = (f"{torch.cuda.get_device_name(0) if not small else 'CPU smoke run (--cpu): figures mean nothing'}; torch "
            f"{torch.__version__}; {os.cpu_count()} cores, {args.workers} loader workers; {args.precision}; fused "

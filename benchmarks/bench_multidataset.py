@@ -272,8 +272,10 @@ def tables(header: str, rows: list[dict], trans: list[dict]) -> tuple[str, list[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from sagepose.demo import native_bf16_cpu
+    import torch
+
     from sagepose.fileio import write_json_atomic, write_text_atomic
+    from sagepose.models.inference import native_bf16
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps of each single-dataset model "
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_train, n_val = (QUICK["train"], QUICK["val"]) if args.quick else (args.train, args.val)
     out = Path(args.out)
     data = make_data(out / "data", n_train, n_val, args.seed, args.workers)
-    precision = args.precision or ("bf16-mixed" if native_bf16_cpu() else "32-true")
+    precision = args.precision or ("bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true")
     extra = [*(QUICK["overrides"] if args.quick else []), *args.override]
     common = [f"trainer.max_steps={steps}", f"trainer.max_epochs={NO_VAL_EPOCHS}",
               f"trainer.val_every_epochs={NO_VAL_EPOCHS}", f"trainer.seed={args.seed}",

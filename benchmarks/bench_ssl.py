@@ -113,14 +113,16 @@ def real_split(labels_json: str, n_train: int, out: Path) -> dict:
 def real_plan(name: str, n_train: int, args, out: Path, extra: list[str]) -> dict:
     """-> {common, semi, test_json, image_root, metric, header, rows, name}: the overrides every arm shares (data,
     schema, precision, sizes) and the semi arm's unlabeled source."""
-    from sagepose.demo import native_bf16_cpu
+    import torch
+
+    from sagepose.models.inference import native_bf16
 
     spec = DATASETS[name]
     info = prepare(name, root=args.root)
     data = out / "data"
     split = real_split(info["labels_json"], n_train, data)
     source = unlabeled_source(name, info, out.parent / "unlabeled", exclude_file_names=())
-    precision = args.precision or ("bf16-mixed" if native_bf16_cpu() else "32-true")
+    precision = args.precision or ("bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true")
     common = [f"data.train_json={split['train']}", f"data.val_json={split['val']}", f"model.schema={split['train']}",
               f"data.image_root={info['image_root']}", f"trainer.precision={precision}", "trainer.progress_bar=False",
               *extra]
@@ -148,11 +150,14 @@ def real_plan(name: str, n_train: int, args, out: Path, extra: list[str]) -> dic
 
 def synthetic_plan(args, data: Path, extra: list[str]) -> dict:
     """-> {arms: [(arm, recipe, overrides)], common, test_json, image_root, metric, header, steps}."""
-    from sagepose.demo import SSL_DEMO_OVERRIDES, native_bf16_cpu, pretrained_demo_model, score_checkpoint, shift_data
+    import torch
+
+    from sagepose.demo import SSL_DEMO_OVERRIDES, pretrained_demo_model, score_checkpoint, shift_data
+    from sagepose.models.inference import native_bf16
 
     quick = QUICK if args.quick else None
     steps = args.steps or (quick["steps"] if quick else SYNTHETIC_STEPS)
-    precision = args.precision or ("bf16-mixed" if native_bf16_cpu() else "32-true")
+    precision = args.precision or ("bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true")
     common = [f"trainer.max_steps={steps}", f"trainer.max_epochs={NO_VAL_EPOCHS}",
               f"trainer.val_every_epochs={NO_VAL_EPOCHS}", "trainer.progress_bar=False",
               f"trainer.precision={precision}"]

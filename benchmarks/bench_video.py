@@ -88,7 +88,7 @@ def main() -> None:
 
     import sagepose
     from sagepose.fileio import write_json_atomic, write_text_atomic
-    from sagepose.models.cpu_kernels import native_bf16
+    from sagepose.models.inference import native_bf16
     from sagepose.video import predict_video
 
     torch.set_num_threads(args.threads)

@@ -12,7 +12,6 @@ import torch
 from sagepose.keypoints import schema_to_dict
 from sagepose.models.checkpoint import (
     BACKBONE_ONLY,
-    adapt_pos_embed,
     convert_state_dict,
     load_checkpoint,
     read_checkpoint,
@@ -92,7 +91,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = 
         net = build_model(model, num_keypoints=k)
     load_checkpoint(net, raw, strict=True, fmt=fmt)  # raises with the full report on any mismatch
     own = net.state_dict()
-    keep = {n: own[n] for n in adapt_pos_embed(sd, net) if n in own}
+    keep = {n: own[n] for n in sd if n in own}  # as loaded: position embeddings resized to the model's grid
     recipe = ({"model_config": dataclasses.asdict(trained), "schema": schema_to_dict(net.schema)}
               if trained is not None else {})
     save_checkpoint(dst, keep, model=model, num_keypoints=k, source=Path(src).name, source_format=fmt,

@@ -42,6 +42,7 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 5000, num_val: 
     from sagepose.configs import resolve_config
     from sagepose.data.synth import generate_dataset
     from sagepose.fileio import write_json_atomic
+    from sagepose.models.inference import native_bf16
     from sagepose.train.run import fit, test
 
     out = Path(out_dir)
@@ -50,7 +51,7 @@ def run_demo(out_dir: str | Path = "runs/demo", num_train: int = 5000, num_val: 
     train_json = generate_dataset(data, num_train, seed=seed, split="train", workers=workers)
     val_json = generate_dataset(data, num_val, seed=seed + 10_000, split="val", workers=workers)
     print(f"synthesized {num_train} train / {num_val} val images in {time.time() - start:.0f}s -> {data}")
-    precision = "bf16-mixed" if native_bf16_cpu() else "32-true"
+    precision = "bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true"  # ~1.4x faster steps
     cfg = load_config(resolve_config(DEMO_CONFIG), [
         f"data.train_json={train_json}", f"data.val_json={val_json}", f"trainer.out_dir={out}",
         f"trainer.seed={seed}", f"trainer.precision={precision}", *(overrides or [])])
@@ -116,14 +117,6 @@ def ssl_demo_folder(out_dir: str | Path, overwrite: bool = False,
         return out, [], init
     folder, _ = fresh_output_dir(out)
     return folder, [], init if init is not None else stage0
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 natively: there the demo trains in bf16 (~1.4x faster steps); elsewhere bf16
-    is emulated and slower (:func:`sagepose.models.cpu_kernels.native_bf16`)."""
-    from sagepose.models.cpu_kernels import native_bf16
-
-    return native_bf16(torch.device("cpu"))
 
 
 def render_val(cfg, checkpoint: str, val_json: str | Path, vis_dir: Path, num: int) -> None:
@@ -240,6 +233,7 @@ def run_ssl_demo(out_dir: str | Path = "runs/demo-ssl", num_labeled: int = 300, 
     ``OUT/{supervised,semi}-seed{S}/`` (checkpoints, metrics.json, predictions.json), ``OUT/init/metrics.json``,
     ``OUT/summary.json``. ``overrides`` apply to every stage."""
     from sagepose.fileio import write_json_atomic
+    from sagepose.models.inference import native_bf16
 
     out = Path(out_dir)
     start = time.time()
@@ -247,7 +241,7 @@ def run_ssl_demo(out_dir: str | Path = "runs/demo-ssl", num_labeled: int = 300, 
         init = pretrained_demo_model(out / "pretrained", num_train=num_pretrain, num_val=min(200, num_pretrain),
                                      seed=seed, workers=workers, overrides=overrides)
     labeled, unlabeled, target = shift_data(out / "data", num_labeled, num_unlabeled, num_test, style, seed, workers)
-    precision = "bf16-mixed" if native_bf16_cpu() else "32-true"
+    precision = "bf16-mixed" if native_bf16(torch.device("cpu")) else "32-true"  # ~1.4x faster steps
     common = [f"data.train_json={labeled}", f"data.val_json={target}", f"trainer.precision={precision}",
               f"model.init_checkpoint={init}", f"trainer.max_steps={steps}", f"trainer.max_epochs={NO_VALIDATION}",
               f"trainer.val_every_epochs={NO_VALIDATION}", *SSL_DEMO_OVERRIDES, *(overrides or [])]

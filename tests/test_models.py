@@ -108,7 +108,7 @@ def test_resize_pos_embed_changes_grid_bicubically_and_matches_runtime_interpola
     with torch.no_grad():
         on_the_fly = backbone(x)  # the grid differs: position embeddings interpolated at run time
     old = backbone.pos_embed.detach().clone()
-    backbone.resize_pos_embed((160, 128))
+    backbone.set_input_size((160, 128))
     assert backbone.grid_size == (10, 8) and backbone.pos_embed.shape == (1, 80, 128)
     grid = old.reshape(1, 8, 6, 128).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(grid, size=(10, 8), mode="bicubic", align_corners=False)
@@ -256,7 +256,7 @@ def test_cpu_bf16_training_attention_runs_in_float32_with_the_same_values_and_gr
 
 @pytest.mark.parametrize("name", ["hrnet-w32", "hrformer-s", "vit-tiny", "vitpose-b-simple"])
 def test_fuse_for_inference_folds_every_batchnorm_and_keeps_the_outputs(name):
-    from sagepose.models.fuse import fold_batchnorm
+    from sagepose.models.inference import fold_batchnorm
 
     torch.manual_seed(0)
     arch = dict(SMALL_ARCH) if name.startswith("vitpose") else None
@@ -358,7 +358,7 @@ def test_weights_are_packed_by_default_only_where_the_copy_fits_in_an_eighth_of_
 def test_inference_mode_refuses_exactly_exact_with_fusing_or_low_precision_and_packing_without_fusing():
     import itertools
 
-    from sagepose.models.estimator import InferenceMode
+    from sagepose.models.inference import InferenceMode
 
     for fused, exact, dtype, packed in itertools.product((False, True), (False, True),
                                                          (torch.float32, torch.bfloat16, torch.float16), (False, True)):
@@ -378,7 +378,7 @@ def test_inference_mode_refuses_exactly_exact_with_fusing_or_low_precision_and_p
 def test_fuse_for_inference_refuses_a_model_in_exact_mode_and_fusing_cannot_be_undone():
     import dataclasses
 
-    from sagepose.models.estimator import InferenceMode
+    from sagepose.models.inference import InferenceMode
 
     model = build_model("vit-tiny").eval().set_exact()
     with pytest.raises(RuntimeError, match="set_exact\\(False\\) before fuse_for_inference"):
@@ -394,7 +394,7 @@ def test_fuse_for_inference_refuses_a_model_in_exact_mode_and_fusing_cannot_be_u
 def test_set_mode_in_one_step_predicts_as_the_setters_one_after_another():
     import copy
 
-    from sagepose.models.estimator import InferenceMode
+    from sagepose.models.inference import InferenceMode
 
     torch.manual_seed(0)
     model = build_model("vitpose-b", arch=dict(depth=2), input_size=(96, 128)).eval()

@@ -1,7 +1,6 @@
-"""Kernel choices of the transformer layers (ViT, HRFormer), and the switch to MMPose's arithmetic.
-
-The layers call :func:`linear` and :func:`attention` where a textbook model calls ``F.linear`` and
-``F.scaled_dot_product_attention``; the numbers are the same (to float32 rounding), only the kernels differ:
+"""The CPU kernels of the fast path (:mod:`sagepose.models.inference`): what its transformer modules call where
+the plain ones (:mod:`sagepose.models.vit`, :mod:`sagepose.models.hrformer`) call ``F.linear`` and
+``F.scaled_dot_product_attention``. The numbers are the same (to float32 rounding), only the kernels differ:
 
 * CPU float32 inference: :func:`linear` runs oneDNN's matmul with the GELU or the residual add fused into it,
   on a copy of the weight in oneDNN's blocked layout where :func:`pack_linear_weights` made one. Whether this
@@ -9,13 +8,9 @@ The layers call :func:`linear` and :func:`attention` where a textbook model call
   ``SAGEPOSE_ONEDNN=0`` turns them off. Everywhere else (training, autograd, tracing, export, GPU, another
   dtype) :func:`linear` is ``F.linear``.
 * CPU bf16 training: :func:`attention` runs in float32 (torch's bf16 CPU backward is slower).
-* Within :func:`mmpose_arithmetic` the layers compute as MMPose's own modules do, operation for operation
-  (``TopDownEstimator.set_exact``).
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 import weakref
@@ -23,26 +18,6 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-_MMPOSE_ARITHMETIC = contextvars.ContextVar("sagepose_mmpose_arithmetic", default=False)
-
-
-@contextlib.contextmanager
-def mmpose_arithmetic():
-    """Within this block the transformer layers compute as MMPose's own modules do, operation for operation
-    (``TopDownEstimator.set_exact``): :func:`linear` is ``F.linear`` (torch's default CPU matmul, as
-    mmpretrain's ViT) and HRFormer's window attention is MMPose's explicit softmax(q k^T + bias) v."""
-    token = _MMPOSE_ARITHMETIC.set(True)
-    try:
-        yield
-    finally:
-        _MMPOSE_ARITHMETIC.reset(token)
-
-
-def in_mmpose_arithmetic() -> bool:
-    """Whether this code runs inside :func:`mmpose_arithmetic` (never under torch.compile, which would break its
-    graph at the context variable)."""
-    return not torch.compiler.is_compiling() and _MMPOSE_ARITHMETIC.get()
 
 
 @functools.cache
@@ -67,8 +42,7 @@ def onednn_available() -> bool:
 
 def _onednn_linear_ok(x: torch.Tensor) -> bool:
     """Whether :func:`linear` takes the oneDNN path: CPU float32 inference outside autocast, tracing, export."""
-    # is_compiling first: torch.compile folds it, and never reaches the context variable (a graph break)
-    return (not torch.compiler.is_compiling() and not in_mmpose_arithmetic() and not torch.is_grad_enabled()
+    return (not torch.compiler.is_compiling() and not torch.is_grad_enabled()
             and type(x) is torch.Tensor and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing() and onednn_available())
 
@@ -155,11 +129,3 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
 
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX (there
-    oneDNN's bf16 convolutions and matmuls run ~1.4x faster than float32; elsewhere bf16 is emulated, slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,14 +22,9 @@ from sagepose.codecs import flip_heatmaps
 from sagepose.errors import SagePoseError
 from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize, read_image
 from sagepose.keypoints import KeypointSchema
-from sagepose.models.cpu_kernels import (
-    mmpose_arithmetic,
-    pack_linear_weights,
-    packing_fits_in_memory,
-    unpack_linear_weights,
-)
-from sagepose.models.fuse import fold_batchnorm
-from sagepose.models.vit import VisionTransformer
+from sagepose.models import mmpose_exact
+from sagepose.models.cpu_kernels import pack_linear_weights, packing_fits_in_memory, unpack_linear_weights
+from sagepose.models.inference import InferenceMode, fold_for_inference, native_bf16, use_cpu_kernels
 
 
 @dataclass
@@ -39,53 +34,6 @@ class Prediction:
     keypoints: np.ndarray
     scores: np.ndarray
     heatmaps: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class InferenceMode:
-    """How a :class:`TopDownEstimator` predicts. Every combination of the four either passes :meth:`check` or
-    is refused there; :meth:`TopDownEstimator.set_mode` moves a model from one to another.
-
-    * ``fused``: BatchNorms folded into the convolutions, channels-last weights for convolutional backbones
-      (:meth:`TopDownEstimator.fuse_for_inference`). Cannot be undone; a fused model does not train.
-    * ``exact``: MMPose's float32 arithmetic operation for operation (:meth:`TopDownEstimator.set_exact`):
-      needs the BatchNorms, so not fused, and float32.
-    * ``dtype``: the backbone's and head's weights and compute (:meth:`TopDownEstimator.set_dtype`): float32,
-      or bfloat16 / float16 for prediction only.
-    * ``packed``: a fused model's float32 CPU linear weights also kept in oneDNN's blocked layout
-      (:func:`~sagepose.models.cpu_kernels.pack_linear_weights`). In bfloat16 / float16 no weight is float32
-      and nothing is packed; back in float32 the weights are packed again.
-    """
-
-    fused: bool = False
-    exact: bool = False
-    dtype: torch.dtype = torch.float32
-    packed: bool = False
-
-    DTYPES: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
-
-    def check(self) -> None:
-        """Refuse an invalid combination, with the error that says why it is one."""
-        if self.dtype not in self.DTYPES:
-            raise ValueError(f"set_dtype: {self.dtype} is not float32, bfloat16 or float16")
-        if self.exact and self.dtype != torch.float32:
-            raise RuntimeError(f"exact mode reproduces MMPose's float32 arithmetic: it cannot run in {self.dtype} "
-                               "(set_dtype)")
-        if self.exact and self.fused:
-            raise RuntimeError("exact mode needs the unfused model (BatchNorms not folded): load it with "
-                               "sagepose.load(..., exact=True) or sagepose.load(..., fuse=False), or call "
-                               "set_exact(False) before fuse_for_inference")
-        if self.packed and not self.fused:
-            raise ValueError("packed linear weights are part of fusing: InferenceMode(packed=True) needs fused=True")
-
-    def check_trainable(self) -> None:
-        """Refuse a mode a model cannot train in (``TopDownEstimator.train``)."""
-        if self.fused:
-            raise RuntimeError("this model was fused for inference (fuse_for_inference: BatchNorms folded into "
-                               "convolutions) and cannot train; load it with sagepose.load(..., fuse=False)")
-        if self.dtype != torch.float32:
-            raise RuntimeError(f"{self.dtype} weights (set_dtype) are for prediction, in eval mode; train float32 "
-                               "weights with mixed precision (trainer.precision=bf16-mixed): set_dtype('float32')")
 
 
 def check_test_scales(scales) -> tuple[float, ...]:
@@ -268,11 +216,32 @@ class TopDownPredictor:
         return out
 
 
+class Backbone(Protocol):
+    """What a :class:`TopDownEstimator` asks of its backbone (ViT, HRNet, HRFormer alike), never which family it is:
+
+    * ``forward``: a (B, 3, H, W) image -> an NCHW feature map, or a list of them, finest first (a hybrid ViT's
+      stem features and its token map), of ``out_channels`` channels (a list for a list);
+    * ``set_input_size((h, w))``: take inputs of another size from now on (a ViT resizes its position
+      embeddings; HRNet takes any multiple of 32 as it is);
+    * ``prefers_channels_last``: whether oneDNN runs it faster on channels-last tensors (convolutional
+      backbones): the layout a fused model takes (:func:`~sagepose.models.inference.fold_for_inference`).
+    """
+
+    out_channels: int | list[int]
+    prefers_channels_last: bool
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]: ...
+
+    def set_input_size(self, img_size: tuple[int, int]) -> None: ...
+
+
 class TopDownEstimator(TopDownPredictor, nn.Module):
     """Backbone + heatmap head + codec for one keypoint schema at a fixed input size (w, h), predicting in
-    one :class:`InferenceMode` (``inference_mode``; the default: unfused float32, the trainable module)."""
+    one :class:`~sagepose.models.inference.InferenceMode` (``inference_mode``; the default: unfused float32, the
+    trainable module). The backbone's and head's transformer modules run the CPU fast path
+    (:func:`~sagepose.models.inference.use_cpu_kernels`, applied here)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, codec, schema: KeypointSchema,
+    def __init__(self, backbone: Backbone, head: nn.Module, codec, schema: KeypointSchema,
                  input_size: tuple[int, int], mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,
                  flip_test: bool = True, shift_heatmap: bool | None = None, heatmap_output: str = "raw",
                  test_scales=(1.0,)):
@@ -282,6 +251,7 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
             raise ValueError(f"heatmap_output must be 'raw' or 'softmax', got {heatmap_output!r}")
         self.heatmap_output = heatmap_output
         self.backbone, self.head = backbone, head
+        use_cpu_kernels(self)
         self.codec, self.schema = codec, schema
         self.heatmap_mass = self._target_mass() if heatmap_output == "softmax" else 1.0
         self.input_size = tuple(input_size)
@@ -336,18 +306,16 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
         if self.training:
             mode.check_trainable()
         if mode.fused and not old.fused:
-            fold_batchnorm(self)
-            if not hasattr(self.backbone, "blocks"):  # a ViT's time is in matmuls; its few convs gain nothing
-                self.to(memory_format=torch.channels_last)
-            elif len(getattr(self.head, "deconv_blocks", ())) >= 2:  # ViTPose's classic head: see HeatmapHead
-                self.head.cpu_channels_last_from = 1
+            fold_for_inference(self)
         if mode.dtype != old.dtype:
             if self.device.type == "cpu" and (mode.dtype == torch.float16 or (
-                    mode.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported())):
+                    mode.dtype == torch.bfloat16 and not native_bf16(self.device))):
                 warnings.warn(f"{mode.dtype} on this CPU is emulated, several times slower than float32 "
                               "(bfloat16 needs AVX512-BF16 or AMX; float16 is for GPUs)", stacklevel=3)
             self.backbone.to(mode.dtype)
             self.head.to(mode.dtype)
+        if mode.exact != old.exact:
+            mmpose_exact.set_exact(self, mode.exact)
         if mode.exact and not old.exact:  # the codec's decode with MMPose's numpy / OpenCV float operations
             self._fast_codec = self.codec
             if "decode_impl" in {f.name for f in dataclasses.fields(self.codec)}:
@@ -366,7 +334,7 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
         BatchNorms folded into the convolutions before them, and for convolutional backbones (HRNet,
         HRFormer) channels-last weights, oneDNN's faster layout on CPUs. HRNet-W32 / HRFormer-B forward
         at batch 2 on 2 CPU cores: 218 / 543 ms -> 185 / 458 ms. A ViT's classic head gets channels-last
-        input from its second deconv on (``HeatmapHead.cpu_channels_last_from``).
+        input from its second deconv on (:func:`sagepose.models.inference.fold_for_inference`).
 
         ``pack_weights``: also keep the transformer linear weights in oneDNN's blocked layout
         (:func:`sagepose.models.cpu_kernels.pack_linear_weights`; ViTPose-B batch 1 198 -> 187 ms) at the cost
@@ -389,7 +357,8 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
         kernels (``F.linear``), HRFormer's window attention as MMPose's explicit softmax, a ViT's feature map handed
         to the head in mmpretrain's channels-last layout, the input contiguous as MMPose's preprocessor gives it, the
         mirrored crops in a forward pass of their own, the codec's ``decode_impl="mmpose"`` (numpy / OpenCV DARK and
-        UDP) and the map back to image pixels in float64.
+        UDP) and the map back to image pixels in float64. The modules that compute so are swapped in
+        (:mod:`sagepose.models.mmpose_exact`), so the model's own forward computes so too while exact.
 
         The default path agrees with MMPose to float32 rounding (heatmaps ~1e-6 relative) and is faster;
         where a decode is ill-conditioned (DARK on flat heatmaps, e.g. from random weights) that rounding
@@ -407,16 +376,6 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
         float32 by about 1e-2 relative. Returns ``self``."""
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         return self.set_mode(dataclasses.replace(self.inference_mode, dtype=dtype))
-
-    def _forward_exact(self, x: torch.Tensor, dataset=None) -> torch.Tensor:
-        """The forward pass with MMPose's arithmetic (see :meth:`set_exact`)."""
-        with mmpose_arithmetic():
-            feats = self.backbone(x.contiguous())  # MMPose's data preprocessor hands over contiguous NCHW
-            if isinstance(self.backbone, VisionTransformer) and isinstance(feats, torch.Tensor):
-                # mmpretrain returns its (B, Hp, Wp, C) tokens permuted to NCHW without a copy; oneDNN picks
-                # the head's convolution kernels by those exact strides (even a batch of 1's leading one)
-                feats = feats.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
-            return self.head(feats) if dataset is None else self.head(feats, dataset)
 
     def train(self, mode: bool = True) -> TopDownEstimator:
         if mode:
@@ -437,7 +396,8 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
     def network_heatmaps(self, inputs: torch.Tensor, dataset=None) -> torch.Tensor:
         """The network in the compute dtype (:meth:`set_dtype`; MMPose's arithmetic when exact), activated
         heatmaps out in float32."""
-        out = (self._forward_exact if self.exact else self)(inputs.to(self.compute_dtype), dataset)
+        x = inputs.to(self.compute_dtype)
+        out = mmpose_exact.forward(self, x, dataset) if self.exact else self(x, dataset)
         return self.activate(out if self.compute_dtype == torch.float32 else out.float())
 
     def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:

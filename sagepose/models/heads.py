@@ -40,7 +40,7 @@ def activation(kind: str) -> nn.Module:
 class ConvNormAct(nn.Module):
     """One head stage: a conv (or transposed conv), a norm, an activation."""
 
-    CONV_BN_PAIRS = (("conv", "norm"),)  # folded for inference (models.fuse)
+    CONV_BN_PAIRS = (("conv", "norm"),)  # folded for inference (models.inference)
 
     def __init__(self, conv: nn.Module, norm: nn.Module, act: nn.Module):
         super().__init__()
@@ -75,17 +75,12 @@ class HeatmapHead(nn.Module):
             c = out
         self.conv_blocks = nn.ModuleList(stages)
         self.final_conv = nn.Conv2d(c, num_keypoints, final_kernel_size, padding=(final_kernel_size - 1) // 2)
-        # On the CPU, stages from this index on take channels-last input (set by fuse_for_inference): oneDNN's
-        # second ViTPose deconv runs faster on it (head at batch 1 / 4 / 8: 16.7 / 70 / 138 -> 15.3 / 55 / 108 ms)
-        self.cpu_channels_last_from: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.feature_upsample > 1:  # ViTPose's simple decoder
             x = F.interpolate(F.relu(x), scale_factor=float(self.feature_upsample), mode="bilinear",
                               align_corners=False)
-        for i, stage in enumerate((*self.deconv_blocks, *self.conv_blocks)):
-            if i == self.cpu_channels_last_from and x.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
+        for stage in (*self.deconv_blocks, *self.conv_blocks):
             x = stage(x)
         return self.final_conv(x)
 

@@ -10,7 +10,8 @@ branch is a depthwise 3x3 conv + BN followed by a pointwise 1x1 conv + BN.
 
 Module and parameter names are MMPose's (``backbone.stage3.0.branches.1.0.attn.attn.qkv``);
 the ``relative_position_index`` buffer that MMPose checkpoints carry is a constant of the
-window size, rebuilt here and not saved.
+window size, rebuilt here and not saved. Plain PyTorch: the CPU fast path (:mod:`sagepose.models.inference`)
+and MMPose's explicit-softmax attention (:mod:`sagepose.models.mmpose_exact`) swap in subclasses after building.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sagepose.models.cpu_kernels import attention, in_mmpose_arithmetic, linear
 from sagepose.models.hrnet import HRNet
 from sagepose.models.vit import drop_path
 
@@ -52,17 +52,16 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
+    def position_bias(self) -> torch.Tensor:
+        """(heads, w*w, w*w): the learned bias of each query-key offset, added to the attention logits."""
+        return self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B * windows, w*w, C) -> (B * windows, w*w, C)."""
         B, N, C = x.shape
-        q, k, v = linear(x, self.qkv).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)  # (heads, N, N)
-        if in_mmpose_arithmetic():  # MMPose's WindowMSA, operation for operation (TopDownEstimator.set_exact)
-            attn = (q * (C // self.num_heads) ** -0.5) @ k.transpose(-2, -1) + bias.contiguous().unsqueeze(0)
-            x = attn.softmax(-1) @ v
-        else:
-            x = attention(q, k, v, attn_mask=bias.unsqueeze(0))
-        return linear(x.transpose(1, 2).reshape(B, N, C), self.proj)
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.position_bias().unsqueeze(0).to(q.dtype))
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
 class LocalWindowAttention(nn.Module):
@@ -90,7 +89,7 @@ class LocalWindowAttention(nn.Module):
 class ConvFFN(nn.Module):
     """1x1 conv -> depthwise 3x3 conv -> 1x1 conv, each followed by BN and GELU (MMPose's ``CrossFFN``)."""
 
-    CONV_BN_PAIRS = (("fc1", "norm1"), ("dw3x3", "norm2"), ("fc2", "norm3"))  # folded for inference (models.fuse)
+    CONV_BN_PAIRS = (("fc1", "norm1"), ("dw3x3", "norm2"), ("fc2", "norm3"))  # folded for inference (models.inference)
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()

@@ -37,7 +37,7 @@ def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, groups: in
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3x3 conv + BN, identity (or 1x1 projection) shortcut, ReLU after the sum."""
 
-    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.fuse)
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.inference)
 
     expansion = 1
 
@@ -59,7 +59,7 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """ResNet bottleneck: 1x1 -> 3x3 -> 1x1 (width c_out / 4), identity (or 1x1 projection) shortcut."""
 
-    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # folded for inference (models.fuse)
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # folded for inference (models.inference)
 
     expansion = 4
 
@@ -107,7 +107,8 @@ class HRNet(nn.Module):
     Bottlenecks (64 -> 256 channels) of stage 1. H and W must be multiples of 32.
     """
 
-    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.fuse)
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models.inference)
+    prefers_channels_last = True  # oneDNN's convolutions run faster on channels-last tensors
 
     upsample = dict(mode="nearest")  # how coarser branches are brought up in the fuse layers
 
@@ -175,6 +176,11 @@ class HRNet(nn.Module):
                          for _ in range(i - len(previous))]
                 layers.append(nn.Sequential(*steps, conv_bn(previous[-1], c, 3, stride=2, relu=True)))
         return nn.ModuleList(layers)
+
+    def set_input_size(self, img_size: tuple[int, int]) -> None:
+        """Take (h, w) inputs from now on: any multiple of 32 fits the same weights."""
+        if any(s % 32 for s in img_size):
+            raise ValueError(f"{type(self).__name__}: input size {tuple(img_size)} must be multiples of 32")
 
     def _run_stage(self, stage: nn.Sequential, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         for module in stage:

@@ -5,9 +5,9 @@ without a cls token, a final LayerNorm, and the patch tokens returned as an NCHW
 feature map for a heatmap head. Numerically this is mmpretrain's ``VisionTransformer``
 as MMPose configures it for ViTPose (``with_cls_token=False``, ``out_type='featmap'``,
 patch padding 2); :mod:`sagepose.models.checkpoint` maps MMPose's key names onto ours.
-The layers' matmuls and attention go through :mod:`sagepose.models.cpu_kernels` (``linear``,
-``attention``: oneDNN at CPU inference, the same numbers); the hybrid demo model's conv stem is
-:mod:`sagepose.models.conv_stem`.
+Plain PyTorch: the CPU fast path (:mod:`sagepose.models.inference`) and MMPose's arithmetic
+(:mod:`sagepose.models.mmpose_exact`) swap in subclasses of these modules after building. The hybrid demo
+model's conv stem is :mod:`sagepose.models.conv_stem`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sagepose.models.conv_stem import ConvStem
-from sagepose.models.cpu_kernels import attention, linear
 
 # One row of numbers per named size. ViTPose-S uses 12 heads (not DeiT-S's 6), as the
 # official repo and MMPose's configs do. Sapiens: img 1024x768, no drop path.
@@ -60,12 +59,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, C) -> (B, N, C), plus ``residual`` if given."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
         B, N, C = x.shape
-        qkv = linear(x, self.qkv).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = attention(*qkv)  # (B, heads, N, C / heads)
-        return linear(x.transpose(1, 2).reshape(B, N, C), self.proj, residual=residual)
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C / heads)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
 class MLP(nn.Module):
@@ -74,9 +73,9 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """fc2(GELU(fc1(x))) (exact erf GELU), plus ``residual`` if given."""
-        return linear(linear(x, self.fc1, gelu=True), self.fc2, residual=residual)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """fc2(GELU(fc1(x))), the exact erf GELU."""
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -92,11 +91,8 @@ class Block(nn.Module):
         self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.drop_path > 0:
-            x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-            return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
-        x = self.attn(self.norm1(x), residual=x)  # the residual adds fuse into the output projections
-        return self.mlp(self.norm2(x), residual=x)
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class VisionTransformer(nn.Module):
@@ -110,6 +106,8 @@ class VisionTransformer(nn.Module):
     ``skip_strides`` the forward returns ``[stem features at those strides..., token map]``
     (``out_channels`` lists their channels) for a head that merges them (:class:`SkipHeatmapHead`).
     """
+
+    prefers_channels_last = False  # its time is in matmuls: its few convs gain nothing from channels-last
 
     def __init__(self, img_size: tuple[int, int] = (256, 192), patch_size: int = 16, patch_padding: int = 2,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
@@ -142,13 +140,13 @@ class VisionTransformer(nn.Module):
         p, pad = self.patch_size, self.patch_padding
         return tuple((s + 2 * pad - p) // p + 1 for s in img_size)
 
-    def resize_pos_embed(self, new_img_size: tuple[int, int]) -> None:
-        """Set a new input size (h, w); the position embeddings are resized bicubically to its grid."""
-        grid = self._grid(tuple(new_img_size))
+    def set_input_size(self, img_size: tuple[int, int]) -> None:
+        """Take (h, w) inputs from now on: the position embeddings are resized bicubically to their grid."""
+        grid = self._grid(tuple(img_size))
         with torch.no_grad():
             pos = interpolate_pos_embed(self.pos_embed.data, self.grid_size, grid)
         self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
-        self.img_size, self.grid_size = tuple(new_img_size), grid
+        self.img_size, self.grid_size = tuple(img_size), grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """(B, 3, H, W) -> (B, C, Hp, Wp), or ``[skips..., (B, C, Hp, Wp)]`` with ``skip_strides``."""

@@ -28,7 +28,7 @@ from sagepose import geometry
 from sagepose.config import Config, ConfigError
 from sagepose.data import batch_aug, load_coco
 from sagepose.data.preflight import require_unlabeled
-from sagepose.models.cpu_kernels import native_bf16
+from sagepose.models.inference import native_bf16
 from sagepose.ssl import losses, views
 from sagepose.ssl.priors import StructuralPriors
 from sagepose.ssl.teacher import EMATeacher
