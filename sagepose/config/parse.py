@@ -61,7 +61,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise _error(where, f"expected a mapping, got {value!r}")
-        return _build(tp, value, where)
+        return build_dataclass(tp, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise _error(where, f"expected a list, got {value!r}")
@@ -94,7 +94,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _build(cls, data: dict, where: str):
+def build_dataclass(cls, data: dict, where: str):
+    """A dataclass ``cls`` from plain ``data``, its values coerced to the field types (nested dataclasses from
+    mappings); an unknown key or a wrong type is a :class:`ConfigError` naming ``where`` (its dotted place)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -106,7 +108,7 @@ def _build(cls, data: dict, where: str):
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise _error(sub, f"expected a mapping, got {value!r}")
-            kwargs[key] = _build(tp, value, sub)
+            kwargs[key] = build_dataclass(tp, value, sub)
         else:
             kwargs[key] = _coerce(value, tp, sub)
     return cls(**kwargs)
@@ -140,7 +142,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def config_from_dict(data: dict) -> Config:
-    return _build(Config, data or {}, "")
+    return build_dataclass(Config, data or {}, "")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -163,5 +165,5 @@ def replace(cfg: Config, **sections: dict) -> Config:
     changes = {}
     for name, fields_ in sections.items():
         section = getattr(cfg, name)
-        changes[name] = _build(type(section), {**dataclasses.asdict(section), **fields_}, name)
+        changes[name] = build_dataclass(type(section), {**dataclasses.asdict(section), **fields_}, name)
     return dataclasses.replace(cfg, **changes)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import torch
 
+from sagepose.config.parse import build_dataclass
 from sagepose.errors import SagePoseError
 from sagepose.fileio import atomic_open
 from sagepose.keypoint_maps import KeypointMap
@@ -65,8 +66,7 @@ def load_translator(path) -> Translator:
         source = schema_from_dict(obj["source"], where=f"{path}: source schema")
         target = schema_from_dict(obj["target"], where=f"{path}: target schema")
         kmap = KeypointMap(source, target, tuple(tuple(int(i) for i in s) for s in obj["sources"]))
-        known = {f.name for f in fields(TranslatorConfig)}
-        cfg = TranslatorConfig(**{k: v for k, v in obj["config"].items() if k in known})
+        cfg = build_dataclass(TranslatorConfig, obj["config"], "config")
         model = Translator(kmap, cfg.hidden, cfg.layers, cfg.refine_covered)
         state = dict(obj["state_dict"])
         state.setdefault("base_weights", model.base_weights)  # files from before the affine base: none
