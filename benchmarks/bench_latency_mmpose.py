@@ -169,6 +169,7 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
     import torch
 
     import sagepose
+    from sagepose.models.inference import native_bf16
 
     torch.set_num_threads(threads)
     mm = MMPoseWorker(python)
@@ -180,7 +181,7 @@ def bench_model(name: str, config: str, python: Path, threads: int, repeats: int
             exact = sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth", exact=True)  # MMPose's arithmetic
             # bfloat16 only where the CPU computes it natively (AVX512-BF16 / AMX); elsewhere it is emulated, slow
             bf16 = (sagepose.load(name, checkpoint=Path(tmp) / "mmpose.pth", dtype="bfloat16")
-                    if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None)
+                    if native_bf16(torch.device("cpu")) else None)
         assert tuple(model.input_size) == tuple(info["input_size"]), (model.input_size, info["input_size"])
         assert model.flip_test == info["flip_test"]
         image, boxes, image_name = test_image()
