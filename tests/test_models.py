@@ -59,6 +59,7 @@ def test_vit_tiny_demo_numbers():
 
 
 def test_conv_stem_reaches_patch_stride_and_rejects_a_mismatch():
+    torch.manual_seed(0)
     backbone = vit("vit-tiny")
     f4, f8, tokens = backbone(torch.randn(1, 3, 128, 96))
     assert (f4.shape, f8.shape, tokens.shape) == ((1, 48, 32, 24), (1, 96, 16, 12), (1, 128, 8, 6))
@@ -153,6 +154,7 @@ def test_strict_load_reports_missing_unexpected_and_misshaped_keys():
 
 
 def test_mae_style_pos_embed_with_cls_slot_is_dropped_and_resized():
+    torch.manual_seed(0)
     model = build_model("vit-tiny")
     sd = model.state_dict()
     pos = torch.randn(1, 1 + 8 * 8, 128)  # square MAE grid plus a cls slot
@@ -414,6 +416,7 @@ def test_set_mode_in_one_step_predicts_as_the_setters_one_after_another():
 
 
 def test_onednn_is_probed_once_and_sagepose_onednn_0_gives_plain_f_linear(monkeypatch):
+    torch.manual_seed(0)
     layer = torch.nn.Linear(8, 4)
     x = torch.randn(3, 5, 8)
     monkeypatch.setenv("SAGEPOSE_ONEDNN", "0")
