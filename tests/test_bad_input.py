@@ -10,12 +10,11 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from sagepose.data.coco import load_coco
 from sagepose.data.detections import load_detections
 from sagepose.eval import evaluate_coco
-from sagepose.geometry import BOX_EMPTY, BOX_NONFINITE, BOX_OUTSIDE, check_boxes
+from sagepose.geometry import BOX_EMPTY, BOX_NONFINITE, BOX_OUTSIDE
 from sagepose.keypoints import AIC14, COCO17, CROWDPOSE14, SCHEMAS
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -42,59 +41,6 @@ def _ann(ann_id=11, k=17, **kw):
 
 def _category(names):
     return [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(names), "skeleton": []}]
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    from sagepose.models import build_model
-
-    return build_model("vit-tiny").eval()
-
-
-IMAGE = np.full((120, 160, 3), 100, np.uint8)
-
-
-# ---- 7: boxes at the API ------------------------------------------------------------------------
-
-def test_check_boxes_names_each_problem_on_analytic_boxes():
-    boxes = [[10, 10, 50, 60], [np.nan, 0, 5, 5], [50, 10, 10, 60], [10, 10, 10, 60], [200, 10, 220, 30],
-             [-20, -20, 5, 5]]
-    xyxy, problems = check_boxes(boxes, (160, 120), strict=False)
-    assert list(problems) == ["", BOX_NONFINITE, BOX_EMPTY, BOX_EMPTY, BOX_OUTSIDE, ""]  # the last overlaps
-    xyxy, problems = check_boxes([[10, 10, 40, 50]], (160, 120), fmt="xywh")
-    np.testing.assert_array_equal(xyxy, [[10, 10, 50, 60]])
-    assert list(problems) == [""]
-
-
-def test_predict_rejects_a_nan_box_naming_its_index(tiny_model):
-    with pytest.raises(ValueError, match=r"^predict: bboxes: box 1 \[nan, 0\.0, 50\.0, 50\.0\] \(xyxy\): "
-                                         r"non-finite coordinates$"):
-        tiny_model.predict(IMAGE, [[0, 0, 50, 50], [np.nan, 0, 50, 50]])
-
-
-def test_predict_rejects_an_xywh_box_passed_as_xyxy(tiny_model):
-    # x=60, y=20, w=30, h=50 read as xyxy: x2 = 30 < x1 = 60
-    with pytest.raises(ValueError, match=r"box 0 \[60\.0, 20\.0, 30\.0, 50\.0\] \(xyxy\): empty or inverted"):
-        tiny_model.predict(IMAGE, [[60, 20, 30, 50]])
-
-
-def test_predict_rejects_a_box_wholly_outside_the_image(tiny_model):
-    with pytest.raises(ValueError, match=r"box 0 .*wholly outside the image of size \(160, 120\)"):
-        tiny_model.predict(IMAGE, [[170, 10, 200, 50]])
-    with pytest.raises(ValueError, match=r"box 0 .*wholly outside"):
-        tiny_model.predict(IMAGE, [[10, 130, 40, 60]], bbox_format="xywh")
-
-
-def test_predict_rejects_a_three_number_box_with_a_clear_message(tiny_model):
-    with pytest.raises(ValueError, match=r"^predict: bboxes: expected \(N, 4\) boxes \[x1, y1, x2, y2\], "
-                                         r"got shape \(1, 3\)$"):
-        tiny_model.predict(IMAGE, [[10, 10, 50]])
-
-
-def test_predict_keeps_boxes_partly_outside_the_image(tiny_model):
-    pred = tiny_model.predict(IMAGE, [[-30, -20, 60, 80], [120, 90, 200, 160]])
-    assert pred.keypoints.shape == (2, 17, 2) and np.isfinite(pred.keypoints).all()
 
 
 # ---- 7: boxes at the readers --------------------------------------------------------------------

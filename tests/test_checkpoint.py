@@ -330,17 +330,6 @@ def test_convert_keeps_keypoint_count_and_backbone_only_provenance(tmp_path):
     assert not (tmp_path / "x.pth").exists()
 
 
-def test_match_model_prefers_the_family_of_the_format_when_backbones_coincide():
-    with torch.device("meta"):
-        sd = build_model("sapiens-0.3b").state_dict()  # ViT-L numbers, as vitpose-l's backbone
-    backbone = {k: v for k, v in sd.items() if k.startswith("backbone.")}
-    backbone["backbone.pos_embed"] = torch.empty(1, 64 * 64, 1024, device="meta")  # 1024x1024 MAE grid
-    assert sagepose.api.match_model(backbone, backbone_only=True, fmt="sapiens-pretrain") == ("sapiens-0.3b", 17)
-    assert sagepose.api.match_model(backbone, backbone_only=True, fmt="mae")[0] == "vitpose-l"
-    with pytest.raises(ValueError, match="no zoo model"):
-        sagepose.api.match_model({"backbone.x": torch.empty(1, device="meta")})
-
-
 def test_torchscript_archive_is_recognised_by_content_not_name(tmp_path):
     src = small("vitpose-b")
     path = tmp_path / "weights.pth"  # a TorchScript archive under a .pth name

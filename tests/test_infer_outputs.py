@@ -7,7 +7,6 @@ import csv
 import json
 import subprocess
 import sys
-import warnings
 
 import cv2
 import numpy as np
@@ -15,7 +14,6 @@ import pytest
 import torch
 from test_infer import FixedModel
 
-import sagepose
 from sagepose.cli.main import main
 from sagepose.infer import run_inference
 from sagepose.keypoints import COCO17, KeypointSchema
@@ -100,20 +98,6 @@ def test_a_zoo_name_without_weights_is_refused_in_one_line_unless_random_weights
     if command == "infer":
         assert main(["infer", "vit-tiny", str(image), "--random-weights", "--out", str(tmp_path / "o"),
                      "--no-render"]) == 0
-
-
-def test_load_without_weights_warns_once_per_name(monkeypatch):
-    from sagepose import api
-
-    monkeypatch.setattr(api, "_WARNED_RANDOM", set())
-    with pytest.warns(api.RandomWeightsWarning, match=r"sagepose.load\('vit-tiny'\) without a checkpoint: random"):
-        sagepose.load("vit-tiny", fuse=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        sagepose.load("vit-tiny", fuse=False)  # once
-        sagepose.load("vit-tiny", fuse=False, random_weights=True)
-    with pytest.raises(api.NoWeightsError, match="vit-tiny: no weights given"):
-        sagepose.load("vit-tiny", random_weights=False)
 
 
 # ---- the summary says what the poses are worth ----------------------------------------------------------------
@@ -258,23 +242,6 @@ def test_a_text_file_named_ckpt_is_one_line_saying_it_is_not_a_checkpoint(tmp_pa
     with pytest.raises(CheckpointReadError) as info:
         read_checkpoint(pickle_like)
     assert "weights_only" not in str(info.value) and str(info.value).startswith(f"{pickle_like}: cannot read")
-
-
-# ---- predict(color=...) ------------------------------------------------------------------------------------------
-def test_predict_takes_rgb_arrays_with_color_rgb():
-    model = sagepose.load("demo_tiny_vit", random_weights=True)
-    rng = np.random.default_rng(1)
-    bgr = rng.integers(0, 256, (80, 60, 3), dtype=np.uint8)
-    bgr[:, :, 0] = 255  # the channels differ: swapping them changes the prediction
-    boxes = [[5, 5, 55, 75]]
-    want = model.predict(bgr, boxes)
-    got = model.predict(np.ascontiguousarray(bgr[..., ::-1]), boxes, color="rgb")
-    np.testing.assert_array_equal(got.keypoints, want.keypoints)
-    np.testing.assert_array_equal(got.scores, want.scores)
-    swapped = model.predict(np.ascontiguousarray(bgr[..., ::-1]), boxes)
-    assert not np.array_equal(swapped.scores, want.scores)
-    with pytest.raises(ValueError, match="color='RGB'"):
-        model.predict(bgr, boxes, color="RGB")
 
 
 def test_demo_folders_are_numbered_and_the_ssl_demo_reuses_its_stage_0_model(tmp_path):

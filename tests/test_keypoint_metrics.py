@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from sagepose.eval import auc, epe, pck, pckh
-from sagepose.geometry import mpii_head_size
 
 GOLDEN = Path(__file__).parent / "data" / "metrics_goldens" / "keypoint_metrics.npz"
 MPII_KEYS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "PCKh", "PCKh@0.1")
@@ -218,11 +217,3 @@ def test_pckh_refuses_a_non_positive_head_size():
     head[1] = 0.0
     with pytest.raises(ValueError, match="head size of instance 1"):
         pckh(pred0, gt1, np.ones((2, 16)), head)
-
-
-def test_mpii_head_size_is_0_6_of_the_head_box_diagonal():
-    boxes = np.array([[[10.0, 20.0], [40.0, 60.0]], [[0.0, 0.0], [6.0, 8.0]]])  # diagonals 50 and 10
-    np.testing.assert_allclose(mpii_head_size(boxes), [30.0, 6.0])
-    np.testing.assert_allclose(mpii_head_size(boxes.reshape(2, 4)), [30.0, 6.0])
-    with pytest.raises(ValueError, match="mpii_head_size"):
-        mpii_head_size(np.ones((2, 3)))

@@ -10,6 +10,7 @@ import cv2
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from sagepose.config import Config, DataConfig, ModelConfig, TrainerConfig
 from sagepose.eval import box_size, pixel_metrics
@@ -107,6 +108,7 @@ def test_validation_reports_pixel_metrics_without_sigmas(tmp_path):
     from sagepose.train.module import TopDownModule
 
     path, kpts = _mouse_set(tmp_path)
+    torch.manual_seed(0)  # the model's initial weights
     arch = {"depth": 1, "embed_dim": 16, "num_heads": 2, "mlp_dim": 32, "channels": 16}
     cfg = Config(model=dataclasses.replace(ModelConfig(), schema=str(path), arch=arch),
                  data=dataclasses.replace(DataConfig(), val_json=str(path), num_workers=0, val_batch_size=1))

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
-from test_train_resume import _child, _finish  # the killable training child process
+from test_train_resume import _child, _finish, _output  # the killable training child process
 
 from sagepose.cli.main import main
 from sagepose.data.synth import generate_dataset
@@ -116,18 +115,16 @@ def test_sigkill_then_resume_restores_student_teacher_mask_and_both_loaders(data
     extra = ("trainer.checkpoint_every_steps=2", "trainer.max_epochs=2", "ssl.lambda_temporal=0",
              f"ssl.unlabeled={data['unlabeled']}", "ssl.style_mix_prob=0.5")  # labeled crops in unlabeled looks too
     ref_out, run_out = tmp_path / "reference", tmp_path / "killed"
-    reference = _child(_overrides(data, ref_out, *extra), resume=False, pace=0.0)
-    victim = _child(_overrides(data, run_out, *extra), resume=False, pace=0.5)
+    reference = _child(_overrides(data, ref_out, *extra), resume=False)
+    # killed right after the first last.ckpt (step 2), before step 3 begins
+    victim = _child(_overrides(data, run_out, *extra), resume=False, stop_at=2, sig=signal.SIGKILL)
     last = run_out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists():
-        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
+    out = _output(victim)
+    assert victim.returncode == -signal.SIGKILL, out[-3000:]
     _finish(reference)
     killed_at = torch.load(last, weights_only=False)
-    log = _finish(_child(_overrides(data, run_out, *extra), resume=True, pace=0.0))
+    assert killed_at["global_step"] == 2
+    log = _finish(_child(_overrides(data, run_out, *extra), resume=True))
     assert f"resuming from {last}" in log
 
     ref = torch.load(ref_out / "checkpoints" / "last.ckpt", weights_only=False)

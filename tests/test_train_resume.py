@@ -3,56 +3,42 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from stop_at import STEP_LINE, child_env
 
 from sagepose.config import load_config
 from sagepose.data.synth import generate_dataset
 from sagepose.train.checkpoints import AtomicCheckpointIO, LastCheckpoint, checkpoint_problem, find_resume_checkpoint
 from sagepose.train.run import fit
 
-# A callback for child processes: prints each finished optimizer step, then sleeps (the pause only leaves the parent
-# time to signal or kill it between steps; it changes no number).
-PACE = """
-import json, os, sys, time
-from lightning.pytorch.callbacks import Callback
-
-class Pace(Callback):
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    def on_train_batch_end(self, trainer, *args):
-        # one write: the line stays whole in a pipe that other ranks write into
-        os.write(1, f"pace: rank {trainer.global_rank} pid {os.getpid()} step {trainer.global_step}\\n".encode())
-        time.sleep(self.seconds)
-"""
-
-PACED = re.compile(r"pace: rank (?P<rank>\d+) pid (?P<pid>\d+) step (?P<step>\d+)")
-
-# fit() per the JSON list of overrides, optionally --resume, pacing PACE s
-CHILD = PACE + """
+# fit() per the JSON list of overrides, optionally --resume, stopped by StopAt(step, signal) (signal 0: not stopped)
+CHILD = """
+import json, sys
+from stop_at import StopAt
 from sagepose.config import load_config
 from sagepose.train.run import fit
 
-fit(load_config(None, json.loads(sys.argv[1])), resume=sys.argv[2] == "1", callbacks=[Pace(float(sys.argv[3]))])
+fit(load_config(None, json.loads(sys.argv[1])), resume=sys.argv[2] == "1",
+    callbacks=[StopAt(int(sys.argv[3]), int(sys.argv[4]), rank=None)])
 """
 
-# the `sagepose` command with the JSON list of arguments, its fit paced
-CLI_CHILD = PACE + """
-import functools
+# the `sagepose` command with the JSON list of arguments, its fit stopped by StopAt(step, signal, rank)
+CLI_CHILD = """
+import functools, json, sys
 import sagepose.train.run
+from stop_at import StopAt
 from sagepose.cli.main import main
 
-sagepose.train.run.fit = functools.partial(sagepose.train.run.fit, callbacks=[Pace(float(sys.argv[2]))])
+stop = StopAt(int(sys.argv[2]), int(sys.argv[3]), rank=int(sys.argv[4]))
+sagepose.train.run.fit = functools.partial(sagepose.train.run.fit, callbacks=[stop])
 sys.exit(main(json.loads(sys.argv[1])))
 """
 
@@ -69,11 +55,15 @@ def test_atomic_save_leaves_no_temporary_file_and_loads(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
 
 
+STAMP = 1_500_000_000 * 10**9  # a modification time (ns) in 2017, long before any file here is written
+
+
 def test_truncated_last_checkpoint_is_skipped_for_the_newest_complete_one(tmp_path, recwarn):
     ckpt = tmp_path / "checkpoints"
+    g = torch.Generator().manual_seed(0)
     for i, name in enumerate(["epoch-000.ckpt", "epoch-001.ckpt", "last.ckpt"]):
-        _save(ckpt / name, {"step": i, "w": torch.randn(1000)})
-        time.sleep(0.01)  # distinct modification times
+        _save(ckpt / name, {"step": i, "w": torch.randn(1000, generator=g)})
+        os.utime(ckpt / name, ns=(STAMP + i * 10**9,) * 2)  # modified a second apart, in this order
     data = (ckpt / "last.ckpt").read_bytes()
     (ckpt / "last.ckpt").write_bytes(data[: len(data) // 2])  # as a full disk or a partial copy leaves it
     (ckpt / ".epoch-002.ckpt.tmp").write_bytes(data[:100])  # a write killed half-way: never a candidate
@@ -108,22 +98,37 @@ def _overrides(data: Path, out: Path) -> list[str]:
             "trainer.accelerator=cpu", "trainer.checkpoint_every_steps=3", "trainer.log_every_steps=1"]
 
 
-def _child(overrides: list[str], resume: bool, pace: float) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(overrides), "1" if resume else "0", str(pace)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+def _child(overrides: list[str], resume: bool, stop_at: int = -1, sig: int = 0) -> subprocess.Popen:
+    """fit() in a child process; ``sig`` (not 0) sent to it at optimizer step ``stop_at`` (:class:`StopAt`)."""
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(overrides), "1" if resume else "0",
+                             str(stop_at), str(int(sig))],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env())
 
 
-def _cli_child(argv: list[str], pace: float, launcher: list[str] = ()) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*launcher, sys.executable, "-c", CLI_CHILD, json.dumps(argv), str(pace)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+def _cli_child(argv: list[str], stop_at: int = -1, sig: int = 0, rank: int = 0,
+               launcher: list[str] = ()) -> subprocess.Popen:
+    """The ``sagepose`` command in a child process; ``sig`` (not 0) sent to its process of ``rank`` at optimizer step
+    ``stop_at``."""
+    return subprocess.Popen([*launcher, sys.executable, "-c", CLI_CHILD, json.dumps(argv), str(stop_at), str(int(sig)),
+                             str(rank)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=child_env(OMP_NUM_THREADS="1"))
+
+
+def _output(proc: subprocess.Popen) -> str:
+    """Everything the child printed, once it has ended."""
+    out, _ = proc.communicate(timeout=300)
+    return out
 
 
 def _finish(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=300)
+    out = _output(proc)
     assert proc.returncode == 0, out[-3000:]
     return out
+
+
+def _steps_done(log: str, rank: int = 0) -> list[int]:
+    """The optimizer steps ``rank`` reported finished (:data:`STEP_LINE`), in order."""
+    return [int(m["step"]) for m in STEP_LINE.finditer(log) if int(m["rank"]) == rank]
 
 
 def _flat_tensors(ckpt: dict) -> dict[str, torch.Tensor]:
@@ -143,21 +148,18 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path):
     generate_dataset(data, 3, seed=2, split="val")
     ref_out, run_out = tmp_path / "reference", tmp_path / "killed"
 
-    reference = _child(_overrides(data, ref_out), resume=False, pace=0.0)
-    victim = _child(_overrides(data, run_out), resume=False, pace=0.4)
+    reference = _child(_overrides(data, ref_out), resume=False)
+    # the first last.ckpt is the step-3 (mid-epoch) one: killed right after it, before step 4 begins
+    victim = _child(_overrides(data, run_out), resume=False, stop_at=3, sig=signal.SIGKILL)
     last = run_out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.exists():  # the first last.ckpt is the step-3 (mid-epoch) one: kill right after it
-        assert victim.poll() is None and time.time() < deadline, victim.communicate()[0][-3000:]
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
-    assert victim.returncode == -signal.SIGKILL
+    out = _output(victim)
+    assert victim.returncode == -signal.SIGKILL, out[-3000:]
+    assert _steps_done(out) == [1, 2, 3]
     _finish(reference)
 
     killed_at = torch.load(last, weights_only=False)
-    assert 3 <= killed_at["global_step"] < 8  # stopped mid-run, at a mid-epoch checkpoint or a later one
-    log = _finish(_child(_overrides(data, run_out), resume=True, pace=0.0))
+    assert killed_at["global_step"] == 3  # stopped mid-run, at the mid-epoch checkpoint
+    log = _finish(_child(_overrides(data, run_out), resume=True))
     assert f"resuming from {last}" in log
 
     ref = torch.load(ref_out / "checkpoints" / "last.ckpt", weights_only=False)
@@ -189,22 +191,8 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     data = root / "data"
     generate_dataset(data, 14, seed=1, split="train")
     generate_dataset(data, 3, seed=2, split="val")
-    _finish(_cli_child(_recipe_args(data, root / "reference"), pace=0.0))
+    _finish(_cli_child(_recipe_args(data, root / "reference")))
     return data, torch.load(root / "reference" / "checkpoints" / "last.ckpt", weights_only=False)
-
-
-def _signal_at(proc: subprocess.Popen, step: int, sig: signal.Signals, rank: int = 0) -> str:
-    """Sends ``sig`` to the process of ``rank`` once it reports optimizer step ``step`` done (while it sleeps after
-    it); returns everything the child printed."""
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        paced = PACED.search(line)
-        if paced and int(paced["rank"]) == rank and int(paced["step"]) == step:
-            os.kill(int(paced["pid"]), sig)
-            break
-    rest, _ = proc.communicate(timeout=300)
-    return "".join(lines) + rest
 
 
 def _assert_same_training_state(ref: dict, res: dict) -> None:
@@ -221,20 +209,22 @@ def test_a_signal_mid_epoch_stops_with_a_checkpoint_that_resumes_bit_identical(t
     data, reference = tiny_run
     out = tmp_path / "run"
     last = out / "checkpoints" / "last.ckpt"
-    log = _signal_at(_cli_child(_recipe_args(data, out), pace=0.5), step, sig)
+    child = _cli_child(_recipe_args(data, out), stop_at=step, sig=sig)
+    log = _output(child)
+    assert child.returncode == 128 + sig, log[-3000:]  # the shell's status for a run ended by that signal
 
     said = [line for line in log.splitlines() if line.startswith("sagepose: ")]
     assert said == [f"sagepose: interrupted at step {step} ({sig.name}); resumable checkpoint {last}; continue with: "
                     f"sagepose train {out / 'config.yaml'} --resume"], log[-3000:]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
-    assert f"step {step + 1}\n" not in log  # the step under way finished, and no other began
+    assert _steps_done(log) == list(range(1, step + 1))  # the step under way finished, and no other began
     stopped = torch.load(last, weights_only=False)
     assert stopped["global_step"] == step and stopped["epoch"] == step // 4  # mid-epoch
     assert json.loads((out / "train_summary.json").read_text())["interrupted_by"] == sig.name
 
     command = shlex.split(said[0].split("continue with: ")[1])
     assert command[:2] == ["sagepose", "train"]
-    resumed = _cli_child(command[1:], pace=0.0)
+    resumed = _cli_child(command[1:])
     assert f"resuming from {last}" in _finish(resumed)
     _assert_same_training_state(reference, torch.load(last, weights_only=False))
 
@@ -288,16 +278,12 @@ def test_a_signal_to_one_ddp_rank_stops_both_at_the_same_step(tiny_run, tmp_path
     last = out / "checkpoints" / "last.ckpt"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python"]
     args = _recipe_args(data, out, "trainer.strategy=ddp", "trainer.devices=2")  # 2 steps an epoch per rank
-    log = _signal_at(_cli_child(args, pace=0.5, launcher=torchrun), step=3, sig=signal.SIGTERM, rank=1)
+    log = _output(_cli_child(args, stop_at=3, sig=signal.SIGTERM, rank=1, launcher=torchrun))
 
-    # rank 1 got it, rank 0 wrote the checkpoint of step 3 and said so; neither began another step. (Rank 0's own
-    # pace line for step 3 is not asserted: once in a few runs it is missing from the captured output, although
-    # rank 0's checkpoint and message show it finished that step.)
+    # rank 1 got it, rank 0 wrote the checkpoint of step 3 and said so; both finished step 3, neither began another
     assert f"sagepose: interrupted at step 3 (SIGTERM); resumable checkpoint {last}" in log, log[-3000:]
     assert torch.load(last, weights_only=False)["global_step"] == 3
-    steps = [(int(m["rank"]), int(m["step"])) for m in PACED.finditer(log)]
-    assert max(step for rank, step in steps if rank == 1) == 3
-    assert max(step for _, step in steps) == 3 and {rank for rank, _ in steps} == {0, 1}
+    assert _steps_done(log, rank=1) == _steps_done(log, rank=0) == [1, 2, 3], log[-3000:]
 
 
 SECOND_SIGNAL = """
