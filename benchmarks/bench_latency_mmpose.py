@@ -231,12 +231,15 @@ def main() -> None:
         sys.exit(f"{args.mmpose_python}: no MMPose venv; run bash ../shared/peers/install_mmpose.sh first")
     sys.path.insert(0, str(ROOT))
     import torch
+    from machine import describe_machine
 
+    machine = describe_machine()
     rows = [row for name in args.models
             for row in bench_model(name, BENCH_MODELS[name], args.mmpose_python, args.threads, args.repeats)]
     print(f"\nCPU latency, {args.threads} threads, torch {torch.__version__}: best of {args.repeats} alternating "
           f"rounds (median in brackets); speed-up = MMPose / sagepose of the best times (of the medians), and the "
-          f"median of the per-round ratios (each round's two calls run back to back, so machine drift cancels)")
+          f"median of the per-round ratios (each round's two calls run back to back, so machine drift cancels). "
+          f"Machine: {machine} at the start, {describe_machine().rpartition('load ')[2]} at the end.")
     print(f"{'model':<11} {'case':<24} {'MMPose ms':>18} {'sagepose ms':>18} {'speed-up':>16} {'per-round':>9}")
     for r in rows:
         print(f"{r['model']:<11} {r['case']:<24} {r['mmpose_ms']:>8.1f} ({r['mmpose_median']:>7.1f}) "

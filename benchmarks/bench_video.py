@@ -13,7 +13,8 @@ frames in one forward pass -- on the same weights (MMPose's model filled with ``
 deterministic weights, loaded strictly by sagepose) in float32, and -- on CPUs with native bf16 (AVX512-BF16 /
 AMX) -- again with ``dtype="bfloat16"`` as a second row (MMPose in float32 throughout). The arms take turns, one
 whole pass each per round; best and median of ``--repeats`` rounds. Writes ``video.md`` / ``video.json`` under
-``--out``.
+``--out``, the machine named in the header (CPU, family / model, native bf16, load average): the ratio is the
+machine's as much as the code's (docs/benchmarks.md#video).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from bench_latency_mmpose import MMPOSE_PYTHON, MMPoseWorker  # noqa: E402  (the one MMPose worker)
+from machine import describe_machine  # noqa: E402
 
 POSETRACK = ROOT.parent / "shared" / "realdata" / "posetrack18" / "videos" / "000001_mpiinew_test" / \
     "000001_mpiinew_test.mp4"
@@ -92,6 +94,7 @@ def main() -> None:
     from sagepose.video import predict_video
 
     torch.set_num_threads(args.threads)
+    machine = describe_machine()
     rows = []
     with tempfile.TemporaryDirectory(prefix="sagepose-bench-video-") as tmp:
         tmp = Path(tmp)
@@ -135,7 +138,8 @@ def main() -> None:
     header = (f"Video frames/s, {args.model} (MMPose's config, deterministic weights), flip test, {args.threads} "
               f"threads, torch {torch.__version__}: best of {args.repeats} alternating passes (median in brackets). "
               "MMPose (float32): decode + `inference_topdown` per frame; sagepose: `predict_video` (decode thread, "
-              f"{args.batch_frames} frames a forward pass).")
+              f"{args.batch_frames} frames a forward pass). Machine: {machine} at the start, "
+              f"{describe_machine().rpartition('load ')[2]} at the end.")
     lines = [header, "", "| video | frames | people | sagepose dtype | MMPose frames/s | sagepose frames/s | "
              "sagepose / MMPose |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -149,7 +153,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     write_text_atomic(args.out / "video.md", text)
-    write_json_atomic(args.out / "video.json", {"header": header, "rows": rows}, indent=1)
+    write_json_atomic(args.out / "video.json", {"header": header, "machine": machine, "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Layer-wise lr decay groups and the warmup + step/cosine schedule (MMPose's semantics)."""
+"""Layer-wise lr decay groups (the same under FSDP's flattened parameters) and the warmup + step/cosine schedule
+(MMPose's semantics)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from sagepose.config import OptimConfig
+from sagepose.models import build_model
 from sagepose.train.optim import layer_group, lr_factor, param_groups
 
 
@@ -62,3 +64,23 @@ def test_cosine_schedule_reaches_floor():
     assert lr_factor(0, cfg, 10, 1000) == pytest.approx(1.0)
     assert lr_factor(500, cfg, 10, 1000) == pytest.approx(0.01 + 0.99 * 0.5)
     assert lr_factor(1000, cfg, 10, 1000) == pytest.approx(0.01)
+
+
+class _Unit(torch.nn.Module):
+    """What FSDP makes of a wrapped block: the block under ``_fsdp_wrapped_module``."""
+
+    def __init__(self, block):
+        super().__init__()
+        self._fsdp_wrapped_module = block
+
+
+def test_fsdp_flat_parameters_get_the_same_lr_and_weight_decay_groups():
+    cfg = OptimConfig(lr=1.0, weight_decay=0.1, layer_decay=0.8)
+    model = build_model("vit-tiny", arch={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64})
+    ndims = {n: p.ndim for n, p in model.named_parameters()}
+    expected = {n: (g["lr"], g["weight_decay"]) for g in param_groups(model, cfg) for n in g["names"]}
+    model.backbone.blocks = torch.nn.ModuleList(_Unit(b) for b in model.backbone.blocks)
+    for p in model.parameters():  # sharded: every parameter a 1-D view
+        p.data = p.data.flatten()
+    got = {n: (g["lr"], g["weight_decay"]) for g in param_groups(model, cfg, ndims) for n in g["names"]}
+    assert got == expected

@@ -24,7 +24,7 @@ from sagepose.image import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize, read_
 from sagepose.keypoints import KeypointSchema
 from sagepose.models import mmpose_exact
 from sagepose.models.cpu_kernels import pack_linear_weights, packing_fits_in_memory, unpack_linear_weights
-from sagepose.models.inference import InferenceMode, fold_for_inference, native_bf16, use_cpu_kernels
+from sagepose.models.inference import InferenceMode, fold_for_inference, keep_freed_memory, native_bf16, use_cpu_kernels
 
 
 @dataclass
@@ -298,6 +298,8 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
         the present mode through here. Returns ``self``."""
         mode.check()
         old = self.inference_mode
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if old.fused and not mode.fused:
             raise RuntimeError("fuse_for_inference cannot be undone (the BatchNorms are folded): build or load the "
                                "model again, e.g. sagepose.load(..., fuse=False)")
