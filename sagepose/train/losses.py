@@ -1,4 +1,4 @@
-"""Losses as small functions returning ``(loss, logs)``; weights are applied by the caller once."""
+"""Losses as small functions returning ``(loss, logs)``, the per-joint weights applied inside each."""
 from __future__ import annotations
 
 import torch
