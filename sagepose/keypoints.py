@@ -197,6 +197,13 @@ SCHEMAS: dict[str, KeypointSchema] = {s.name: s for s in (COCO17, MPII16, AIC14,
                                                             COCO_WHOLEBODY133, GOLIATH308)}
 
 
+def generic_schema(num_keypoints: int) -> KeypointSchema:
+    """A schema with no left/right pairs, for a bare keypoint count (flip test then only mirrors)."""
+    k = num_keypoints
+    return KeypointSchema(name=f"generic-{k}", keypoints=tuple(f"kp{i}" for i in range(k)), flip_pairs=(),
+                          skeleton=(), sigmas=(0.05,) * k, joint_weights=(1.0,) * k)
+
+
 SCHEMA_KEYS = ("name", "keypoints", "flip_pairs", "skeleton", "sigmas", "joint_weights", "upper_body", "aliases")
 
 

@@ -23,10 +23,11 @@ from sagepose import config
 from sagepose.config import Config, ConfigError, ModelConfig, apply_overrides, config_from_dict, validate
 from sagepose.data.multi import DatasetPlan, plan_datasets
 from sagepose.errors import ConfigMismatchWarning
-from sagepose.keypoints import KeypointSchema, schema_from_dict
+from sagepose.keypoints import KeypointSchema
 from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_dict, load_checkpoint
 from sagepose.models.checkpoint_files import is_torch_save_file, read_checkpoint
 from sagepose.models.estimator import TopDownEstimator
+from sagepose.models.head_transplant import stored_schema
 
 # ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
 # drop_path_rate, grad_checkpointing, channels_last) only matter to training or to speed
@@ -62,14 +63,7 @@ def checkpoint_schema(raw: dict, source: str = "checkpoint") -> KeypointSchema |
     This is what the weights mean, so it is preferred to resolving ``model.schema`` again: a schema file (a COCO
     json, a YAML) need not exist where the checkpoint is loaded.
     """
-    if not isinstance(raw, dict):
-        return None
-    meta = raw.get("sagepose") if isinstance(raw.get("sagepose"), dict) else {}
-    hparams = raw.get("hyper_parameters") if isinstance(raw.get("hyper_parameters"), dict) else {}
-    stored = hparams.get("schema") or meta.get("schema")
-    if not isinstance(stored, dict):
-        return None
-    return schema_from_dict(stored, where=f"{source}: its stored keypoint schema")
+    return stored_schema(raw, source)  # read where the models read an init checkpoint's, below this layer
 
 
 def _head_keypoints(raw: dict, source: str) -> int | None:

@@ -9,10 +9,9 @@ import torch.nn.functional as F
 
 from sagepose.codecs import build_codec
 from sagepose.config import ConfigError, load_config
-from sagepose.keypoints import load_schema
+from sagepose.keypoints import generic_schema, load_schema
 from sagepose.models import build_model, build_model_from_config
 from sagepose.models.estimator import TopDownPredictor, check_test_scales
-from sagepose.models.zoo import generic_schema
 
 BLOB = (123.4, 187.6)  # the image point the analytic network finds
 

@@ -13,6 +13,11 @@ class ModelConfig:
     schema: str = "coco"
     input_size: tuple[int, int] | None = None  # crop (w, h); heatmaps are input / 4. None: the zoo's
     init_checkpoint: str | None = None  # weights to start from (sagepose, MMPose, ViTPose format)
+    # a new skeleton's head from init_checkpoint's: {joint of model.schema: the checkpoint's joint whose output
+    # channel it starts from}, beyond the automatic matches (same joint by the equivalence tables or, between custom
+    # schemas, by name; sagepose.models.head_transplant). A checkpoint storing no schema names its joints by the
+    # built-in schema of its channel count (17 coco, 16 mpii, 133 coco_wholebody, 308 goliath), else kp0, kp1, ...
+    head_map: dict = field(default_factory=dict)
     flip_test: bool = True
     # multi-scale test: box scale factors; each scale's heatmaps (flip-tested) mapped into the base box's frame and
     # averaged before decoding, e.g. [0.75, 1.0, 1.25]. (1.0,): one scale

@@ -50,6 +50,7 @@ def validate(cfg: Config) -> Config:
     setting (``key``); returns ``cfg``."""
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
     _check_schema_spec(m.schema, "model.schema")
+    _check_head_map(m.head_map, m.schema)
     _check_choice(m.heatmap_output, HEATMAP_OUTPUTS, "model.heatmap_output", "heatmap output")
     _check(m.input_size is None or min(m.input_size) > 0, "model.input_size", m.input_size, "must be positive")
     _check(len(m.test_scales) >= 1 and all(0 < float(v) <= 4 for v in m.test_scales), "model.test_scales",
@@ -141,6 +142,20 @@ def _validate_training(cfg: Config) -> None:
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
+
+
+def _check_head_map(head_map, spec: str) -> None:
+    """``model.head_map``: ``{joint of model.schema: checkpoint joint}``, names (the checkpoint's are checked when
+    it is read: :func:`sagepose.models.head_transplant.channel_sources`)."""
+    from sagepose.keypoints import load_schema
+
+    _check(isinstance(head_map, dict), "model.head_map", head_map, "a mapping {model joint: checkpoint joint}")
+    joints = load_schema(spec).keypoints
+    for new, old in head_map.items():
+        _check(isinstance(new, str) and isinstance(old, str), "model.head_map", {new: old},
+               "joint names map to joint names")
+        _check(new in joints, "model.head_map", {new: old}, f"{new!r} is not a keypoint of model.schema "
+               f"{spec}{did_you_mean(new, joints, 'its keypoints include')}")
 
 
 def _check_schema_spec(spec: str, key: str) -> None:

@@ -19,8 +19,14 @@ from functools import partial
 import torch
 
 from sagepose.codecs import build_codec
-from sagepose.keypoints import COCO17, KeypointSchema, load_schema
-from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
+from sagepose.keypoints import COCO17, KeypointSchema, generic_schema, load_schema
+from sagepose.models import head_transplant
+from sagepose.models.checkpoint import (
+    CheckpointMismatchError,
+    convert_state_dict,
+    load_checkpoint,
+    read_checkpoint,
+)
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
@@ -31,13 +37,6 @@ from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 # Published fine-tuning drop-path rates (MMPose's ViTPose configs); Sapiens uses none.
 VITPOSE_DROP_PATH = {"vitpose-s": 0.1, "vitpose-b": 0.3, "vitpose-l": 0.5, "vitpose-h": 0.55}
 HRFORMER_DROP_PATH = {"hrformer-s": 0.1, "hrformer-b": 0.2}
-
-
-def generic_schema(num_keypoints: int) -> KeypointSchema:
-    """A schema with no left/right pairs, for a bare keypoint count (flip test then only mirrors)."""
-    k = num_keypoints
-    return KeypointSchema(name=f"generic-{k}", keypoints=tuple(f"kp{i}" for i in range(k)), flip_pairs=(),
-                          skeleton=(), sigmas=(0.05,) * k, joint_weights=(1.0,) * k)
 
 
 _HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_kernel_size", "norm", "act",
@@ -178,8 +177,10 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     COCO json / YAML schema file); ``schema`` (a checkpoint's stored schema) replaces it.
 
     ``init_checkpoint`` (if set) must cover the whole backbone; only head keys may be missing, or shaped for
-    another keypoint count (a pose model fine-tuned to a new skeleton: that head keeps its initialisation,
-    with a warning)."""
+    another keypoint set (a pose model fine-tuned to a new skeleton): then each output channel whose joint the
+    checkpoint also predicts starts from its channel (``head_map``: ``{joint: checkpoint joint}`` beyond the
+    automatic correspondences, :mod:`sagepose.models.head_transplant`), the others keep their initialisation, and
+    one line says how many."""
     cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
     cfg = {k: v for k, v in cfg.items() if v is not None and v != {}}
     if "name" not in cfg:
@@ -187,6 +188,7 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     if schema is not None:
         cfg["schema"] = schema
     init = cfg.pop("init_checkpoint", None)
+    head_map = cfg.pop("head_map", None)
     channels_last = cfg.pop("channels_last", False)
     cfg.pop("heads", None)  # the layout of a multi-dataset run's heads: the training module builds them
     if isinstance(cfg.get("input_size"), list):
@@ -195,14 +197,42 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if init:
-        missing, unexpected, shaped = load_checkpoint(model, init, strict=False)
-        head_shaped = [k for k in shaped if k.startswith("head.")]
-        stray = [k for k in missing if not k.startswith("head.")] + unexpected + [k for k in shaped
-                                                                                 if not k.startswith("head.")]
-        if stray:
-            raise CheckpointMismatchError(f"{init}: init checkpoint does not match the backbone: {stray}")
-        if head_shaped:
-            warnings.warn(f"{init}: the backbone loaded; the head is new -- the checkpoint's is shaped for another "
-                          f"keypoint count than schema {model.schema.name} ({model.schema.num_keypoints}): "
-                          f"{', '.join(head_shaped)}; those layers start from their initialisation", stacklevel=2)
+        _load_init_checkpoint(model, init, head_map)
     return model
+
+
+def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) -> None:
+    """``model.init_checkpoint``: the backbone strictly, the head as far as the keypoint sets allow."""
+    raw = read_checkpoint(init)
+    sd = convert_state_dict(raw, None, str(init))[0]
+    source = head_transplant.source_schema(raw, sd, model.schema, str(init), mapped=bool(head_map))
+    before = head_transplant.init_head(model)
+    missing, unexpected, shaped = load_checkpoint(model, raw, strict=False)
+    head_shaped = [k for k in shaped if k.startswith("head.")]
+    stray = [k for k in missing if not k.startswith("head.")] + unexpected + [k for k in shaped
+                                                                             if not k.startswith("head.")]
+    if stray:
+        raise CheckpointMismatchError(f"{init}: init checkpoint does not match the backbone: {stray}")
+    target = model.schema
+    if source is None or (source.keypoints == target.keypoints and not head_map):
+        return
+    layers = {k.split(":")[0].rsplit(".", 1)[0] for k in head_shaped}
+    finals = [k for k in before if k.endswith(".weight")]
+    if not layers <= set(head_transplant.HEAD_OUTPUTS) or any(k not in sd or sd[k].shape[1:] != before[k].shape[1:]
+                                                                for k in finals):
+        warnings.warn(f"{init}: the backbone loaded; the head is new -- the checkpoint's differs beyond its final "
+                      f"layer ({', '.join(head_shaped)}); those layers start from their initialisation", stacklevel=3)
+        return
+    sources = head_transplant.channel_sources(source, target, head_map)
+    n = head_transplant.transplant_head(model, sd, sources, before)
+    line = f"head: {n} of {target.num_keypoints} channels from the checkpoint ({target.name} <- {source.name})"
+    if n:
+        print(line, flush=True)
+    elif head_shaped:
+        warnings.warn(f"{init}: {line}; the backbone loaded; the head is new -- the checkpoint's is shaped for "
+                      f"another keypoint count than schema {target.name} ({target.num_keypoints}): "
+                      f"{', '.join(head_shaped)}; those layers start from their initialisation", stacklevel=3)
+    else:
+        warnings.warn(f"{init}: {line}; the backbone loaded; the head is new -- no joint of {source.name} is one "
+                      f"of {target.name}'s (model.head_map names them); it starts from its initialisation",
+                      stacklevel=3)
