@@ -48,10 +48,15 @@ def test_coco_model_from_a_goliath_checkpoint_predicts_its_17_heatmaps_before_tr
                               rtol=0, atol=1e-6)
 
 
-def test_a_partial_overlap_transplants_the_shared_joints_and_leaves_the_rest_at_init(tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["converted", "lightning"])
+def test_a_partial_overlap_transplants_the_shared_joints_and_leaves_the_rest_at_init(tmp_path, capsys, kind):
     coco = _model("coco", seed=1)
-    path = tmp_path / "coco.pth"  # sagepose's own file, storing its schema
-    save_checkpoint(path, coco.state_dict(), schema=schema_to_dict(coco.schema))
+    path = tmp_path / "coco.pth"  # sagepose's own files, storing their schema: sagepose convert's, sagepose train's
+    if kind == "converted":
+        save_checkpoint(path, coco.state_dict(), schema=schema_to_dict(coco.schema))
+    else:
+        torch.save({"state_dict": {f"model.{k}": v for k, v in coco.state_dict().items()},
+                    "hyper_parameters": {"schema": schema_to_dict(coco.schema)}}, path)
     fresh, mpii = _model("mpii", seed=2), _model("mpii", init=str(path), seed=2)
     assert capsys.readouterr().out.strip() == "head: 12 of 16 channels from the checkpoint (mpii <- coco)"
     mpii_joints, coco_joints = load_schema("mpii").keypoints, coco.schema.keypoints
