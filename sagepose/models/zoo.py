@@ -218,8 +218,8 @@ def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) 
         return
     layers = {k.split(":")[0].rsplit(".", 1)[0] for k in head_shaped}
     finals = [k for k in before if k.endswith(".weight")]
-    if not layers <= set(head_transplant.HEAD_OUTPUTS) or any(k not in sd or sd[k].shape[1:] != before[k].shape[1:]
-                                                                for k in finals):
+    fits = all(k in sd and sd[k].shape[1:] == before[k].shape[1:] for k in finals)  # all but the joint rows
+    if not finals or not fits or not layers <= set(head_transplant.HEAD_OUTPUTS):
         warnings.warn(f"{init}: the backbone loaded; the head is new -- the checkpoint's differs beyond its final "
                       f"layer ({', '.join(head_shaped)}); those layers start from their initialisation", stacklevel=3)
         return
