@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from float_platform import signature
+from goldens_io import golden_threads
 from safetensors.torch import load_file, save_file
 
 from sagepose.models import MODELS, build_model, load_checkpoint
@@ -37,19 +39,43 @@ def loaded():
     return model
 
 
-@pytest.mark.parametrize("hw", [tuple(s) for s in OFFICIAL["sizes_hw"]], ids=lambda hw: f"{hw[0]}x{hw[1]}")
-def test_outputs_equal_the_official_code_to_float32_rounding(loaded, hw):
+def max_rel_diff(model, tag: str, golden: str = "") -> dict[str, float]:
+    """max |ours - official| / peak |official| of the feature map and the heatmaps, for input ``tag`` (h x w)."""
     io = load_file(GOLDENS / "io.safetensors")
-    tag = f"{hw[0]}x{hw[1]}"
-    loaded.backbone.set_input_size(hw)
-    with torch.no_grad():
-        feats = loaded.backbone(io[f"input_{tag}"])
-        heatmaps = loaded.head(feats)
-    for got, want in ((feats, io[f"features_{tag}"]), (heatmaps, io[f"heatmaps_{tag}"])):
+    model.backbone.set_input_size(tuple(int(v) for v in tag.split("x")))
+    with golden_threads(), torch.no_grad():
+        feats = model.backbone(io[f"input_{tag}"])
+        heatmaps = model.head(feats)
+    out = {}
+    for name, got in (("features", feats), ("heatmaps", heatmaps)):
+        want = io[f"{name}_{golden}{tag}"]
         assert got.shape == want.shape
-        peak = want.abs().max()
-        assert (got - want).abs().max() <= 1e-5 * peak, f"{tag}: max diff {(got - want).abs().max():.3g}, " \
-                                                        f"peak {peak:.3g}"
+        out[name] = float((got - want).abs().max() / want.abs().max())
+    return out
+
+
+SIZES = [f"{h}x{w}" for h, w in OFFICIAL["sizes_hw"]]
+
+
+@pytest.mark.parametrize("tag", SIZES)
+def test_outputs_equal_the_official_code_to_float32_rounding(loaded, tag):
+    """As the official module computes by default (RoPE in bfloat16). Rounding the queries and keys to bfloat16
+    turns a float32 last-bit difference upstream into a bfloat16 step now and then (measured: ~7e-5 of the peak
+    when everything before runs in float64), so 1e-5 holds where float32 matmuls round as on the goldens'
+    platform (measured there: 0, bit-identical); elsewhere the bound is 5e-4, and the float32-RoPE test below
+    pins the arithmetic to 1e-5 everywhere."""
+    same_platform = OFFICIAL["platform"] == signature()
+    bound = 1e-5 if same_platform else 5e-4
+    diffs = max_rel_diff(loaded, tag)
+    assert max(diffs.values()) <= bound, diffs
+
+
+@pytest.mark.parametrize("tag", SIZES)
+def test_outputs_with_float32_rope_equal_the_official_code_everywhere(tag):
+    model = shrunk_model(rope_dtype="fp32").eval()
+    load_checkpoint(model, GOLDENS / "shrunk.safetensors")
+    diffs = max_rel_diff(model, tag, golden="fp32rope_")
+    assert max(diffs.values()) <= 1e-5, diffs
 
 
 def test_the_rotary_embedding_runs_in_bfloat16_as_the_official_default(loaded):

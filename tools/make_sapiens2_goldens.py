@@ -19,8 +19,11 @@ Writes tests/goldens/sapiens2/:
   seeded generator (layer scales and norm weights around 1, so the attention branch weighs as much as the
   rest -- the released init's 1e-4 layer scale would hide it);
 * ``io.safetensors`` -- for two input sizes (h, w) = (64, 48) and (48, 80), batch 2: the inputs, the
-  official backbone's feature map and the head's heatmaps, float32;
-* ``official.json`` -- the shrunk config, the platform, and the official parameter count of every size
+  official backbone's feature map and the head's heatmaps, float32; once as the official module computes by
+  default (RoPE in bfloat16) and once with ``pos_embed_rope_dtype="fp32"`` (``*_fp32rope_*``);
+* ``official.json`` -- the shrunk config, the platform (``tests/float_platform.py``: the bfloat16 rounding of
+  queries and keys amplifies a float32 last-bit difference, so the default's outputs reproduce to 1e-5 only
+  where float32 matmuls round as here), and the official parameter count of every size
   (0.1b backbone only; the pose sizes backbone + its config's head, 308 keypoints), built on the meta device.
 """
 import json
@@ -36,6 +39,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from float_platform import GOLDEN_THREADS, signature  # noqa: E402
+
 OUT = ROOT / "tests" / "goldens" / "sapiens2"
 MIRROR = "/work/.mirror/facebookresearch+sapiens2/repo"
 BACKBONE_FILE = "sapiens/backbones/standalone/sapiens2.py"
@@ -133,7 +139,7 @@ def randomize(model: nn.Module, seed: int = 0) -> None:
 
 
 def main(snapshot: str = MIRROR) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(GOLDEN_THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         commit = extract(snapshot, Path(tmp))
         Sapiens2, Head = import_official(Path(tmp))
@@ -144,16 +150,21 @@ def main(snapshot: str = MIRROR) -> None:
         randomize(model)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         assert state["backbone.rope_embed.periods"].dtype == torch.bfloat16  # the official default
+        model_fp32_rope = build_official(Sapiens2, Head, "shrunk", SHRUNK_HEAD, layer_cfgs=layer_cfgs,
+                                         pos_embed_rope_dtype="fp32").eval()
+        model_fp32_rope.load_state_dict(state)  # the same weights; the bf16 periods' values in an fp32 buffer
         g = torch.Generator().manual_seed(1)
         io = {}
         with torch.no_grad():
             for h, w in SIZES_HW:
                 x = torch.randn(2, 3, h, w, generator=g)
-                feats, heatmaps = model(x)
-                io[f"input_{h}x{w}"], io[f"features_{h}x{w}"] = x, feats.contiguous()
-                io[f"heatmaps_{h}x{w}"] = heatmaps.contiguous()
-                print(f"{h}x{w}: features {tuple(feats.shape)}, heatmaps {tuple(heatmaps.shape)}, "
-                      f"peak |heatmap| {heatmaps.abs().max():.4g}")
+                io[f"input_{h}x{w}"] = x
+                for tag, net in (("", model), ("fp32rope_", model_fp32_rope)):
+                    feats, heatmaps = net(x)
+                    io[f"features_{tag}{h}x{w}"] = feats.contiguous()
+                    io[f"heatmaps_{tag}{h}x{w}"] = heatmaps.contiguous()
+                    print(f"{tag}{h}x{w}: features {tuple(feats.shape)}, heatmaps {tuple(heatmaps.shape)}, "
+                          f"peak |heatmap| {heatmaps.abs().max():.4g}")
         counts = {}
         for arch in ("sapiens2_0.1b", *POSE_HEADS):
             head = None
@@ -171,8 +182,7 @@ def main(snapshot: str = MIRROR) -> None:
                 shrunk=dict(SHRUNK, gqa_layers=list(SHRUNK_GQA_LAYERS), head=SHRUNK_HEAD),
                 sizes_hw=[list(s) for s in SIZES_HW], param_counts=counts,
                 param_counts_note="0.1b: backbone only; the others: backbone + the pose config's head, 308 outputs",
-                versions=dict(torch=torch.__version__, python=platform.python_version()),
-                cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+                python=platform.python_version(), platform=signature())
     (OUT / "official.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(counts, indent=1))
     print("wrote", ", ".join(f"{p.name} ({p.stat().st_size / 1e3:.0f} kB)" for p in sorted(OUT.iterdir())))
