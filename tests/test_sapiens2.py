@@ -176,3 +176,16 @@ def test_a_wrong_shrunk_shape_fails_the_strict_load():
         conv_channels=(24, 16)))  # every block grouped-query: blocks 0 and 2's k / v do not fit
     with pytest.raises(CheckpointMismatchError, match="blocks.0.attn.k.weight"):
         load_checkpoint(model, GOLDENS / "shrunk.safetensors")
+
+
+def test_layer_decay_groups_as_the_official_runner():
+    """The official runner's layer ids: patch embedding, class and storage tokens 0, block i i + 1, the rest last."""
+    from sagepose.train.optim import layer_group
+
+    with torch.device("meta"):
+        model = build_model("sapiens2-0.4b")
+    groups = {n: layer_group(n, 24) for n, _ in model.named_parameters()}
+    assert groups["backbone.cls_token"] == groups["backbone.storage_tokens"] == 0
+    assert groups["backbone.patch_embed.weight"] == 0
+    assert groups["backbone.blocks.10.attn.k.weight"] == 11 and groups["backbone.blocks.23.layer_scale"] == 24
+    assert groups["backbone.norm.weight"] == groups["head.final_conv.weight"] == 25
