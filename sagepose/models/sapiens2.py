@@ -47,7 +47,9 @@ class GridRope(nn.Module):
     same range. A quarter of the head's channels turns with the row coordinate, a quarter with the
     column, at periods ``base ** (2 i / (head_dim / 2))``; the other half repeats them (the rotation
     pairs channel j with j + head_dim / 2). All of it in ``dtype`` (bfloat16 in the released models).
-    ``periods`` is a persistent buffer, as in the official module (its checkpoints carry it).
+    ``periods`` is a persistent buffer, as in the official module (its checkpoints carry it). A cast of the
+    whole model (``.float()``, ``.to(torch.bfloat16)``) changes the buffer's dtype but not this arithmetic; the
+    official module's angles would then follow the buffer (after ``.float()``: as ``dtype=torch.float32`` here).
     """
 
     def __init__(self, head_dim: int, base: float = 100.0, dtype: torch.dtype = torch.bfloat16):
