@@ -9,7 +9,9 @@ mapped here and nowhere else:
 * :func:`from_sapiens_pretrain` -- Sapiens' MAE pretraining files (backbone only, with or
   without the ``backbone.`` prefix; the MAE decoder is dropped);
 * :func:`from_mae` -- timm-named MAE ViT weights (``blocks.N``, ``patch_embed.proj``), backbone only;
-* :func:`from_lightning` -- a sagepose Lightning ``.ckpt`` (keys prefixed ``model.``).
+* :func:`from_lightning` -- a sagepose Lightning ``.ckpt`` (keys prefixed ``model.``);
+* :func:`from_sapiens2` -- the official Sapiens2 pose files (``backbone.`` + ``decode_head.``) and its
+  pretraining backbones (format ``sapiens2-pretrain``).
 
 :func:`read_checkpoint` (:mod:`sagepose.models.checkpoint_files`) reads any supported *file*
 (``torch.save``, TorchScript, ``torch.export``) weights-only, never running code from it.
@@ -56,9 +58,23 @@ _MAE_RULES = [  # timm / MAE repository names, no prefix
     (r"^(blocks|pos_embed)", r"backbone.\1"),
 ]
 
+_SAPIENS2_RULES = [
+    (r"^decode_head\.conv_pose\.", "head.final_conv."),
+    (r"^decode_head\.", "head."),
+    (r"^backbone\.patch_embed\.projection\.", "backbone.patch_embed."),
+    (r"^backbone\.rope_embed\.", "backbone.rope."),
+    (r"^backbone\.blocks\.(\d+)\.ln1\.", r"backbone.blocks.\1.norm1."),
+    (r"^backbone\.blocks\.(\d+)\.ln2\.", r"backbone.blocks.\1.norm2."),
+    (r"^backbone\.blocks\.(\d+)\.attn\.w([qkv])\.", r"backbone.blocks.\1.attn.\2."),
+    (r"^backbone\.blocks\.(\d+)\.attn\.gamma\.weight$", r"backbone.blocks.\1.layer_scale"),
+    (r"^backbone\.blocks\.(\d+)\.ffn\.w12\.", r"backbone.blocks.\1.mlp.fc1."),
+    (r"^backbone\.blocks\.(\d+)\.ffn\.w3\.", r"backbone.blocks.\1.mlp.fc2."),
+    (r"^backbone\.ln1\.", "backbone.norm."),
+]
+
 # Formats that carry a backbone only: their files initialise fine-tuning, so a strict load
 # accepts a missing head (it keeps its initialisation) and reports it.
-BACKBONE_ONLY = ("sapiens-pretrain", "mae")
+BACKBONE_ONLY = ("sapiens-pretrain", "mae", "sapiens2-pretrain")
 
 
 def _rename(key: str, rules) -> str:
@@ -156,6 +172,23 @@ def from_lightning(sd: dict, prefix: str = "model.") -> dict:
     return {k[len(prefix):]: v for k, v in unwrap(sd).items() if k.startswith(prefix)}
 
 
+def from_sapiens2(sd: dict) -> dict:
+    """Official Sapiens2 state dict -> sagepose names (:mod:`sagepose.models.sapiens2`).
+
+    ``backbone.blocks.N.{ln1,attn.{wq,wk,wv,q_norm,k_norm,proj,gamma.weight},ln2,ffn.{w12,w3}}`` ->
+    ``backbone.blocks.N.{norm1,attn.{q,k,v,q_norm,k_norm,proj},layer_scale,norm2,mlp.{fc1,fc2}}``,
+    ``backbone.{patch_embed.projection,rope_embed.periods,ln1}`` -> ``backbone.{patch_embed,rope.periods,norm}``,
+    ``decode_head.{deconv,conv}_layers.{3i}`` -> ``head.{deconv,conv}_blocks.{i}.conv``, ``decode_head.conv_pose``
+    -> ``head.final_conv``. A pretraining file's bare backbone keys get the ``backbone.`` prefix; anything
+    else in it (no pose head) is dropped.
+    """
+    sd = unwrap(sd)
+    if not any(k.startswith("backbone.") for k in sd):
+        sd = {f"backbone.{k}": v for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if k.startswith(("backbone.", "decode_head."))}
+    return {_head_stage(_rename(k, _SAPIENS2_RULES)): v for k, v in sd.items()}
+
+
 def detect_format(sd: dict) -> str:
     """The format of an unwrapped state dict, from its key names (one of :data:`CONVERTERS`)."""
     keys = list(sd)
@@ -163,6 +196,8 @@ def detect_format(sd: dict) -> str:
         return "lightning"
     if any(k.startswith("keypoint_head.") or k.startswith("backbone.last_norm.") for k in keys):
         return "vitpose"
+    if any(k.endswith("rope_embed.periods") or ".attn.wq." in k for k in keys):  # Sapiens2's own names
+        return "sapiens2" if any(k.startswith("decode_head.") for k in keys) else "sapiens2-pretrain"
     if any(k.startswith("neck.decoder") or k == "neck.mask_token" for k in keys):
         return "sapiens-pretrain"  # the MAE decoder sits in mmpretrain's neck
     if any(k.startswith("layers.") for k in keys) and any(k.startswith("patch_embed.projection.") for k in keys):
@@ -175,7 +210,8 @@ def detect_format(sd: dict) -> str:
 
 
 CONVERTERS = {"sagepose": lambda sd: dict(sd), "lightning": from_lightning, "mmpose": from_mmpose,
-              "vitpose": from_vitpose, "sapiens-pretrain": from_sapiens_pretrain, "mae": from_mae}
+              "vitpose": from_vitpose, "sapiens-pretrain": from_sapiens_pretrain, "mae": from_mae,
+              "sapiens2": from_sapiens2, "sapiens2-pretrain": from_sapiens2}
 
 
 def _strip_wrapper_prefix(sd: dict) -> dict:

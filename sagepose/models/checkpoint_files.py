@@ -1,9 +1,10 @@
 """Reading checkpoint files of any supported layout into a dict, never running code from them.
 
 :func:`read_checkpoint` takes ``torch.save`` files (MMPose / MMEngine, ViTPose, Sapiens, Lightning,
-sagepose), TorchScript archives (``torch.jit.save``; Sapiens-lite's ``*_torchscript.pt2``) and exported
-programs (``torch.export.save``; Sapiens-lite's ``*_bfloat16.pt2``), always through
-``torch.load(..., weights_only=True)`` or by reading the archive's tensor records directly. Classes a file
+sagepose), TorchScript archives (``torch.jit.save``; Sapiens-lite's ``*_torchscript.pt2``), exported
+programs (``torch.export.save``; Sapiens-lite's ``*_bfloat16.pt2``) and ``.safetensors`` files (Sapiens2's),
+always through ``torch.load(..., weights_only=True)``, by reading the archive's tensor records directly or by
+the ``safetensors`` library (tensor data and a JSON header, nothing to run). Classes a file
 names beyond plain containers are replaced by inert stand-ins. What the dict's keys mean is
 :mod:`sagepose.models.checkpoint`'s business.
 """
@@ -180,6 +181,24 @@ def is_torch_save_file(path: str | os.PathLike) -> bool:
         return f.read(2).startswith(TORCH_SAVE_MAGIC)
 
 
+def is_safetensors_header(head: bytes) -> bool:
+    """Whether a file's first bytes are a ``.safetensors`` header: a little-endian u64 length, then JSON."""
+    return len(head) > 8 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 100_000_000
+
+
+def _read_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` file (Sapiens2's, Hugging Face's) as ``{name: tensor}``: plain tensor data and a JSON
+    header, nothing to execute."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointReadError(f"{path}: cannot read this .safetensors file ({_reason(e)}); a truncated or "
+                                  "corrupt file: download it again") from e
+
+
 def _what_it_is(head: bytes) -> str:
     """What a file that is no checkpoint starts with, in words (from its first bytes)."""
     text = head.lstrip()
@@ -218,6 +237,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(256)
+    if is_safetensors_header(head):
+        return _read_safetensors(path)
     if not head.startswith(TORCH_SAVE_MAGIC):
         raise CheckpointReadError(f"{path}: not a checkpoint ({_what_it_is(head)})")
     try:

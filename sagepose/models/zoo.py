@@ -6,7 +6,8 @@
 model at 1024x768; ``"vit-tiny"`` the small CPU demo model; ``"hrnet-w32"`` / ``"hrnet-w48"``
 (MSRA heatmaps, ``-udp`` and ``-dark`` variants) and ``"hrformer-s"`` / ``"hrformer-b"`` MMPose's
 ``td-hm_hrnet-*`` / ``td-hm_hrformer-*`` COCO 256x192 configs; ``"hrformer-s-fusion"``, ``"hrformer-b-fusion"``
-and ``"vit-tiny-fusion"`` the same with sagepose's fusion head (no MMPose counterpart).
+and ``"vit-tiny-fusion"`` the same with sagepose's fusion head (no MMPose counterpart); ``"sapiens2-0.4b"``
+... ``"sapiens2-5b"`` Sapiens2's 308-keypoint Goliath pose models at 1024x768 (its ``keypoints308`` configs).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from functools import partial
 import torch
 
 from sagepose.codecs import build_codec
-from sagepose.keypoints import COCO17, KeypointSchema, generic_schema, load_schema
+from sagepose.keypoints import COCO17, GOLIATH308, KeypointSchema, generic_schema, load_schema
 from sagepose.models import head_transplant
 from sagepose.models.checkpoint import (
     CheckpointMismatchError,
@@ -32,11 +33,17 @@ from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
 from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
+from sagepose.models.sapiens2 import SAPIENS2_SIZES, Sapiens2, sapiens2
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 
 # Published fine-tuning drop-path rates (MMPose's ViTPose configs); Sapiens uses none.
 VITPOSE_DROP_PATH = {"vitpose-s": 0.1, "vitpose-b": 0.3, "vitpose-l": 0.5, "vitpose-h": 0.55}
 HRFORMER_DROP_PATH = {"hrformer-s": 0.1, "hrformer-b": 0.2}
+# Sapiens2's pose heads (its keypoints308 configs): two deconvs, three 1x1 convs; 1b's are wider
+SAPIENS2_HEADS = {"sapiens2-0.4b": dict(deconv_channels=(1024, 768), conv_channels=(512, 512, 256)),
+                  "sapiens2-0.8b": dict(deconv_channels=(1024, 768), conv_channels=(512, 512, 256)),
+                  "sapiens2-1b": dict(deconv_channels=(1536, 1024), conv_channels=(768, 512, 256)),
+                  "sapiens2-5b": dict(deconv_channels=(1024, 768), conv_channels=(512, 512, 256))}
 
 
 _HEAD_ARGS = ("deconv_channels", "conv_channels", "conv_kernel_size", "final_kernel_size", "norm", "act",
@@ -49,23 +56,25 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
                  grad_checkpointing: bool = False, flip_test: bool = True, codec: dict | None = None,
                  arch: dict | None = None, heatmap_output: str = "raw", fusion: bool = False,
                  blur_kernel_size: int = 11, test_scales=(1.0,)) -> TopDownEstimator:
-    """A ViT + heatmap head (``fusion``: a :class:`FusionHead` on the same decoder) + UDP codec (heatmaps
-    input / 4). ``input_size`` is (w, h).
+    """A ViT (or Sapiens2, for its sizes) + heatmap head (``fusion``: a :class:`FusionHead` on the same decoder)
+    + UDP codec (heatmaps input / 4). ``input_size`` is (w, h).
 
-    ``arch`` overrides backbone numbers (:class:`VisionTransformer` arguments, e.g. ``depth``) or head
-    numbers (``deconv_channels``, ...); ``codec`` overrides codec arguments (``sigma``, ``type``, ...).
+    ``arch`` overrides backbone numbers (:class:`VisionTransformer` / :class:`Sapiens2` arguments, e.g.
+    ``depth``) or head numbers (``deconv_channels``, ...); ``codec`` overrides codec arguments (``sigma``,
+    ``type``, ...).
     """
     w, h = input_size
     arch = dict(arch or {})
     head_args = {k: arch.pop(k) for k in _HEAD_ARGS if k in arch}
-    unknown = set(arch) - set(inspect.signature(VisionTransformer).parameters)
+    family, make = (Sapiens2, sapiens2) if size in SAPIENS2_SIZES else (VisionTransformer, vit)
+    unknown = set(arch) - set(inspect.signature(family).parameters)
     if unknown:
-        known = [*inspect.signature(VisionTransformer).parameters, *_HEAD_ARGS]
+        known = [*inspect.signature(family).parameters, *_HEAD_ARGS]
         hints = {k: difflib.get_close_matches(k, known, n=1) for k in sorted(unknown)}
         raise ValueError(f"model.arch: unknown keys {hints} (key: did-you-mean); known: {known}")
-    if fusion:  # the fusion head reads one map: the hybrid's skips off unless asked for
+    if fusion and family is VisionTransformer:  # the fusion head reads one map: the hybrid's skips off unless asked for
         arch.setdefault("skip_strides", ())
-    backbone = vit(size, **{"img_size": (h, w), "drop_path_rate": drop_path_rate,
+    backbone = make(size, **{"img_size": (h, w), "drop_path_rate": drop_path_rate,
                             "grad_checkpointing": grad_checkpointing, **arch})
     dim, k = backbone.embed_dim, schema.num_keypoints
     deconv_stages = {16: 2, 8: 1}[backbone.patch_size]  # back up to a stride-4 heatmap
@@ -76,12 +85,14 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
     elif head == "sapiens":
         head_defaults = dict(deconv_channels=(768, 768), conv_channels=(768, 768), conv_kernel_size=1,
                              norm="in", act="silu")
+    elif head == "sapiens2":
+        head_defaults = dict(SAPIENS2_HEADS[size], conv_kernel_size=1, norm="in", act="silu")
     elif head == "tiny":
         head_defaults = dict(deconv_channels=(64,) * deconv_stages)
 
     else:
         raise ValueError(f"unknown head {head!r}")
-    if backbone.skip_strides:  # the hybrid stem hands its stride-4/8 maps to a U-Net-style head
+    if getattr(backbone, "skip_strides", ()):  # the hybrid stem hands its stride-4/8 maps to a U-Net-style head
         wrong = set(head_args) - {"channels", "refine"}
         if wrong:
             raise ValueError(f"model.arch: {sorted(wrong)} do not apply to the skip head (it takes 'channels', "
@@ -135,11 +146,13 @@ for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
     MODELS[f"{_size}-simple"] = partial(_topdown_vit, _size, "simple", **_defaults)
 for _size in ("sapiens-0.3b", "sapiens-0.6b", "sapiens-1b", "sapiens-2b"):
     MODELS[_size] = partial(_topdown_vit, _size, "sapiens", input_size=(768, 1024), sigma=6.0)
+for _size in SAPIENS2_HEADS:  # 0.1b is a pretraining backbone only: no pose row
+    MODELS[_size] = partial(_topdown_vit, _size, "sapiens2", input_size=(768, 1024), sigma=6.0, schema=GOLIATH308)
 # sharp targets on its 32x24 maps, sigma 0.5 (MMPose's UDP encoder centres the patch 1 px off when 3 sigma
 # has a fractional part in (0, 0.5): 0.75 does), and a 3x3 decode blur; trained with the spatial
 # cross-entropy (the demo recipe, configs/demo_tiny_vit.yaml)
 MODELS["vit-tiny"] = partial(_topdown_vit, "vit-tiny", "tiny", input_size=(96, 128), sigma=0.5, blur_kernel_size=3)
-assert all(name.removesuffix("-simple") in VIT_SIZES for name in MODELS)
+assert all(name.removesuffix("-simple") in {**VIT_SIZES, **SAPIENS2_SIZES} for name in MODELS)
 for _size in HRNET_SIZES:  # MMPose's td-hm_hrnet-w{32,48}[_udp|_dark]-*_coco-256x192 configs
     MODELS[_size] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap"))
     MODELS[f"{_size}-udp"] = partial(_topdown_hr, _size, dict(type="UDPHeatmap"))
