@@ -159,6 +159,21 @@ def test_a_pretraining_backbone_loads_with_the_head_left_as_initialised(tmp_path
     assert set(from_sapiens2(bare)) == {k for k in model.state_dict() if k.startswith("backbone.")}
 
 
+def test_a_named_safetensors_file_downloads_into_the_cache_and_loads_strictly(server, cache, monkeypatch):
+    """The hub path of ``sapiens2-*``: the official-layout file served, fetched once, read and loaded."""
+    from sagepose import hub
+
+    root, base, requests = server
+    (root / "sapiens2_0.4b_pose.safetensors").write_bytes((GOLDENS / "shrunk.safetensors").read_bytes())
+    monkeypatch.setitem(hub.WEIGHTS, "sapiens2-0.4b", hub.Weights(
+        "sapiens2-0.4b", f"{base}/sapiens2_0.4b_pose.safetensors", num_keypoints=308))
+    path = hub.fetch("sapiens2-0.4b", progress=False)
+    assert path == cache / "weights" / "sapiens2-0.4b" / "sapiens2_0.4b_pose.safetensors"
+    model = shrunk_model()
+    assert not any(load_checkpoint(model, path))  # strict: nothing missing, unexpected or misshaped
+    assert hub.fetch("sapiens2-0.4b") == path and requests == ["/sapiens2_0.4b_pose.safetensors"]
+
+
 def test_safetensors_files_read_as_plain_tensors_and_a_truncated_one_says_so(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"a": torch.arange(3.0), "b": torch.ones(2, 2, dtype=torch.bfloat16)}, str(path))
