@@ -12,7 +12,7 @@ from float_platform import signature
 from goldens_io import golden_threads
 from safetensors.torch import load_file, save_file
 
-from sagepose.models import MODELS, build_model, load_checkpoint
+from sagepose.models import MODELS, build_model, build_model_from_config, load_checkpoint
 from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_dict, from_sapiens2, read_checkpoint
 from sagepose.models.sapiens2 import SAPIENS2_SIZES, GridRope, sapiens2
 
@@ -172,6 +172,16 @@ def test_a_named_safetensors_file_downloads_into_the_cache_and_loads_strictly(se
     model = shrunk_model()
     assert not any(load_checkpoint(model, path))  # strict: nothing missing, unexpected or misshaped
     assert hub.fetch("sapiens2-0.4b") == path and requests == ["/sapiens2_0.4b_pose.safetensors"]
+    # model.init_checkpoint takes the name too (the sapiens2_*_coco recipes): the cached file, no new request
+    s, head = OFFICIAL["shrunk"], OFFICIAL["shrunk"]["head"]
+    started = build_model_from_config(dict(
+        name="sapiens2-0.4b", schema="coco", input_size=(48, 64), init_checkpoint="sapiens2-0.4b",
+        arch=dict(embed_dim=s["embed_dims"], depth=s["num_layers"], num_heads=s["num_heads"], mha_ends=1,
+                  mlp_dim=s["feedforward_channels"], deconv_channels=tuple(head["deconv_out_channels"]),
+                  conv_channels=tuple(head["conv_out_channels"]))))
+    for k, v in model.state_dict().items():
+        assert torch.equal(started.state_dict()[k], v), k
+    assert requests == ["/sapiens2_0.4b_pose.safetensors"]
 
 
 def test_safetensors_files_read_as_plain_tensors_and_a_truncated_one_says_so(tmp_path):
