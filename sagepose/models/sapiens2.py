@@ -159,6 +159,7 @@ class Sapiens2(nn.Module):
     """
 
     prefers_channels_last = False  # its time is in matmuls, as the ViT's
+    block_type = Block  # FSDP's unit (sagepose.models.zoo.block_type)
 
     def __init__(self, img_size: tuple[int, int] = (1024, 768), patch_size: int = 16, embed_dim: int = 1536,
                  depth: int = 40, num_heads: int = 24, mlp_dim: int = 6144, num_storage_tokens: int = 8,

@@ -216,6 +216,16 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     return model
 
 
+def block_type(model_cfg) -> type | None:
+    """The class of the repeated transformer blocks of a model config's backbone (its ``block_type``), None for a
+    backbone without one (HRNet): FSDP's unit (:func:`sagepose.train.trainer.build_strategy`). Read off the model
+    built on the meta device: no memory, no weights read."""
+    cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
+    with torch.device("meta"):
+        model = build_model_from_config({**cfg, "init_checkpoint": None})
+    return getattr(model.backbone, "block_type", None)
+
+
 def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) -> None:
     """``model.init_checkpoint``: the backbone strictly, the head as far as the keypoint sets allow. A name of
     :data:`sagepose.hub.WEIGHTS` that is no file (``sapiens2-1b``) is that published file, fetched once."""
