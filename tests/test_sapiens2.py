@@ -325,3 +325,17 @@ def test_multi_scale_test_averages_each_scales_flip_tested_heatmaps():
     np.testing.assert_allclose(pred.heatmaps, want.numpy(), rtol=0, atol=1e-6)
     model.test_scales = (1.0,)
     assert not np.allclose(model.predict(image, boxes, return_heatmaps=True).heatmaps, pred.heatmaps)
+
+
+def test_the_rounded_rope_that_onnx_exports_equals_the_bfloat16_one_bit_for_bit():
+    """apply_rope_rounded (float32 operations, each rounded to bfloat16: what the ONNX graph holds) gives exactly
+    apply_rope's bfloat16 arithmetic, for float32, bfloat16 and float16 queries (onnxruntime running the exported
+    graph: tests/test_onnx.py)."""
+    from sagepose.models.sapiens2 import apply_rope, apply_rope_rounded
+
+    sin, cos = GridRope(16)(4, 3)
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x = (torch.randn(2, 4, 9 + 12, 16) * 4).to(dtype)
+        want = apply_rope(x, sin, cos)
+        assert want.dtype == dtype and torch.equal(apply_rope_rounded(x, sin, cos), want)
