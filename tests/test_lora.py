@@ -95,3 +95,168 @@ def test_merged_predictions_equal_unmerged_to_float32_rounding(name):
         merged = model(x)
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
     torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5 * unmerged.abs().max().item())
+
+
+def test_a_sapiens2_1b_adapter_checkpoint_holds_under_8_percent_of_the_parameters():
+    """Rank 16 on qkv / proj / mlp, the head trained: what an adapter checkpoint holds vs the full model."""
+    with torch.device("meta"):
+        model = build_model("sapiens2-1b")
+        add_adapters(model, rank=16)
+    total = sum(p.numel() for p in model.parameters())
+    base = sum(p.numel() for p in frozen_base(model).values())
+    saved = total - base  # the adapters, the head and nothing else
+    head = sum(p.numel() for p in model.head.parameters())
+    assert saved == head + sum(p.numel() for n, p in model.named_parameters() if n.endswith((".lora_a", ".lora_b")))
+    assert saved / (base + head) < 0.08, (saved, base, head)  # vs the full model's checkpoint: 5.6%
+
+
+def test_teacher_shares_the_frozen_base_and_averages_only_what_trains():
+    from sagepose.ssl.teacher import EMATeacher
+
+    torch.manual_seed(0)
+    student = build_model("vitpose-b", input_size=(48, 64))
+    add_adapters(student, rank=16)
+    base = frozen_base(student)
+    teacher = EMATeacher(student, decay=0.5, shared=base.values())
+    t_params = dict(teacher.model.named_parameters())
+    assert all(t_params[n].data_ptr() == p.data_ptr() for n, p in base.items())
+    student_ptrs = {p.data_ptr() for p in student.parameters()}
+    own = sum(p.numel() * p.element_size() for p in teacher.model.parameters() if p.data_ptr() not in student_ptrs)
+    full = sum(p.numel() * p.element_size() for p in student.parameters())
+    assert own / full < 0.10, (own, full)
+    with torch.no_grad():  # a step of the student: the adapters and head move, the base cannot
+        for n, p in student.named_parameters():
+            if n not in base:
+                p.add_(1.0)
+    teacher.update(student, step=10**6)
+    head_w = "head.final_conv.weight"
+    torch.testing.assert_close(t_params[head_w], student.state_dict()[head_w] - 0.5)
+    with pytest.raises(ValueError, match="frozen"):
+        EMATeacher(student, shared=[student.head.final_conv.weight])
+
+
+TINY_VIT = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}"
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tmp_path_factory):
+    """A base checkpoint, and a tiny adapter run on it: (base file, run config overrides, the run's summary)."""
+    from sagepose.config import load_config
+    from sagepose.data.synth import generate_dataset
+    from sagepose.models.checkpoint import save_checkpoint
+    from sagepose.train.run import fit
+
+    root = tmp_path_factory.mktemp("lora")
+    generate_dataset(root / "data", 8, seed=1, split="train")
+    generate_dataset(root / "data", 3, seed=2, split="val")
+    torch.manual_seed(0)
+    base = build_model("vit-tiny", arch={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64})
+    save_checkpoint(root / "base.pth", base.state_dict(), model="vit-tiny")
+    overrides = [f"data.train_json={root / 'data' / 'train.json'}", f"data.val_json={root / 'data' / 'val.json'}",
+                 "model.name=vit-tiny", TINY_VIT, f"model.init_checkpoint={root / 'base.pth'}",
+                 "model.lora={'rank': 4, 'alpha': 8.0, 'train_blocks': 1}", "data.batch_size=4", "data.num_workers=0",
+                 "optim.warmup_iters=1", "optim.freeze_backbone_epochs=1", "trainer.max_epochs=2",
+                 "trainer.progress_bar=false", "trainer.accelerator=cpu", "trainer.log_every_steps=1"]
+    summary = fit(load_config(None, [*overrides, f"trainer.out_dir={root / 'run'}"]))
+    return root / "base.pth", overrides, summary, root
+
+
+def test_adapter_checkpoint_holds_adapters_and_trained_parts_and_loads_back(adapter_run):
+    import sagepose
+    from sagepose.models.checkpoint import read_checkpoint
+
+    base_file, _, summary, _ = adapter_run
+    ckpt = torch.load(summary["last_checkpoint"], weights_only=False)
+    meta = ckpt["sagepose"]["lora"]
+    assert meta["base"] == str(base_file) and meta["model"] == "vit-tiny" and len(meta["base_hash"]) == 64
+    keys = ckpt["state_dict"]
+    assert any(k.endswith(".lora_a") for k in keys) and "model.head.final_conv.weight" in keys
+    assert "model.backbone.blocks.1.attn.qkv.weight" in keys  # the last block trains fully (train_blocks=1)
+    assert not any(k.startswith("model.backbone.blocks.0.") and not k.endswith((".lora_a", ".lora_b"))
+                   for k in keys)  # the frozen base is not there
+    assert "model.backbone.pos_embed" not in keys and "model.backbone.patch_embed.stem.0.conv.weight" not in keys
+    # the trained weights differ from the base's: the adapters learnt (B moved off zero) and so did block 1
+    assert any(v.abs().sum() > 0 for k, v in ckpt["state_dict"].items() if k.endswith(".lora_b"))
+    # sagepose.load: the base rebuilt from model.init_checkpoint, the adapters put back, then merged in
+    unmerged = build_model("vit-tiny", arch={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64})
+    unmerged.load_state_dict(read_checkpoint(base_file)["state_dict"])
+    add_adapters(unmerged, rank=4, alpha=8.0, train_blocks=1)
+    missing, unexpected = unmerged.load_state_dict({k[6:]: v for k, v in keys.items() if k.startswith("model.")},
+                                                   strict=False)
+    assert not unexpected and set(missing) == set(frozen_base(unmerged, train_blocks=1))
+    loaded = sagepose.load(summary["last_checkpoint"])
+    assert not any(isinstance(m, LoRALinear) for m in loaded.modules())
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        expected, got = unmerged.eval()(x), loaded(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_an_adapter_checkpoint_refuses_another_base(adapter_run, tmp_path):
+    import sagepose
+    from sagepose.models.checkpoint import CheckpointMismatchError, read_checkpoint, save_checkpoint
+
+    base_file, _, summary, _ = adapter_run
+    ckpt = torch.load(summary["last_checkpoint"], weights_only=False)
+    other = dict(read_checkpoint(base_file)["state_dict"])
+    other["backbone.blocks.0.attn.proj.weight"] = other["backbone.blocks.0.attn.proj.weight"] + 1e-3
+    save_checkpoint(tmp_path / "other.pth", other, model="vit-tiny")
+    ckpt["sagepose"]["lora"]["base"] = str(tmp_path / "other.pth")
+    ckpt["hyper_parameters"]["config"]["model"]["init_checkpoint"] = str(tmp_path / "other.pth")
+    torch.save(ckpt, tmp_path / "moved.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="another base") as e:
+        sagepose.load(tmp_path / "moved.ckpt")
+    assert "\n" not in str(e.value)
+
+
+def test_an_adapter_run_resumes(adapter_run):
+    from sagepose.config import load_config
+    from sagepose.train.run import fit
+
+    _, overrides, summary, root = adapter_run
+    more = fit(load_config(None, [*overrides, f"trainer.out_dir={root / 'run'}", "trainer.max_epochs=3"]),
+               resume=True)
+    assert more["resumed_from"] and more["steps"] > summary["steps"]
+
+
+def test_the_freeze_backbone_phase_never_unfreezes_the_base_and_layer_decay_groups_what_trains(adapter_run):
+    from sagepose.config import load_config
+    from sagepose.train.module import TopDownModule
+    from sagepose.train.optim import param_groups
+
+    _, overrides, _, root = adapter_run
+    cfg = load_config(None, [*overrides, f"trainer.out_dir={root / 'unit'}", "optim.layer_decay=0.75"])
+    module = TopDownModule(cfg)
+    base = module.frozen_base
+    trains = [p for n, p in module.model.named_parameters() if n not in base]
+    module._freeze_backbone(True)
+    assert not any(p.requires_grad for p in module.model.backbone.parameters())
+    module._freeze_backbone(False)
+    assert not any(p.requires_grad for p in base.values()) and all(p.requires_grad for p in trains)
+    groups = param_groups(module.model, cfg.optim)
+    grouped = [n for g in groups for n in g["names"]]
+    assert sorted(grouped) == sorted(n for n, _ in module.model.named_parameters() if n not in base)
+    lr = {n: g["lr"] for g in groups for n in g["names"]}
+    assert lr["backbone.blocks.0.attn.qkv.lora_a"] < lr["backbone.blocks.1.attn.qkv.weight"] < lr[
+        "head.final_conv.weight"]
+
+
+@pytest.mark.parametrize("override, match", [("model.lora={'rank': -1}", "model.lora.rank"),
+                                             ("model.lora={'rank': 4, 'targets': ['ffn']}", "model.lora.targets"),
+                                             ("model.lora={'rank': 4, 'dropout': 1.0}", "model.lora.dropout"),
+                                             ("model.lora={'rank': 4, 'alpha': 0}", "model.lora.alpha"),
+                                             ("model.lora={'rank': 4, 'train_blocks': -2}", "model.lora.train_blocks"),
+                                             ("model.lora={'rnak': 4}", "did you mean 'rank'")])
+def test_bad_lora_settings_are_one_line_config_errors(override, match):
+    from sagepose.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=match) as e:
+        load_config(None, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_lora_on_a_model_without_transformer_layers_is_refused_at_build():
+    from sagepose.models import build_model_from_config
+
+    with pytest.raises(ValueError, match="no qkv/proj/mlp linear layers"):
+        build_model_from_config({"name": "hrnet-w32", "lora": {"rank": 4}})

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sagepose.models import sapiens2 as s2
+from sagepose.models.checkpoint import CheckpointMismatchError
 from sagepose.models.hrformer import HRFormerBlock, WindowAttention
 from sagepose.models.vit import MLP, Attention, Block
 
@@ -129,6 +130,16 @@ def weights_hash(params: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def check_adapter_base(meta: dict, base_hash: str, source: str) -> None:
+    """Refuse a base whose :func:`weights_hash` differs from the one an adapter checkpoint (``meta``: its
+    ``sagepose["lora"]``) was trained on: its adapters mean nothing on other weights."""
+    if meta.get("base_hash") != base_hash:
+        raise CheckpointMismatchError(
+            f"{source}: its adapters were trained on another base than {meta.get('base')} holds here (weights hash "
+            f"{str(meta.get('base_hash'))[:12]}, found {base_hash[:12]}): give model.init_checkpoint the base "
+            "it was trained on")
 
 
 def merge_adapters(model: nn.Module) -> int:

@@ -33,6 +33,7 @@ from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
 from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
+from sagepose.models.lora import add_adapters
 from sagepose.models.sapiens2 import SAPIENS2_SIZES, Sapiens2, sapiens2
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 
@@ -193,7 +194,10 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     another keypoint set (a pose model fine-tuned to a new skeleton): then each output channel whose joint the
     checkpoint also predicts starts from its channel (``head_map``: ``{joint: checkpoint joint}`` beyond the
     automatic correspondences, :mod:`sagepose.models.head_transplant`), the others keep their initialisation, and
-    one line says how many."""
+    one line says how many.
+
+    ``lora`` (``rank`` set): low-rank adapters on the backbone (:func:`sagepose.models.lora.add_adapters`), put on
+    after ``init_checkpoint`` loads; the base is then frozen (:func:`sagepose.models.lora.frozen_base`)."""
     cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
     cfg = {k: v for k, v in cfg.items() if v is not None and v != {}}
     if "name" not in cfg:
@@ -203,6 +207,7 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     init = cfg.pop("init_checkpoint", None)
     head_map = cfg.pop("head_map", None)
     channels_last = cfg.pop("channels_last", False)
+    lora = cfg.pop("lora", None) or {}
     cfg.pop("heads", None)  # the layout of a multi-dataset run's heads: the training module builds them
     if isinstance(cfg.get("input_size"), list):
         cfg["input_size"] = tuple(cfg["input_size"])
@@ -211,6 +216,8 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
         model.to(memory_format=torch.channels_last)
     if init:
         _load_init_checkpoint(model, init, head_map)
+    if lora.get("rank"):
+        add_adapters(model, **lora)
     return model
 
 
