@@ -28,7 +28,7 @@ from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_di
 from sagepose.models.checkpoint_files import is_torch_save_file, read_checkpoint
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.head_transplant import stored_schema
-from sagepose.models.lora import check_adapter_base, frozen_base, weights_hash
+from sagepose.models.lora import adapter_meta, check_adapter_base, frozen_base, weights_hash
 
 # ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
 # drop_path_rate, grad_checkpointing, channels_last) only matter to training or to speed
@@ -56,14 +56,6 @@ def checkpoint_model_config(raw: dict, source: str = "checkpoint"):
     except ConfigError as e:
         raise ConfigError(f"{source}: the model config it carries: {e}", key=e.key, reason=e.reason) from None
     return dataclasses.replace(cfg, init_checkpoint=adapter_base(raw), grad_checkpointing=False)
-
-
-def adapter_meta(raw: dict) -> dict | None:
-    """An adapter run's checkpoint's ``sagepose["lora"]`` -- ``{"base": its model.init_checkpoint, "base_hash",
-    "model"}``: the file holds the adapters and the trained parts, not the frozen base -- or None."""
-    meta = raw.get("sagepose") if isinstance(raw, dict) else None
-    lora = meta.get("lora") if isinstance(meta, dict) else None
-    return lora if isinstance(lora, dict) else None
 
 
 def adapter_base(raw: dict) -> str | None:

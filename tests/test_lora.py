@@ -135,7 +135,8 @@ def test_teacher_shares_the_frozen_base_and_averages_only_what_trains():
         EMATeacher(student, shared=[student.head.final_conv.weight])
 
 
-TINY_VIT = "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}"
+TINY_ARCH = {"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64}
+TINY_VIT = f"model.arch={TINY_ARCH}"
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def adapter_run(tmp_path_factory):
     generate_dataset(root / "data", 8, seed=1, split="train")
     generate_dataset(root / "data", 3, seed=2, split="val")
     torch.manual_seed(0)
-    base = build_model("vit-tiny", arch={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64})
+    base = build_model("vit-tiny", arch=TINY_ARCH)
     save_checkpoint(root / "base.pth", base.state_dict(), model="vit-tiny")
     overrides = [f"data.train_json={root / 'data' / 'train.json'}", f"data.val_json={root / 'data' / 'val.json'}",
                  "model.name=vit-tiny", TINY_VIT, f"model.init_checkpoint={root / 'base.pth'}",
@@ -178,7 +179,7 @@ def test_adapter_checkpoint_holds_adapters_and_trained_parts_and_loads_back(adap
     # the trained weights differ from the base's: the adapters learnt (B moved off zero) and so did block 1
     assert any(v.abs().sum() > 0 for k, v in ckpt["state_dict"].items() if k.endswith(".lora_b"))
     # sagepose.load: the base rebuilt from model.init_checkpoint, the adapters put back, then merged in
-    unmerged = build_model("vit-tiny", arch={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64})
+    unmerged = build_model("vit-tiny", arch=TINY_ARCH)
     unmerged.load_state_dict(read_checkpoint(base_file)["state_dict"])
     add_adapters(unmerged, rank=4, alpha=8.0, train_blocks=1)
     missing, unexpected = unmerged.load_state_dict({k[6:]: v for k, v in keys.items() if k.startswith("model.")},
@@ -260,3 +261,49 @@ def test_lora_on_a_model_without_transformer_layers_is_refused_at_build():
 
     with pytest.raises(ValueError, match="no qkv/proj/mlp linear layers"):
         build_model_from_config({"name": "hrnet-w32", "lora": {"rank": 4}})
+
+
+@pytest.mark.slow
+def test_a_semi_supervised_adapter_run_saves_neither_copy_of_the_base_and_resumes(adapter_run):
+    from sagepose.config import load_config
+    from sagepose.data.synth import generate_dataset
+    from sagepose.train.run import fit
+
+    _, overrides, _, root = adapter_run
+    unlabeled = generate_dataset(root / "unlabeled", 6, seed=3, split="train", style="surveillance")
+    ssl = ["ssl.mode=semi", "ssl.batch_size=4", "ssl.mask_warmup_iters=1", "ssl.rampup_iters=1",
+           f"ssl.unlabeled=['{unlabeled}']", "model.heatmap_output=softmax", f"trainer.out_dir={root / 'ssl'}"]
+    summary = fit(load_config(None, [*overrides, *ssl]))
+    keys = torch.load(summary["last_checkpoint"], weights_only=False)["state_dict"]
+    assert "teacher.model.head.final_conv.weight" in keys and "teacher.model.backbone.blocks.0.attn.qkv.lora_a" in keys
+    assert not [k for k in keys if k.endswith("blocks.0.attn.qkv.weight")]  # the base, student's nor teacher's
+    more = fit(load_config(None, [*overrides, *ssl, "trainer.max_epochs=3"]), resume=True)
+    assert more["resumed_from"] and more["steps"] > summary["steps"]
+
+
+def test_convert_merge_writes_a_plain_checkpoint_predicting_as_the_adapted_one(adapter_run, tmp_path, capsys):
+    import sagepose
+    from sagepose.cli.main import main
+    from sagepose.models.checkpoint import read_checkpoint
+
+    _, _, summary, _ = adapter_run
+    assert main(["convert", summary["last_checkpoint"], str(tmp_path / "no.pth")]) != 0
+    assert "pass --merge" in capsys.readouterr().err
+    assert main(["convert", summary["last_checkpoint"], str(tmp_path / "merged.pth"), "--merge"]) == 0
+    raw = read_checkpoint(tmp_path / "merged.pth")
+    assert "backbone.blocks.0.attn.qkv.weight" in raw["state_dict"]
+    assert not any(k.endswith((".lora_a", ".lora_b")) for k in raw["state_dict"])
+    assert raw["sagepose"]["model_config"]["lora"]["rank"] is None and "lora" not in raw["sagepose"]
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        expected, got = sagepose.load(summary["last_checkpoint"])(x), sagepose.load(tmp_path / "merged.pth")(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_an_adapter_checkpoint_as_init_checkpoint_says_to_merge_it_first(adapter_run):
+    from sagepose.models import build_model_from_config
+    from sagepose.models.checkpoint import CheckpointMismatchError
+
+    _, _, summary, _ = adapter_run
+    with pytest.raises(CheckpointMismatchError, match="--merge"):
+        build_model_from_config({"name": "vit-tiny", "arch": TINY_ARCH, "init_checkpoint": summary["last_checkpoint"]})

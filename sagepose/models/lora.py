@@ -132,6 +132,14 @@ def weights_hash(params: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def adapter_meta(raw: dict) -> dict | None:
+    """An adapter run's checkpoint's ``sagepose["lora"]`` -- ``{"base": its model.init_checkpoint, "base_hash",
+    "model"}``: the file holds the adapters and the trained parts, not the frozen base -- or None."""
+    meta = raw.get("sagepose") if isinstance(raw, dict) else None
+    lora = meta.get("lora") if isinstance(meta, dict) else None
+    return lora if isinstance(lora, dict) else None
+
+
 def check_adapter_base(meta: dict, base_hash: str, source: str) -> None:
     """Refuse a base whose :func:`weights_hash` differs from the one an adapter checkpoint (``meta``: its
     ``sagepose["lora"]``) was trained on: its adapters mean nothing on other weights."""

@@ -33,7 +33,7 @@ from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
 from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
-from sagepose.models.lora import add_adapters
+from sagepose.models.lora import adapter_meta, add_adapters
 from sagepose.models.sapiens2 import SAPIENS2_SIZES, Sapiens2, sapiens2
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 
@@ -224,6 +224,10 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
 def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) -> None:
     """``model.init_checkpoint``: the backbone strictly, the head as far as the keypoint sets allow."""
     raw = read_checkpoint(init)
+    if adapter_meta(raw) is not None:
+        raise CheckpointMismatchError(f"{init}: an adapter run's checkpoint (adapters and trained parts, no base): "
+                                      f"fold them into its base first (sagepose convert {init} MERGED --merge) and "
+                                      "start from that")
     sd = convert_state_dict(raw, None, str(init))[0]
     source = head_transplant.source_schema(raw, sd, model.schema, str(init), mapped=bool(head_map))
     before = head_transplant.init_head(model)
