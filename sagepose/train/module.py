@@ -70,7 +70,8 @@ class TopDownModule(L.LightningModule):
         # model.lora: the adapters' frozen base (by name in self.model), never trained, shared with an EMA teacher
         # and left out of checkpoints (rebuilt from model.init_checkpoint, checked by its hash)
         self.frozen_base = frozen_base(self.model, cfg.model.lora.train_blocks)
-        self._base_hash: str | None = None
+        # hashed here, whole, before any device move or FSDP sharding (seconds for a billion parameters)
+        self.base_hash = weights_hash(self.frozen_base) if self.frozen_base else None
 
     @property
     def skipped_steps(self) -> int:
@@ -180,13 +181,7 @@ class TopDownModule(L.LightningModule):
                 for part in ("state_dict", "current_model_state"):
                     checkpoint.get(part, {}).pop(key, None)
             checkpoint["sagepose"]["lora"] = {"base": str(self.cfg.model.init_checkpoint), "model": self.cfg.model.name,
-                                              "base_hash": self.base_hash()}
-
-    def base_hash(self) -> str:
-        """:func:`sagepose.models.lora.weights_hash` of the frozen base, computed once."""
-        if self._base_hash is None:
-            self._base_hash = weights_hash(self.frozen_base)
-        return self._base_hash
+                                              "base_hash": self.base_hash}
 
     def _base_keys(self) -> list[str]:
         """The frozen base's keys in this module's state dict (the student's, and a teacher's sharing them)."""
@@ -198,7 +193,7 @@ class TopDownModule(L.LightningModule):
         if state is None:
             return
         if "lora" in state:  # an adapter run's checkpoint: its frozen base is this module's, if the hash says so
-            check_adapter_base(state["lora"], self.base_hash(), "checkpoint")
+            check_adapter_base(state["lora"], self.base_hash or "", "checkpoint")
             own = self.state_dict()
             for part in ("state_dict", "current_model_state"):
                 if part in checkpoint:
