@@ -28,7 +28,7 @@ from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_di
 from sagepose.models.checkpoint_files import is_torch_save_file, read_checkpoint
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.head_transplant import stored_schema
-from sagepose.models.lora import adapter_meta, check_adapter_base, frozen_base, weights_hash
+from sagepose.models.lora import adapter_meta, load_adapters
 
 # ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
 # drop_path_rate, grad_checkpointing, channels_last) only matter to training or to speed
@@ -116,18 +116,9 @@ def load_weights(model: TopDownEstimator, raw: dict, source: str) -> None:
 
     An adapter checkpoint (:func:`adapter_meta`) loads into the model built from its config -- the base from its
     ``init_checkpoint``, adapters on -- refused when that base's weights hash differs from the one it trained on."""
-    meta = adapter_meta(raw)
-    if meta is not None:
+    if adapter_meta(raw) is not None:
         trained = checkpoint_model_config(raw, source)
-        base = frozen_base(model, trained.lora.train_blocks if trained is not None else 0)
-        if not base:
-            raise CheckpointMismatchError(f"{source}: holds adapters (model.lora) and no base; build the model it "
-                                          "was trained as: sagepose.load(CHECKPOINT) alone")
-        check_adapter_base(meta, weights_hash(base), source)
-        missing, unexpected, shaped = load_checkpoint(model, raw, strict=False)
-        stray = [k for k in missing if k not in base] + unexpected + shaped
-        if stray:
-            raise CheckpointMismatchError(f"{source}: does not match the adapted model: {', '.join(stray[:5])}")
+        load_adapters(model, raw, source, trained.lora.train_blocks if trained is not None else 0)
         return
     try:
         load_checkpoint(model, raw, strict=True)

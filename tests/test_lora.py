@@ -300,10 +300,23 @@ def test_convert_merge_writes_a_plain_checkpoint_predicting_as_the_adapted_one(a
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_an_adapter_checkpoint_as_init_checkpoint_says_to_merge_it_first(adapter_run):
+def test_an_adapter_checkpoint_as_init_checkpoint_continues_with_its_adapters_or_says_to_merge(adapter_run):
+    """A second stage (``ssl.warm_start``'s unsup_only stage) starts from an adapter run's checkpoint."""
+    import sagepose
     from sagepose.models import build_model_from_config
     from sagepose.models.checkpoint import CheckpointMismatchError
 
     _, _, summary, _ = adapter_run
+    init = {"name": "vit-tiny", "arch": TINY_ARCH, "init_checkpoint": summary["last_checkpoint"]}
     with pytest.raises(CheckpointMismatchError, match="--merge"):
-        build_model_from_config({"name": "vit-tiny", "arch": TINY_ARCH, "init_checkpoint": summary["last_checkpoint"]})
+        build_model_from_config(init)
+    lora = {"rank": 4, "alpha": 8.0, "train_blocks": 1}
+    model = build_model_from_config({**init, "lora": lora}).eval()
+    assert isinstance(model.backbone.blocks[0].attn.qkv, LoRALinear)
+    assert set(frozen_base(model, 1)) and not any(p.requires_grad for p in frozen_base(model, 1).values())
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        expected, got = sagepose.load(summary["last_checkpoint"])(x), model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    with pytest.raises(CheckpointMismatchError, match="another base"):  # other frozen blocks: another base
+        build_model_from_config({**init, "lora": {**lora, "train_blocks": 0}})

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sagepose.models import sapiens2 as s2
-from sagepose.models.checkpoint import CheckpointMismatchError
+from sagepose.models.checkpoint import CheckpointMismatchError, load_checkpoint
 from sagepose.models.hrformer import HRFormerBlock, WindowAttention
 from sagepose.models.vit import MLP, Attention, Block
 
@@ -148,6 +148,21 @@ def check_adapter_base(meta: dict, base_hash: str, source: str) -> None:
             f"{source}: its adapters were trained on another base than {meta.get('base')} holds here (weights hash "
             f"{str(meta.get('base_hash'))[:12]}, found {base_hash[:12]}): give model.init_checkpoint the base "
             "it was trained on")
+
+
+def load_adapters(model: nn.Module, raw: dict, source: str, train_blocks: int = 0) -> None:
+    """An adapter checkpoint's adapters and trained parts (``raw``, see :func:`adapter_meta`) into ``model``, built as
+    it was trained: its base loaded, adapters on (``train_blocks`` as trained). Refused on another base
+    (:func:`check_adapter_base`) or any key that is neither in the file nor the frozen base."""
+    base = frozen_base(model, train_blocks)
+    if not base:
+        raise CheckpointMismatchError(f"{source}: holds adapters (model.lora) and no base; build the model it was "
+                                      "trained as: sagepose.load(CHECKPOINT) alone")
+    check_adapter_base(adapter_meta(raw) or {}, weights_hash(base), source)
+    missing, unexpected, shaped = load_checkpoint(model, raw, strict=False)
+    stray = [k for k in missing if k not in base] + unexpected + shaped
+    if stray:
+        raise CheckpointMismatchError(f"{source}: does not match the adapted model: {', '.join(stray[:5])}")
 
 
 def merge_adapters(model: nn.Module) -> int:
