@@ -41,6 +41,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from sagepose.config import load_config  # noqa: E402
 from sagepose.configs import CONFIG_DIR  # noqa: E402
 from sagepose.models import build_model  # noqa: E402
+from sagepose.models.sapiens2 import SAPIENS2_SIZES  # noqa: E402
 from sagepose.models.vit import VIT_SIZES  # noqa: E402
 
 GIB = 2 ** 30
@@ -85,14 +86,15 @@ def activation_profile(name: str, batch: int, ckpt: bool, bf16: bool = True) -> 
         with FakeTensorMode(allow_non_fake_inputs=True):
             seen = saved_tensors(model, torch.empty(batch, 3, h, w), bf16)
         kept[depth], largest = sum(seen.values()), max(largest, max(seen.values()))
-    depth = VIT_SIZES[name]["depth"]
+    # Sapiens2's 1-block copy is a full-attention block: its grouped-query blocks are counted as such (a bound)
+    depth = {**VIT_SIZES, **SAPIENS2_SIZES}[name]["depth"]
     return {"activations": kept[0] + depth * (kept[1] - kept[0]), "block": kept[1] - kept[0], "largest": largest}
 
 
 def checkpointing_rows(gpu: bool) -> list[dict]:
     rows = []
     if gpu:
-        for name, batch in (("vitpose-b", 32), ("sapiens-0.3b", 4)):
+        for name, batch in (("vitpose-b", 32), ("sapiens-0.3b", 4), ("sapiens2-1b", 4)):
             held = {ckpt: gpu_held_activations(name, batch, ckpt) for ckpt in (False, True)}
             rows.append({"model": name, "batch": batch, "how": "GPU, allocated for the backward",
                          "plain": held[False], "ckpt": held[True]})
@@ -104,7 +106,8 @@ def checkpointing_rows(gpu: bool) -> list[dict]:
         real[ckpt] = sum(saved_tensors(model, torch.randn(2, 3, 256, 192), bf16=True).values())
     rows.append({"model": "vitpose-b", "batch": 2, "how": "real CPU tensors", "plain": real[False],
                  "ckpt": real[True]})
-    for name, batch in (("vitpose-b", 2), ("vitpose-b", 32), ("sapiens-0.3b", 4), ("sapiens-1b", 4)):
+    for name, batch in (("vitpose-b", 2), ("vitpose-b", 32), ("sapiens-0.3b", 4), ("sapiens-1b", 4),
+                        ("sapiens2-1b", 4), ("sapiens2-5b", 4)):
         prof = {ckpt: activation_profile(name, batch, ckpt)["activations"] for ckpt in (False, True)}
         rows.append({"model": name, "batch": batch, "how": "fake tensors", "plain": prof[False], "ckpt": prof[True]})
     return rows

@@ -147,6 +147,7 @@ def load(name_or_config=None, checkpoint: str | os.PathLike | dict | None = None
     ``random_weights``: a zoo name or recipe without any checkpoint builds a model of random weights: None (the
     default) warns once per name (:class:`RandomWeightsWarning`), True accepts it quietly (tests, benchmarks),
     False refuses it with a :class:`NoWeightsError` (``sagepose infer`` / ``export`` without ``--random-weights``).
+    A name that is both a zoo row and named weights (``"sapiens2-1b"``) fetches the weights unless True.
     """
     model = _load(name_or_config, checkpoint, device, fuse, exact, dtype, random_weights)
     if detector is not None:
@@ -200,7 +201,7 @@ def _load(name_or_config, checkpoint, device, fuse, exact, dtype, random_weights
             model = build_model(zoo_name, num_keypoints=hub.WEIGHTS[key].num_keypoints)
         else:
             model = build_model(zoo_name, num_keypoints=meta.get("num_keypoints"))
-        if raw is None and key in hub.WEIGHTS:
+        if raw is None and key in hub.WEIGHTS and not (random_weights and key in MODELS):  # sapiens2-1b: both
             raw = read_checkpoint(hub.fetch(key))
     elif explicit is not None:
         warn_if_not_trained_as(explicit, trained, source)

@@ -15,6 +15,12 @@ Sources (read 2025): MMPose's model-zoo index files
 ``configs/body_2d_keypoint/topdown_heatmap/coco/{vitpose,hrnet,hrformer}_coco.yml`` (their
 ``Weights:`` fields), and Sapiens' ``docs/POSE_README.md``, which points to the
 ``noahcao/sapiens-pose-coco`` Hugging Face repository (``sapiens_host/pose/checkpoints/``).
+Sapiens2 (read 2026): facebookresearch/sapiens2's ``docs/MODEL_ZOO.md`` names one Hugging Face repository a
+file, ``facebook/sapiens2-pose-{size}`` and ``facebook/sapiens2-pretrain-{size}``, and its README the file names
+(``sapiens2_{size}_pose.safetensors``, ``sapiens2_{size}_pretrain.safetensors``); no hash is published. The pose
+names equal the zoo rows (``sagepose.load("sapiens2-1b")`` fetches the official 308-keypoint model;
+``random_weights=True`` builds it without a download); ``-pretrain`` is the backbone, the head left new. The
+0.1B and 1B-4K backbones have no named entry: the zoo has no row they fit (pass them as ``checkpoint=FILE``).
 """
 from __future__ import annotations
 
@@ -50,6 +56,7 @@ class Weights:
 _MMPOSE = "https://download.openmmlab.com/mmpose"
 _VITPOSE = f"{_MMPOSE}/v1/body_2d_keypoint/topdown_heatmap/coco/td-hm_ViTPose-"
 _SAPIENS = "https://huggingface.co/noahcao/sapiens-pose-coco/resolve/main/sapiens_host/pose/checkpoints"
+_HF = "https://huggingface.co"
 
 
 def _mmpose(model: str, url: str, reported: str) -> Weights:
@@ -60,6 +67,13 @@ def _mmpose(model: str, url: str, reported: str) -> Weights:
 def _sapiens(size: str, ap: int) -> Weights:
     return Weights(f"sapiens-{size}", f"{_SAPIENS}/sapiens_{size}/sapiens_{size}_coco_best_coco_AP_{ap}.pth",
                    reported=f"COCO AP {ap / 10:.1f} (Sapiens' detector boxes, AP_H 70)")
+
+
+def _sapiens2(size: str, task: str) -> Weights:
+    """Sapiens2's ``facebook/sapiens2-{task}-{size}`` file (task ``pose`` or ``pretrain``); 308 Goliath points."""
+    return Weights(f"sapiens2-{size}", f"{_HF}/facebook/sapiens2-{task}-{size}/resolve/main/sapiens2_{size}_{task}"
+                   ".safetensors", num_keypoints=308,
+                   reported="308 Goliath keypoints" if task == "pose" else "pretraining backbone: the head starts new")
 
 
 WEIGHTS: dict[str, Weights] = {
@@ -98,6 +112,8 @@ WEIGHTS: dict[str, Weights] = {
     "sapiens-0.6b-coco": _sapiens("0.6b", 812),
     "sapiens-1b-coco": _sapiens("1b", 821),
     "sapiens-2b-coco": _sapiens("2b", 822),
+    **{f"sapiens2-{size}": _sapiens2(size, "pose") for size in ("0.4b", "0.8b", "1b", "5b")},
+    **{f"sapiens2-{size}-pretrain": _sapiens2(size, "pretrain") for size in ("0.4b", "0.8b", "1b", "5b")},
 }
 
 

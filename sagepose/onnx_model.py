@@ -4,7 +4,8 @@
   normalised crops ``input`` (B, 3, H, W) float32 in, activated heatmaps ``heatmaps`` (B, K, h, w) float32 out
   (a softmax-trained model's softmax is in the graph). What prediction needs besides the network -- the keypoint
   schema with its flip pairs, the codec, the input size, flip test, mean / std -- is JSON in the model's metadata
-  under ``sagepose``. Weights past ONNX's 2 GB protobuf limit (Sapiens 1B / 2B) go to ``NAME.onnx.data`` beside it.
+  under ``sagepose``. Weights past ONNX's 2 GB protobuf limit (Sapiens 1B / 2B, Sapiens2 1B / 5B) go to
+  ``NAME.onnx.data`` beside it.
 * :class:`OnnxEstimator` -- such a file run by onnxruntime with the torch model's own prediction code
   (:class:`~sagepose.models.estimator.TopDownPredictor`: crop, normalise, flip test, decode, back to image pixels),
   so ``predict`` gives the torch float32 path's keypoints. ``sagepose.load("model.onnx")`` returns one.

@@ -88,7 +88,17 @@ def test_http_errors_and_broken_downloads_leave_no_file(server, cache, monkeypat
 
 
 def test_every_named_checkpoint_points_at_an_official_address_and_a_zoo_model():
+    sapiens2 = {k: w for k, w in hub.WEIGHTS.items() if k.startswith("sapiens2-")}  # named as the zoo rows
+    for name, w in sapiens2.items():
+        assert w.model in MODELS and name.removesuffix("-pretrain") == w.model, name
+        size, task = w.model.removeprefix("sapiens2-"), "pretrain" if name.endswith("-pretrain") else "pose"
+        assert w.url == (f"https://huggingface.co/facebook/sapiens2-{task}-{size}/resolve/main/"
+                         f"sapiens2_{size}_{task}.safetensors"), name
+        assert w.num_keypoints == 308 and w.sha256 is None and w.sha256_prefix is None, name  # none published
+    assert set(sapiens2) == {f"sapiens2-{s}{t}" for s in ("0.4b", "0.8b", "1b", "5b") for t in ("", "-pretrain")}
     for name, w in hub.WEIGHTS.items():
+        if name in sapiens2:
+            continue
         assert w.model in MODELS, name
         assert name.startswith(w.model.removesuffix("-simple")) and name.endswith("-coco"), name
         assert re.match(r"https://(download\.openmmlab\.com/mmpose/|huggingface\.co/noahcao/sapiens-pose-coco/)",
@@ -102,3 +112,27 @@ def test_every_named_checkpoint_points_at_an_official_address_and_a_zoo_model():
             "hrformer-s-coco", "hrformer-b-coco"} <= set(hub.WEIGHTS)
     with pytest.raises(KeyError, match="unknown named weights"):
         hub.fetch("vitpose-z-coco")
+
+
+def test_a_name_both_zoo_row_and_named_weights_fetches_unless_random_weights(served_tiny, cache, monkeypatch):
+    """As ``sapiens2-1b``: the zoo row's name loads the official file; ``random_weights=True`` downloads nothing."""
+    model, url, _, requests = served_tiny
+    monkeypatch.setitem(hub.WEIGHTS, "vit-tiny", hub.Weights("vit-tiny", url))
+    random = sagepose.api.load("vit-tiny", random_weights=True, fuse=False)
+    assert requests == [] and files_in(cache) == []
+    assert any(not torch.equal(random.state_dict()[k], v) for k, v in model.state_dict().items())
+    loaded = sagepose.api.load("vit-tiny", fuse=False)
+    assert requests == ["/tiny.pth"]
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_sapiens2_names_offline_say_where_to_put_the_file(cache, monkeypatch):
+    entry = hub.WEIGHTS["sapiens2-1b-pretrain"]
+    monkeypatch.setitem(hub.WEIGHTS, "sapiens2-1b-pretrain",
+                        hub.Weights(entry.model, "http://127.0.0.1:9/" + entry.filename, num_keypoints=308))
+    with pytest.raises(hub.WeightsDownloadError, match="Offline") as info:
+        hub.fetch("sapiens2-1b-pretrain", timeout=5)
+    assert str(cache / "weights" / "sapiens2-1b-pretrain" / "sapiens2_1b_pretrain.safetensors") in str(info.value)
+    assert "sagepose.load('sapiens2-1b', checkpoint=PATH)" in str(info.value)
+    assert files_in(cache) == []

@@ -1,5 +1,6 @@
 """ONNX export and the onnxruntime estimator (sagepose.onnx_model): parity with the torch float32 path for every
-family, fixed and dynamic batch, float16, external data, the metadata, the CLI, and the bad files."""
+family (Sapiens2's bfloat16 RoPE included), fixed and dynamic batch, float16, external data, the metadata, the CLI,
+and the bad files."""
 import json
 import shutil
 
@@ -34,6 +35,9 @@ FAMILIES = {
     "hrnet-w32-dark": dict(arch=SMALL_HR["hrnet"], input_size=(64, 64)),  # DARK decode
     "hrformer-s": dict(arch=SMALL_HR["hrformer"], input_size=(64, 64)),  # window attention
     "vit-tiny": dict(heatmap_output="softmax"),  # the demo model, as its recipe builds it: skip head, softmax
+    # RoPE in bfloat16 as released (exported as float32 operations rounded to bfloat16), 308 Goliath joints
+    "sapiens2-0.4b": dict(arch=dict(embed_dim=32, depth=3, num_heads=4, mlp_dim=48, mha_ends=1,
+                                    deconv_channels=(16, 8), conv_channels=(8, 8)), input_size=(48, 64)),
 }
 BOXES = np.array([[150, 60, 420, 440], [20, 30, 200, 300], [300, 10, 630, 470]], np.float32)
 

@@ -5,12 +5,14 @@ check of each YAML against its own header, not a parity test. The big models are
 (shapes, no memory)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from sagepose import hub
 from sagepose.config import load_config
 from sagepose.configs import CONFIG_DIR
 from sagepose.data.synth import generate_dataset
@@ -19,7 +21,9 @@ from sagepose.train.checks import check_run
 from sagepose.train.loaders import build_loaders
 
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
-PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_"))]
+PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_", "sapiens2_"))]
+# COCO-17 from Sapiens2: its 308-keypoint training's settings (Sapiens2 has no COCO config, reports no COCO AP)
+SAPIENS2 = [p for p in ALL if p.stem.startswith("sapiens2_")]
 
 EXPECTED = (
     [f"vitpose_{s}{v}_coco_256x192" for s in "sblh" for v in ("", "_simple")]
@@ -129,6 +133,44 @@ def test_recipe_passes_the_training_checks_and_builds_what_its_header_states(pat
     name = cfg.model.name.removesuffix("-simple")
     key = next(k for k in (name, name.split("-")[0]) if k in OPTIM)
     assert (o.weight_decay, o.layer_decay, o.grad_clip, cfg.model.drop_path_rate) == OPTIM[key]
+
+
+# Sapiens2's keypoints308 configs and node.sh by size: layer decay, gradient clip, iterations, batch a GPU (8 GPUs)
+SAPIENS2_SOURCE = {"0.4b": (0.8, 2.0, 10000, 6), "0.8b": (0.85, 4.0, 10000, 12), "1b": (0.9, 4.0, 20000, 7)}
+
+
+def test_there_is_a_sapiens2_coco_recipe_per_size():
+    assert sorted(p.stem for p in SAPIENS2) == sorted(f"sapiens2_{s}_coco_1024x768" for s in SAPIENS2_SOURCE)
+
+
+@pytest.mark.parametrize("path", SAPIENS2, ids=lambda p: p.stem)
+def test_sapiens2_recipe_is_its_source_training_pointed_at_coco(path):
+    """Each names its source config, starts from the official pose file by its hub name (the head transplanted,
+    as its header says) and builds the 1024x768 COCO-17 model with the source's optimizer, batch and steps."""
+    size = re.match(r"sapiens2_(\d\.\d+b|\d+b)_coco_1024x768$", path.stem).group(1)
+    cfg, fields = load_config(path), header_fields(path)
+    repo, source = fields["source"].split(" ")
+    assert repo == "facebookresearch/sapiens2"
+    assert source == (f"sapiens/pose/configs/keypoints308/shutterstock_goliath_3po/"
+                      f"sapiens2_{size}_keypoints308_shutterstock_goliath_3po-1024x768.py")
+    assert fields["reported AP"].startswith("none for COCO")
+    assert "head_transplant" in fields["init"] and "17 of 17 channels" in fields["init"]
+    assert cfg.model.name == f"sapiens2-{size}" and cfg.model.schema == "coco"
+    assert cfg.model.init_checkpoint == f"sapiens2-{size}"
+    assert hub.WEIGHTS[cfg.model.init_checkpoint].model == cfg.model.name
+    with torch.device("meta"):
+        model = build_model_from_config(dataclasses.replace(cfg.model, init_checkpoint=None))
+    assert model.input_size == (768, 1024) and type(model.codec).__name__ == "UDPHeatmap"
+    assert tuple(model.codec.heatmap_size) == (192, 256) and model.codec.sigma == 6.0
+    assert model.schema.num_keypoints == 17 and model.flip_test and model.backbone.grad_checkpointing
+    decay, clip, iters, per_gpu = SAPIENS2_SOURCE[size]
+    per, gpus, total = (int(x) for x in BATCH.match(fields["batch"]).groups())
+    assert (per, gpus, total) == (per_gpu, 8, per_gpu * 8)
+    assert cfg.data.batch_size * cfg.trainer.accumulate_grad_batches == total
+    o, t = cfg.optim, cfg.trainer
+    assert (o.lr, o.betas, o.weight_decay, o.layer_decay, o.grad_clip) == (5e-4, (0.9, 0.999), 0.1, decay, clip)
+    assert (o.warmup_iters, o.warmup_ratio, o.fused) == (500, 0.001, True)
+    assert (t.max_steps, t.max_epochs, t.val_every_steps, t.precision) == (iters, -1, 1000, "bf16-mixed")
 
 
 def test_model_input_size_sets_the_crop_the_codec_and_the_heatmaps_training_sees(tmp_path):

@@ -12,7 +12,7 @@ from float_platform import signature
 from goldens_io import golden_threads
 from safetensors.torch import load_file, save_file
 
-from sagepose.models import MODELS, build_model, load_checkpoint
+from sagepose.models import MODELS, build_model, build_model_from_config, load_checkpoint
 from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_dict, from_sapiens2, read_checkpoint
 from sagepose.models.sapiens2 import SAPIENS2_SIZES, GridRope, sapiens2
 
@@ -159,6 +159,31 @@ def test_a_pretraining_backbone_loads_with_the_head_left_as_initialised(tmp_path
     assert set(from_sapiens2(bare)) == {k for k in model.state_dict() if k.startswith("backbone.")}
 
 
+def test_a_named_safetensors_file_downloads_into_the_cache_and_loads_strictly(server, cache, monkeypatch):
+    """The hub path of ``sapiens2-*``: the official-layout file served, fetched once, read and loaded."""
+    from sagepose import hub
+
+    root, base, requests = server
+    (root / "sapiens2_0.4b_pose.safetensors").write_bytes((GOLDENS / "shrunk.safetensors").read_bytes())
+    monkeypatch.setitem(hub.WEIGHTS, "sapiens2-0.4b", hub.Weights(
+        "sapiens2-0.4b", f"{base}/sapiens2_0.4b_pose.safetensors", num_keypoints=308))
+    path = hub.fetch("sapiens2-0.4b", progress=False)
+    assert path == cache / "weights" / "sapiens2-0.4b" / "sapiens2_0.4b_pose.safetensors"
+    model = shrunk_model()
+    assert not any(load_checkpoint(model, path))  # strict: nothing missing, unexpected or misshaped
+    assert hub.fetch("sapiens2-0.4b") == path and requests == ["/sapiens2_0.4b_pose.safetensors"]
+    # model.init_checkpoint takes the name too (the sapiens2_*_coco recipes): the cached file, no new request
+    s, head = OFFICIAL["shrunk"], OFFICIAL["shrunk"]["head"]
+    started = build_model_from_config(dict(
+        name="sapiens2-0.4b", schema="coco", input_size=(48, 64), init_checkpoint="sapiens2-0.4b",
+        arch=dict(embed_dim=s["embed_dims"], depth=s["num_layers"], num_heads=s["num_heads"], mha_ends=1,
+                  mlp_dim=s["feedforward_channels"], deconv_channels=tuple(head["deconv_out_channels"]),
+                  conv_channels=tuple(head["conv_out_channels"]))))
+    for k, v in model.state_dict().items():
+        assert torch.equal(started.state_dict()[k], v), k
+    assert requests == ["/sapiens2_0.4b_pose.safetensors"]
+
+
 def test_safetensors_files_read_as_plain_tensors_and_a_truncated_one_says_so(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file({"a": torch.arange(3.0), "b": torch.ones(2, 2, dtype=torch.bfloat16)}, str(path))
@@ -189,3 +214,128 @@ def test_layer_decay_groups_as_the_official_runner():
     assert groups["backbone.patch_embed.weight"] == 0
     assert groups["backbone.blocks.10.attn.k.weight"] == 11 and groups["backbone.blocks.23.layer_scale"] == 24
     assert groups["backbone.norm.weight"] == groups["head.final_conv.weight"] == 25
+
+
+# ---- training features on a tiny Sapiens2 (arch overrides) ----------------------------------------------------------
+TINY = dict(embed_dim=32, depth=3, num_heads=4, mlp_dim=48, mha_ends=1, deconv_channels=(16, 8), conv_channels=(8, 8))
+
+
+def tiny_model(**kw):
+    torch.manual_seed(0)
+    return build_model("sapiens2-0.4b", schema="coco", input_size=(48, 64), arch=dict(TINY, **kw.pop("arch", {})),
+                       **kw)
+
+
+def test_a_bf16_mixed_run_steps_every_parameter_of_a_tiny_sapiens2(tmp_path):
+    """``sagepose train`` in bf16-mixed with activation checkpointing and layer decay: the blocks compute in
+    bfloat16 under autocast, every parameter moves, all stays finite."""
+    from lightning.pytorch.callbacks import Callback
+
+    from sagepose.config import load_config
+    from sagepose.data.synth import generate_dataset
+    from sagepose.train.run import fit
+
+    generate_dataset(tmp_path, 4, seed=1, split="train")
+    seen = {}
+
+    class Watch(Callback):
+        def on_fit_start(self, trainer, pl_module):
+            self.before = {n: p.detach().clone() for n, p in pl_module.model.named_parameters()}
+            pl_module.model.backbone.blocks[1].attn.q.register_forward_hook(
+                lambda m, i, o: seen.setdefault("q", o.dtype) and None)  # a hook returning None keeps the output
+
+        def on_fit_end(self, trainer, pl_module):
+            after = dict(pl_module.model.named_parameters())
+            seen["still"] = [n for n, p in self.before.items() if torch.equal(after[n].detach(), p)]
+            seen["finite"] = all(torch.isfinite(p).all() for p in after.values())
+
+    arch = "model.arch=" + repr(TINY)
+    cfg = load_config(None, [f"data.train_json={tmp_path / 'train.json'}", f"trainer.out_dir={tmp_path / 'run'}",
+                             "model.name=sapiens2-0.4b", "model.input_size=[48, 64]", arch,
+                             "model.grad_checkpointing=true", "trainer.precision=bf16-mixed", "optim.layer_decay=0.8",
+                             "data.batch_size=4", "data.num_workers=0", "optim.warmup_iters=0", "optim.lr=1e-3",
+                             "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.progress_bar=false",
+                             "trainer.accelerator=cpu"])
+    fit(cfg, callbacks=[Watch()])
+    assert seen["q"] == torch.bfloat16  # autocast: the linear layers in bf16
+    assert seen["still"] == [] and seen["finite"]
+
+
+def test_activation_checkpointing_recomputes_each_block_and_keeps_the_gradients():
+    grads, calls = {}, {}
+    for on in (False, True):
+        model = tiny_model(arch=dict(grad_checkpointing=on)).train()
+        calls[on] = 0
+
+        def count(*_, on=on):
+            calls[on] += 1
+        for block in model.backbone.blocks:
+            block.register_forward_pre_hook(count)  # the recomputation may stop early, before a post hook
+        torch.manual_seed(1)
+        model(torch.randn(2, 3, 64, 48)).square().mean().backward()
+        grads[on] = {n: p.grad for n, p in model.named_parameters()}
+    assert (calls[False], calls[True]) == (3, 6)  # each block run again in the backward pass
+    for n, g in grads[False].items():
+        torch.testing.assert_close(grads[True][n], g, rtol=1e-5, atol=1e-7)
+
+
+def test_fsdp_wraps_and_checkpoints_sapiens2_blocks_as_the_backbone_names_them():
+    from sagepose.config import load_config
+    from sagepose.models.sapiens2 import Block
+    from sagepose.train.trainer import build_strategy
+
+    strategy = build_strategy(load_config(None, ["model.name=sapiens2-5b", "trainer.strategy=fsdp",
+                                                 "model.grad_checkpointing=true"]))
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert tiny_model().backbone.block_type is Block
+
+
+def test_layer_decay_scales_and_weight_decay_as_the_official_runner():
+    """lr x rate ** (depth + 1 - group) (the runner's ``num_layers - layer_id - 1``, num_layers = depth + 2); no
+    weight decay on 1-D parameters and biases (layer scales, norms), decay on the class and storage tokens."""
+    from sagepose.config import OptimConfig
+    from sagepose.train.optim import param_groups
+
+    groups = param_groups(tiny_model(), OptimConfig(lr=1e-3, layer_decay=0.8, weight_decay=0.1))
+    by_name = {n: g for g in groups for n in g["names"]}
+    scale = {n: g["lr"] / 1e-3 for n, g in by_name.items()}
+    assert scale["backbone.cls_token"] == scale["backbone.storage_tokens"] == pytest.approx(0.8 ** 4)
+    assert scale["backbone.blocks.0.attn.q.weight"] == pytest.approx(0.8 ** 3)
+    assert scale["backbone.blocks.2.mlp.fc2.weight"] == pytest.approx(0.8)
+    assert scale["backbone.norm.weight"] == scale["head.final_conv.weight"] == 1.0
+    assert by_name["backbone.storage_tokens"]["weight_decay"] == by_name["backbone.blocks.1.attn.k.weight"][
+        "weight_decay"] == 0.1
+    for name in ("backbone.blocks.1.layer_scale", "backbone.blocks.1.attn.q_norm.weight", "backbone.norm.weight",
+                 "backbone.blocks.0.attn.q.bias"):
+        assert by_name[name]["weight_decay"] == 0.0, name
+
+
+def test_multi_scale_test_averages_each_scales_flip_tested_heatmaps():
+    import numpy as np
+
+    model = tiny_model(test_scales=(0.75, 1.0, 1.25)).eval()
+    image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
+    boxes = np.array([[5, 5, 80, 110], [20, 10, 70, 100]], np.float32)
+    pred = model.predict(image, boxes, return_heatmaps=True)
+    assert pred.keypoints.shape == (2, 17, 2) and np.isfinite(pred.keypoints).all()
+    with torch.no_grad():
+        want = sum(model.scale_heatmaps(model.normalize(torch.from_numpy(model.crop(image, boxes, f)[0])), f)
+                   for f in model.test_scales) / 3
+    np.testing.assert_allclose(pred.heatmaps, want.numpy(), rtol=0, atol=1e-6)
+    model.test_scales = (1.0,)
+    assert not np.allclose(model.predict(image, boxes, return_heatmaps=True).heatmaps, pred.heatmaps)
+
+
+def test_the_rounded_rope_that_onnx_exports_equals_the_bfloat16_one_bit_for_bit():
+    """apply_rope_rounded (float32 operations, each rounded to bfloat16: what the ONNX graph holds) gives exactly
+    apply_rope's bfloat16 arithmetic, for float32, bfloat16 and float16 queries (onnxruntime running the exported
+    graph: tests/test_onnx.py)."""
+    from sagepose.models.sapiens2 import apply_rope, apply_rope_rounded
+
+    sin, cos = GridRope(16)(4, 3)
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x = (torch.randn(2, 4, 9 + 12, 16) * 4).to(dtype)
+        want = apply_rope(x, sin, cos)
+        assert want.dtype == dtype and torch.equal(apply_rope_rounded(x, sin, cos), want)

@@ -224,7 +224,9 @@ class Backbone(Protocol):
     * ``set_input_size((h, w))``: take inputs of another size from now on (a ViT resizes its position
       embeddings; HRNet takes any multiple of 32 as it is);
     * ``prefers_channels_last``: whether oneDNN runs it faster on channels-last tensors (convolutional
-      backbones): the layout a fused model takes (:func:`~sagepose.models.inference.fold_for_inference`).
+      backbones): the layout a fused model takes (:func:`~sagepose.models.inference.fold_for_inference`);
+    * optionally ``block_type``: the class of its repeated transformer blocks, FSDP's unit of sharding and of
+      activation checkpointing (:func:`~sagepose.models.zoo.block_type`).
     """
 
     out_channels: int | list[int]

@@ -74,12 +74,30 @@ class GridRope(nn.Module):
 def apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate (B, heads, N, d) queries or keys whose last ``sin.shape[0]`` tokens are the patch grid; the
     prefix tokens (class, storage) pass unrotated. Computed in the dtype of ``sin`` (the whole tensor is cast
-    to it and back, prefix included, as the official module does)."""
+    to it and back, prefix included, as the official module does). Under ``torch.export`` (ONNX) a bfloat16
+    rotation is :func:`apply_rope_rounded`: the same numbers in operations every runtime has."""
+    if sin.dtype == torch.bfloat16 and torch.compiler.is_exporting():
+        return apply_rope_rounded(x, sin, cos)
     dtype = x.dtype
     x = x.to(sin.dtype)
     prefix, grid = x.split([x.shape[-2] - sin.shape[-2], sin.shape[-2]], dim=-2)
     first, second = grid.chunk(2, dim=-1)
     grid = (grid * cos) + (torch.cat([-second, first], dim=-1) * sin)
+    return torch.cat([prefix, grid], dim=-2).to(dtype)
+
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).float()
+
+
+def apply_rope_rounded(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rope` in bfloat16 written as float32 operations, each result rounded to bfloat16: torch's
+    bfloat16 kernels compute in float32 and round the same way, so the outputs are equal (tested), and an ONNX
+    graph of it needs only float32 arithmetic and casts (onnxruntime's CPU provider has no bfloat16 Mul)."""
+    dtype = x.dtype
+    prefix, grid = _bf16(x).split([x.shape[-2] - sin.shape[-2], sin.shape[-2]], dim=-2)
+    first, second = grid.chunk(2, dim=-1)
+    grid = _bf16(_bf16(grid * cos.float()) + _bf16(torch.cat([-second, first], dim=-1) * sin.float()))
     return torch.cat([prefix, grid], dim=-2).to(dtype)
 
 
@@ -159,6 +177,7 @@ class Sapiens2(nn.Module):
     """
 
     prefers_channels_last = False  # its time is in matmuls, as the ViT's
+    block_type = Block  # FSDP's unit (sagepose.models.zoo.block_type)
 
     def __init__(self, img_size: tuple[int, int] = (1024, 768), patch_size: int = 16, embed_dim: int = 1536,
                  depth: int = 40, num_heads: int = 24, mlp_dim: int = 6144, num_storage_tokens: int = 8,

@@ -108,6 +108,7 @@ class VisionTransformer(nn.Module):
     """
 
     prefers_channels_last = False  # its time is in matmuls: its few convs gain nothing from channels-last
+    block_type = Block  # FSDP's unit (sagepose.models.zoo.block_type)
 
     def __init__(self, img_size: tuple[int, int] = (256, 192), patch_size: int = 16, patch_padding: int = 2,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,

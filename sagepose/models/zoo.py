@@ -16,9 +16,11 @@ import difflib
 import inspect
 import warnings
 from functools import partial
+from pathlib import Path
 
 import torch
 
+from sagepose import hub
 from sagepose.codecs import build_codec
 from sagepose.keypoints import COCO17, GOLIATH308, KeypointSchema, generic_schema, load_schema
 from sagepose.models import head_transplant
@@ -190,11 +192,11 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     defaults. ``model.schema`` is resolved with :func:`sagepose.keypoints.load_schema` (a built-in name or a
     COCO json / YAML schema file); ``schema`` (a checkpoint's stored schema) replaces it.
 
-    ``init_checkpoint`` (if set) must cover the whole backbone; only head keys may be missing, or shaped for
-    another keypoint set (a pose model fine-tuned to a new skeleton): then each output channel whose joint the
-    checkpoint also predicts starts from its channel (``head_map``: ``{joint: checkpoint joint}`` beyond the
-    automatic correspondences, :mod:`sagepose.models.head_transplant`), the others keep their initialisation, and
-    one line says how many.
+    ``init_checkpoint`` (if set: a file, or a name of :mod:`sagepose.hub`) must cover the whole backbone; only head
+    keys may be missing, or shaped for another keypoint set (a pose model fine-tuned to a new skeleton): then each
+    output channel whose joint the checkpoint also predicts starts from its channel (``head_map``: ``{joint:
+    checkpoint joint}`` beyond the automatic correspondences, :mod:`sagepose.models.head_transplant`), the others
+    keep their initialisation, and one line says how many.
 
     ``lora`` (``rank`` set): low-rank adapters on the backbone (:func:`sagepose.models.lora.add_adapters`), put on
     after ``init_checkpoint`` loads; the base is then frozen (:func:`sagepose.models.lora.frozen_base`)."""
@@ -220,10 +222,23 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     return model
 
 
+def block_type(model_cfg) -> type | None:
+    """The class of the repeated transformer blocks of a model config's backbone (its ``block_type``), None for a
+    backbone without one (HRNet): FSDP's unit (:func:`sagepose.train.trainer.build_strategy`). Read off the model
+    built on the meta device: no memory, no weights read."""
+    cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
+    with torch.device("meta"):
+        model = build_model_from_config({**cfg, "init_checkpoint": None})
+    return getattr(model.backbone, "block_type", None)
+
+
 def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None, lora: dict) -> bool:
-    """``model.init_checkpoint``: the backbone strictly, the head as far as the keypoint sets allow. An adapter run's
-    checkpoint (a stage a semi-supervised run starts from) is its base, then ``lora``'s adapters, then its weights
-    on them; returns whether it put adapters on."""
+    """``model.init_checkpoint``: the backbone strictly, the head as far as the keypoint sets allow. A name of
+    :data:`sagepose.hub.WEIGHTS` that is no file (``sapiens2-1b``) is that published file, fetched once. An adapter
+    run's checkpoint (a stage a semi-supervised run starts from) is its base, then ``lora``'s adapters, then its
+    weights on them; returns whether it put adapters on."""
+    if isinstance(init, str) and init in hub.WEIGHTS and not Path(init).exists():
+        init = hub.fetch(init)
     raw = read_checkpoint(init)
     meta = adapter_meta(raw)
     if meta is not None:

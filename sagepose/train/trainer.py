@@ -20,12 +20,14 @@ def build_strategy(cfg: Config):
     if t.strategy == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
 
-        from sagepose.models.vit import Block
+        from sagepose.models.zoo import block_type
 
-        # one FSDP unit per ViT block; activation checkpointing by the same policy (fit turns the
-        # backbone's own off), and full state dicts, so a checkpoint loads anywhere
-        return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", cpu_offload=t.fsdp_cpu_offload,
-                            activation_checkpointing_policy={Block} if cfg.model.grad_checkpointing else None)
+        # one FSDP unit per block of the backbone's block class (ViT's, Sapiens2's: the backbone names it; none:
+        # the model is one unit); activation checkpointing by the same policy (fit turns the backbone's own off),
+        # and full state dicts, so a checkpoint loads anywhere
+        blocks = {block} if (block := block_type(cfg.model)) is not None else None
+        return FSDPStrategy(auto_wrap_policy=blocks, state_dict_type="full", cpu_offload=t.fsdp_cpu_offload,
+                            activation_checkpointing_policy=blocks if cfg.model.grad_checkpointing else None)
     if t.strategy == "ddp" and cfg.optim.freeze_backbone_epochs > 0:
         return "ddp_find_unused_parameters_true"  # a frozen backbone has no gradients for DDP to reduce
     return t.strategy
