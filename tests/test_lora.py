@@ -232,11 +232,18 @@ def test_the_freeze_backbone_phase_never_unfreezes_the_base_and_layer_decay_grou
     trains = [p for n, p in module.model.named_parameters() if n not in base]
     module._freeze_backbone(True)
     assert not any(p.requires_grad for p in module.model.backbone.parameters())
+    from sagepose.ssl.teacher import EMATeacher  # built in the frozen phase: still shares the base only
+
+    teacher = EMATeacher(module.model, shared=module.frozen_base.values())
+    t_params = dict(teacher.model.named_parameters())
+    block1 = "backbone.blocks.1.attn.qkv.weight"  # frozen for now, trained later: the teacher's own copy
+    assert t_params[block1] is not dict(module.model.named_parameters())[block1]
+    assert all(t_params[n] is p for n, p in base.items())
     module._freeze_backbone(False)
     assert not any(p.requires_grad for p in base.values()) and all(p.requires_grad for p in trains)
     groups = param_groups(module.model, cfg.optim)
     grouped = [n for g in groups for n in g["names"]]
-    assert sorted(grouped) == sorted(n for n, _ in module.model.named_parameters() if n not in base)
+    assert sorted(grouped) == sorted(n for n, _ in module.model.named_parameters() if n not in base)  # nothing else
     lr = {n: g["lr"] for g in groups for n in g["names"]}
     assert lr["backbone.blocks.0.attn.qkv.lora_a"] < lr["backbone.blocks.1.attn.qkv.weight"] < lr[
         "head.final_conv.weight"]
@@ -320,3 +327,15 @@ def test_an_adapter_checkpoint_as_init_checkpoint_continues_with_its_adapters_or
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     with pytest.raises(CheckpointMismatchError, match="another base"):  # other frozen blocks: another base
         build_model_from_config({**init, "lora": {**lora, "train_blocks": 0}})
+
+
+def test_sagepose_test_scores_an_adapter_checkpoint_on_its_base(adapter_run, capsys):
+    import json
+
+    from sagepose.cli.main import main
+
+    _, _, summary, root = adapter_run
+    assert main(["test", summary["last_checkpoint"], f"trainer.out_dir={root / 'test'}",
+                 "trainer.accelerator=cpu"]) == 0
+    metrics = json.loads((root / "test" / "metrics.json").read_text())
+    assert metrics
