@@ -338,4 +338,14 @@ def test_sagepose_test_scores_an_adapter_checkpoint_on_its_base(adapter_run, cap
     assert main(["test", summary["last_checkpoint"], f"trainer.out_dir={root / 'test'}",
                  "trainer.accelerator=cpu"]) == 0
     metrics = json.loads((root / "test" / "metrics.json").read_text())
-    assert metrics
+    assert 0.0 <= metrics["AP"] <= 1.0 and metrics["num_predictions"] > 0
+
+
+def test_adapters_train_under_activation_checkpointing():
+    torch.manual_seed(0)
+    model = build_model("vitpose-b", **{**TINY["vitpose-b"], "grad_checkpointing": True}).train()
+    add_adapters(model, rank=4)
+    _randomize_adapters(model)
+    model(torch.randn(2, 3, 64, 48)).square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if n.endswith((".lora_a", ".lora_b"))}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
