@@ -63,9 +63,15 @@ def test_targets_map_onto_each_familys_layers():
     assert add_adapters(vit_model, rank=2, targets=("qkv",)) == 3  # one fused qkv per block
     assert add_adapters(s2_model, rank=2, targets=("qkv",)) == 9  # separate q, k, v
     assert isinstance(s2_model.backbone.blocks[0].attn.k, LoRALinear)
-    assert add_adapters(tiny("hrformer-s"), rank=2, targets=("mlp",), train_blocks=1) == 0  # convolutional FFN
-    with pytest.raises(ValueError, match="no mlp linear layers"):
+    with pytest.raises(ValueError, match="no mlp linear layers"):  # HRFormer's feed-forward is convolutional
         add_adapters(tiny("hrformer-s"), rank=2, targets=("mlp",))
+    with pytest.raises(ValueError, match="outside the last 5 blocks"):  # every block trains fully: none left
+        add_adapters(tiny("vitpose-b"), rank=2, train_blocks=5)
+    model = tiny("vitpose-b")
+    add_adapters(model, rank=2, train_blocks=2)  # of 3: block 0 adapted, blocks 1-2 trained
+    assert isinstance(model.backbone.blocks[0].attn.qkv, LoRALinear)
+    assert not isinstance(model.backbone.blocks[1].attn.qkv, LoRALinear)
+    assert "backbone.blocks.1.attn.qkv.weight" not in frozen_base(model, 2)
     with pytest.raises(ValueError, match="targets"):
         add_adapters(tiny("vitpose-b"), rank=2, targets=("ffn",))
 

@@ -76,6 +76,12 @@ def blocks(backbone: nn.Module) -> list[nn.Module]:
     return [m for m in backbone.modules() if isinstance(m, _BLOCKS)]
 
 
+def _last_blocks(backbone: nn.Module, n: int) -> list[nn.Module]:
+    """The last ``n`` of :func:`blocks` (all of them when there are fewer; none for n <= 0)."""
+    found = blocks(backbone)
+    return found[max(len(found) - n, 0):] if n > 0 else []
+
+
 def add_adapters(model: nn.Module, rank: int, alpha: float = 32.0, targets=TARGETS, dropout: float = 0.0,
                  train_blocks: int = 0) -> int:
     """Wrap ``model.backbone``'s ``targets`` linear layers in :class:`LoRALinear`, in place, and freeze the rest of
@@ -85,8 +91,7 @@ def add_adapters(model: nn.Module, rank: int, alpha: float = 32.0, targets=TARGE
     if unknown or not targets:
         raise ValueError(f"model.lora.targets: {sorted(unknown) or 'empty'}; choose from {list(TARGETS)}")
     backbone = model.backbone
-    all_blocks = blocks(backbone)
-    trained = all_blocks[len(all_blocks) - train_blocks:] if train_blocks > 0 else []
+    trained = _last_blocks(backbone, train_blocks)
     skip = {id(m) for b in trained for m in b.modules()}
     backbone.requires_grad_(False)
     n = 0
@@ -99,10 +104,11 @@ def add_adapters(model: nn.Module, rank: int, alpha: float = 32.0, targets=TARGE
             if target in targets and type(layer) is nn.Linear:
                 setattr(module, child, LoRALinear(layer, rank, alpha, dropout))
                 n += 1
-    if n == 0 and not trained:
+    if n == 0:  # (frozen_base knows an adapted model by its adapters)
         backbone.requires_grad_(True)
-        raise ValueError(f"model.lora: {type(backbone).__name__} has no {'/'.join(targets)} linear layers to adapt "
-                         "(adapters fit the transformer backbones: ViTPose, Sapiens, Sapiens2, HRFormer)")
+        left = f" outside the last {train_blocks} blocks" if trained else ""
+        raise ValueError(f"model.lora: {type(backbone).__name__} has no {'/'.join(targets)} linear layers{left} to "
+                         "adapt (adapters fit the transformer backbones: ViTPose, Sapiens, Sapiens2, HRFormer)")
     for b in trained:
         b.requires_grad_(True)
     return n
@@ -114,9 +120,7 @@ def frozen_base(model: nn.Module, train_blocks: int = 0) -> dict[str, nn.Paramet
     freeze-backbone phase turns off for a while). Empty for a model without adapters."""
     if not any(isinstance(m, LoRALinear) for m in model.modules()):
         return {}
-    all_blocks = blocks(model.backbone)
-    trained = {id(p) for b in all_blocks[len(all_blocks) - train_blocks:] if train_blocks > 0
-               for p in b.parameters()}
+    trained = {id(p) for b in _last_blocks(model.backbone, train_blocks) for p in b.parameters()}
     return {f"backbone.{name}": p for name, p in model.backbone.named_parameters()
             if id(p) not in trained and not name.endswith((".lora_a", ".lora_b"))}
 
