@@ -16,6 +16,7 @@ from sagepose.dataset_view import DatasetView, dataset_view
 from sagepose.errors import SagePoseError
 from sagepose.models.checkpoint import read_checkpoint
 from sagepose.models.estimator import TopDownEstimator, check_device
+from sagepose.models.lora import merge_adapters
 from sagepose.models.zoo import MODELS, build_model, build_model_from_config
 from sagepose.recipe import (  # what a checkpoint carries: its model config, schema, dataset plan
     checkpoint_dataset_plan,
@@ -218,6 +219,7 @@ def _load(name_or_config, checkpoint, device, fuse, exact, dtype, random_weights
     if raw is not None:
         model = _with_dataset_heads(model, raw, stored, trained)
         load_weights(model, raw, source if checkpoint is not None or name_or_config is None else str(key))
+        merge_adapters(model)  # an adapter checkpoint's adapters folded in: a plain model, the fast path whole
     elif _config_field(explicit, "init_checkpoint") is None:  # no weights from anywhere
         _no_weights(key or _config_field(explicit, "name") or "this model", random_weights)
     model = model.to(device).eval()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from sagepose.config import LoraConfig
 from sagepose.keypoints import schema_to_dict
 from sagepose.models.checkpoint import (
     BACKBONE_ONLY,
@@ -17,8 +18,9 @@ from sagepose.models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from sagepose.models.lora import adapter_meta, merge_adapters
 from sagepose.models.zoo import MODELS, build_model, build_model_from_config
-from sagepose.recipe import checkpoint_model_config, checkpoint_schema
+from sagepose.recipe import checkpoint_model_config, checkpoint_schema, load_weights
 
 
 @functools.cache
@@ -62,16 +64,23 @@ def match_model(sd: dict, backbone_only: bool = False, fmt: str | None = None) -
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
-            fmt: str | None = None) -> dict:
+            fmt: str | None = None, merge: bool = False) -> dict:
     """Any supported checkpoint file -> a sagepose checkpoint (``sagepose.load(dst)``).
 
     The weights are renamed, checked strictly against the zoo model (``model``, or the one they
     fit: :func:`match_model`), position embeddings resized to its grid, and written atomically with
     their provenance. A training checkpoint's model config (:func:`checkpoint_model_config`) decides the
     model instead and is kept in the output's meta (``model_config``), so the file rebuilds the model it
-    was trained as. Returns a summary (model, keypoints, source format, tensor count, backbone only).
+    was trained as. An adapter run's checkpoint (``model.lora``: adapters and trained parts only) needs ``merge``:
+    its base (``model.init_checkpoint``, hash-checked) is rebuilt, the adapters folded into it
+    (:func:`sagepose.models.lora.merge_adapters`) and the whole model written, plain. Returns a summary (model,
+    keypoints, source format, tensor count, backbone only).
     """
     raw = read_checkpoint(src)
+    adapters = adapter_meta(raw) is not None
+    if adapters and not merge:
+        raise ValueError(f"{src} holds adapters (model.lora) and the trained parts, not its base: pass --merge to "
+                         "fold them into the base and write the whole model")
     sd, fmt, backbone_only = convert_state_dict(raw, fmt, str(src))
     trained = checkpoint_model_config(raw, str(src))
     if trained is not None:  # a training checkpoint: its recipe's model (overrides and all), carried along
@@ -89,9 +98,14 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, model: str | None = 
         final = sd.get("head.final_conv.weight")
         k = k or (int(final.shape[0]) if final is not None else 17)
         net = build_model(model, num_keypoints=k)
-    load_checkpoint(net, raw, strict=True, fmt=fmt)  # raises with the full report on any mismatch
+    if adapters:
+        load_weights(net, raw, str(src))  # onto its base, refused if the base's hash differs
+        merge_adapters(net)
+        trained = dataclasses.replace(trained, init_checkpoint=None, lora=LoraConfig())  # a plain model now
+    else:
+        load_checkpoint(net, raw, strict=True, fmt=fmt)  # raises with the full report on any mismatch
     own = net.state_dict()
-    keep = {n: own[n] for n in sd if n in own}  # as loaded: position embeddings resized to the model's grid
+    keep = own if adapters else {n: own[n] for n in sd if n in own}  # as loaded: pos_embed resized to the grid
     recipe = ({"model_config": dataclasses.asdict(trained), "schema": schema_to_dict(net.schema)}
               if trained is not None else {})
     save_checkpoint(dst, keep, model=model, num_keypoints=k, source=Path(src).name, source_format=fmt,

@@ -28,6 +28,7 @@ from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_di
 from sagepose.models.checkpoint_files import is_torch_save_file, read_checkpoint
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.head_transplant import stored_schema
+from sagepose.models.lora import adapter_meta, load_adapters
 
 # ModelConfig fields that decide the weights' meaning and the predictions; the rest (init_checkpoint,
 # drop_path_rate, grad_checkpointing, channels_last) only matter to training or to speed
@@ -39,7 +40,8 @@ def checkpoint_model_config(raw: dict, source: str = "checkpoint"):
 
     A Lightning ``.ckpt`` from ``sagepose train`` holds the run config in ``hyper_parameters["config"]``;
     a file ``sagepose convert`` wrote from one keeps its model section in ``sagepose["model_config"]``.
-    ``init_checkpoint`` is dropped (the weights are here) and ``grad_checkpointing`` off (no training).
+    ``init_checkpoint`` is dropped (the weights are here; an adapter checkpoint's base is kept:
+    :func:`adapter_base`) and ``grad_checkpointing`` off (no training).
     """
     if not isinstance(raw, dict):
         return None
@@ -53,7 +55,14 @@ def checkpoint_model_config(raw: dict, source: str = "checkpoint"):
         cfg = config_from_dict({"model": model}).model
     except ConfigError as e:
         raise ConfigError(f"{source}: the model config it carries: {e}", key=e.key, reason=e.reason) from None
-    return dataclasses.replace(cfg, init_checkpoint=None, grad_checkpointing=False)
+    return dataclasses.replace(cfg, init_checkpoint=adapter_base(raw), grad_checkpointing=False)
+
+
+def adapter_base(raw: dict) -> str | None:
+    """The ``model.init_checkpoint`` a model needs to take ``raw``'s weights: an adapter checkpoint's base (its
+    weights are not in the file), else None."""
+    meta = adapter_meta(raw)
+    return meta["base"] if meta is not None else None
 
 
 def checkpoint_schema(raw: dict, source: str = "checkpoint") -> KeypointSchema | None:
@@ -103,7 +112,14 @@ def warn_if_not_trained_as(given, trained, source: str) -> None:
 
 def load_weights(model: TopDownEstimator, raw: dict, source: str) -> None:
     """:func:`load_checkpoint` (strict) of what the file ``source`` holds; a mismatch report names the file, and a
-    head for another keypoint count than the model's schema is one line naming both counts."""
+    head for another keypoint count than the model's schema is one line naming both counts.
+
+    An adapter checkpoint (:func:`adapter_meta`) loads into the model built from its config -- the base from its
+    ``init_checkpoint``, adapters on -- refused when that base's weights hash differs from the one it trained on."""
+    if adapter_meta(raw) is not None:
+        trained = checkpoint_model_config(raw, source)
+        load_adapters(model, raw, source, trained.lora.train_blocks if trained is not None else 0)
+        return
     try:
         load_checkpoint(model, raw, strict=True)
     except CheckpointMismatchError as e:
@@ -148,7 +164,7 @@ def load_recipe(path: str, overrides: list[str], purpose: str) -> tuple[Config, 
         raise ConfigError(f"{path}: a checkpoint without a sagepose run config (not written by sagepose train or "
                           f"convert), so it is no recipe: {how}")
     model = dict(data.get("model") or {})
-    model["init_checkpoint"] = str(Path(path).resolve()) if purpose == "train" else None
+    model["init_checkpoint"] = str(Path(path).resolve()) if purpose == "train" else adapter_base(raw)
     data = {**data, "model": model}
     for item in overrides:  # one at a time, so a bad one is named (as load_config does)
         try:

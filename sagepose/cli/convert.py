@@ -1,4 +1,4 @@
-"""sagepose convert IN OUT [--model NAME] [--format FMT]"""
+"""sagepose convert IN OUT [--model NAME] [--format FMT] [--merge]"""
 from __future__ import annotations
 
 
@@ -10,12 +10,15 @@ def add_arguments(p):
                                                 "checkpoint was trained as, else the one they fit exactly)")
     p.add_argument("--format", default=None, help="source format: mmpose, vitpose, sapiens-pretrain, mae, lightning, "
                                                  "sagepose (default: detected from the keys)")
+    p.add_argument("--merge", action="store_true", help="an adapter run's checkpoint (model.lora): fold the adapters "
+                                                       "into its base (model.init_checkpoint) and write the whole, "
+                                                       "plain model")
 
 
 def run(args) -> int:
     from sagepose.convert import convert
 
-    info = convert(args.input, args.output, model=args.model, fmt=args.format)
+    info = convert(args.input, args.output, model=args.model, fmt=args.format, merge=args.merge)
     part = " (backbone only: the head keeps its initialisation)" if info["backbone_only"] else ""
     print(f"{args.input} ({info['source_format']}) -> {info['output']}: {info['tensors']} tensors for "
           f"{info['model']} with {info['num_keypoints']} keypoints{part}")

@@ -24,6 +24,7 @@ from sagepose.config.sections import (
     DataConfig,
     DatasetConfig,
     FusionLossWeights,
+    LoraConfig,
     ModelConfig,
     OptimConfig,
     SSLConfig,
@@ -48,8 +49,8 @@ from sagepose.config.validation import (
 __all__ = [
     "ACCELERATORS", "COMPILE_MODES", "CONSISTENCIES", "DATASET_FORMATS", "HEAD_LAYOUTS", "HEATMAP_OUTPUTS",
     "KEEP_START_RULES", "PRECISIONS", "SCHEDULES", "SSL_MODES", "UNION_MODES",
-    "Config", "ConfigError", "DataConfig", "DatasetConfig", "FusionLossWeights", "ModelConfig", "OptimConfig",
-    "SSLConfig", "TrainerConfig", "ViewConfig",
+    "Config", "ConfigError", "DataConfig", "DatasetConfig", "FusionLossWeights", "LoraConfig", "ModelConfig",
+    "OptimConfig", "SSLConfig", "TrainerConfig", "ViewConfig",
     "apply_overrides", "config_from_dict", "dump_config", "load_config", "parse_value", "replace",
     "to_dict", "validate",
 ]

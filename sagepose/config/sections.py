@@ -8,6 +8,20 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """``model.lora``: low-rank adapters on the backbone's linear layers (:mod:`sagepose.models.lora`), the rest of
+    the backbone frozen; the head trains."""
+
+    rank: int | None = None  # the adapters' rank; 0 / None: off (the whole model trains)
+    alpha: float = 32.0  # the update is scaled by alpha / rank
+    # which linear layers get adapters: qkv (attention input projections: q, k, v), proj (attention output), mlp
+    # (the feed-forward's two layers; HRFormer's is convolutional and gets none)
+    targets: tuple[str, ...] = ("qkv", "proj", "mlp")
+    dropout: float = 0.0  # dropout on the adapters' input
+    train_blocks: int = 0  # the last N transformer blocks train fully (no adapters there)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = "vit-tiny"  # a sagepose.models.zoo name
     schema: str = "coco"
@@ -35,6 +49,7 @@ class ModelConfig:
     # multi-dataset runs (data.datasets): "shared" -- one head over the union's outputs; "per_dataset" -- ViTPose+'s
     # layout, one head per dataset on the shared backbone, each predicting its dataset's joints
     heads: str = "shared"
+    lora: LoraConfig = field(default_factory=LoraConfig)  # adapters instead of fine-tuning the whole backbone
 
 
 @dataclass(frozen=True)

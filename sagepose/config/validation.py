@@ -119,6 +119,7 @@ def validate(cfg: Config) -> Config:
     from sagepose.models.zoo import MODELS  # deferred, and last: it imports torch
 
     _check_choice(m.name, MODELS, "model.name", "model")
+    _validate_lora(m.lora)
     _validate_training(cfg)
     return cfg
 
@@ -142,6 +143,18 @@ def _validate_training(cfg: Config) -> None:
     if str(t.precision) in ("16", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r}: fp16 mixed precision brings a GradScaler that skips "
                           "steps on its own, around the non-finite guard; use 'bf16-mixed'", key="trainer.precision")
+
+
+def _validate_lora(lora) -> None:
+    """``model.lora``: a rank >= 0 (0 / null: off), the other numbers in range, targets from the adapters' list."""
+    from sagepose.models.lora import TARGETS  # deferred with the zoo: it imports torch
+
+    _check(lora.rank is None or lora.rank >= 0, "model.lora.rank", lora.rank, "must be >= 0 (0 or null: off)")
+    _check(lora.alpha > 0, "model.lora.alpha", lora.alpha, "must be > 0")
+    _check(0 <= lora.dropout < 1, "model.lora.dropout", lora.dropout, "must be in [0, 1)")
+    _check(lora.train_blocks >= 0, "model.lora.train_blocks", lora.train_blocks, "must be >= 0")
+    _check(len(lora.targets) > 0 and set(lora.targets) <= set(TARGETS), "model.lora.targets", lora.targets,
+           f"choose one or more of {list(TARGETS)}")
 
 
 def _check_head_map(head_map, spec: str) -> None:

@@ -51,8 +51,9 @@ def linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False, residual: torc
     """``residual + gelu?(layer(x))``. At CPU float32 inference the matmul goes through oneDNN, with the GELU or
     the residual add fused into it: torch's default CPU matmul is MKL's sgemm, which on AMD CPUs runs generic
     kernels (about 1.5-2.5x slower here at ViTPose's 192 tokens). Same numbers to ~1e-6 relative; elsewhere
-    (training, autograd, tracing, export, GPU) it is plain ``F.linear``."""
-    if _onednn_linear_ok(x):
+    (training, autograd, tracing, export, GPU) it is plain ``F.linear``. A wrapped layer (an adapter,
+    :mod:`sagepose.models.lora`) runs its own forward."""
+    if type(layer) is nn.Linear and _onednn_linear_ok(x):
         weight = _packed_weight(layer)
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, layer.bias, "add")

@@ -35,6 +35,7 @@ from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
 from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
+from sagepose.models.lora import adapter_meta, add_adapters, load_adapters
 from sagepose.models.sapiens2 import SAPIENS2_SIZES, Sapiens2, sapiens2
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 
@@ -195,7 +196,10 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     keys may be missing, or shaped for another keypoint set (a pose model fine-tuned to a new skeleton): then each
     output channel whose joint the checkpoint also predicts starts from its channel (``head_map``: ``{joint:
     checkpoint joint}`` beyond the automatic correspondences, :mod:`sagepose.models.head_transplant`), the others
-    keep their initialisation, and one line says how many."""
+    keep their initialisation, and one line says how many.
+
+    ``lora`` (``rank`` set): low-rank adapters on the backbone (:func:`sagepose.models.lora.add_adapters`), put on
+    after ``init_checkpoint`` loads; the base is then frozen (:func:`sagepose.models.lora.frozen_base`)."""
     cfg = dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
     cfg = {k: v for k, v in cfg.items() if v is not None and v != {}}
     if "name" not in cfg:
@@ -205,14 +209,16 @@ def build_model_from_config(model_cfg, schema: KeypointSchema | None = None) -> 
     init = cfg.pop("init_checkpoint", None)
     head_map = cfg.pop("head_map", None)
     channels_last = cfg.pop("channels_last", False)
+    lora = cfg.pop("lora", None) or {}
     cfg.pop("heads", None)  # the layout of a multi-dataset run's heads: the training module builds them
     if isinstance(cfg.get("input_size"), list):
         cfg["input_size"] = tuple(cfg["input_size"])
     model = build_model(cfg.pop("name"), **cfg)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    if init:
-        _load_init_checkpoint(model, init, head_map)
+    adapted = _load_init_checkpoint(model, init, head_map, lora) if init else False
+    if lora.get("rank") and not adapted:
+        add_adapters(model, **lora)
     return model
 
 
@@ -226,12 +232,24 @@ def block_type(model_cfg) -> type | None:
     return getattr(model.backbone, "block_type", None)
 
 
-def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) -> None:
+def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None, lora: dict) -> bool:
     """``model.init_checkpoint``: the backbone strictly, the head as far as the keypoint sets allow. A name of
-    :data:`sagepose.hub.WEIGHTS` that is no file (``sapiens2-1b``) is that published file, fetched once."""
+    :data:`sagepose.hub.WEIGHTS` that is no file (``sapiens2-1b``) is that published file, fetched once. An adapter
+    run's checkpoint (a stage a semi-supervised run starts from) is its base, then ``lora``'s adapters, then its
+    weights on them; returns whether it put adapters on."""
     if isinstance(init, str) and init in hub.WEIGHTS and not Path(init).exists():
         init = hub.fetch(init)
     raw = read_checkpoint(init)
+    meta = adapter_meta(raw)
+    if meta is not None:
+        if not lora.get("rank"):
+            raise CheckpointMismatchError(f"{init}: an adapter run's checkpoint (adapters and trained parts, no "
+                                          "base): continue with its model.lora, or fold them into its base first "
+                                          f"(sagepose convert {init} MERGED --merge) and start from that")
+        _load_init_checkpoint(model, meta["base"], head_map, {})
+        add_adapters(model, **lora)
+        load_adapters(model, raw, str(init), lora.get("train_blocks", 0))
+        return True
     sd = convert_state_dict(raw, None, str(init))[0]
     source = head_transplant.source_schema(raw, sd, model.schema, str(init), mapped=bool(head_map))
     before = head_transplant.init_head(model)
@@ -243,14 +261,14 @@ def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) 
         raise CheckpointMismatchError(f"{init}: init checkpoint does not match the backbone: {stray}")
     target = model.schema
     if source is None or (source.keypoints == target.keypoints and not head_map):
-        return
+        return False
     layers = {k.split(":")[0].rsplit(".", 1)[0] for k in head_shaped}
     finals = [k for k in before if k.endswith(".weight")]
     fits = all(k in sd and sd[k].shape[1:] == before[k].shape[1:] for k in finals)  # all but the joint rows
     if not finals or not fits or not layers <= set(head_transplant.HEAD_OUTPUTS):
         warnings.warn(f"{init}: the backbone loaded; the head is new -- the checkpoint's differs beyond its final "
                       f"layer ({', '.join(head_shaped)}); those layers start from their initialisation", stacklevel=3)
-        return
+        return False
     sources = head_transplant.channel_sources(source, target, head_map)
     n = head_transplant.transplant_head(model, sd, sources, before)
     line = f"head: {n} of {target.num_keypoints} channels from the checkpoint ({target.name} <- {source.name})"
@@ -264,3 +282,4 @@ def _load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None) 
         warnings.warn(f"{init}: {line}; the backbone loaded; the head is new -- no joint of {source.name} is one "
                       f"of {target.name}'s (model.head_map names them); it starts from its initialisation",
                       stacklevel=3)
+    return False

@@ -35,14 +35,23 @@ class EMATeacher(nn.Module):
     The copy takes no gradients and stays in eval mode whatever ``train()`` is called with (dropout off,
     BatchNorm on its running statistics, which :meth:`update` copies from the student). Being a submodule, its
     weights land in the owner's ``state_dict``, so a checkpoint carries the teacher and a resume restores it.
+
+    ``shared``: parameters of the student that never train (an adapter run's frozen base,
+    :func:`sagepose.models.lora.frozen_base`): the teacher holds the same tensors instead of a copy, and the average
+    runs over the other parameters only -- one copy of the base, two of the small trained part. Never parameters
+    frozen for a while (the freeze-backbone phase): those train later, and the teacher must average them.
     """
 
-    def __init__(self, student: nn.Module, decay: float = 0.999):
+    def __init__(self, student: nn.Module, decay: float = 0.999, shared=()):
         super().__init__()
         if not 0 <= decay < 1:
             raise ValueError(f"EMATeacher: decay must be in [0, 1), got {decay}")
         self.decay = decay
-        self.model = copy.deepcopy(_unwrap(student))
+        shared = list(shared)
+        if any(p.requires_grad for p in shared):
+            raise ValueError("EMATeacher: a shared parameter must be frozen (requires_grad=False)")
+        self._shared = {id(p) for p in shared}
+        self.model = copy.deepcopy(_unwrap(student), memo={id(p): p for p in shared})
         self.model.requires_grad_(False)
         self.model.eval()
 
@@ -58,7 +67,8 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> None:
-        """teacher = d * teacher + (1 - d) * student for every parameter (d = :meth:`decay_at`); buffers copied.
+        """teacher = d * teacher + (1 - d) * student for every parameter not shared (d = :meth:`decay_at`); buffers
+        copied.
 
         ``student`` is the module the teacher was copied from (a DDP or ``torch.compile`` wrapper is looked
         through), with the same parameter names.
@@ -68,7 +78,7 @@ class EMATeacher(nn.Module):
         if t_params.keys() != s_params.keys():
             missing = sorted(t_params.keys() ^ s_params.keys())[:3]
             raise ValueError(f"EMATeacher.update: the student's parameters differ from the teacher's (e.g. {missing})")
-        names = list(t_params)
+        names = [n for n in t_params if id(t_params[n]) not in self._shared]  # a shared base is the student's
         teacher_p = [t_params[n] for n in names]
         student_p = [s_params[n].detach().to(t_params[n].dtype) for n in names]
         d = self.decay_at(step)

@@ -27,6 +27,7 @@ from sagepose.keypoints import KeypointSchema, schema_to_dict
 from sagepose.models import build_model_from_config
 from sagepose.models.fusion_head import FusionHead, to_heatmap_coords
 from sagepose.models.heads import PerDatasetHeads, per_dataset_heads
+from sagepose.models.lora import check_adapter_base, frozen_base, weights_hash
 from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.guards import NonFiniteGuard, running_stats
 from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
@@ -66,6 +67,11 @@ class TopDownModule(L.LightningModule):
         self._backbone_frozen = False
         self._loader_state: dict | None = None  # a resumed run's position in its epoch, until training starts
         self._ndims = {name: p.ndim for name, p in self.model.named_parameters()}  # before any FSDP flattening
+        # model.lora: the adapters' frozen base (by name in self.model), never trained, shared with an EMA teacher
+        # and left out of checkpoints (rebuilt from model.init_checkpoint, checked by its hash)
+        self.frozen_base = frozen_base(self.model, cfg.model.lora.train_blocks)
+        # hashed here, whole, before any device move or FSDP sharding (seconds for a billion parameters)
+        self.base_hash = weights_hash(self.frozen_base) if self.frozen_base else None
 
     @property
     def skipped_steps(self) -> int:
@@ -132,7 +138,10 @@ class TopDownModule(L.LightningModule):
         """Stop (or resume) training the backbone. Its parameters stay in the optimizer: without a gradient
         AdamW leaves them as they are, and no activations are kept for their backward."""
         if frozen != self._backbone_frozen:
-            self.model.backbone.requires_grad_(not frozen)
+            base = {id(p) for p in self.frozen_base.values()}  # an adapter run's base stays frozen
+            for p in self.model.backbone.parameters():
+                if id(p) not in base:
+                    p.requires_grad_(not frozen)
             self._backbone_frozen = frozen
 
     # ---- the non-finite guard (sagepose.train.guards) -------------------------------------------
@@ -167,11 +176,29 @@ class TopDownModule(L.LightningModule):
         self.guard.read(self.global_step)
         checkpoint["sagepose"] = {"rng": global_rng_state(), **self.guard.state_dict(),
                                   "train_loader": loader_state(self.trainer.train_dataloader)}
+        if self.frozen_base and self.cfg.model.init_checkpoint:  # an adapter run: not its frozen base
+            for key in self._base_keys():  # nor in the raw weights beside an EMA callback's average
+                for part in ("state_dict", "current_model_state"):
+                    checkpoint.get(part, {}).pop(key, None)
+            checkpoint["sagepose"]["lora"] = {"base": str(self.cfg.model.init_checkpoint), "model": self.cfg.model.name,
+                                              "base_hash": self.base_hash}
+
+    def _base_keys(self) -> list[str]:
+        """The frozen base's keys in this module's state dict (the student's, and a teacher's sharing them)."""
+        own = self.state_dict(keep_vars=True)
+        return [k for prefix in ("model.", "teacher.model.") for n in self.frozen_base if (k := prefix + n) in own]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("sagepose")
         if state is None:
             return
+        if "lora" in state:  # an adapter run's checkpoint: its frozen base is this module's, if the hash says so
+            check_adapter_base(state["lora"], self.base_hash or "", "checkpoint")
+            own = self.state_dict()
+            for part in ("state_dict", "current_model_state"):
+                if part in checkpoint:
+                    for key in self._base_keys():
+                        checkpoint[part].setdefault(key, own[key])
         self.guard.load_state_dict(state)
         self._loader_state = state.get("train_loader")
         restore_global_rng_state(state["rng"])

@@ -18,7 +18,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from sagepose.config import Config, ConfigError, dump_config, replace, validate
 from sagepose.fileio import write_json_atomic, write_text_atomic
 from sagepose.models.checkpoint import read_checkpoint
-from sagepose.recipe import checkpoint_model_config, checkpoint_schema, load_weights, warn_if_not_trained_as
+from sagepose.recipe import (
+    adapter_base,
+    checkpoint_model_config,
+    checkpoint_schema,
+    load_weights,
+    warn_if_not_trained_as,
+)
 from sagepose.train.checks import check_accelerator, check_run
 from sagepose.train.loaders import SemiSupervisedData, TopDownData
 from sagepose.train.trainer import build_eval_trainer, build_trainer
@@ -222,7 +228,7 @@ def test(cfg: Config, checkpoint: str | None, out_dir: str | Path | None = None,
     if raw is not None:  # the weights come from the checkpoint: the recipe's init_checkpoint is not read
         trained = checkpoint_model_config(raw, str(checkpoint))
         warn_if_not_trained_as(cfg.model, trained, str(checkpoint))
-        cfg = replace(cfg, model={"init_checkpoint": None})
+        cfg = replace(cfg, model={"init_checkpoint": adapter_base(raw)})  # an adapter checkpoint: its base
         if multi or (trained is not None and cfg.model.schema == trained.schema):  # as trained, as stored
             schema = checkpoint_schema(raw, str(checkpoint))
     out = Path(out_dir or cfg.trainer.out_dir)

@@ -67,7 +67,7 @@ class SemiSupervisedModule(TopDownModule):
                               "ssl.mode=unsup_only)", key="data.train_json")
         super().__init__(cfg)
         k = self.model.schema.num_keypoints
-        self.teacher = EMATeacher(self.model, decay=s.teacher_ema)
+        self.teacher = EMATeacher(self.model, decay=s.teacher_ema, shared=self.frozen_base.values())
         self.keypoint_mask = losses.KeypointMask(k, beta=s.mask_beta, momentum=s.mask_momentum,
                                                  warmup_iters=s.mask_warmup_iters, min_keep_ratio=s.min_keep_ratio)
         self.priors = self._labeled_priors() if s.priors else None
