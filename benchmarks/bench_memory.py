@@ -3,6 +3,7 @@
     python benchmarks/bench_memory.py                       # both tables
     python benchmarks/bench_memory.py --only checkpointing  # ViT activation memory, checkpointing off / on
     python benchmarks/bench_memory.py --only recipes        # every configs/finetune_*.yaml
+    python benchmarks/bench_memory.py --only recipes --recipes NAME --set model.lora.rank=0  # its full fine-tune
 
 With a CUDA GPU the figures are measured (``torch.cuda.max_memory_allocated``): activations as the
 memory still allocated after forward + loss minus before it; a recipe's peak over 3 optimizer steps of
@@ -18,7 +19,12 @@ Without one, a CPU proxy:
   tensors for ViTPose-B below (the first row of the checkpointing table). Blocks are identical, so a
   model's figure is its 0-block copy plus depth x (1-block minus 0-block copy);
 * static: fp32 weights + fp32 gradients + AdamW's two moments + an EMA copy; with FSDP CPU offload,
-  the unit being run and the next (bf16 weights, gradients) plus the root unit (stem, head) instead;
+  the unit being run and the next (bf16 weights, gradients) plus the root unit (stem, head) instead.
+  With adapters (``model.lora``) only the trainable parameters (adapters, ``train_blocks``, the head) carry
+  gradients and moments; a semi-supervised run's teacher (``ssl.mode``) is a second fp32 copy of what trains
+  -- of the whole model without adapters, of the trainable parameters with them (it shares the frozen base);
+  its student runs the labeled and ``ssl.num_strong_views`` x the unlabeled crops, so its activations are
+  counted at that batch (the teacher's forward is under no_grad and keeps nothing);
 * peak proxy = static + activations + the backward's working set: with checkpointing one block's
   recomputed activations, and 3x the largest kept tensor (its gradient and the input gradient next to
   it). It leaves out the allocator's slack and the CUDA context (~0.4 GB): recipes keep 25 % spare.
@@ -26,6 +32,7 @@ Without one, a CPU proxy:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -41,6 +48,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from sagepose.config import load_config  # noqa: E402
 from sagepose.configs import CONFIG_DIR  # noqa: E402
 from sagepose.models import build_model  # noqa: E402
+from sagepose.models.lora import add_adapters  # noqa: E402
 from sagepose.models.sapiens2 import SAPIENS2_SIZES  # noqa: E402
 from sagepose.models.vit import VIT_SIZES  # noqa: E402
 
@@ -55,7 +63,7 @@ def recipe_paths(names=None) -> list[Path]:
 
 
 def budget_gb(path: Path) -> int:
-    return BUDGETS[path.stem.rsplit("_", 1)[-1]]
+    return next(BUDGETS[part] for part in reversed(path.stem.split("_")) if part in BUDGETS)  # ..._80gb_lora_ssl
 
 
 # ---- activations -------------------------------------------------------------------------------------
@@ -77,18 +85,25 @@ def saved_tensors(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> dict[i
     return seen
 
 
-def activation_profile(name: str, batch: int, ckpt: bool, bf16: bool = True) -> dict:
-    """CPU proxy of a model's kept activations at ``batch``: from 0- and 1-block copies on fake tensors."""
+def activation_profile(name: str, batch: int, ckpt: bool, bf16: bool = True, lora: dict | None = None) -> dict:
+    """CPU proxy of a model's kept activations at ``batch``: from 0- and 1-block copies on fake tensors. With
+    ``lora`` (``model.lora`` as a dict) the adapters go on and the base is frozen; then from 1- and 2-block
+    copies, as a 0-block copy with a frozen stem keeps nothing for the final norm that a real one keeps."""
+    adapted = bool(lora and lora.get("rank"))
+    first = int(adapted)
     kept, largest = {}, 0
-    for depth in (0, 1):
+    for depth in (first, first + 1):
         model = build_model(name, grad_checkpointing=ckpt, arch={"depth": depth}).train()
+        if adapted:
+            add_adapters(model, **lora)
         w, h = model.input_size
         with FakeTensorMode(allow_non_fake_inputs=True):
             seen = saved_tensors(model, torch.empty(batch, 3, h, w), bf16)
         kept[depth], largest = sum(seen.values()), max(largest, max(seen.values()))
     # Sapiens2's 1-block copy is a full-attention block: its grouped-query blocks are counted as such (a bound)
     depth = {**VIT_SIZES, **SAPIENS2_SIZES}[name]["depth"]
-    return {"activations": kept[0] + depth * (kept[1] - kept[0]), "block": kept[1] - kept[0], "largest": largest}
+    block = kept[first + 1] - kept[first]
+    return {"activations": kept[first] + (depth - first) * block, "block": block, "largest": largest}
 
 
 def checkpointing_rows(gpu: bool) -> list[dict]:
@@ -130,39 +145,46 @@ def gpu_held_activations(name: str, batch: int, ckpt: bool) -> int:
 
 
 # ---- recipes -----------------------------------------------------------------------------------------
-def describe(path: Path) -> dict:
-    cfg = load_config(path)
+def describe(path: Path, overrides=()) -> dict:
+    cfg = load_config(path, list(overrides))
     t, o = cfg.trainer, cfg.optim
-    return {"recipe": path.stem, "model": cfg.model.name, "ckpt": cfg.model.grad_checkpointing,
+    return {"recipe": " ".join([path.stem, *overrides]), "model": cfg.model.name, "ckpt": cfg.model.grad_checkpointing,
             "batch": cfg.data.batch_size, "accumulate": t.accumulate_grad_batches, "precision": t.precision,
             "strategy": t.strategy + ("+offload" if t.fsdp_cpu_offload else ""), "ema": o.ema_decay > 0,
-            "fused": o.fused, "gpu_gb": budget_gb(path)}
+            "fused": o.fused, "gpu_gb": budget_gb(path), "lora": cfg.model.lora.rank or 0, "ssl": cfg.ssl.mode}
 
 
-def recipe_proxy(path: Path) -> dict:
-    cfg = load_config(path)
-    m, t, o = cfg.model, cfg.trainer, cfg.optim
+def recipe_proxy(path: Path, overrides=()) -> dict:
+    cfg = load_config(path, list(overrides))
+    m, t, o, s = cfg.model, cfg.trainer, cfg.optim, cfg.ssl
+    lora = dataclasses.asdict(m.lora) if m.lora.rank else None
     with torch.device("meta"):
         model = build_model(m.name)
+        if lora:
+            add_adapters(model, **lora)
     n_bytes = sum(p.numel() * 4 for p in model.parameters())  # fp32 master weights
+    trained = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)  # all of them without adapters
     if t.fsdp_cpu_offload:  # weights, gradients, optimizer in host memory; two units at a time on the GPU
         unit = max(sum(p.numel() for p in b.parameters()) for b in model.backbone.blocks)
         root = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.backbone.blocks.parameters())
         static = 2 * unit * (2 + 2) + root * (2 + 4)  # bf16 weights + bf16 grads; root: bf16 copy + fp32 grads
     else:
-        static = n_bytes * (1 + 1 + 2) + (n_bytes if o.ema_decay > 0 else 0)
-        static += 0 if o.fused else n_bytes  # foreach AdamW materialises sqrt(v) for every parameter
-    prof = activation_profile(m.name, cfg.data.batch_size, m.grad_checkpointing, "bf16" in str(t.precision))
+        static = n_bytes + trained * (1 + 2) + (n_bytes if o.ema_decay > 0 else 0)  # Lightning's EMA: everything
+        static += 0 if o.fused else trained  # foreach AdamW materialises sqrt(v) for every trained parameter
+    static += trained if s.mode != "off" else 0  # the teacher: what trains (it shares an adapter run's base)
+    batch = cfg.data.batch_size * (s.mode != "unsup_only") + s.batch_size * s.num_strong_views * (s.mode != "off")
+    prof = activation_profile(m.name, batch, m.grad_checkpointing, "bf16" in str(t.precision), lora)
     working = 3 * prof["largest"]
     if m.grad_checkpointing:  # the backward recomputes one block with everything it keeps
-        working += activation_profile(m.name, cfg.data.batch_size, False)["block"]
+        working += activation_profile(m.name, batch, False, lora=lora)["block"]
     return {"static": static, "activations": prof["activations"], "working": working,
             "peak": static + prof["activations"] + working, "measured": "CPU proxy"}
 
 
-def recipe_on_gpu(path: Path, data_dir: Path, steps: int = 3) -> dict:
+def recipe_on_gpu(path: Path, data_dir: Path, steps: int = 3, overrides=()) -> dict:
     """Train ``steps`` optimizer steps of the recipe in a process of its own; its peak allocation."""
-    cmd = [sys.executable, __file__, "--run-recipe", str(path), "--data", str(data_dir), "--steps", str(steps)]
+    cmd = [sys.executable, __file__, "--run-recipe", str(path), "--data", str(data_dir), "--steps", str(steps),
+           "--set", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if not lines:
@@ -170,14 +192,14 @@ def recipe_on_gpu(path: Path, data_dir: Path, steps: int = 3) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def run_recipe(path: Path, data_dir: Path, steps: int) -> None:
+def run_recipe(path: Path, data_dir: Path, steps: int, overrides=()) -> None:
     from sagepose.train.run import fit
 
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(path, [f"data.train_json={data_dir / 'train.json'}", "data.val_json=null",
                                  f"trainer.out_dir={out}", f"trainer.max_steps={steps}", "trainer.progress_bar=false",
                                  "optim.freeze_backbone_epochs=0", "model.init_checkpoint=null",
-                                 "trainer.checkpoint_every_steps=0"])
+                                 "trainer.checkpoint_every_steps=0", *overrides])
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         fit(cfg)
@@ -217,13 +239,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=["checkpointing", "recipes"])
     p.add_argument("--recipes", nargs="*", help="recipe names (default: every configs/finetune_*.yaml)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for every recipe, e.g. model.lora.rank=0 (the full fine-tune of an adapter recipe)")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--run-recipe", type=Path, help=argparse.SUPPRESS)  # the per-recipe GPU child process
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run_recipe:
-        return run_recipe(args.run_recipe, args.data, args.steps)
+        return run_recipe(args.run_recipe, args.data, args.steps, args.set)
     gpu = torch.cuda.is_available()
     print(f"{torch.cuda.get_device_name(0) if gpu else 'no GPU: CPU proxy figures (see the docstring)'}; "
           f"torch {torch.__version__}")
@@ -238,7 +262,8 @@ def main() -> None:
 
             data_dir = Path(tempfile.mkdtemp())
             generate_dataset(data_dir, 96, seed=0, split="train", workers=4)
-        out["recipes"] = [{**describe(path), **(recipe_on_gpu(path, data_dir) if gpu else recipe_proxy(path))}
+        out["recipes"] = [{**describe(path, args.set), **(recipe_on_gpu(path, data_dir, overrides=args.set) if gpu
+                                                          else recipe_proxy(path, args.set))}
                           for path in recipe_paths(args.recipes)]
         print_recipes(out["recipes"])
     if args.json:
