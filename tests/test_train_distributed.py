@@ -143,9 +143,10 @@ def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_pat
         weight_diff = max((one_w[k] - ddp_w[k]).abs().max().item() for k in one_w)
         print(f"final weights: max abs difference {weight_diff:.1e}")
         assert weight_diff < 1e-4
-        if adapters:  # the adapters and the trained block, not the frozen base, in both runs' checkpoints
-            assert one_w.keys() == ddp_w.keys() and "model.backbone.blocks.1.attn.qkv.lora_b" in one_w
+        if adapters:  # block 0's adapters and the trained block 1, not the frozen base, in both runs' checkpoints
+            assert one_w.keys() == ddp_w.keys() and "model.backbone.blocks.0.attn.qkv.lora_b" in one_w
             assert "model.backbone.blocks.0.attn.qkv.weight" not in one_w
+            assert "model.backbone.blocks.1.attn.qkv.weight" in one_w
 
         # validation during training, on 2 uneven shards: every val instance counted once
         last_step = max(_scalars(one_out, "val/instances"))
