@@ -192,14 +192,23 @@ def recipe_on_gpu(path: Path, data_dir: Path, steps: int = 3, overrides=()) -> d
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def recipe_run_config(path: Path, data_dir: Path, out: str, steps: int, overrides=()):
+    """The recipe as :func:`run_recipe` trains it: ``data_dir``'s synthetic people (labeled, and as a semi-supervised
+    recipe's unlabeled source: their boxes), no validation, no init checkpoint (an adapter recipe's base random), the
+    full fine-tuning phase from the first step, no stage 0 first."""
+    common = [f"data.train_json={data_dir / 'train.json'}", "data.val_json=null", f"trainer.out_dir={out}",
+              f"trainer.max_steps={steps}", "trainer.progress_bar=false", "optim.freeze_backbone_epochs=0",
+              "model.init_checkpoint=null", "trainer.checkpoint_every_steps=0"]
+    if load_config(path, list(overrides)).ssl.mode != "off":
+        common += [f"ssl.unlabeled={data_dir / 'train.json'}", "ssl.warm_start=null", "ssl.every_n=1"]
+    return load_config(path, [*common, *overrides])
+
+
 def run_recipe(path: Path, data_dir: Path, steps: int, overrides=()) -> None:
     from sagepose.train.run import fit
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(path, [f"data.train_json={data_dir / 'train.json'}", "data.val_json=null",
-                                 f"trainer.out_dir={out}", f"trainer.max_steps={steps}", "trainer.progress_bar=false",
-                                 "optim.freeze_backbone_epochs=0", "model.init_checkpoint=null",
-                                 "trainer.checkpoint_every_steps=0", *overrides])
+        cfg = recipe_run_config(path, data_dir, out, steps, overrides)
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         fit(cfg)

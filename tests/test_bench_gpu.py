@@ -37,3 +37,28 @@ def test_without_cuda_and_without_cpu_it_says_so():
         pytest.skip("a CUDA device is present")
     with pytest.raises(SystemExit, match="no CUDA device"):
         bench.main(["--parts", "train"])
+
+
+@pytest.mark.parametrize("recipe", ["finetune_vitpose_b_24gb_ssl", "finetune_sapiens2_1b_24gb_lora_ssl"])
+def test_a_semi_supervised_recipe_trains_in_the_memory_part(recipe, tmp_path):
+    """bench_memory's GPU path (what bench_gpu's memory part runs per recipe) trains the semi-supervised recipes too:
+    their unlabeled source is the synthetic people's boxes, no stage 0 first. Here a tiny model, on the CPU."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_memory
+
+    from sagepose.configs import resolve_config
+    from sagepose.data.synth import generate_dataset
+    from sagepose.train.run import fit
+
+    generate_dataset(tmp_path / "data", 4, seed=0, split="train")
+    arch = ("model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64}" if "vitpose" in recipe else
+            "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64, "
+            "'num_storage_tokens': 1, 'deconv_channels': (16, 16), 'conv_channels': (16,)}")
+    cfg = bench_memory.recipe_run_config(
+        Path(resolve_config(recipe)), tmp_path / "data", str(tmp_path / "run"), 1,
+        [arch, "model.input_size=[48, 64]", "trainer.accelerator=cpu", "trainer.precision=32-true",
+         "data.num_workers=0", "trainer.accumulate_grad_batches=1", "optim.fused=false"])
+    assert cfg.ssl.mode == "semi" and cfg.ssl.unlabeled and cfg.ssl.warm_start is None
+    assert fit(cfg)["steps"] == 1

@@ -260,12 +260,14 @@ def test_the_freeze_backbone_phase_never_unfreezes_the_base_and_layer_decay_grou
                                              ("model.lora={'rank': 4, 'dropout': 1.0}", "model.lora.dropout"),
                                              ("model.lora={'rank': 4, 'alpha': 0}", "model.lora.alpha"),
                                              ("model.lora={'rank': 4, 'train_blocks': -2}", "model.lora.train_blocks"),
-                                             ("model.lora={'rnak': 4}", "did you mean 'rank'")])
+                                             ("model.lora={'rnak': 4}", "did you mean 'rank'"),
+                                             # Lightning's weight average would copy the frozen base too
+                                             (("model.lora.rank=4", "optim.ema_decay=0.999"), "optim.ema_decay")])
 def test_bad_lora_settings_are_one_line_config_errors(override, match):
     from sagepose.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=match) as e:
-        load_config(None, [override])
+        load_config(None, [override] if isinstance(override, str) else list(override))
     assert "\n" not in str(e.value)
 
 

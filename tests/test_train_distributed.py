@@ -73,7 +73,10 @@ def _scalars(run: Path, tag: str) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("adapters", [False, True], ids=["full", "adapters"])
+def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_path, adapters):
+    """With ``adapters``: a ``model.lora`` run on a base checkpoint (the base frozen, never reduced; its checkpoints
+    hold the adapters and trained parts, evaluated on the base they name)."""
     data = tmp_path / "data"
     generate_dataset(data, 12, seed=1, split="train")
     generate_dataset(data, 5, seed=2, split="val")
@@ -85,8 +88,7 @@ def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_pat
         # batch's gradient is then exactly the mean of the ranks' gradients
         return [f"data.train_json={data / 'train.json'}", f"data.val_json={data / 'val.json'}",
                 f"trainer.out_dir={out}", "model.name=vit-tiny", "model.heatmap_output=raw",
-                "model.arch={'depth': 2, 'embed_dim': 32, 'num_heads': 2, 'mlp_dim': 64, 'stem_channels': (), "
-                "'norm': 'in'}", f"data.batch_size={batch}", "data.num_workers=0",
+                f"model.arch={arch}", f"data.batch_size={batch}", "data.num_workers=0", *lora,
                 # one instance per val batch: the sharded and the 1-process evaluation then run each crop
                 # through the same kernels, so their keypoints agree on any CPU however flat these maps are
                 "data.val_batch_size=1",
@@ -95,6 +97,17 @@ def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_pat
                 # device augmentation on: each sample's photometric and dropout draws depend on its index
                 "data.photometric_prob=0.5", "data.coarse_dropout_prob=0.5", *extra]
 
+    arch = {"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_dim": 64, "stem_channels": (), "norm": "in"}
+    lora = []
+    if adapters:
+        from sagepose.models import build_model
+        from sagepose.models.checkpoint import save_checkpoint
+
+        torch.manual_seed(3)
+        save_checkpoint(tmp_path / "base.pth", build_model("vit-tiny", arch=arch, heatmap_output="raw").state_dict(),
+                        model="vit-tiny")
+        lora = [f"model.init_checkpoint={tmp_path / 'base.pth'}", "model.lora={'rank': 4, 'alpha': 8.0, "
+                "'train_blocks': 1}"]
     ddp_out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.Popen(
@@ -130,6 +143,10 @@ def test_ddp_two_processes_follow_one_process_with_the_same_global_batch(tmp_pat
         weight_diff = max((one_w[k] - ddp_w[k]).abs().max().item() for k in one_w)
         print(f"final weights: max abs difference {weight_diff:.1e}")
         assert weight_diff < 1e-4
+        if adapters:  # block 0's adapters and the trained block 1, not the frozen base, in both runs' checkpoints
+            assert one_w.keys() == ddp_w.keys() and "model.backbone.blocks.0.attn.qkv.lora_b" in one_w
+            assert "model.backbone.blocks.0.attn.qkv.weight" not in one_w
+            assert "model.backbone.blocks.1.attn.qkv.weight" in one_w
 
         # validation during training, on 2 uneven shards: every val instance counted once
         last_step = max(_scalars(one_out, "val/instances"))

@@ -286,6 +286,39 @@ def test_a_signal_to_one_ddp_rank_stops_both_at_the_same_step(tiny_run, tmp_path
     assert _steps_done(log, rank=1) == _steps_done(log, rank=0) == [1, 2, 3], log[-3000:]
 
 
+@pytest.mark.slow
+def test_a_semi_supervised_adapter_run_stopped_by_sigterm_resumes_bit_identical(tiny_run, tmp_path):
+    """What a Sapiens2 adapter run on a cluster meets: ``model.lora`` on a base checkpoint, an EMA teacher of the
+    adapters and head, an unlabeled batch each step; SIGTERM mid-epoch, then the printed command resumes it to the
+    same adapters, teacher, optimizer moments and schedule as a run never stopped (no frozen base in either file)."""
+    from sagepose.models import build_model
+    from sagepose.models.checkpoint import save_checkpoint
+
+    data, _ = tiny_run
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "base.pth", build_model("vit-tiny", arch={"depth": 2, "embed_dim": 32, "num_heads": 2,
+                                                                         "mlp_dim": 64}).state_dict(),
+                    model="vit-tiny")
+    extra = (f"model.init_checkpoint={tmp_path / 'base.pth'}", "model.lora={'rank': 4, 'alpha': 8.0}",
+             "optim.ema_decay=0", "ssl.mode=semi", f"ssl.unlabeled={data / 'train.json'}", "ssl.batch_size=4",
+             "trainer.max_epochs=2")
+    _finish(_cli_child(_recipe_args(data, tmp_path / "reference", *extra)))
+    reference = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=False)
+    out = tmp_path / "run"
+    last = out / "checkpoints" / "last.ckpt"
+    child = _cli_child(_recipe_args(data, out, *extra), stop_at=6, sig=signal.SIGTERM)
+    log = _output(child)
+    assert child.returncode == 128 + signal.SIGTERM, log[-3000:]
+    said = [line for line in log.splitlines() if line.startswith("sagepose: ")]
+    assert said and said[0].startswith(f"sagepose: interrupted at step 6 (SIGTERM); resumable checkpoint {last}")
+    stopped = torch.load(last, weights_only=False)
+    assert stopped["global_step"] == 6 and not any(k.endswith("attn.qkv.weight") for k in stopped["state_dict"])
+    assert any("teacher" in k and k.endswith("lora_b") for k in stopped["state_dict"])  # the teacher's adapters
+    resumed = _cli_child(shlex.split(said[0].split("continue with: ")[1])[1:])
+    assert f"resuming from {last}" in _finish(resumed)
+    _assert_same_training_state(reference, torch.load(last, weights_only=False))
+
+
 SECOND_SIGNAL = """
 import os, signal, sys
 from sagepose.train.interrupt import StopSignals

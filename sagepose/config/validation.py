@@ -120,6 +120,9 @@ def validate(cfg: Config) -> Config:
 
     _check_choice(m.name, MODELS, "model.name", "model")
     _validate_lora(m.lora)
+    _check(not (m.lora.rank and o.ema_decay > 0), "optim.ema_decay", o.ema_decay,
+           "with model.lora: Lightning's weight averaging keeps a second copy of the whole model, the frozen base "
+           "included; use optim.ema_decay=0 (a semi-supervised run's teacher averages the adapters only)")
     _validate_training(cfg)
     return cfg
 
