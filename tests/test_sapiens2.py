@@ -1,6 +1,8 @@
 """Sapiens2 (sagepose.models.sapiens2) against the official code: a shrunk model's official-layout weights load
 strictly and give the official outputs at two input sizes, every zoo row counts the official parameters, a
-tiny config trains every parameter; the official key names map onto ours; ``.safetensors`` files read.
+tiny config trains every parameter; the official key names map onto ours; ``.safetensors`` files read. The 4K
+variant's windowed tokenizer (``use_tokenizer``): a shrunk backbone with it against the official code, the
+1b-4k size's parameter count, and the flip test, bfloat16 and activation checkpointing with it on.
 
 Goldens: tools/make_sapiens2_goldens.py (runs facebookresearch/sapiens2's own backbone and head modules)."""
 import json
@@ -105,12 +107,15 @@ def test_param_count_equals_the_official_build(name):
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL["param_counts"][name]
 
 
-def test_backbone_only_sizes_count_the_official_backbone():
+@pytest.mark.parametrize("name", ["sapiens2-0.1b", "sapiens2-1b-4k"])
+def test_backbone_only_sizes_count_the_official_backbone(name):
+    """0.1b, and 1b with the windowed tokenizer (the official ``sapiens2_1b``, ``use_tokenizer=True``; its README:
+    1.607 B)."""
     assert set(SAPIENS2_SIZES) == set(OFFICIAL["param_counts"])
     with torch.device("meta"):
-        backbone = sapiens2("sapiens2-0.1b")
-    assert sum(p.numel() for p in backbone.parameters()) == OFFICIAL["param_counts"]["sapiens2-0.1b"]
-    assert "sapiens2-0.1b" not in MODELS  # released as a pretraining backbone only
+        backbone = sapiens2(name)
+    assert sum(p.numel() for p in backbone.parameters()) == OFFICIAL["param_counts"][name]
+    assert name not in MODELS  # released as a pretraining backbone only
 
 
 def test_grouped_query_attention_in_all_but_the_first_and_last_8_blocks():
@@ -339,3 +344,153 @@ def test_the_rounded_rope_that_onnx_exports_equals_the_bfloat16_one_bit_for_bit(
         x = (torch.randn(2, 4, 9 + 12, 16) * 4).to(dtype)
         want = apply_rope(x, sin, cos)
         assert want.dtype == dtype and torch.equal(apply_rope_rounded(x, sin, cos), want)
+
+
+# ---- the 4K variant's windowed tokenizer ----------------------------------------------------------------------------
+TOKENIZER = OFFICIAL["tokenizer"]
+TOKENIZER_TAG = "x".join(str(v) for v in TOKENIZER["size_hw"])
+
+
+def tokenizer_backbone(**extra):
+    """The goldens' shrunk tokenizer backbone (the middle block grouped-query), the official weights loaded strictly
+    from the pretraining-style file (bare backbone keys) through the converter."""
+    t = TOKENIZER
+    assert t["gqa_layers"] == [1]
+    backbone = sapiens2("sapiens2-0.4b", embed_dim=t["embed_dims"], depth=t["num_layers"], num_heads=t["num_heads"],
+                        mlp_dim=t["feedforward_channels"], mha_ends=1, patch_size=t["patch_size"],
+                        use_tokenizer=True, window_size=t["window_size"],
+                        num_tokenizer_layers=t["num_tokenizer_layers"], **extra).eval()
+    sd, fmt, backbone_only = convert_state_dict(load_file(GOLDENS / "tokenizer.safetensors"))
+    assert (fmt, backbone_only) == ("sapiens2-pretrain", True)
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in sd.items()}, strict=True)
+    return backbone
+
+
+def tokenizer_rel_diff(backbone, golden: str = "") -> float:
+    io = load_file(GOLDENS / "tokenizer_io.safetensors")
+    with golden_threads(), torch.no_grad():
+        got = backbone(io[f"input_{TOKENIZER_TAG}"])
+    want = io[f"features_{golden}{TOKENIZER_TAG}"]
+    assert got.shape == want.shape == (2, TOKENIZER["embed_dims"], 2, 3)  # a 2x3 grid of 4x4-patch windows
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.mark.parametrize("chunk_size", [1024, TOKENIZER["chunk_size"], 1])
+def test_the_tokenizer_backbone_equals_the_official_code(chunk_size):
+    """The official tokenizer ran its 12 windows in chunks of 5 (a chunk spanning both images); ours in any chunks:
+    the windows are independent, so chunking moves the float32 last bits only (measured: 1.6e-7 of the peak at
+    1024 and 1, 0 at 5). With the default bfloat16 RoPE the bound is the shrunk pose model's (1e-5 on the goldens'
+    platform, 5e-4 elsewhere); with float32 RoPE 1e-5 everywhere."""
+    bound = 1e-5 if OFFICIAL["platform"] == signature() else 5e-4
+    assert tokenizer_rel_diff(tokenizer_backbone(tokenizer_chunk_size=chunk_size)) <= bound
+    assert tokenizer_rel_diff(tokenizer_backbone(tokenizer_chunk_size=chunk_size, rope_dtype="fp32"),
+                              golden="fp32rope_") <= 1e-5
+
+
+def test_the_official_tokenizer_names_map_onto_ours():
+    official = load_file(GOLDENS / "tokenizer.safetensors")
+    sd = from_sapiens2(official)
+    assert set(sd) == {f"backbone.{k}" for k in tokenizer_backbone().state_dict()}
+    assert torch.equal(sd["backbone.tokenizer.pos_embed"], official["tokenizer.local_pos_embed"])
+    assert torch.equal(sd["backbone.tokenizer.cls_token"], official["tokenizer.w_cls"])
+    assert torch.equal(sd["backbone.tokenizer.blocks.1.attn.q.bias"], official["tokenizer.blocks.1.attn.wq.bias"])
+    assert torch.equal(sd["backbone.tokenizer.blocks.0.mlp.fc1.weight"], official["tokenizer.blocks.0.ffn.w12.weight"])
+    assert not any("q_norm" in k or "layer_scale" in k for k in sd if ".tokenizer." in k)  # none in the official
+
+
+def test_the_4k_backbone_sees_a_1024x768_grid_and_gives_stride_64_features():
+    with torch.device("meta"):
+        backbone = sapiens2("sapiens2-1b-4k")
+        feats = backbone(torch.empty(1, 3, 4096, 3072))
+    assert backbone.img_size == (4096, 3072) and backbone.grid_size == (64, 48) and backbone.stride == 64
+    assert feats.shape == (1, 1536, 64, 48)
+    assert len(backbone.tokenizer.blocks) == 4 and backbone.tokenizer.pos_embed.shape == (1, 17, 1536)
+
+
+def test_the_documented_4k_fine_tuning_model_has_the_4k_backbone_and_heatmaps_at_stride_4():
+    """docs/pretrained-weights.md: ``sapiens2-1b`` with the tokenizer and four deconvs, for the 1B-4K backbone file."""
+    with torch.device("meta"):
+        model = build_model("sapiens2-1b", input_size=(3072, 4096),
+                            arch=dict(use_tokenizer=True, deconv_channels=(1536, 1024, 768, 512)))
+        heatmaps = model(torch.empty(1, 3, 4096, 3072))
+    assert sum(p.numel() for p in model.backbone.parameters()) == OFFICIAL["param_counts"]["sapiens2-1b-4k"]
+    assert heatmaps.shape == (1, 308, *model.codec.heatmap_size[::-1]) == (1, 308, 1024, 768)
+
+
+def test_the_tokenizer_refuses_a_grid_its_windows_do_not_tile():
+    backbone = tokenizer_backbone()
+    with pytest.raises(ValueError, match="divisible by its window 4, got 8x10 patches"):
+        backbone(torch.zeros(1, 3, 32, 40))
+
+
+def tokenizer_pose_model(**kw):
+    """A tiny pose model on a tokenizer backbone: 2x2 windows of 16-px patches (stride 32), so three deconvs
+    bring the heatmaps to the codec's stride 4."""
+    torch.manual_seed(0)
+    arch = dict(TINY, use_tokenizer=True, window_size=2, num_tokenizer_layers=2, deconv_channels=(16, 16, 8),
+                **kw.pop("arch", {}))
+    return build_model("sapiens2-0.4b", schema="coco", input_size=(64, 96), arch=arch, **kw)
+
+
+def test_the_flip_test_with_the_tokenizer_averages_each_crop_with_its_mirror():
+    """The mirrored crops ride in the same batch as the originals: their windows must stay their own."""
+    model = tokenizer_pose_model().eval()
+    x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(0))
+    fused = model.predict_heatmaps(x)
+    assert fused.shape == (2, 17, 24, 16)
+    with torch.no_grad():
+        want = (model(x) + model.flip_back(model(x.flip(-1)))) * 0.5
+    torch.testing.assert_close(fused, want, rtol=0, atol=1e-6)
+
+
+def test_the_tokenizer_under_bfloat16_autocast_and_in_bfloat16():
+    """Autocast: every parameter gets a finite gradient, and the tokens leave the tokenizer in the patch
+    embedding's dtype (bfloat16), as the official module writes them. In bfloat16 weights: near float32."""
+    model = tokenizer_pose_model().train()
+    seen = {}
+    model.backbone.tokenizer.register_forward_hook(lambda m, i, o: seen.setdefault("tokens", o[0].dtype) and None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        heatmaps = model(torch.randn(2, 3, 96, 64))
+    heatmaps.float().square().mean().backward()
+    assert seen["tokens"] == torch.bfloat16
+    assert not [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+                or not p.grad.abs().sum() > 0]
+    model.eval()
+    x = torch.randn(2, 3, 96, 64)
+    want = model.predict_heatmaps(x)
+    got = model.set_dtype(torch.bfloat16).predict_heatmaps(x)
+    assert got.dtype == torch.float32 and float((got - want).abs().max() / want.abs().max()) < 0.05
+
+
+def test_activation_checkpointing_recomputes_the_tokenizer_and_keeps_the_gradients():
+    grads, calls = {}, {}
+    for on in (False, True):
+        model = tokenizer_pose_model(arch=dict(grad_checkpointing=on)).train()
+        calls[on] = 0
+
+        def count(*_, on=on):
+            calls[on] += 1
+        for block in model.backbone.tokenizer.blocks:
+            block.register_forward_pre_hook(count)
+        torch.manual_seed(1)
+        model(torch.randn(2, 3, 96, 64)).square().mean().backward()
+        grads[on] = {n: p.grad for n, p in model.named_parameters()}
+    assert (calls[False], calls[True]) == (2, 4)  # one chunk through 2 blocks, again in the backward pass
+    for n, g in grads[False].items():
+        torch.testing.assert_close(grads[True][n], g, rtol=1e-5, atol=1e-7)
+
+
+def test_layer_decay_puts_the_tokenizer_with_the_patch_embedding_as_the_official_runner():
+    """The official runner's ``_get_layer_id_for_sapiens``: ``backbone.tokenizer.*`` is layer 0; its position table
+    takes no weight decay (a ``pos_embed``), its class token does."""
+    from sagepose.config import OptimConfig
+    from sagepose.train.optim import param_groups
+
+    model = tokenizer_pose_model()
+    by_name = {n: g for g in param_groups(model, OptimConfig(lr=1e-3, layer_decay=0.8, weight_decay=0.1))
+               for n in g["names"]}
+    for name in ("backbone.tokenizer.cls_token", "backbone.tokenizer.pos_embed",
+                 "backbone.tokenizer.blocks.1.attn.q.weight", "backbone.tokenizer.blocks.0.mlp.fc2.bias"):
+        assert by_name[name]["lr"] == pytest.approx(1e-3 * 0.8 ** 4), name
+    assert by_name["backbone.tokenizer.pos_embed"]["weight_decay"] == 0.0
+    assert by_name["backbone.tokenizer.cls_token"]["weight_decay"] == 0.1

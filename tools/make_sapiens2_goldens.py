@@ -21,10 +21,19 @@ Writes tests/goldens/sapiens2/:
 * ``io.safetensors`` -- for two input sizes (h, w) = (64, 48) and (48, 80), batch 2: the inputs, the
   official backbone's feature map and the head's heatmaps, float32; once as the official module computes by
   default (RoPE in bfloat16) and once with ``pos_embed_rope_dtype="fp32"`` (``*_fp32rope_*``);
-* ``official.json`` -- the shrunk config, the platform (``tests/float_platform.py``: the bfloat16 rounding of
+* ``tokenizer.safetensors`` -- a shrunk backbone with the 4K variant's windowed tokenizer (``use_tokenizer=True``),
+  its state dict as a pretraining file holds it (bare backbone keys): patch size 4, embed 16, 2 heads, 3 blocks
+  (the middle one grouped-query), SwiGLU width 32, a tokenizer of 2 blocks over 4x4 windows, randomised as above;
+* ``tokenizer_io.safetensors`` -- its input, (h, w) = (32, 48), batch 2 (a 2x3 grid of windows per image), and
+  feature map, with the default bfloat16 RoPE and with ``fp32`` (``features_fp32rope``); the official tokenizer
+  runs its 12 windows in chunks of 5 here (``chunk_size``, 1024 in the release), so a chunk spans two images;
+* ``official.json`` -- the shrunk configs, the platform (``tests/float_platform.py``: the bfloat16 rounding of
   queries and keys amplifies a float32 last-bit difference, so the default's outputs reproduce to 1e-5 only
   where float32 matmuls round as here), and the official parameter count of every size
-  (0.1b backbone only; the pose sizes backbone + its config's head, 308 keypoints), built on the meta device.
+  (0.1b and 1b-4k backbone only; the pose sizes backbone + its config's head, 308 keypoints), built on the meta
+  device.
+
+The seeds and the order of the draws are fixed per file: adding a golden leaves the others' bytes as they were.
 """
 import json
 import platform
@@ -52,6 +61,13 @@ SHRUNK = dict(embed_dims=96, num_layers=3, num_heads=4, feedforward_channels=128
 SHRUNK_GQA_LAYERS = (1,)  # the official split (8 full-attention blocks at each end) would leave 3 blocks all full
 SHRUNK_HEAD = dict(deconv_out_channels=(32, 24), deconv_kernel_sizes=(4, 4), conv_out_channels=(24, 16),
                    conv_kernel_sizes=(1, 1), out_channels=17)
+# The shrunk tokenizer backbone (tokenizer.safetensors): sizes chosen to keep the file small
+TOKENIZER = dict(embed_dims=16, num_layers=3, num_heads=2, feedforward_channels=32, num_tokenizer_layers=2)
+TOKENIZER_BUILD = dict(patch_size=4, use_tokenizer=True, window_size=4)
+TOKENIZER_CHUNK = 5  # windows per chunk in the official tokenizer, so that the chunks split the batch unevenly
+TOKENIZER_HW = (32, 48)
+# The backbone-only releases: name -> (official arch, constructor arguments)
+BACKBONES = {"sapiens2-0.1b": ("sapiens2_0.1b", {}), "sapiens2-1b-4k": ("sapiens2_1b", dict(use_tokenizer=True))}
 # The pose configs' heads (sapiens/pose/configs/keypoints308/*/sapiens2_*_keypoints308_*-1024x768.py)
 POSE_HEADS = {"sapiens2_0.4b": ((1024, 768), (512, 512, 256)), "sapiens2_0.8b": ((1024, 768), (512, 512, 256)),
               "sapiens2_1b": ((1536, 1024), (768, 512, 256)), "sapiens2_5b": ((1024, 768), (512, 512, 256))}
@@ -112,8 +128,10 @@ class OfficialPose(nn.Module):
 
 
 def build_official(Sapiens2, Head, arch: str, head: dict | None, **backbone_kw) -> nn.Module:
-    backbone = Sapiens2(arch=arch, img_size=(1024, 768), patch_size=16, final_norm=True, use_tokenizer=False,
-                        with_cls_token=True, out_type="featmap", **backbone_kw)
+    """The official backbone as the pose configs build it (``backbone_kw`` overrides or adds arguments), with
+    ``head`` (PoseHeatmapHead arguments) an :class:`OfficialPose`; ``head`` None: the bare backbone."""
+    backbone = Sapiens2(**{**dict(arch=arch, img_size=(1024, 768), patch_size=16, final_norm=True,
+                                  use_tokenizer=False, with_cls_token=True, out_type="featmap"), **backbone_kw})
     if head is None:
         return backbone
     return OfficialPose(backbone, Head(in_channels=backbone.embed_dims, loss_decode=dict(type="NoLoss"), **head))
@@ -138,14 +156,38 @@ def randomize(model: nn.Module, seed: int = 0) -> None:
             p.copy_(value.to(p.dtype))
 
 
+def gqa_layers(arch: dict, layers) -> list[dict]:
+    """``layer_cfgs`` with grouped-query attention (half the heads for keys / values) in ``layers`` only."""
+    return [dict(num_kv_heads=arch["num_heads"] // 2) if i in layers else {} for i in range(arch["num_layers"])]
+
+
+def tokenizer_goldens(Sapiens2, Head) -> tuple[dict, dict]:
+    """(state dict, inputs and outputs) of the shrunk tokenizer backbone (tokenizer*.safetensors)."""
+    Sapiens2.arch_zoo["shrunk_tokenizer"] = dict(TOKENIZER)
+    kw = dict(TOKENIZER_BUILD, layer_cfgs=gqa_layers(TOKENIZER, SHRUNK_GQA_LAYERS))
+    model = build_official(Sapiens2, Head, "shrunk_tokenizer", None, **kw).eval()
+    randomize(model, seed=2)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    fp32_rope = build_official(Sapiens2, Head, "shrunk_tokenizer", None, pos_embed_rope_dtype="fp32", **kw).eval()
+    fp32_rope.load_state_dict(state)
+    h, w = TOKENIZER_HW
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(3))
+    io = {f"input_{h}x{w}": x}
+    with torch.no_grad():
+        for tag, net in (("", model), ("fp32rope_", fp32_rope)):
+            net.tokenizer.chunk_size = TOKENIZER_CHUNK
+            io[f"features_{tag}{h}x{w}"] = feats = net(x)[0].contiguous()
+            print(f"tokenizer {tag}{h}x{w}: features {tuple(feats.shape)}, peak {feats.abs().max():.4g}")
+    return state, io
+
+
 def main(snapshot: str = MIRROR) -> None:
     torch.set_num_threads(GOLDEN_THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         commit = extract(snapshot, Path(tmp))
         Sapiens2, Head = import_official(Path(tmp))
         Sapiens2.arch_zoo["shrunk"] = dict(SHRUNK)
-        layer_cfgs = [dict(num_kv_heads=SHRUNK["num_heads"] // 2) if i in SHRUNK_GQA_LAYERS else {}
-                      for i in range(SHRUNK["num_layers"])]
+        layer_cfgs = gqa_layers(SHRUNK, SHRUNK_GQA_LAYERS)
         model = build_official(Sapiens2, Head, "shrunk", SHRUNK_HEAD, layer_cfgs=layer_cfgs).eval()
         randomize(model)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -165,23 +207,30 @@ def main(snapshot: str = MIRROR) -> None:
                     io[f"heatmaps_{tag}{h}x{w}"] = heatmaps.contiguous()
                     print(f"{tag}{h}x{w}: features {tuple(feats.shape)}, heatmaps {tuple(heatmaps.shape)}, "
                           f"peak |heatmap| {heatmaps.abs().max():.4g}")
+        tokenizer_state, tokenizer_io = tokenizer_goldens(Sapiens2, Head)
         counts = {}
-        for arch in ("sapiens2_0.1b", *POSE_HEADS):
-            head = None
-            if arch in POSE_HEADS:
-                deconv, conv = POSE_HEADS[arch]
-                head = dict(out_channels=308, deconv_out_channels=deconv, deconv_kernel_sizes=(4,) * len(deconv),
-                            conv_out_channels=conv, conv_kernel_sizes=(1,) * len(conv))
+        for name, (arch, kw) in BACKBONES.items():
+            with torch.device("meta"):
+                counts[name] = sum(p.numel() for p in build_official(Sapiens2, Head, arch, None, **kw).parameters())
+        for arch, (deconv, conv) in POSE_HEADS.items():
+            head = dict(out_channels=308, deconv_out_channels=deconv, deconv_kernel_sizes=(4,) * len(deconv),
+                        conv_out_channels=conv, conv_kernel_sizes=(1,) * len(conv))
             with torch.device("meta"):
                 counts[arch.replace("_", "-")] = sum(p.numel() for p in build_official(Sapiens2, Head, arch, head)
                                                      .parameters())
     OUT.mkdir(parents=True, exist_ok=True)
     save_file(state, str(OUT / "shrunk.safetensors"))
     save_file(io, str(OUT / "io.safetensors"))
+    save_file(tokenizer_state, str(OUT / "tokenizer.safetensors"))
+    save_file(tokenizer_io, str(OUT / "tokenizer_io.safetensors"))
     meta = dict(source=f"facebookresearch/sapiens2@{commit}", files=[BACKBONE_FILE, HEAD_FILE],
                 shrunk=dict(SHRUNK, gqa_layers=list(SHRUNK_GQA_LAYERS), head=SHRUNK_HEAD),
-                sizes_hw=[list(s) for s in SIZES_HW], param_counts=counts,
-                param_counts_note="0.1b: backbone only; the others: backbone + the pose config's head, 308 outputs",
+                sizes_hw=[list(s) for s in SIZES_HW],
+                tokenizer=dict(TOKENIZER, **TOKENIZER_BUILD, gqa_layers=list(SHRUNK_GQA_LAYERS),
+                               chunk_size=TOKENIZER_CHUNK, size_hw=list(TOKENIZER_HW)),
+                param_counts=counts,
+                param_counts_note="0.1b, 1b-4k (1b with use_tokenizer=True): backbone only; the others: backbone + "
+                                  "the pose config's head, 308 outputs",
                 python=platform.python_version(), platform=signature())
     (OUT / "official.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(counts, indent=1))

@@ -63,12 +63,15 @@ _SAPIENS2_RULES = [
     (r"^decode_head\.", "head."),
     (r"^backbone\.patch_embed\.projection\.", "backbone.patch_embed."),
     (r"^backbone\.rope_embed\.", "backbone.rope."),
-    (r"^backbone\.blocks\.(\d+)\.ln1\.", r"backbone.blocks.\1.norm1."),
-    (r"^backbone\.blocks\.(\d+)\.ln2\.", r"backbone.blocks.\1.norm2."),
-    (r"^backbone\.blocks\.(\d+)\.attn\.w([qkv])\.", r"backbone.blocks.\1.attn.\2."),
+    (r"^backbone\.tokenizer\.local_pos_embed$", "backbone.tokenizer.pos_embed"),  # the 4K tokenizer's
+    (r"^backbone\.tokenizer\.w_cls$", "backbone.tokenizer.cls_token"),
+    # the blocks, and the tokenizer's blocks (no gamma there)
+    (r"^backbone\.((?:tokenizer\.)?blocks\.\d+)\.ln1\.", r"backbone.\1.norm1."),
+    (r"^backbone\.((?:tokenizer\.)?blocks\.\d+)\.ln2\.", r"backbone.\1.norm2."),
+    (r"^backbone\.((?:tokenizer\.)?blocks\.\d+)\.attn\.w([qkv])\.", r"backbone.\1.attn.\2."),
     (r"^backbone\.blocks\.(\d+)\.attn\.gamma\.weight$", r"backbone.blocks.\1.layer_scale"),
-    (r"^backbone\.blocks\.(\d+)\.ffn\.w12\.", r"backbone.blocks.\1.mlp.fc1."),
-    (r"^backbone\.blocks\.(\d+)\.ffn\.w3\.", r"backbone.blocks.\1.mlp.fc2."),
+    (r"^backbone\.((?:tokenizer\.)?blocks\.\d+)\.ffn\.w12\.", r"backbone.\1.mlp.fc1."),
+    (r"^backbone\.((?:tokenizer\.)?blocks\.\d+)\.ffn\.w3\.", r"backbone.\1.mlp.fc2."),
     (r"^backbone\.ln1\.", "backbone.norm."),
 ]
 
@@ -178,6 +181,8 @@ def from_sapiens2(sd: dict) -> dict:
     ``backbone.blocks.N.{ln1,attn.{wq,wk,wv,q_norm,k_norm,proj,gamma.weight},ln2,ffn.{w12,w3}}`` ->
     ``backbone.blocks.N.{norm1,attn.{q,k,v,q_norm,k_norm,proj},layer_scale,norm2,mlp.{fc1,fc2}}``,
     ``backbone.{patch_embed.projection,rope_embed.periods,ln1}`` -> ``backbone.{patch_embed,rope.periods,norm}``,
+    the 4K tokenizer's ``backbone.tokenizer.{local_pos_embed,w_cls}`` -> ``backbone.tokenizer.{pos_embed,cls_token}``
+    and its ``blocks.N`` renamed as the blocks',
     ``decode_head.{deconv,conv}_layers.{3i}`` -> ``head.{deconv,conv}_blocks.{i}.conv``, ``decode_head.conv_pose``
     -> ``head.final_conv``. A pretraining file's bare backbone keys get the ``backbone.`` prefix; anything
     else in it (no pose head) is dropped.

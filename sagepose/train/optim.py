@@ -1,8 +1,8 @@
 """AdamW with ViT layer-wise lr decay, and the warmup + step/cosine schedule of the published recipes.
 
 Layer decay follows MMPose's / ViTPose's LayerDecayOptimWrapperConstructor: ``depth + 2``
-groups -- patch embedding, position embedding and the class / storage tokens in group 0, block ``i`` in group
-``i + 1``, everything else (final norm, head) in the last group -- each scaled by
+groups -- patch embedding, position embedding, the class / storage tokens (and Sapiens2's tokenizer) in group 0,
+block ``i`` in group ``i + 1``, everything else (final norm, head) in the last group -- each scaled by
 ``rate ** (depth + 1 - group)``. No weight decay on 1-D parameters, biases or pos_embed.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 from sagepose.config import OptimConfig
 
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-_EMBED = re.compile(r"(?:^|\.)(patch_embed|pos_embed|cls_token|storage_tokens)(?:\.|$)")  # storage: Sapiens2
+# storage tokens and the (4K) tokenizer: Sapiens2's, the tokenizer's blocks in group 0 as in its runner
+_EMBED = re.compile(r"(?:^|\.)(patch_embed|pos_embed|cls_token|storage_tokens|tokenizer)(?:\.|$)")
 
 
 def layer_group(name: str, depth: int) -> int:
