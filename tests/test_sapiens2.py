@@ -417,6 +417,13 @@ def test_the_documented_4k_fine_tuning_model_has_the_4k_backbone_and_heatmaps_at
     assert heatmaps.shape == (1, 308, *model.codec.heatmap_size[::-1]) == (1, 308, 1024, 768)
 
 
+def test_a_tokenizer_model_without_deconvs_enough_for_its_stride_is_refused_at_build():
+    with pytest.raises(ValueError, match="stride-64 backbone needs 4 deconvs .* the head has 2") as e:
+        with torch.device("meta"):
+            build_model("sapiens2-1b", input_size=(3072, 4096), arch=dict(use_tokenizer=True))
+    assert "\n" not in str(e.value)
+
+
 def test_the_tokenizer_refuses_a_grid_its_windows_do_not_tile():
     backbone = tokenizer_backbone()
     with pytest.raises(ValueError, match="divisible by its window 4, got 8x10 patches"):

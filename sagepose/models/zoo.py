@@ -71,7 +71,8 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
     backbone = make(size, **{"img_size": (h, w), "drop_path_rate": drop_path_rate,
                             "grad_checkpointing": grad_checkpointing, **arch})
     dim, k = backbone.embed_dim, schema.num_keypoints
-    deconv_stages = {16: 2, 8: 1}[backbone.patch_size]  # back up to a stride-4 heatmap
+    stride = getattr(backbone, "stride", backbone.patch_size)  # Sapiens2's windowed tokenizer: 64
+    deconv_stages = (stride // 4).bit_length() - 1  # stride-2 deconvs back up to a stride-4 heatmap (16: 2, 8: 1)
     if head == "classic":
         head_defaults = dict(deconv_channels=(256,) * deconv_stages)
     elif head == "simple":
@@ -81,6 +82,11 @@ def _topdown_vit(size: str, head: str, input_size: tuple[int, int], sigma: float
                              norm="in", act="silu")
     elif head == "sapiens2":
         head_defaults = dict(SAPIENS2_HEADS[size], conv_kernel_size=1, norm="in", act="silu")
+        given = len(head_args.get("deconv_channels", head_defaults["deconv_channels"]))
+        if given != deconv_stages:
+            raise ValueError(f"model.arch: a stride-{stride} backbone needs {deconv_stages} deconvs back to stride-4 "
+                             f"heatmaps, the head has {given}; give model.arch.deconv_channels {deconv_stages} widths "
+                             "(the 4K tokenizer on sapiens2-1b: [1536, 1024, 768, 512])")
     elif head == "tiny":
         head_defaults = dict(deconv_channels=(64,) * deconv_stages)
 
