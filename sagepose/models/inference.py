@@ -1,6 +1,7 @@
 """The CPU fast path: transforms applied to a built model that keep its outputs and make it faster.
 
-sagepose's model files (:mod:`~sagepose.models.vit`, :mod:`~sagepose.models.hrformer`) are plain PyTorch. A
+sagepose's model files (:mod:`~sagepose.models.vit`, :mod:`~sagepose.models.hrformer`,
+:mod:`~sagepose.models.sapiens2`) are plain PyTorch. A
 :class:`~sagepose.models.estimator.TopDownEstimator` swaps their transformer modules for the subclasses here when it
 is built (:func:`use_cpu_kernels`; the parameters and their names stay, so checkpoints load unchanged), as
 ``torch.nn.utils.parametrize`` swaps a module's class: same numbers to float32 rounding, other kernels
@@ -34,6 +35,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from sagepose.models import sapiens2 as s2
 from sagepose.models.cpu_kernels import attention, linear
 from sagepose.models.heads import ConvNormAct
 from sagepose.models.hrformer import WindowAttention
@@ -181,7 +183,47 @@ class FastWindowAttention(WindowAttention):
         return linear(x.transpose(1, 2).reshape(B, N, C), self.proj)
 
 
-FAST = {Attention: FastAttention, MLP: FastMLP, Block: FastBlock, WindowAttention: FastWindowAttention}
+class FastSapiens2Attention(s2.Attention):
+    """Sapiens2's :class:`~sagepose.models.sapiens2.Attention` through the CPU kernels (its q / k / v / output
+    projections; QK-norm, RoPE and the grouped heads as there)."""
+
+    def forward(self, x: torch.Tensor, sin: torch.Tensor | None, cos: torch.Tensor | None) -> torch.Tensor:
+        B, N, C = x.shape
+        q = linear(x, self.q).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        k = linear(x, self.k).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = linear(x, self.v).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if sin is not None:
+            q, k = s2.apply_rope(q, sin, cos), s2.apply_rope(k, sin, cos)
+        if self.num_kv_heads != self.num_heads:
+            group = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return linear(attention(q, k, v).transpose(1, 2).reshape(B, N, C), self.proj)
+
+
+class FastSwiGLU(s2.SwiGLU):
+    """Sapiens2's SwiGLU feed-forward through the CPU kernels, the residual add fused into its second matmul."""
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        gate, value = linear(x, self.fc1).chunk(2, dim=-1)
+        return linear(torch.nn.functional.silu(gate) * value, self.fc2, residual=residual)
+
+
+class FastSapiens2Block(s2.Block):
+    """Sapiens2's :class:`~sagepose.models.sapiens2.Block` handing the feed-forward its residual (the attention
+    branch's layer scale comes between its projection and the add: that one is not fused)."""
+
+    def forward(self, x: torch.Tensor, sin: torch.Tensor | None = None, cos: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if self.training and self.drop_path > 0:  # stochastic depth: no residual to fuse
+            return super().forward(x, sin, cos)
+        branch = self.attn(self.norm1(x), sin, cos)
+        x = x + (branch if self.layer_scale is None else branch * self.layer_scale)
+        return self.mlp(self.norm2(x), residual=x)
+
+
+FAST = {Attention: FastAttention, MLP: FastMLP, Block: FastBlock, WindowAttention: FastWindowAttention,
+        s2.Attention: FastSapiens2Attention, s2.SwiGLU: FastSwiGLU, s2.Block: FastSapiens2Block}
 
 
 def use_cpu_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
