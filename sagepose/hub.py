@@ -20,7 +20,8 @@ file, ``facebook/sapiens2-pose-{size}`` and ``facebook/sapiens2-pretrain-{size}`
 (``sapiens2_{size}_pose.safetensors``, ``sapiens2_{size}_pretrain.safetensors``); no hash is published. The pose
 names equal the zoo rows (``sagepose.load("sapiens2-1b")`` fetches the official 308-keypoint model;
 ``random_weights=True`` builds it without a download); ``-pretrain`` is the backbone, the head left new. The
-0.1B and 1B-4K backbones have no named entry: the zoo has no row they fit (pass them as ``checkpoint=FILE``).
+0.1B and 1B-4K backbones have no named entry: no pose model of theirs is published and the zoo has no pose row of
+them (pass them as ``checkpoint=FILE`` to a model they fit, docs/pretrained-weights.md).
 """
 from __future__ import annotations
 
