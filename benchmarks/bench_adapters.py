@@ -10,7 +10,9 @@ the public pretrained weights an adapter run starts from. Arms, each seed:
 
 * ``full``: every parameter trains (as ``benchmarks/bench_ssl.py`` runs the two parts);
 * ``adapters``: ``model.lora.rank=RANK model.lora.alpha=ALPHA`` on the backbone's ``qkv``, ``proj`` and ``mlp``
-  layers, the rest of the backbone frozen, the head trained in full (``model.lora.train_blocks=0``).
+  layers, the rest of the backbone frozen (the tiny ViT's conv stem included), the head trained in full
+  (``model.lora.train_blocks=0``);
+* ``adapters_last3`` (``--modes``): the same with the last 3 of the 4 blocks trained fully (``train_blocks=3``).
 
 ``mirror-mouse`` (bench_ssl's split: 30 labeled train frames, 10 val, 50 test; its video unlabeled): ``supervised``
 is ``custom_tiny_vit`` with ``model.init_checkpoint`` the demo model (a new 17-keypoint head), 1500 steps;
@@ -38,11 +40,16 @@ from bench_ssl import QUICK, real_plan, synthetic_plan  # noqa: E402  (beside th
 
 PARTS = ("mirror-mouse", "synthetic")
 SEMI_STEPS = 1500  # mirror-mouse: custom_tiny_vit_ssl's stage 0 (1000) + stage 1 (500); supervised gets as many
-MODES = ("full", "adapters")
+MODES = ("full", "adapters", "adapters_last3")  # --modes picks; the first two by default
 
 
-def lora_overrides(rank: int, alpha: float) -> list[str]:
-    return [f"model.lora.rank={rank}", f"model.lora.alpha={alpha}", "model.lora.train_blocks=0"]
+def mode_overrides(mode: str, rank: int, alpha: float) -> list[str]:
+    """``full``: nothing; ``adapters``: ``model.lora`` on every block, the head trained; ``adapters_last3``: the same
+    with the last 3 of the tiny ViT's 4 blocks trained fully (``model.lora.train_blocks=3``)."""
+    if mode == "full":
+        return []
+    blocks = {"adapters": 0, "adapters_last3": 3}[mode]
+    return [f"model.lora.rank={rank}", f"model.lora.alpha={alpha}", f"model.lora.train_blocks={blocks}"]
 
 
 def trainable(recipe: str, overrides: list[str]) -> tuple[int, int]:
@@ -68,7 +75,7 @@ def score_mouse(plan: dict, arm: str, mode: str, seed: int, extra: list[str], su
             "checkpoint": ckpt, "best_is_start": summary.get("best_is_start"), "pixel_error": m["pixel_error"]}
 
 
-def run_mouse(plan: dict, seeds, out: Path, lora: list[str], quick: bool) -> list[dict]:
+def run_mouse(plan: dict, seeds, out: Path, modes: dict[str, list[str]], quick: bool) -> list[dict]:
     """Each seed x mode: the semi run (stage 0 inside: the supervised start), stage 1's last checkpoint, and a
     supervised run as long as both stages; each scored on the test frames."""
     from sagepose.config import load_config
@@ -78,8 +85,7 @@ def run_mouse(plan: dict, seeds, out: Path, lora: list[str], quick: bool) -> lis
     rows, common = [], plan["common"]
     sup_steps = QUICK["steps"] * 2 if quick else SEMI_STEPS
     for seed in seeds:
-        for mode in MODES:
-            extra = lora if mode == "adapters" else []
+        for mode, extra in modes.items():
             run = out / f"semi-{mode}-seed{seed}"
             semi = fit(load_config("custom_tiny_vit_ssl", [*common, *extra, *plan["semi"], f"trainer.out_dir={run}",
                                                            f"trainer.seed={seed}"]), resume=True)
@@ -98,7 +104,7 @@ def run_mouse(plan: dict, seeds, out: Path, lora: list[str], quick: bool) -> lis
     return rows
 
 
-def run_synthetic(plan: dict, seeds, out: Path, lora: list[str], extra: list[str]) -> list[dict]:
+def run_synthetic(plan: dict, seeds, out: Path, modes: dict[str, list[str]], extra: list[str]) -> list[dict]:
     """Each seed x mode x arm of bench_ssl's synthetic part (as :func:`sagepose.demo.compare_arms` runs an arm, but
     resumed: a finished run is reused), scored on the last checkpoint."""
     from sagepose.config import load_config
@@ -106,8 +112,8 @@ def run_synthetic(plan: dict, seeds, out: Path, lora: list[str], extra: list[str
 
     rows = []
     for seed in seeds:
-        for mode in MODES:
-            mode_extra = [*extra, *(lora if mode == "adapters" else [])]
+        for mode, overrides_of_mode in modes.items():
+            mode_extra = [*extra, *overrides_of_mode]
             for arm, recipe, overrides in plan["arms"]:
                 run = out / f"{arm}-{mode}-seed{seed}"
                 cfg = load_config(recipe, [*plan["common"], *mode_extra, f"trainer.out_dir={run}",
@@ -123,18 +129,18 @@ def run_synthetic(plan: dict, seeds, out: Path, lora: list[str], extra: list[str
 def table(header: str, rows: list[dict], metric: str, params: dict[str, tuple[int, int]]) -> str:
     """One line per arm x mode: mean, per seed, adapters against full (ratio for pixel error, difference for AP)."""
     lower = metric == "pixel_error"
-    lines = [header, "", f"| arm | mode | trained params | {metric} (mean) | per seed | adapters vs full | "
+    lines = [header, "", f"| arm | mode | trained params | {metric} (mean) | per seed | vs full | "
              "train min (mean) | steps |", "|---|---|---|---|---|---|---|---|"]
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     mean = {}
     for arm in arms:
-        for mode in MODES:
+        for mode in params:
             sel = [r for r in rows if r["arm"] == arm and r["mode"] == mode]
             if not sel:
                 continue
             mean[arm, mode] = sum(r[metric] for r in sel) / len(sel)
             versus = "--"
-            if mode == "adapters" and (arm, "full") in mean:
+            if mode != "full" and (arm, "full") in mean:
                 full = mean[arm, "full"]
                 versus = (f"{mean[arm, mode] / full:.3f}x" if lower else f"{mean[arm, mode] - full:+.3f}")
             trained, total = params[mode]
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "adapters"))
     parser.add_argument("--init", default=None, help="the checkpoint every arm starts from (default: the demo model)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES[:2]))
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, model and steps")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     init = args.init or pretrained_demo_model(out / "pretrained", num_train=n_pre, num_val=min(200, n_pre),
                                               workers=args.workers, overrides=[f"trainer.precision={precision}",
                                                                                *extra])
-    lora = lora_overrides(args.rank, args.alpha)
+    modes = {mode: mode_overrides(mode, args.rank, args.alpha) for mode in args.modes}
     ns = argparse.Namespace(root=None, precision=precision, quick=args.quick, rows="main",
                             steps=QUICK["steps"] if args.quick else None,
                             labeled=300, unlabeled=5000, test=300, pretrain=n_pre, init=init, workers=args.workers,
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         if part == "mirror-mouse":
             plan = real_plan(part, 30, ns, out / part / "n30", [*extra, f"model.init_checkpoint={init}"])
             recipe, common = "custom_tiny_vit", plan["common"]
-            rows = run_mouse(plan, args.seeds, out / part / "n30", lora, args.quick)
+            rows = run_mouse(plan, args.seeds, out / part / "n30", modes, args.quick)
             how = (f"supervised: `custom_tiny_vit`, {SEMI_STEPS} steps; semi: `custom_tiny_vit_ssl` (stage 0 1000 + "
                    f"stage 1 500 steps), its best.ckpt; semi_stage1: stage 1's last checkpoint; "
                    f"metric: pixel error on the 50 test frames (lower is better)")
@@ -189,14 +196,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             data.mkdir(parents=True, exist_ok=True)
             plan = synthetic_plan(ns, data, extra)
             recipe, common = "demo_tiny_vit", [*plan["common"], *extra]
-            rows = run_synthetic(plan, args.seeds, out / part, lora, extra)
+            rows = run_synthetic(plan, args.seeds, out / part, modes, extra)
             how = (f"recipe `demo_tiny_vit` with the demo's ssl sizing, {plan['steps']} steps each, last checkpoint; "
                    "metric: COCO AP on the 300 `surveillance`-style test images (GT boxes, flip test)")
-        params = {"full": trainable(recipe, common), "adapters": trainable(recipe, [*common, *lora])}
+        params = {mode: trainable(recipe, [*common, *o]) for mode, o in modes.items()}
         metric = "pixel_error" if part == "mirror-mouse" else "AP"
-        header = (f"{part}: adapters (`{' '.join(lora)}`, targets qkv / proj / mlp, the rest of the backbone "
-                  f"frozen, the head trained) vs full fine-tuning; every arm starts from `{init}` (the `sagepose "
-                  f"demo` model); {how}; {precision}; seeds {' '.join(map(str, args.seeds))}; "
+        how_modes = "; ".join(f"{m}: `{' '.join(o)}`" for m, o in modes.items() if o)
+        header = (f"{part}: adapters vs full fine-tuning ({how_modes}; adapters on qkv / proj / mlp, the rest of the "
+                  f"backbone -- the tiny ViT's conv stem included -- frozen, the head trained); every arm starts from "
+                  f"`{init}` (the `sagepose demo` model); {how}; {precision}; seeds {' '.join(map(str, args.seeds))}; "
                   f"{(time.perf_counter() - start) / 60:.0f} min wall for this part.")
         text = table(header, rows, metric, params)
         print("\n" + text, flush=True)
