@@ -126,6 +126,12 @@ def run_synthetic(plan: dict, seeds, out: Path, modes: dict[str, list[str]], ext
     return rows
 
 
+def shown(path: str) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
 def table(header: str, rows: list[dict], metric: str, params: dict[str, tuple[int, int]]) -> str:
     """One line per arm x mode: mean, per seed, adapters against full (ratio for pixel error, difference for AP)."""
     lower = metric == "pixel_error"
@@ -204,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         how_modes = "; ".join(f"{m}: `{' '.join(o)}`" for m, o in modes.items() if o)
         header = (f"{part}: adapters vs full fine-tuning ({how_modes}; adapters on qkv / proj / mlp, the rest of the "
                   f"backbone -- the tiny ViT's conv stem included -- frozen, the head trained); every arm starts from "
-                  f"`{init}` (the `sagepose demo` model); {how}; {precision}; seeds {' '.join(map(str, args.seeds))}; "
+                  f"`{shown(init)}` (the `sagepose demo` model); {how}; {precision}; seeds {' '.join(map(str, args.seeds))}; "
                   f"{(time.perf_counter() - start) / 60:.0f} min wall for this part.")
         text = table(header, rows, metric, params)
         print("\n" + text, flush=True)
