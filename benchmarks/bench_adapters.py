@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         how_modes = "; ".join(f"{m}: `{' '.join(o)}`" for m, o in modes.items() if o)
         header = (f"{part}: adapters vs full fine-tuning ({how_modes}; adapters on qkv / proj / mlp, the rest of the "
                   f"backbone -- the tiny ViT's conv stem included -- frozen, the head trained); every arm starts from "
-                  f"`{shown(init)}` (the `sagepose demo` model); {how}; {precision}; seeds {' '.join(map(str, args.seeds))}; "
-                  f"{(time.perf_counter() - start) / 60:.0f} min wall for this part.")
+                  f"`{shown(init)}` (the `sagepose demo` model); {how}; {precision}; seeds "
+                  f"{' '.join(map(str, args.seeds))}; {(time.perf_counter() - start) / 60:.0f} min wall for this part.")
         text = table(header, rows, metric, params)
         print("\n" + text, flush=True)
         write_text_atomic(out / f"adapters_{part}.md", text)
