@@ -14,8 +14,9 @@ full ``sha256`` on an entry to pin it.
 Sources (read 2025): MMPose's model-zoo index files
 ``configs/body_2d_keypoint/topdown_heatmap/coco/{vitpose,hrnet,hrformer}_coco.yml`` (their
 ``Weights:`` fields; RTMPose's, read 2026: ``configs/body_2d_keypoint/rtmpose/coco/rtmpose_coco.yml`` and
-``rtmpose/body8/rtmpose_body8-coco.yml``, whose models are the COCO configs' with another training set), and Sapiens' ``docs/POSE_README.md``, which points to the
-``noahcao/sapiens-pose-coco`` Hugging Face repository (``sapiens_host/pose/checkpoints/``).
+``rtmpose/body8/rtmpose_body8-coco.yml``, whose models are the COCO configs' with another training set), and
+Sapiens' ``docs/POSE_README.md``, which points to the ``noahcao/sapiens-pose-coco`` Hugging Face repository
+(``sapiens_host/pose/checkpoints/``).
 Sapiens2 (read 2026): facebookresearch/sapiens2's ``docs/MODEL_ZOO.md`` names one Hugging Face repository a
 file, ``facebook/sapiens2-pose-{size}`` and ``facebook/sapiens2-pretrain-{size}``, and its README the file names
 (``sapiens2_{size}_pose.safetensors``, ``sapiens2_{size}_pretrain.safetensors``); no hash is published. The pose
