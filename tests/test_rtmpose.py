@@ -173,6 +173,17 @@ def test_relative_bias_entry_is_the_weight_of_the_token_offset():
             assert bias[i, j] == gau.w[j - i + 3]
 
 
+def test_attention_unit_with_relative_bias_and_rotary_embedding_matches_mmpose():
+    a = dict(np.load(GOLDENS / "gau.npz"))
+    sd = deterministic_weights(zip(a["keys"].tolist(), json.loads(str(a["shapes"]))), int(a["seed"]))
+    names = {"ln.g": "norm.g", "res_scale.scale": "res_scale"}  # as from_mmpose renames them under head.gau
+    gau = GatedAttentionUnit(17, 32, s=16, expansion=2, rel_bias=True, pos_enc=True).eval()
+    gau.load_state_dict({names.get(k, k): v for k, v in sd.items()}, strict=True)
+    with torch.no_grad():
+        out = gau(torch.from_numpy(a["inputs"])).numpy()
+    assert rel_err(out, a["outputs"]) <= 1e-6
+
+
 def test_load_by_name_predicts_image_pixels_with_flip_test(g):
     model = sagepose.load("rtmpose-m", random_weights=True)
     image = golden_image(g)

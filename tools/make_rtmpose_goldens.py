@@ -16,6 +16,7 @@ Into ``tests/goldens/rtmpose/``:
   comparable where it is >= 1e-3), and the codec's DARK decode and visibility of those fused logits;
 * ``codec.npz``: ``SimCCLabel.encode`` of a few keypoints (inside, on a half bin, partly and wholly outside,
   invisible) under four codec settings;
+* ``gau.npz``: MMPose's gated attention unit with its relative bias and rotary embedding on (:func:`gau_golden`);
 * ``platform.json``: the torch build, CPU and thread count (``tests/float_platform.py``): the bit-level test of
   exact mode runs only where it matches.
 """
@@ -181,6 +182,23 @@ def encode_goldens():
     np.savez_compressed(os.path.join(OUT, "codec.npz"), **out)
 
 
+def gau_golden(seed=0):
+    """MMPose's ``RTMCCBlock`` with both positional options on (relative bias and rotary embedding; RTMPose's configs
+    switch them off) on a seeded input: ``gau.npz`` holds its key list, the input and the output."""
+    from mmpose.models.utils.rtmcc_block import RTMCCBlock
+
+    block = RTMCCBlock(17, 32, 32, s=16, expansion_factor=2, attn_type="self-attn", act_fn="SiLU",
+                       use_rel_bias=True, pos_enc=True).eval()
+    keys = [(k, tuple(v.shape)) for k, v in block.state_dict().items()]
+    block.load_state_dict(deterministic_weights(keys, seed), strict=True)
+    x = np.random.Generator(np.random.PCG64(seed)).standard_normal((2, 17, 32)).astype(np.float32)
+    with torch.no_grad():
+        out = block(torch.from_numpy(x)).numpy()
+    np.savez_compressed(os.path.join(OUT, "gau.npz"), keys=np.array([k for k, _ in keys]),
+                        shapes=np.array(json.dumps([sh for _, sh in keys])), seed=np.array(seed), inputs=x,
+                        outputs=out)
+
+
 def main():
     torch.set_num_threads(GOLDEN_THREADS)
     init_default_scope("mmpose")
@@ -193,6 +211,7 @@ def main():
     with open(os.path.join(OUT, "platform.json"), "w") as f:
         json.dump(signature(), f, indent=1)
     encode_goldens()
+    gau_golden()
     print(PARITY, json.dumps(run_parity(PARITY)))
 
 
