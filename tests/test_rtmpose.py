@@ -214,9 +214,11 @@ def test_settings_a_simcc_model_cannot_take_fail_in_one_line():
         build_model("rtmpose-t").codec.decode(torch.zeros(1, 17, 64, 48))
 
 
-def test_training_a_simcc_model_is_refused_before_any_work():
+def test_training_checks_pass_a_simcc_model_and_refuse_it_semi_supervised_in_one_line():
     from sagepose.config import ConfigError, load_config
     from sagepose.train.checks import check_run
 
-    with pytest.raises(ConfigError, match="training SimCC models"):
-        check_run(load_config("demo_tiny_vit", ["model.name=rtmpose-t"]))
+    check_run(load_config("demo_tiny_vit", ["model.name=rtmpose-t"]))  # its loss: KLDiscretLoss (test_losses.py)
+    with pytest.raises(ConfigError, match="rtmpose-t predicts SimCC x and y vectors") as e:
+        check_run(load_config("custom_tiny_vit_ssl", ["model.name=rtmpose-t"]))
+    assert e.value.key == "ssl.mode" and "\n" not in str(e.value)

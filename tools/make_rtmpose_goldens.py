@@ -1,6 +1,8 @@
 """Write MMPose 1.3.2 goldens for sagepose's RTMPose tests (tests/test_rtmpose.py). Runs inside the MMPose venv:
 
-    ~/.cache/sagepose-peers/mmpose-venv/bin/python tools/make_rtmpose_goldens.py
+    ~/.cache/sagepose-peers/mmpose-venv/bin/python tools/make_rtmpose_goldens.py [PART ...]
+
+(PART: ``counts``, ``codec``, ``gau``, ``loss``, ``parity``; all by default.)
 
 Into ``tests/goldens/rtmpose/``:
 
@@ -17,6 +19,8 @@ Into ``tests/goldens/rtmpose/``:
 * ``codec.npz``: ``SimCCLabel.encode`` of a few keypoints (inside, on a half bin, partly and wholly outside,
   invisible) under four codec settings;
 * ``gau.npz``: MMPose's gated attention unit with its relative bias and rotary embedding on (:func:`gau_golden`);
+* ``loss.npz``: MMPose's ``KLDiscretLoss`` (:func:`loss_golden`) under four settings on seeded logits and the
+  codec's labels of seeded keypoints (some invisible, some off the crop) with fractional target weights;
 * ``platform.json``: the torch build, CPU and thread count (``tests/float_platform.py``): the bit-level test of
   exact mode runs only where it matches.
 """
@@ -199,21 +203,67 @@ def gau_golden(seed=0):
                         outputs=out)
 
 
-def main():
-    torch.set_num_threads(GOLDEN_THREADS)
-    init_default_scope("mmpose")
-    os.makedirs(OUT, exist_ok=True)
+# KLDiscretLoss settings: RTMPose's configs' (beta 10, softmax labels), the class defaults, unweighted, and another
+# label temperature
+LOSS_SETTINGS = {"rtmpose": dict(beta=10.0, label_softmax=True, use_target_weight=True),
+                 "defaults": dict(),
+                 "unweighted": dict(beta=10.0, label_softmax=True, use_target_weight=False),
+                 "label_beta": dict(beta=2.0, label_softmax=True, label_beta=3.0, use_target_weight=True)}
+LOSS_CODEC = dict(input_size=(64, 96), sigma=(2.0, 2.5), simcc_split_ratio=2.0, normalize=False)
+
+
+def loss_golden(seed=0):
+    """MMPose's ``KLDiscretLoss`` on (B, K) = (3, 5) seeded logits (x and y side by side) against ``LOSS_CODEC``'s
+    labels of seeded keypoints -- one invisible, one wholly off the crop -- with fractional target weights."""
+    from mmpose.models.losses import KLDiscretLoss
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    codec = SimCCLabel(**LOSS_CODEC)
+    keypoints = (rng.uniform(0, 1, (3, 5, 2)) * np.array([64, 96])).astype(np.float32)
+    keypoints[1, 2] = (-40.0, 30.0)  # off the crop: weight 0
+    visible = np.ones((3, 5), np.float32)
+    visible[2, 4] = 0.0
+    enc = codec.encode(keypoints.copy(), visible.copy())
+    labels_x, labels_y = enc["keypoint_x_labels"].astype(np.float32), enc["keypoint_y_labels"].astype(np.float32)
+    weights = (enc["keypoint_weights"] * rng.uniform(0.5, 1.5, (3, 5))).astype(np.float32)
+    logits_x = (2 * rng.standard_normal(labels_x.shape)).astype(np.float32)
+    logits_y = (2 * rng.standard_normal(labels_y.shape)).astype(np.float32)
+    out = dict(logits=np.concatenate([logits_x, logits_y], -1), labels=np.concatenate([labels_x, labels_y], -1),
+               weights=weights, x_bins=np.array(labels_x.shape[-1]), settings=np.array(json.dumps(LOSS_SETTINGS)))
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    for tag, args in LOSS_SETTINGS.items():
+        loss = KLDiscretLoss(**args)((t(logits_x), t(logits_y)), (t(labels_x), t(labels_y)), t(weights))
+        out[f"{tag}_loss"] = np.array(float(loss), np.float64)
+    np.savez_compressed(os.path.join(OUT, "loss.npz"), **out)
+    return {tag: float(out[f"{tag}_loss"]) for tag in LOSS_SETTINGS}
+
+
+def write_counts():
     counts = {n: param_count(n) for n in CONFIGS}
     with open(os.path.join(OUT, "param_counts.json"), "w") as f:
         json.dump(dict(note="MMPose 1.3.2 builds of the rtmpose configs (tools/make_rtmpose_goldens.py)",
                        counts=counts), f, indent=1)
     print(json.dumps(counts, indent=1))
-    with open(os.path.join(OUT, "platform.json"), "w") as f:
-        json.dump(signature(), f, indent=1)
-    encode_goldens()
-    gau_golden()
-    print(PARITY, json.dumps(run_parity(PARITY)))
+
+
+PARTS = {"counts": write_counts, "codec": encode_goldens, "gau": gau_golden,
+         "loss": lambda: print("loss", json.dumps(loss_golden())),
+         "parity": lambda: print(PARITY, json.dumps(run_parity(PARITY)))}
+
+
+def main(parts):
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        sys.exit(f"unknown parts {sorted(unknown)}; choose from {list(PARTS)}")
+    torch.set_num_threads(GOLDEN_THREADS)
+    init_default_scope("mmpose")
+    os.makedirs(OUT, exist_ok=True)
+    if "parity" in parts:  # the bit-level test runs only where the platform matches the parity golden's
+        with open(os.path.join(OUT, "platform.json"), "w") as f:
+            json.dump(signature(), f, indent=1)
+    for part in parts:
+        PARTS[part]()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or list(PARTS))

@@ -11,13 +11,8 @@ def check_run(cfg: Config) -> None:
     """Refuse, before any work, a run that cannot start: a config :func:`sagepose.config.validate` refuses (values,
     and combinations training does not support), then what the config alone cannot tell and ``validate`` leaves to
     here -- a warm-start recipe that does not load (another file, read through :mod:`sagepose.train.warm_start`,
-    which stands above ``config``), ``trainer.accelerator=gpu`` without a CUDA GPU (this machine's torch) and a model
-    training has no loss for yet (SimCC: RTMPose predicts, evaluates and converts, so ``validate`` lets it load)."""
+    which stands above ``config``) and ``trainer.accelerator=gpu`` without a CUDA GPU (this machine's torch)."""
     validate(cfg)
-    if cfg.model.name.startswith("rtmpose-"):
-        raise ConfigError(f"model.name={cfg.model.name!r}: training SimCC models (RTMPose) is not supported yet -- "
-                          "their loss (MMPose's KLDiscretLoss) is to come; `sagepose test` and `infer` run them",
-                          key="model.name")
     if cfg.ssl.warm_start and not is_checkpoint_spec(cfg.ssl.warm_start):
         stage_config(cfg)  # an unknown recipe or a missing file: one line before any work
     check_accelerator(cfg)
