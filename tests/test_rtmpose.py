@@ -222,3 +222,21 @@ def test_training_checks_pass_a_simcc_model_and_refuse_it_semi_supervised_in_one
     with pytest.raises(ConfigError, match="rtmpose-t predicts SimCC x and y vectors") as e:
         check_run(load_config("custom_tiny_vit_ssl", ["model.name=rtmpose-t"]))
     assert e.value.key == "ssl.mode" and "\n" not in str(e.value)
+
+
+def test_an_rtmpose_recipe_trains_and_tests_through_the_cli_on_a_shrunk_model(tmp_path):
+    """``sagepose train rtmpose_s_coco_256x192`` (EMA on) on a few synthetic people, then ``sagepose test`` of its
+    checkpoint: the SimCC step, validation and the averaged weights end to end, a shrunk model for speed."""
+    from sagepose.cli.main import main
+    from sagepose.data.synth import generate_dataset
+
+    data = generate_dataset(tmp_path, 4, seed=1, split="train", workers=1)
+    args = [f"data.train_json={data}", f"data.val_json={data}", "data.det_json=null", "data.batch_size=4",
+            "data.val_batch_size=8", "data.num_workers=0", "model.input_size=[64, 96]",
+            "model.arch={'widen': 0.125, 'deepen': 0.33, 'hidden': 32, 's': 16}", "trainer.accelerator=cpu"]
+    out = tmp_path / "run"
+    assert main(["train", "rtmpose_s_coco_256x192", *args, "trainer.max_steps=3", "trainer.max_epochs=-1",
+                 "trainer.accumulate_grad_batches=1", "trainer.val_every_steps=3", f"trainer.out_dir={out}"]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["skipped_steps"] == 0
+    assert main(["test", str(out / "checkpoints" / "last.ckpt"), *args, "--out", str(tmp_path / "eval")]) == 0
