@@ -35,12 +35,14 @@ MMPOSE_PYTHON = Path.home() / ".cache" / "sagepose-peers" / "mmpose-venv" / "bin
 REAL_IMAGE = ROOT / "tests" / "data" / "realdata" / "coco" / "000000196141.jpg"
 REAL_BOXES_XYXY = [[247.76, 74.23, 417.43, 375.01], [453.77, 206.81, 631.0, 417.68]]  # its 2 GT people
 
-# One row per benchmarked model: sagepose zoo name -> MMPose config in
-# configs/body_2d_keypoint/topdown_heatmap/coco/ (the same architecture and codec).
+# One row per benchmarked model: sagepose zoo name -> MMPose config under configs/body_2d_keypoint/ (the same
+# architecture and codec; RTMPose's "network" output is its x and y SimCC logits in place of heatmaps).
 BENCH_MODELS = {
-    "vitpose-b": "td-hm_ViTPose-base_8xb64-210e_coco-256x192.py",
-    "hrnet-w32": "td-hm_hrnet-w32_8xb64-210e_coco-256x192.py",
-    "hrformer-b": "td-hm_hrformer-base_8xb32-210e_coco-256x192.py",
+    "vitpose-b": "topdown_heatmap/coco/td-hm_ViTPose-base_8xb64-210e_coco-256x192.py",
+    "hrnet-w32": "topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py",
+    "hrformer-b": "topdown_heatmap/coco/td-hm_hrformer-base_8xb32-210e_coco-256x192.py",
+    "rtmpose-t": "rtmpose/coco/rtmpose-t_8xb256-420e_coco-256x192.py",
+    "rtmpose-m": "rtmpose/coco/rtmpose-m_8xb256-420e_coco-256x192.py",
 }
 BATCHES = (1, 8)
 
@@ -95,8 +97,8 @@ def worker() -> None:
         req = json.loads(line)
         if req["op"] == "setup":
             torch.set_num_threads(req["threads"])
-            cfg_dir = Path(mmpose.__file__).parent / ".mim" / "configs" / "body_2d_keypoint" / "topdown_heatmap"
-            cfg = Config.fromfile(str(cfg_dir / "coco" / req["config"]))
+            cfg_dir = Path(mmpose.__file__).parent / ".mim" / "configs" / "body_2d_keypoint"
+            cfg = Config.fromfile(str(cfg_dir / req["config"]))
             cfg.model.backbone.init_cfg = None
             model = init_model(cfg, checkpoint=None, device="cpu").eval()
             own = model.state_dict()
@@ -110,7 +112,7 @@ def worker() -> None:
             size = tuple(cfg.codec.input_size)
             reply = dict(params=sum(p.numel() for p in model.parameters()), input_size=size,
                          flip_test=bool(cfg.model.test_cfg.get("flip_test")), mmpose=mmpose.__version__)
-        elif req["op"] == "forward":  # TopdownPoseEstimator._forward: backbone (+ neck) + head -> heatmaps
+        elif req["op"] == "forward":  # TopdownPoseEstimator._forward: backbone (+ neck) + head -> heatmaps / SimCC
             x = inputs(req["batch"], tuple(req["input_size"]))
             with torch.no_grad():
                 start = time.perf_counter()

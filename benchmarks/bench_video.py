@@ -33,9 +33,10 @@ from machine import describe_machine  # noqa: E402
 
 POSETRACK = ROOT.parent / "shared" / "realdata" / "posetrack18" / "videos" / "000001_mpiinew_test" / \
     "000001_mpiinew_test.mp4"
-CONFIGS = {"vitpose-s": "td-hm_ViTPose-small_8xb64-210e_coco-256x192.py",
-           "vitpose-b": "td-hm_ViTPose-base_8xb64-210e_coco-256x192.py",
-           "hrnet-w32": "td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"}
+# MMPose configs under configs/body_2d_keypoint/ (as bench_latency_mmpose.BENCH_MODELS names them)
+CONFIGS = {"vitpose-s": "topdown_heatmap/coco/td-hm_ViTPose-small_8xb64-210e_coco-256x192.py",
+           "vitpose-b": "topdown_heatmap/coco/td-hm_ViTPose-base_8xb64-210e_coco-256x192.py",
+           "hrnet-w32": "topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"}
 
 
 def synthetic_video(folder: Path, frames: int) -> tuple[Path, dict]:

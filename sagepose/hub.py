@@ -13,8 +13,10 @@ full ``sha256`` on an entry to pin it.
 
 Sources (read 2025): MMPose's model-zoo index files
 ``configs/body_2d_keypoint/topdown_heatmap/coco/{vitpose,hrnet,hrformer}_coco.yml`` (their
-``Weights:`` fields), and Sapiens' ``docs/POSE_README.md``, which points to the
-``noahcao/sapiens-pose-coco`` Hugging Face repository (``sapiens_host/pose/checkpoints/``).
+``Weights:`` fields; RTMPose's, read 2026: ``configs/body_2d_keypoint/rtmpose/coco/rtmpose_coco.yml`` and
+``rtmpose/body8/rtmpose_body8-coco.yml``, whose models are the COCO configs' with another training set), and
+Sapiens' ``docs/POSE_README.md``, which points to the ``noahcao/sapiens-pose-coco`` Hugging Face repository
+(``sapiens_host/pose/checkpoints/``).
 Sapiens2 (read 2026): facebookresearch/sapiens2's ``docs/MODEL_ZOO.md`` names one Hugging Face repository a
 file, ``facebook/sapiens2-pose-{size}`` and ``facebook/sapiens2-pretrain-{size}``, and its README the file names
 (``sapiens2_{size}_pose.safetensors``, ``sapiens2_{size}_pretrain.safetensors``); no hash is published. The pose
@@ -65,6 +67,13 @@ def _mmpose(model: str, url: str, reported: str) -> Weights:
     return Weights(model, url, sha256_prefix=prefix, reported=reported)
 
 
+_RTMPOSE = f"{_MMPOSE}/v1/projects/rtmposev1/rtmpose-"
+
+
+def _rtmpose(model: str, file: str, reported: str) -> Weights:
+    return _mmpose(model, f"{_RTMPOSE}{file}.pth", reported)
+
+
 def _sapiens(size: str, ap: int) -> Weights:
     return Weights(f"sapiens-{size}", f"{_SAPIENS}/sapiens_{size}/sapiens_{size}_coco_best_coco_AP_{ap}.pth",
                    reported=f"COCO AP {ap / 10:.1f} (Sapiens' detector boxes, AP_H 70)")
@@ -109,6 +118,39 @@ WEIGHTS: dict[str, Weights] = {
     "hrformer-b-coco": _mmpose(
         "hrformer-b", f"{_MMPOSE}/top_down/hrformer/hrformer_base_coco_256x192-6f5f1169_20220316.pth",
         "COCO val AP 75.4"),
+    # RTMPose: trained on COCO, on AI Challenger + COCO, and on Body7 (seven datasets in COCO's 17 keypoints)
+    "rtmpose-t-coco": _rtmpose("rtmpose-t", "tiny_simcc-coco_pt-aic-coco_420e-256x192-e613ba3f_20230127",
+                               "COCO val AP 68.2"),
+    "rtmpose-s-coco": _rtmpose("rtmpose-s", "s_simcc-coco_pt-aic-coco_420e-256x192-8edcf0d7_20230127",
+                               "COCO val AP 71.6"),
+    "rtmpose-m-coco": _rtmpose("rtmpose-m", "m_simcc-coco_pt-aic-coco_420e-256x192-d8dd5ca4_20230127",
+                               "COCO val AP 74.6"),
+    "rtmpose-l-coco": _rtmpose("rtmpose-l", "l_simcc-coco_pt-aic-coco_420e-256x192-1352a4d2_20230127",
+                               "COCO val AP 75.8"),
+    "rtmpose-t-aic-coco": _rtmpose("rtmpose-t", "tiny_simcc-aic-coco_pt-aic-coco_420e-256x192-cfc8f33d_20230126",
+                                   "COCO val AP 68.5"),
+    "rtmpose-s-aic-coco": _rtmpose("rtmpose-s", "s_simcc-aic-coco_pt-aic-coco_420e-256x192-fcb2599b_20230126",
+                                   "COCO val AP 72.2"),
+    "rtmpose-m-aic-coco": _rtmpose("rtmpose-m", "m_simcc-aic-coco_pt-aic-coco_420e-256x192-63eb25f7_20230126",
+                                   "COCO val AP 75.8"),
+    "rtmpose-l-aic-coco": _rtmpose("rtmpose-l", "l_simcc-aic-coco_pt-aic-coco_420e-256x192-f016ffe0_20230126",
+                                   "COCO val AP 76.5"),
+    "rtmpose-m-384x288-aic-coco": _rtmpose(
+        "rtmpose-m-384x288", "m_simcc-aic-coco_pt-aic-coco_420e-384x288-a62a0b32_20230228", "COCO val AP 77.0"),
+    "rtmpose-l-384x288-aic-coco": _rtmpose(
+        "rtmpose-l-384x288", "l_simcc-aic-coco_pt-aic-coco_420e-384x288-97d6cb0f_20230228", "COCO val AP 77.3"),
+    "rtmpose-t-body7": _rtmpose("rtmpose-t", "t_simcc-body7_pt-body7_420e-256x192-026a1439_20230504",
+                                "Body8 AP 65.9"),
+    "rtmpose-s-body7": _rtmpose("rtmpose-s", "s_simcc-body7_pt-body7_420e-256x192-acd4a1ef_20230504",
+                                "Body8 AP 69.7"),
+    "rtmpose-m-body7": _rtmpose("rtmpose-m", "m_simcc-body7_pt-body7_420e-256x192-e48f03d0_20230504",
+                                "Body8 AP 74.9"),
+    "rtmpose-l-body7": _rtmpose("rtmpose-l", "l_simcc-body7_pt-body7_420e-256x192-4dba18fc_20230504",
+                                "Body8 AP 76.7"),
+    "rtmpose-m-384x288-body7": _rtmpose(
+        "rtmpose-m-384x288", "m_simcc-body7_pt-body7_420e-384x288-65e718c4_20230504", "Body8 AP 76.6"),
+    "rtmpose-l-384x288-body7": _rtmpose(
+        "rtmpose-l-384x288", "l_simcc-body7_pt-body7_420e-384x288-3f5a1437_20230504", "Body8 AP 78.3"),
     "sapiens-0.3b-coco": _sapiens("0.3b", 796),
     "sapiens-0.6b-coco": _sapiens("0.6b", 812),
     "sapiens-1b-coco": _sapiens("1b", 821),

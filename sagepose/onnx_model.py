@@ -2,10 +2,11 @@
 
 * :func:`export_onnx` -- a :class:`~sagepose.models.estimator.TopDownEstimator`'s network as an ONNX graph:
   normalised crops ``input`` (B, 3, H, W) float32 in, activated heatmaps ``heatmaps`` (B, K, h, w) float32 out
-  (a softmax-trained model's softmax is in the graph). What prediction needs besides the network -- the keypoint
-  schema with its flip pairs, the codec, the input size, flip test, mean / std -- is JSON in the model's metadata
-  under ``sagepose``. Weights past ONNX's 2 GB protobuf limit (Sapiens 1B / 2B, Sapiens2 1B / 5B) go to
-  ``NAME.onnx.data`` beside it.
+  (a softmax-trained model's softmax is in the graph; a SimCC model's x and y logits side by side, (B, K, Wx + Wy),
+  under the same name, decoded by its codec as the torch model decodes them). What prediction needs besides the
+  network -- the keypoint schema with its flip pairs, the codec, the input size, flip test, mean / std -- is JSON in
+  the model's metadata under ``sagepose``. Weights past ONNX's 2 GB protobuf limit (Sapiens 1B / 2B, Sapiens2 1B /
+  5B) go to ``NAME.onnx.data`` beside it.
 * :class:`OnnxEstimator` -- such a file run by onnxruntime with the torch model's own prediction code
   (:class:`~sagepose.models.estimator.TopDownPredictor`: crop, normalise, flip test, decode, back to image pixels),
   so ``predict`` gives the torch float32 path's keypoints. ``sagepose.load("model.onnx")`` returns one.
@@ -226,8 +227,9 @@ class OnnxEstimator(TopDownPredictor):
         try:
             self.schema = schema_from_dict(meta["schema"], where=f"{path}: its schema")
             codec = dict(meta["codec"])
-            for key in ("input_size", "heatmap_size"):
-                codec[key] = tuple(codec[key])
+            for key in ("input_size", "heatmap_size", "sigma"):  # JSON lists back to tuples (SimCC: no heatmap)
+                if isinstance(codec.get(key), list):
+                    codec[key] = tuple(codec[key])
             self.codec = build_codec(codec)
             self.input_size = tuple(int(v) for v in meta["input_size"])
             self.flip_test, self.shift_heatmap = bool(meta["flip_test"]), bool(meta["shift_heatmap"])
@@ -243,11 +245,15 @@ class OnnxEstimator(TopDownPredictor):
         if shape is None or len(shape) != 4 or shape[1:] != [3, h, w]:
             raise OnnxFileError(f"{path}: the graph's input is {shape if shape else [i.shape for i in inputs]}, its "
                                 f"metadata's crops are [batch, 3, {h}, {w}]")
-        out_shape = list(outputs[0].shape)
+        out_shape, k = list(outputs[0].shape), self.schema.num_keypoints
+        bins = getattr(self.codec, "simcc_size", None)  # SimCC: x and y logits side by side, not maps
+        if bins is not None and out_shape[1:] != [k, sum(bins)]:
+            raise OnnxFileError(f"{path}: the graph's output {out_shape} is not the [batch, {k}, {sum(bins)}] SimCC "
+                                f"logits of schema {self.schema.name} and its codec")
         channels = out_shape[1] if len(out_shape) == 4 else None
-        if not isinstance(channels, int) or channels < self.schema.num_keypoints:
-            raise OnnxFileError(f"{path}: the graph's output {out_shape} has not the {self.schema.num_keypoints} "
-                                f"heatmaps of schema {self.schema.name}")
+        if bins is None and (not isinstance(channels, int) or channels < k):
+            raise OnnxFileError(f"{path}: the graph's output {out_shape} has not the {k} heatmaps of schema "
+                                f"{self.schema.name}")
         self.batch = shape[0] if isinstance(shape[0], int) else None  # None: any batch size
         self.input_name = inputs[0].name
         self.device_name = device

@@ -342,9 +342,9 @@ def test_build_codec_from_an_mmpose_style_config():
     codec = build_codec(dict(type="MSRAHeatmap", input_size=[288, 384], heatmap_size=[72, 96], sigma=3,
                              unbiased=True, blur_kernel_size=17))
     assert codec == MSRAHeatmap((288, 384), (72, 96), 3, True, 17)
-    assert set(CODECS) == {"MSRAHeatmap", "UDPHeatmap"}
-    with pytest.raises(ValueError, match=r"unknown codec type 'SimCCLabel'.*MSRAHeatmap.*UDPHeatmap"):
-        build_codec(dict(type="SimCCLabel"))
+    assert set(CODECS) == {"MSRAHeatmap", "UDPHeatmap", "SimCCLabel"}  # SimCC: tests/test_rtmpose.py
+    with pytest.raises(ValueError, match=r"unknown codec type 'RegressionLabel'.*MSRAHeatmap.*UDPHeatmap"):
+        build_codec(dict(type="RegressionLabel"))
     with pytest.raises(ValueError, match="did you mean 'sigma'"):
         build_codec(dict(type="UDPHeatmap", sigm=2.0))
 

@@ -100,7 +100,7 @@ def test_every_named_checkpoint_points_at_an_official_address_and_a_zoo_model():
         if name in sapiens2:
             continue
         assert w.model in MODELS, name
-        assert name.startswith(w.model.removesuffix("-simple")) and name.endswith("-coco"), name
+        assert name.startswith(w.model.removesuffix("-simple")) and name.endswith(("-coco", "-body7")), name
         assert re.match(r"https://(download\.openmmlab\.com/mmpose/|huggingface\.co/noahcao/sapiens-pose-coco/)",
                         w.url), name
         if "openmmlab" in w.url:  # MMPose names embed the first 8 hex digits of the sha256

@@ -12,7 +12,9 @@ from sagepose.models.checkpoint import CheckpointMismatchError
 from sagepose.models.heads import SkipHeatmapHead
 from sagepose.models.vit import interpolate_pos_embed, vit
 
-PARAM_COUNTS = json.loads((Path(__file__).parent / "goldens/models/param_counts.json").read_text())["counts"]
+GOLDENS = Path(__file__).parent / "goldens"
+PARAM_COUNTS = {**json.loads((GOLDENS / "models/param_counts.json").read_text())["counts"],
+                **json.loads((GOLDENS / "rtmpose/param_counts.json").read_text())["counts"]}  # make_rtmpose_goldens
 # Shrunk numbers so every family's head runs a forward/backward in well under a second on CPU.
 SMALL_ARCH = dict(embed_dim=32, depth=2, num_heads=2, mlp_dim=64)
 
@@ -28,8 +30,9 @@ def test_param_count_equals_mmpose_build_of_same_config(name):
 
 
 # HRNet / HRFormer run the same check on shrunk architectures in test_parity_hrnet.py, Sapiens2 (308 keypoints)
-# in test_sapiens2.py
-@pytest.mark.parametrize("name", sorted(n for n in MODELS if not n.startswith(("hrnet", "hrformer", "sapiens2-"))
+# in test_sapiens2.py, RTMPose (SimCC logits, not heatmaps) in test_rtmpose.py
+@pytest.mark.parametrize("name", sorted(n for n in MODELS if not n.startswith(("hrnet", "hrformer", "sapiens2-",
+                                                                                "rtmpose"))
                                          and not n.endswith("-fusion")))
 def test_forward_shape_finite_and_gradient_reaches_every_parameter(name):
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """ONNX export and the onnxruntime estimator (sagepose.onnx_model): parity with the torch float32 path for every
-family (Sapiens2's bfloat16 RoPE included), fixed and dynamic batch, float16, external data, the metadata, the CLI,
-and the bad files."""
+family (Sapiens2's bfloat16 RoPE included; RTMPose's SimCC logits), fixed and dynamic batch, float16, external data,
+the metadata, the CLI, and the bad files."""
 import json
 import shutil
 
@@ -177,6 +177,80 @@ def test_cli_export_then_infer(tiny, tmp_path, capsys):
                 "--no-render"]) == 0
     rows = json.loads((tmp_path / "inf" / "results.json").read_text())
     assert len(rows) == 3 and len(rows[0]["keypoints"]) == 51
+
+
+# ---- SimCC (RTMPose): x and y logits in place of heatmaps --------------------------------------------------------
+SMALL_RTMPOSE = dict(arch=dict(widen=0.125, deepen=0.33, hidden=32, s=16), input_size=(64, 96))  # 128 + 192 bins
+
+
+def simcc_margin(logits: np.ndarray, x_bins: int) -> np.ndarray:
+    """(N, K, Wx + Wy) -> (N, K): the smaller over the two axes of (max - runner-up) / |max|. SimCC's keypoint is
+    the argmax bin / split ratio, which a rounding of 1e-5 of the peak cannot move where this is well above it."""
+    def one(v):
+        top = np.sort(v.astype(np.float64), -1)[..., -2:]
+        return (top[..., 1] - top[..., 0]) / (np.abs(top[..., 1]) + 1e-12)
+    return np.minimum(one(logits[..., :x_bins]), one(logits[..., x_bins:]))
+
+
+@pytest.fixture(scope="module")
+def rtmpose(tmp_path_factory):
+    """A shrunk RTMPose-t exported once with a dynamic batch: (torch model, path)."""
+    torch.manual_seed(0)
+    model = build_model("rtmpose-t", **SMALL_RTMPOSE).eval()
+    path = tmp_path_factory.mktemp("onnx") / "rtmpose.onnx"
+    assert export_onnx(model, path, dynamic_batch=True)["opset"] == 18
+    return model, path
+
+
+def test_rtmpose_in_onnxruntime_gives_the_torch_simcc_logits_and_keypoints(rtmpose):
+    model, path = rtmpose
+    runtime = sagepose.load(path)
+    assert runtime.codec == model.codec and runtime.schema == model.schema and runtime.flip_test
+    image = synthetic_image()
+    x = model.normalize(torch.from_numpy(model.crop(image, BOXES)[0]))
+    with torch.no_grad():
+        ref, got = model.network_heatmaps(x).numpy(), runtime.network_heatmaps(x).numpy()
+    assert got.shape == ref.shape == (3, 17, 128 + 192)
+    assert (np.abs(got - ref) <= 1e-5 * np.abs(ref).max(-1, keepdims=True)).all()  # each joint's logits
+    want = model.predict(image, BOXES, return_heatmaps=True)  # flip test: the mirrored crops' x bins reversed
+    have = runtime.predict(image, BOXES, return_heatmaps=True)
+    assert (np.abs(have.heatmaps - want.heatmaps) <= 1e-5 * np.abs(want.heatmaps).max(-1, keepdims=True)).all()
+    clear = simcc_margin(want.heatmaps, 128) >= 1e-4
+    assert clear.sum() >= 40, f"only {clear.sum()} of 51 joints with a clear argmax: the check would be thin"
+    np.testing.assert_array_equal(have.keypoints[clear], want.keypoints[clear])
+    np.testing.assert_allclose(have.scores, want.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_export_then_infer_an_rtmpose(tmp_path, capsys):
+    import cv2
+
+    out = tmp_path / "rtmpose-t.onnx"
+    assert cli(["export", "rtmpose-t", "--random-weights", "--out", str(out)]) == 0
+    assert "opset 18, batch 1, float32" in capsys.readouterr().out
+    graph = onnx.load(str(out))
+    assert [d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim] == [1, 17, 384 + 512]
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), synthetic_image())
+    det = tmp_path / "det.json"
+    det.write_text(json.dumps({"img.png": BOXES.tolist()}))
+    assert cli(["infer", str(out), str(image), "--det-json", str(det), "--out", str(tmp_path / "inf"),
+                "--no-render"]) == 0
+    rows = json.loads((tmp_path / "inf" / "results.json").read_text())
+    assert len(rows) == 3 and len(rows[0]["keypoints"]) == 51 and np.isfinite(rows[0]["keypoints"]).all()
+
+
+def test_a_simcc_graph_whose_output_is_not_its_codecs_bins_is_refused(rtmpose, tmp_path):
+    _, path = rtmpose
+
+    def fewer_bins(g):
+        for p in g.metadata_props:
+            if p.key == METADATA_KEY:
+                meta = json.loads(p.value)
+                meta["codec"]["simcc_split_ratio"] = 3.0
+                p.value = json.dumps(meta)
+
+    with pytest.raises(OnnxFileError, match=r"is not the \[batch, 17, 480\] SimCC logits of schema coco"):
+        sagepose.load(_edited(path, tmp_path / "bins.onnx", fewer_bins))
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------

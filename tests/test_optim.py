@@ -66,6 +66,19 @@ def test_cosine_schedule_reaches_floor():
     assert lr_factor(1000, cfg, 10, 1000) == pytest.approx(0.01)
 
 
+def test_cosine_from_half_way_is_rtmposes_schedule():
+    """MMPose's RTMPose: LinearLR from 1e-5 over 1000 iterations, then flat, then a cosine to 0.05 x lr over the
+    second half of the run (420 epochs, cosine from 210), by iteration."""
+    cfg = OptimConfig(warmup_iters=1000, warmup_ratio=1e-5, schedule="cosine", min_lr_ratio=0.05,
+                      cosine_start_fraction=0.5)
+    per_epoch, total = 73, 73 * 420
+    assert lr_factor(0, cfg, per_epoch, total) == pytest.approx(1e-5)
+    assert lr_factor(500, cfg, per_epoch, total) == pytest.approx(1e-5 + (1 - 1e-5) * 0.5)
+    assert lr_factor(1000, cfg, per_epoch, total) == lr_factor(210 * per_epoch, cfg, per_epoch, total) == 1.0
+    assert lr_factor(315 * per_epoch, cfg, per_epoch, total) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert lr_factor(total, cfg, per_epoch, total) == pytest.approx(0.05)
+
+
 class _Unit(torch.nn.Module):
     """What FSDP makes of a wrapped block: the block under ``_fsdp_wrapped_module``."""
 

@@ -21,7 +21,10 @@ from sagepose.train.checks import check_run
 from sagepose.train.loaders import build_loaders
 
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
-PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_", "sapiens2_"))]
+PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_", "sapiens2_",
+                                                      "rtmpose_"))]
+# RTMPose (SimCC, 420 epochs, its own optimizer and schedule): checked against its source below
+RTMPOSE = [p for p in ALL if p.stem.startswith("rtmpose_")]
 # COCO-17 from Sapiens2: its 308-keypoint training's settings (Sapiens2 has no COCO config, reports no COCO AP)
 SAPIENS2 = [p for p in ALL if p.stem.startswith("sapiens2_")]
 
@@ -185,3 +188,54 @@ def test_model_input_size_sets_the_crop_the_codec_and_the_heatmaps_training_sees
     with torch.no_grad():
         heatmaps = model(model.normalize(batch["img"]))
     assert heatmaps.shape == (2, 17, 24, 16)
+
+
+# MMPose 1.3.2's rtmpose-{t,s,m,l}_8xb256-420e_coco-256x192 by size: reported AP, AR (rtmpose_coco.yml), AdamW weight
+# decay, EMA hook on, the head's in_channels (CSPNeXt's last width)
+RTMPOSE_SOURCE = {"t": (68.2, 73.6, 0.0, False, 384), "s": (71.6, 76.8, 0.0, True, 512),
+                  "m": (74.6, 79.5, 0.05, True, 768), "l": (75.8, 80.6, 0.05, True, 1024)}
+RTMPOSE_SETTING = re.compile(r"input (\d+)x(\d+), SimCC bins (\d+) \+ (\d+) \(split ratio ([\d.]+)\), codec (\w+), "
+                             r"sigma \(([\d.]+), ([\d.]+)\)$")
+
+
+def test_there_is_an_rtmpose_coco_recipe_per_size():
+    assert sorted(p.stem for p in RTMPOSE) == sorted(f"rtmpose_{s}_coco_256x192" for s in RTMPOSE_SOURCE)
+
+
+@pytest.mark.parametrize("path", RTMPOSE, ids=lambda p: p.stem)
+def test_rtmpose_recipe_is_its_source_config(path):
+    """Each names its MMPose config and the AP reported for it, and builds that config's model and codec with its
+    batch (8 x 256), optimizer, 420-epoch warm-up + flat + cosine schedule, EMA and augmentation numbers."""
+    size = re.match(r"rtmpose_([tsml])_coco_256x192$", path.stem).group(1)
+    ap, ar, decay, ema, channels = RTMPOSE_SOURCE[size]
+    cfg, fields = load_config(path), header_fields(path)
+    check_run(cfg)
+    assert fields["source"] == ("open-mmlab/mmpose configs/body_2d_keypoint/rtmpose/coco/"
+                                f"rtmpose-{size}_8xb256-420e_coco-256x192.py")
+    assert fields["reported AP"].startswith(f"{ap} (AR {ar}), MMPose model zoo")
+    assert fields["reported AP"].endswith("eval: COCO val2017, person detector AP 56.4 boxes, flip test")
+    assert cfg.data.det_json.endswith("AP_H_56_person.json")
+    assert "PipelineSwitchHook" in fields["Not expressed"]  # the stage-2 pipeline sagepose does not switch to
+
+    h, w, bins_x, bins_y, ratio, codec, sigma_x, sigma_y = RTMPOSE_SETTING.match(fields["setting"]).groups()
+    model = build_on_meta(cfg)
+    assert cfg.model.name == f"rtmpose-{size}" and model.input_size == (int(w), int(h)) == (192, 256)
+    assert type(model.codec).__name__ == codec == "SimCCLabel" and not model.codec.normalize
+    assert model.codec.simcc_size == (int(bins_x), int(bins_y)) == (384, 512)
+    assert model.codec.simcc_split_ratio == float(ratio) == 2.0
+    assert model.codec.sigma == (float(sigma_x), float(sigma_y)) == (4.9, 5.66)
+    assert model.backbone.out_channels == model.head.final_conv.in_channels == channels
+    assert model.flip_test and model.head.feature_size == (6, 8)
+
+    per_gpu, gpus, total = (int(x) for x in BATCH.match(fields["batch"]).groups())
+    assert (per_gpu, gpus, total) == (256, 8, 2048)
+    assert cfg.data.batch_size * cfg.trainer.accumulate_grad_batches == total and cfg.trainer.sync_batchnorm
+    o, t, d = cfg.optim, cfg.trainer, cfg.data
+    assert (o.lr, o.betas, o.weight_decay, o.layer_decay, o.grad_clip) == (4e-3, (0.9, 0.999), decay, 1.0, None)
+    assert (o.warmup_iters, o.warmup_ratio, o.schedule, o.cosine_start_fraction, o.min_lr_ratio) == \
+        (1000, 1e-5, "cosine", 0.5, 0.05)
+    assert o.ema_decay == (1 - 0.0002 if ema else 0.0)
+    assert (t.max_epochs, t.max_steps, t.val_every_epochs) == (420, -1, 10)
+    assert (d.flip_prob, d.half_body_prob, d.scale_factor, d.rotate_factor, d.rotate_prob) == \
+        (0.5, 0.3, (0.6, 1.4), 80.0, 0.6)
+    assert (d.shift_factor, d.shift_prob, d.coarse_dropout_prob) == (0.16, 0.3, 1.0)

@@ -1,4 +1,5 @@
-"""Keypoint codecs: keypoints (B, K, 2) in input-crop pixels <-> heatmaps (B, K, H, W).
+"""Keypoint codecs: keypoints (B, K, 2) in input-crop pixels <-> heatmaps (B, K, H, W), or SimCC's x and y logits
+side by side (B, K, Wx + Wy) (:mod:`sagepose.codecs.simcc`).
 
 ``build_codec(dict(type="MSRAHeatmap", input_size=..., heatmap_size=..., sigma=...))``
 takes MMPose's codec config one to one.
@@ -9,13 +10,15 @@ import dataclasses
 import difflib
 
 from sagepose.codecs.heatmap import MSRAHeatmap, UDPHeatmap, flip_heatmaps, get_heatmap_maximum
+from sagepose.codecs.simcc import SimCCLabel
 
-CODECS = {"MSRAHeatmap": MSRAHeatmap, "UDPHeatmap": UDPHeatmap}
+CODECS = {"MSRAHeatmap": MSRAHeatmap, "UDPHeatmap": UDPHeatmap, "SimCCLabel": SimCCLabel}
 
-__all__ = ["CODECS", "MSRAHeatmap", "UDPHeatmap", "build_codec", "flip_heatmaps", "get_heatmap_maximum"]
+__all__ = ["CODECS", "MSRAHeatmap", "SimCCLabel", "UDPHeatmap", "build_codec", "flip_heatmaps",
+           "get_heatmap_maximum"]
 
 
-def build_codec(cfg: dict) -> MSRAHeatmap | UDPHeatmap:
+def build_codec(cfg: dict) -> MSRAHeatmap | UDPHeatmap | SimCCLabel:
     """A codec from a config dict ``{"type": name, **arguments}``; unknown type or argument: ValueError."""
     args = dict(cfg)
     name = args.pop("type", None)

@@ -125,6 +125,8 @@ class OptimConfig:
     milestones: tuple[int, ...] = (170, 200)  # epochs
     gamma: float = 0.1
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
+    # where the cosine begins, as a fraction of the run's optimizer steps: lr flat before it (RTMPose's 0.5)
+    cosine_start_fraction: float = 0.0
     grad_clip: float | None = 1.0
     fused: bool = False  # torch's fused AdamW kernel (one launch per step; GPU or CPU)
     # exponential moving average of the weights (Lightning's EMAWeightAveraging), 0 = off; when on,

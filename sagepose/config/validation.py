@@ -81,6 +81,8 @@ def validate(cfg: Config) -> Config:
     _check(all(e >= 0 for e in o.milestones), "optim.milestones", o.milestones, "epochs must be >= 0")
     _check(o.gamma > 0, "optim.gamma", o.gamma, "must be positive")
     _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", o.min_lr_ratio, "must be in [0, 1]")
+    _check(0 <= o.cosine_start_fraction < 1, "optim.cosine_start_fraction", o.cosine_start_fraction,
+           "a fraction of the run's steps in [0, 1)")
     _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "must be positive (null = off)")
     _check(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 = off)")
     _check(o.freeze_backbone_epochs >= 0, "optim.freeze_backbone_epochs", o.freeze_backbone_epochs, "must be >= 0")
@@ -133,6 +135,10 @@ def _validate_training(cfg: Config) -> None:
     if mode != "off" and cfg.model.name.endswith("-fusion"):
         raise ConfigError(f"ssl.mode={mode!r}: semi-supervised training takes heatmap models; "
                           f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
+    if mode != "off" and cfg.model.name.startswith("rtmpose-"):
+        raise ConfigError(f"ssl.mode={mode!r}: semi-supervised training warps the teacher's heatmaps into the "
+                          f"student's view; {cfg.model.name} predicts SimCC x and y vectors, not supported yet",
+                          key="ssl.mode")
     if mode != "off" and cfg.model.heads == "per_dataset":
         raise ConfigError(f"ssl.mode={mode!r} with model.heads=per_dataset: unlabeled images belong to no "
                           "dataset, so no head is theirs; use model.heads=shared", key="model.heads")

@@ -3,7 +3,7 @@
 Our modules keep readable names (``backbone.blocks.3.mlp.fc1``); foreign key names are
 mapped here and nowhere else:
 
-* :func:`from_mmpose` -- MMPose 1.x / mmpretrain ViT (ViTPose configs, Sapiens pose checkpoints);
+* :func:`from_mmpose` -- MMPose 1.x / mmpretrain ViT (ViTPose configs, Sapiens pose checkpoints, RTMPose);
 * :func:`from_vitpose` -- MMPose 0.x names: the official ViTPose repository (``keypoint_head``,
   ``last_norm``) and MMPose 0.x HRNet / HRFormer files;
 * :func:`from_sapiens_pretrain` -- Sapiens' MAE pretraining files (backbone only, with or
@@ -43,6 +43,11 @@ _MMPOSE_RULES = [
     (r"^backbone\.layers\.(\d+)\.ffn\.layers\.1\.", r"backbone.blocks.\1.mlp.fc2."),
     (r"^backbone\.ln1\.", "backbone.norm."),
     (r"^head\.final_layer\.", "head.final_conv."),
+    # RTMPose's RTMCC head (sagepose.models.rtmcc_head); its CSPNeXt backbone keeps mmdet's names
+    (r"^head\.mlp\.0\.", "head.mlp.norm."),
+    (r"^head\.mlp\.1\.", "head.mlp.fc."),
+    (r"^head\.gau\.ln\.", "head.gau.norm."),
+    (r"^head\.gau\.res_scale\.scale$", "head.gau.res_scale"),
 ]
 
 _VITPOSE_RULES = [
@@ -111,7 +116,9 @@ def from_mmpose(sd: dict) -> dict:
 
     ``backbone.layers.N.{ln1,attn.qkv,attn.proj,ln2,ffn.layers.0.0,ffn.layers.1}`` ->
     ``backbone.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
-    ``head.deconv_layers.{0,1,3,4}`` -> ``head.deconv_blocks.{0,1}.{conv,norm}``, etc.
+    ``head.deconv_layers.{0,1,3,4}`` -> ``head.deconv_blocks.{0,1}.{conv,norm}``, RTMPose's
+    ``head.{final_layer,mlp.0,mlp.1,gau.ln,gau.res_scale.scale}`` -> ``head.{final_conv,mlp.norm,mlp.fc,gau.norm,
+    gau.res_scale}``, etc.
     The data preprocessor's mean/std buffers and an MAE cls token are dropped. HRNet / HRFormer
     keys are ours already; HRFormer's ``relative_position_index`` buffers (constants of the window
     size, rebuilt by the model) are dropped.

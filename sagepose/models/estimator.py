@@ -29,7 +29,8 @@ from sagepose.models.inference import InferenceMode, fold_for_inference, keep_fr
 
 @dataclass
 class Prediction:
-    """keypoints (N, K, 2) float32 image px; scores (N, K); heatmaps (N, K, h, w) when asked for."""
+    """keypoints (N, K, 2) float32 image px; scores (N, K); heatmaps (N, K, h, w) when asked for (a SimCC model's
+    x and y logits, (N, K, Wx + Wy))."""
 
     keypoints: np.ndarray
     scores: np.ndarray
@@ -89,8 +90,10 @@ class TopDownPredictor:
         raise NotImplementedError
 
     def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:
-        """The mirrored crops' heatmaps back in the original's frame: flipped, left/right channels swapped."""
-        return flip_heatmaps(heatmaps, self.schema.flip_indices, self.shift_heatmap)
+        """The mirrored crops' heatmaps back in the original's frame: flipped, left/right channels swapped (a codec
+        with outputs of its own layout, SimCC's x and y logits, flips them itself: its ``flip_back``)."""
+        flip = getattr(self.codec, "flip_back", flip_heatmaps)
+        return flip(heatmaps, self.schema.flip_indices, self.shift_heatmap)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) BGR -> float (B, 3, H, W) RGB, ImageNet-normalised (on the images' device)."""
@@ -122,6 +125,8 @@ class TopDownPredictor:
         heatmap point ``k t`` -- ``t`` the crop centre in input px (``w / 2`` for MSRA's warp, ``(w - 1) / 2`` for
         UDP's), ``k`` the codec's input -> heatmap factor -- so base point ``p`` is scaled-crop point
         ``k t + (p - k t) / factor``."""
+        if heatmaps.ndim != 4:
+            raise ValueError("multi-scale test: SimCC logits (x and y vectors, not maps) take one scale")
         if heatmaps.shape[1] != self.schema.num_keypoints:
             raise ValueError(f"multi-scale test: {heatmaps.shape[1]} output maps for {self.schema.num_keypoints} "
                              "keypoints (a head with offset maps, the fusion head, takes one scale)")
@@ -238,7 +243,8 @@ class Backbone(Protocol):
 
 
 class TopDownEstimator(TopDownPredictor, nn.Module):
-    """Backbone + heatmap head + codec for one keypoint schema at a fixed input size (w, h), predicting in
+    """Backbone + head + codec (heatmaps, or SimCC's x and y logits: :mod:`sagepose.codecs.simcc`, whose codec
+    flips and decodes them) for one keypoint schema at a fixed input size (w, h), predicting in
     one :class:`~sagepose.models.inference.InferenceMode` (``inference_mode``; the default: unfused float32, the
     trainable module). The backbone's and head's transformer modules run the CPU fast path
     (:func:`~sagepose.models.inference.use_cpu_kernels`, applied here)."""
@@ -406,8 +412,9 @@ class TopDownEstimator(TopDownPredictor, nn.Module):
 
     def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:
         # a head with maps beyond heatmaps (the fusion head's offsets) flips them itself
-        flip = getattr(self.head, "flip_back", flip_heatmaps)
-        return flip(heatmaps, self.schema.flip_indices, self.shift_heatmap)
+        if hasattr(self.head, "flip_back"):
+            return self.head.flip_back(heatmaps, self.schema.flip_indices, self.shift_heatmap)
+        return super().flip_back(heatmaps)
 
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, h, w) -> keypoints (B, K, 2) in input-crop px, scores (B, K); a head that decodes its own

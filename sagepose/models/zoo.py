@@ -7,7 +7,9 @@ model at 1024x768; ``"vit-tiny"`` the small CPU demo model; ``"hrnet-w32"`` / ``
 (MSRA heatmaps, ``-udp`` and ``-dark`` variants) and ``"hrformer-s"`` / ``"hrformer-b"`` MMPose's
 ``td-hm_hrnet-*`` / ``td-hm_hrformer-*`` COCO 256x192 configs; ``"hrformer-s-fusion"``, ``"hrformer-b-fusion"``
 and ``"vit-tiny-fusion"`` the same with sagepose's fusion head (no MMPose counterpart); ``"sapiens2-0.4b"``
-... ``"sapiens2-5b"`` Sapiens2's 308-keypoint Goliath pose models at 1024x768 (its ``keypoints308`` configs).
+... ``"sapiens2-5b"`` Sapiens2's 308-keypoint Goliath pose models at 1024x768 (its ``keypoints308`` configs);
+``"rtmpose-t"`` ... ``"rtmpose-l"`` MMPose's ``rtmpose-{t,s,m,l}_8xb256-420e_coco-256x192`` (CSPNeXt + RTMCC head,
+SimCC), ``"rtmpose-m-384x288"`` / ``"rtmpose-l-384x288"`` its ``*_aic-coco-384x288`` configs' models.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 
 from sagepose.codecs import build_codec
 from sagepose.keypoints import COCO17, GOLIATH308, KeypointSchema, generic_schema, load_schema
+from sagepose.models.cspnext import CSPNEXT_SIZES, CSPNeXt, cspnext
 from sagepose.models.estimator import TopDownEstimator
 from sagepose.models.fusion_head import FusionHead
 from sagepose.models.heads import HeatmapHead, SkipHeatmapHead
@@ -27,6 +30,7 @@ from sagepose.models.hrformer import HRFORMER_SIZES, HRFormer
 from sagepose.models.hrnet import HRNET_SIZES, HRNet
 from sagepose.models.init_checkpoint import load_init_checkpoint
 from sagepose.models.lora import add_adapters
+from sagepose.models.rtmcc_head import RTMCCHead
 from sagepose.models.sapiens2 import SAPIENS2_SIZES, Sapiens2, sapiens2
 from sagepose.models.vit import VIT_SIZES, VisionTransformer, vit
 
@@ -139,6 +143,41 @@ def _topdown_hr(size: str, codec_base: dict, input_size: tuple[int, int] = (192,
                             heatmap_output=heatmap_output, test_scales=test_scales)
 
 
+# RTMPose's configs: SimCC sigma (x, y) per input size (w, h); the head's arguments that model.arch may override
+RTMPOSE_SIGMA = {(192, 256): (4.9, 5.66), (288, 384): (6.0, 6.93)}
+_RTMCC_ARGS = ("final_kernel_size", "hidden", "s", "expansion", "dropout", "act", "rel_bias", "pos_enc")
+
+
+def _rtmpose(size: str, input_size: tuple[int, int] = (192, 256), sigma=None, *, schema: KeypointSchema = COCO17,
+             drop_path_rate: float = 0.0, grad_checkpointing: bool = False, flip_test: bool = True,
+             codec: dict | None = None, arch: dict | None = None, heatmap_output: str = "raw",
+             test_scales=(1.0,)) -> TopDownEstimator:
+    """CSPNeXt (``size``: :data:`CSPNEXT_SIZES`) + RTMCC head on its stride-32 map + SimCC codec (split ratio 2,
+    MMPose's unnormalised Gaussian labels). ``input_size`` (w, h), multiples of 32; ``sigma`` (x, y) bins, by default
+    RTMPose's for that size. ``arch`` overrides backbone numbers (:class:`CSPNeXt` arguments: ``deepen``, ``widen``)
+    or head numbers (``hidden``, ``s``, ...); ``codec`` codec arguments; ``drop_path_rate`` is the attention unit's.
+    Multi-scale test, softmax heatmaps and activation checkpointing are heatmap / transformer notions: refused."""
+    w, h = input_size
+    if w % 32 or h % 32:
+        raise ValueError(f"{size}: input_size (w, h) = {input_size} must be multiples of 32 (stride-32 features)")
+    if heatmap_output != "raw" or grad_checkpointing or tuple(test_scales) != (1.0,):
+        raise ValueError(f"{size}: a SimCC model takes heatmap_output='raw', no grad_checkpointing and one test "
+                         f"scale; got {heatmap_output!r}, {grad_checkpointing}, {tuple(test_scales)}")
+    arch = dict(arch or {})
+    head_args = {k: arch.pop(k) for k in _RTMCC_ARGS if k in arch}
+    known = list(inspect.signature(CSPNeXt).parameters)
+    if set(arch) - set(known):
+        hints = {k: difflib.get_close_matches(k, [*known, *_RTMCC_ARGS], n=1) for k in sorted(set(arch) - set(known))}
+        raise ValueError(f"model.arch: unknown keys {hints} (key: did-you-mean); known: {[*known, *_RTMCC_ARGS]}")
+    backbone = cspnext(size.replace("rtmpose", "cspnext"), **arch)
+    default_sigma = RTMPOSE_SIGMA.get((w, h), RTMPOSE_SIGMA[(192, 256)])
+    codec_module = build_codec({"type": "SimCCLabel", "input_size": (w, h), "sigma": sigma or default_sigma,
+                                "simcc_split_ratio": 2.0, "normalize": False, **(codec or {})})
+    head = RTMCCHead(backbone.out_channels, schema.num_keypoints, (w // 32, h // 32), codec_module.simcc_size,
+                     drop_path_rate=drop_path_rate, **head_args)
+    return TopDownEstimator(backbone, head, codec_module, schema, (w, h), flip_test=flip_test)
+
+
 MODELS = {}
 for _size in ("vitpose-s", "vitpose-b", "vitpose-l", "vitpose-h"):
     _defaults = dict(input_size=(192, 256), sigma=2.0, drop_path_rate=VITPOSE_DROP_PATH[_size])
@@ -159,6 +198,11 @@ for _size in HRNET_SIZES:  # MMPose's td-hm_hrnet-w{32,48}[_udp|_dark]-*_coco-25
     MODELS[f"{_size}-dark"] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap", unbiased=True))
 for _size in HRFORMER_SIZES:
     MODELS[_size] = partial(_topdown_hr, _size, dict(type="MSRAHeatmap"), drop_path_rate=HRFORMER_DROP_PATH[_size])
+for _size in ("t", "s", "m", "l"):  # MMPose's rtmpose-{t,s,m,l}_8xb256-420e_coco-256x192 (+ aic-coco-384x288)
+    MODELS[f"rtmpose-{_size}"] = partial(_rtmpose, f"rtmpose-{_size}")
+for _size in ("m", "l"):
+    MODELS[f"rtmpose-{_size}-384x288"] = partial(_rtmpose, f"rtmpose-{_size}", input_size=(288, 384))
+assert all(f"cspnext-{n[8]}" in CSPNEXT_SIZES for n in MODELS if n.startswith("rtmpose-"))
 # Ours, no MMPose build: the same models with the fusion head (heatmap + offset + variance, sagepose.models.fusion_head)
 for _name in ("hrformer-s", "hrformer-b", "vit-tiny"):
     MODELS[f"{_name}-fusion"] = partial(MODELS[_name], fusion=True)

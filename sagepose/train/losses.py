@@ -31,3 +31,25 @@ def heatmap_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     denom = w.sum().clamp_min(1e-6)
     loss = (ce * w).sum() / denom
     return loss, {"loss/heatmap_ce": loss.detach(), "loss/heatmap_kl": ((kl * w).sum() / denom).detach()}
+
+
+def simcc_kl(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, x_bins: int, beta: float = 10.0,
+             label_softmax: bool = True, label_beta: float = 10.0) -> tuple[torch.Tensor, dict]:
+    """MMPose's KLDiscretLoss on SimCC logits; the defaults are RTMPose's configs' (beta 10, softmax labels).
+
+    logits, labels (B, K, Wx + Wy), x's ``x_bins`` bins first (:mod:`sagepose.codecs.simcc`); weights (B, K) -- 0
+    for joints a sample does not label (MMPose's ``use_target_weight=False`` is weights of ones). Per axis and joint:
+    KL(t || softmax(beta * logits)) averaged over the axis' bins, t the label, or softmax(label_beta * label) where
+    ``label_softmax``; times the joint's weight, summed over the two axes, the joints and the batch, over K.
+    Parity: summed over the batch, not averaged, as MMPose -- the loss grows with the batch, AdamW's step does not.
+    """
+    loss = logits.new_zeros((), dtype=torch.float32)
+    w = weights.float()
+    axes = lambda t: t.float().tensor_split([x_bins], dim=-1)  # (x, y)
+    for pred, target in zip(axes(logits), axes(labels)):
+        logp = torch.log_softmax(pred * beta, dim=-1)
+        t = torch.softmax(target * label_beta, dim=-1) if label_softmax else target
+        kl = torch.nn.functional.kl_div(logp, t, reduction="none").mean(-1)  # (B, K); t log t is 0 where t is 0
+        loss = loss + (kl * w).sum()
+    loss = loss / logits.shape[1]
+    return loss, {"loss/simcc_kl": loss.detach()}

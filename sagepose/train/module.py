@@ -2,6 +2,7 @@
 
     crops (uint8, CPU workers) -> [device] normalize, photometric aug, coarse dropout
       -> encode heatmap targets from keypoints (codec) -> model -> masked heatmap MSE
+         (a SimCC codec, RTMPose's: x and y labels -> MMPose's KLDiscretLoss on the x and y logits)
 
 Validation decodes with flip test, maps keypoints back to the image and scores each val set once per validation
 epoch (:mod:`sagepose.train.validation`); ``val/AP``, or ``val/pixel_error`` without sigmas, drives the best
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
+from sagepose.codecs import SimCCLabel
 from sagepose.config import Config, to_dict
 from sagepose.data import batch_aug
 from sagepose.data.multi import plan_datasets
@@ -30,7 +32,7 @@ from sagepose.models.heads import PerDatasetHeads, per_dataset_heads
 from sagepose.models.lora import check_adapter_base, frozen_base, weights_hash
 from sagepose.train.fusion_loss import fusion_loss
 from sagepose.train.guards import NonFiniteGuard, running_stats
-from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse
+from sagepose.train.losses import heatmap_cross_entropy, heatmap_mse, simcc_kl
 from sagepose.train.optim import build_optimizer, build_scheduler
 from sagepose.train.resume_state import global_rng_state, loader_state, restore_global_rng_state, restore_loader_state
 from sagepose.train.steps import describe_steps, schedule_steps
@@ -92,8 +94,9 @@ class TopDownModule(L.LightningModule):
         return self.model.normalize(crops)
 
     def _targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> heatmap targets (B, K, H, W) and the loss's joint weights (B, K): labelled joints inside the
-        heatmap (the codec's), times the schema's joint weights when ``trainer.use_joint_weights``."""
+        """-> heatmap targets (B, K, H, W) (a SimCC codec's x and y labels, (B, K, Wx + Wy)) and the loss's joint
+        weights (B, K): labelled joints inside the heatmap (the codec's), times the schema's joint weights when
+        ``trainer.use_joint_weights``."""
         targets, weights = self.model.codec.encode(batch["keypoints"], batch["visible"])
         if "labeled" in batch:  # several datasets: each sample's loss covers the outputs its dataset labels
             weights = weights * batch["labeled"].to(weights.dtype)
@@ -126,6 +129,8 @@ class TopDownModule(L.LightningModule):
             head = self.model.head
             loss, logs = fusion_loss(self.model(x), targets, weights, keypoints, self.cfg.trainer.fusion_loss,
                                      radius=head.radius, blur_kernel_size=head.blur_kernel_size)
+        elif isinstance(self.model.codec, SimCCLabel):  # x and y logits side by side: MMPose's KLDiscretLoss
+            loss, logs = simcc_kl(self.model(x, dataset), targets, weights, x_bins=self.model.codec.simcc_size[0])
         else:
             loss_fn = heatmap_cross_entropy if self.model.heatmap_output == "softmax" else heatmap_mse
             loss, logs = loss_fn(self.model(x, dataset), targets, weights)

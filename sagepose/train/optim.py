@@ -69,7 +69,9 @@ def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int, total_steps: in
     """Multiplier on each group's base lr at optimizer step ``step`` (0-based).
 
     Linear warmup from ``warmup_ratio`` over ``warmup_iters`` steps (MMPose's LinearLR, by
-    iteration), times either a step decay by epoch milestones or a cosine to ``min_lr_ratio``.
+    iteration), times either a step decay by epoch milestones or a cosine to ``min_lr_ratio`` -- from the step
+    ``cosine_start_fraction`` of the way through the run, flat before it (MMPose's CosineAnnealingLR with ``begin``,
+    by iteration).
     """
     warm = 1.0
     if cfg.warmup_iters > 0 and step < cfg.warmup_iters:
@@ -78,7 +80,8 @@ def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int, total_steps: in
         epoch = step // max(steps_per_epoch, 1)
         main = cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     elif cfg.schedule == "cosine":
-        t = min(step / max(total_steps, 1), 1.0)
+        start = cfg.cosine_start_fraction * total_steps
+        t = min(max(step - start, 0.0) / max(total_steps - start, 1), 1.0)
         main = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
     else:
         raise ValueError(f"optim.schedule: unknown schedule {cfg.schedule!r}; use 'step' or 'cosine'")
