@@ -16,7 +16,8 @@ def test_there_is_a_recipe_per_gpu_size_and_model():
     names = {p.stem for p in RECIPES}
     assert names == {f"finetune_{m}_{gb}" for m in ("vitpose_b", "sapiens_0.3b", "sapiens_1b")
                      for gb in ("4gb", "24gb", "80gb")} | {"finetune_sapiens_2b_80gb", "finetune_sapiens2_1b_24gb_lora",
-                                                          "finetune_sapiens2_5b_80gb_lora"}
+                                                          "finetune_sapiens2_5b_80gb_lora",
+                                                          "finetune_sapiens2_0.4b_24gb", "finetune_sapiens2_1b_80gb"}
     # semi-supervised: 24 and 80 GB; Sapiens-1B at 24 GB needs FSDP, which the EMA teacher does not support yet
     assert {p.stem for p in SSL_RECIPES} == {f"finetune_{m}_{gb}_ssl" for m, gb in (
         ("vitpose_b", "24gb"), ("vitpose_b", "80gb"), ("sapiens_0.3b", "24gb"), ("sapiens_0.3b", "80gb"),
