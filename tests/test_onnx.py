@@ -163,19 +163,25 @@ def test_onnx_predict_takes_rgb_arrays_with_color_rgb_as_the_torch_model_does(ti
     np.testing.assert_array_equal(got.scores, want.scores)
 
 
-def test_cli_export_then_infer(tiny, tmp_path, capsys):
+def _cli_infer(onnx_file, tmp_path) -> list[dict]:
+    """``sagepose infer ONNX_FILE`` on a synthetic image with :data:`BOXES` given: its results.json rows."""
     import cv2
 
-    out = tmp_path / "cli.onnx"
-    assert cli(["export", "vit-tiny", "--random-weights", "--out", str(out), "--dynamic-batch"]) == 0
-    assert "opset 18, any batch, float32" in capsys.readouterr().out
     image = tmp_path / "img.png"
     cv2.imwrite(str(image), synthetic_image())
     det = tmp_path / "det.json"
     det.write_text(json.dumps({"img.png": BOXES.tolist()}))
-    assert cli(["infer", str(out), str(image), "--det-json", str(det), "--out", str(tmp_path / "inf"),
+    assert cli(["infer", str(onnx_file), str(image), "--det-json", str(det), "--out", str(tmp_path / "inf"),
                 "--no-render"]) == 0
-    rows = json.loads((tmp_path / "inf" / "results.json").read_text())
+    return json.loads((tmp_path / "inf" / "results.json").read_text())
+
+
+def test_cli_export_then_infer(tiny, tmp_path, capsys):
+
+    out = tmp_path / "cli.onnx"
+    assert cli(["export", "vit-tiny", "--random-weights", "--out", str(out), "--dynamic-batch"]) == 0
+    assert "opset 18, any batch, float32" in capsys.readouterr().out
+    rows = _cli_infer(out, tmp_path)
     assert len(rows) == 3 and len(rows[0]["keypoints"]) == 51
 
 
@@ -222,20 +228,13 @@ def test_rtmpose_in_onnxruntime_gives_the_torch_simcc_logits_and_keypoints(rtmpo
 
 
 def test_cli_export_then_infer_an_rtmpose(tmp_path, capsys):
-    import cv2
 
     out = tmp_path / "rtmpose-t.onnx"
     assert cli(["export", "rtmpose-t", "--random-weights", "--out", str(out)]) == 0
     assert "opset 18, batch 1, float32" in capsys.readouterr().out
     graph = onnx.load(str(out))
     assert [d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim] == [1, 17, 384 + 512]
-    image = tmp_path / "img.png"
-    cv2.imwrite(str(image), synthetic_image())
-    det = tmp_path / "det.json"
-    det.write_text(json.dumps({"img.png": BOXES.tolist()}))
-    assert cli(["infer", str(out), str(image), "--det-json", str(det), "--out", str(tmp_path / "inf"),
-                "--no-render"]) == 0
-    rows = json.loads((tmp_path / "inf" / "results.json").read_text())
+    rows = _cli_infer(out, tmp_path)
     assert len(rows) == 3 and len(rows[0]["keypoints"]) == 51 and np.isfinite(rows[0]["keypoints"]).all()
 
 
