@@ -135,10 +135,6 @@ def _validate_training(cfg: Config) -> None:
     if mode != "off" and cfg.model.name.endswith("-fusion"):
         raise ConfigError(f"ssl.mode={mode!r}: semi-supervised training takes heatmap models; "
                           f"{cfg.model.name} is a fusion-head model", key="ssl.mode")
-    if mode != "off" and cfg.model.name.startswith("rtmpose-"):
-        raise ConfigError(f"ssl.mode={mode!r}: semi-supervised training warps the teacher's heatmaps into the "
-                          f"student's view; {cfg.model.name} predicts SimCC x and y vectors, not supported yet",
-                          key="ssl.mode")
     if mode != "off" and cfg.model.heads == "per_dataset":
         raise ConfigError(f"ssl.mode={mode!r} with model.heads=per_dataset: unlabeled images belong to no "
                           "dataset, so no head is theirs; use model.heads=shared", key="model.heads")

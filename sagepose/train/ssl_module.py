@@ -29,7 +29,7 @@ from sagepose.config import Config, ConfigError
 from sagepose.data import batch_aug, load_coco
 from sagepose.data.preflight import require_unlabeled
 from sagepose.models.inference import native_bf16
-from sagepose.ssl import losses, views
+from sagepose.ssl import losses, moments, views
 from sagepose.ssl.priors import StructuralPriors
 from sagepose.ssl.teacher import EMATeacher
 from sagepose.ssl.views import STUDENT_STREAM, TEACHER_STREAM, UNLABELED_SEED_OFFSET
@@ -103,15 +103,14 @@ class SemiSupervisedModule(TopDownModule):
         crops = batch["img"]
         keys = batch_aug.sample_keys(self.cfg.trainer.seed + UNLABELED_SEED_OFFSET, self.current_epoch,
                                      batch["index"]).to(crops.device)
-        hm_scale = model.codec.heatmap_scale.to(crops.device)
-        flip_indices = model.schema.flip_indices
+        hm_scale = None if moments.is_simcc(model) else model.codec.heatmap_scale.to(crops.device)
 
         # teacher: one weak view, or two (ssl.fusion) whose maps are averaged by confidence; their probability maps
         n_teacher = 2 if s.fusion else 1
         t_views = [views.make_views(crops, keys, self.weak, stream=TEACHER_STREAM + v) for v in range(n_teacher)]
         t_in = model.normalize(torch.cat([v.images for v in t_views]).clamp(0, 255))
         t_out = self.teacher(t_in, autocast_dtype=self._teacher_dtype())
-        t_probs = losses.to_probabilities(t_out, 1.0, self.map_kind).chunk(n_teacher)
+        t_outs = t_out.chunk(n_teacher)
 
         # student: M strong views
         s_views = [views.make_views(crops, keys, self.strong, stream=STUDENT_STREAM + m)
@@ -121,24 +120,14 @@ class SemiSupervisedModule(TopDownModule):
 
         cons, logs, mask = 0.0, {}, None
         for m, s_view in enumerate(s_views):
-            warped, masses = [], []
-            for p_t, t_view in zip(t_probs, t_views):  # each teacher view's maps into this student view's frame
-                A_rel = geometry.relative_affine_torch(t_view.affine, s_view.affine)
-                w = warp_heatmaps(p_t, A_rel, t_view.flipped ^ s_view.flipped, flip_indices, hm_scale,
-                                  mass_preserving=True)
-                w, mass = losses.renormalize(w)
-                warped.append(w)
-                masses.append(mass)
-            target, conf = losses.teacher_target(warped[0], warped[1] if s.fusion else None,
-                                                 confidence_tau=s.fusion_temperature, spatial_tau=s.teacher_tau)
-            in_view = (torch.stack(masses).amin(0) >= MIN_KEPT_MASS).float()
+            target, conf, in_view = self._view_target(t_outs, t_views, s_view, hm_scale)
             if m == 0:  # the mask statistics advance once a step
                 mask = self.keypoint_mask(conf, self.global_step, stats_conf=self._gather(conf)) if s.mask \
                     else torch.ones_like(conf)
                 logs["teacher_conf_mean"], logs["teacher_conf_max"] = conf.mean(), conf.max()
             joint_mask = mask * in_view
-            loss_m, logs_m = losses.consistency_loss(s_out[m], target, joint_mask, kind=s.consistency,
-                                                     tau=s.prob_tau, map_kind=self.map_kind)
+            loss_m, logs_m = moments.distribution_loss(s_out[m], target, joint_mask, model, kind=s.consistency,
+                                                       tau=s.prob_tau)
             cons = cons + loss_m / s.num_strong_views
             if m == 0:
                 logs["mask_kept"] = logs_m["kept"]
@@ -165,8 +154,37 @@ class SemiSupervisedModule(TopDownModule):
         logs["unlabeled"] = total.detach()
         return total, logs
 
+    def _view_target(self, t_outs, t_views, s_view: views.Views, hm_scale: torch.Tensor):
+        """The teacher's raw outputs of its weak views -> the target in student view ``s_view``'s output layout,
+        its confidence (B, K) and which joints stayed in the view (B, K).
+
+        Heatmaps: each view's probability maps warped into the student's heatmap frame (mass-preserving: a joint
+        that kept under :data:`MIN_KEPT_MASS` left the view), fused and sharpened by
+        :func:`~sagepose.ssl.losses.teacher_target`. SimCC: each view's 1-D distributions as moments
+        (:mod:`sagepose.ssl.moments`) carried into the student view, fused, rendered as the student's bins (a joint
+        whose mean left the view is out)."""
+        s, model = self.cfg.ssl, self.model
+        flip_indices = model.schema.flip_indices
+        if moments.is_simcc(model):
+            per_view = [moments.output_moments(o, model, s.teacher_tau) for o in t_outs]
+            tm = moments.into_view(per_view, t_views, s_view, flip_indices, s.fusion_temperature)
+            return moments.render(tm, model), tm.conf, moments.in_view(tm, model.input_size)
+        warped, masses = [], []
+        for o, t_view in zip(t_outs, t_views):  # each teacher view's maps into this student view's frame
+            A_rel = geometry.relative_affine_torch(t_view.affine, s_view.affine)
+            w = warp_heatmaps(losses.to_probabilities(o, 1.0, self.map_kind), A_rel, t_view.flipped ^ s_view.flipped,
+                              flip_indices, hm_scale, mass_preserving=True)
+            w, mass = losses.renormalize(w)
+            warped.append(w)
+            masses.append(mass)
+        target, conf = losses.teacher_target(warped[0], warped[1] if s.fusion else None,
+                                             confidence_tau=s.fusion_temperature, spatial_tau=s.teacher_tau)
+        return target, conf, (torch.stack(masses).amin(0) >= MIN_KEPT_MASS).float()
+
     def _input_coords(self, out: torch.Tensor, hm_scale: torch.Tensor) -> torch.Tensor:
-        """Raw student maps (B, K, h, w) -> soft-argmax coordinates (B, K, 2) in its view's input pixels."""
+        """Raw student output -> soft-argmax coordinates (B, K, 2) in its view's input pixels."""
+        if moments.is_simcc(self.model):
+            return moments.soft_coords(out, self.model, self.cfg.ssl.prob_tau)
         probs = losses.to_probabilities(out, self.cfg.ssl.prob_tau, self.map_kind)
         return losses.soft_argmax(probs) / hm_scale
 
