@@ -265,15 +265,28 @@ def affine_grid_theta(A_inv: torch.Tensor, src_size: tuple[int, int], dst_size: 
     return compose_affine_torch(compose_affine_torch(n_src.expand(b, 2, 3), A_inv), n_dst_inv.expand(b, 2, 3))
 
 
-def warp_affine_torch(maps: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) maps, affines (B, 2, 3) source px -> output px -> (B, C, h, w) float32 output: output pixel q
-    takes the source's value at A^-1 q, bilinear, zeros outside (:func:`warp_image`'s border, batched; one
-    ``grid_sample`` for all B x C maps, the C channels of a sample sharing its grid)."""
+def warp_affine_torch(maps: torch.Tensor, A: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, C, h, w) maps, affines (B, 2, 3) source px -> output px -> (B, C, h, w) float32 output (``out_size``
+    (w, h) if given): output pixel q takes the source's value at A^-1 q, bilinear, zeros outside
+    (:func:`warp_image`'s border, batched; one ``grid_sample`` for all B x C maps, the C channels of a sample sharing
+    its grid)."""
     b, c, h, w = maps.shape
+    wo, ho = (w, h) if out_size is None else (int(out_size[0]), int(out_size[1]))
     with torch.autocast(maps.device.type, enabled=False):
-        theta = affine_grid_theta(invert_affine_torch(A.to(maps.device)), (w, h), (w, h))
-        grid = F.affine_grid(theta, [b, c, h, w], align_corners=True)
+        theta = affine_grid_theta(invert_affine_torch(A.to(maps.device)), (w, h), (wo, ho))
+        grid = F.affine_grid(theta, [b, c, ho, wo], align_corners=True)
         return F.grid_sample(maps.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def fit_affine(src_size: tuple[int, int], dst_size: tuple[int, int], udp: bool) -> np.ndarray:
+    """(2, 3) float32: a crop of ``src_size`` (w, h) px scaled uniformly to fit ``dst_size``, centred -- the relation
+    between two crops of one box at two resolutions (:func:`crop_matrix`'s conventions: UDP maps pixel centres
+    0..w-1 onto 0..w'-1, the plain crop scales x by w' / w)."""
+    (ws, hs), (wd, hd) = src_size, dst_size
+    off = 1.0 if udp else 0.0
+    s = min((wd - off) / (ws - off), (hd - off) / (hs - off))
+    tx, ty = ((wd - off) - s * (ws - off)) / 2.0, ((hd - off) - s * (hs - off)) / 2.0
+    return np.array([[s, 0.0, tx], [0.0, s, ty]], np.float32)
 
 
 def crop_to_image(keypoints, input_size: tuple[int, int], center, scale):

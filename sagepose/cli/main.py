@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "demo": "synthesize a dataset, train the tiny ViT on CPU, evaluate and render (runs/demo/)",
     "synth": "write a synthetic COCO-format human keypoint dataset",
     "train": "train from a YAML recipe: sagepose train CONFIG [key=value ...] [--resume]",
+    "distill": "a big model teaches a small one on unlabeled crops: sagepose distill CONFIG --teacher CKPT [key=value]",
     "test": "evaluate a checkpoint: sagepose test CONFIG --checkpoint F [key=value ...]",
     "infer": "predict keypoints on an image or folder; write results json and renders",
     "export": "a model as ONNX (crops in, heatmaps out, its settings in the metadata) for onnxruntime / TensorRT",

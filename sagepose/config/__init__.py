@@ -23,6 +23,7 @@ from sagepose.config.sections import (
     Config,
     DataConfig,
     DatasetConfig,
+    DistillConfig,
     FusionLossWeights,
     LoraConfig,
     ModelConfig,
@@ -50,7 +51,7 @@ __all__ = [
     "ACCELERATORS", "COMPILE_MODES", "CONSISTENCIES", "DATASET_FORMATS", "HEAD_LAYOUTS", "HEATMAP_OUTPUTS",
     "KEEP_START_RULES", "PRECISIONS", "SCHEDULES", "SSL_MODES", "UNION_MODES",
     "Config", "ConfigError", "DataConfig", "DatasetConfig", "FusionLossWeights", "LoraConfig", "ModelConfig",
-    "OptimConfig", "SSLConfig", "TrainerConfig", "ViewConfig",
+    "DistillConfig", "OptimConfig", "SSLConfig", "TrainerConfig", "ViewConfig",
     "apply_overrides", "config_from_dict", "dump_config", "load_config", "parse_value", "replace",
     "to_dict", "validate",
 ]

@@ -269,9 +269,30 @@ class SSLConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Distillation (``sagepose distill``, :mod:`sagepose.train.distill_module`): a frozen teacher's predictions on
+    the weak views of ``ssl.unlabeled``'s crops (and the labeled images') become the student's targets on its strong
+    views; ``ssl``'s sources, views, batch size and dynamic mask are the ones read."""
+
+    # a checkpoint sagepose.load reads (sagepose's .ckpt / converted file, MMPose, Sapiens) or a hub name; "" = off
+    teacher: str = ""
+    teacher_model: str | None = None  # the zoo name of a teacher file that does not name its model (MMPose, Sapiens)
+    weight: float = 1.0  # the distillation loss beside the supervised loss
+    kind: str = "kl"  # KL(teacher || student), "js" or "mse", as ssl.consistency
+    confidence_weight: bool = True  # each joint weighed by the teacher's confidence (sagepose.ssl.moments)
+    labeled: bool = True  # the labeled images (data.train_json's boxes) are distilled on too
+    # the teacher's outputs stored per crop and reused every epoch: "auto" when its view is fixed (ssl.weak without
+    # rotation, zoom, shift, flip or photometric jitter, and ssl.fusion off), "always" (refused otherwise), "never"
+    cache_teacher: str = "auto"
+    teacher_bf16: bool = True  # the teacher in bf16 autocast where the device computes bf16 natively
+    teacher_tau: float = 1.0  # temperature of the teacher's distributions (< 1 sharpens)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)

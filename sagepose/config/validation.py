@@ -117,6 +117,7 @@ def validate(cfg: Config) -> Config:
     _check(not t.fsdp_cpu_offload or t.strategy == "fsdp", "trainer.fsdp_cpu_offload", t.fsdp_cpu_offload,
            "needs trainer.strategy=fsdp")
     _validate_ssl(cfg)
+    _validate_distill(cfg)
     _validate_datasets(cfg)
     from sagepose.models.zoo import MODELS  # deferred, and last: it imports torch
 
@@ -245,3 +246,32 @@ def _validate_ssl(cfg: Config) -> None:
         for name in ("flip_prob", "photometric_prob", "coarse_dropout_prob", "blur_prob", "noise_prob"):
             _check(0 <= getattr(v, name) <= 1, f"ssl.{view}.{name}", getattr(v, name),
                    "a probability must be in [0, 1]")
+
+
+CACHE_TEACHER = ("auto", "always", "never")
+
+
+def _validate_distill(cfg: Config) -> None:
+    d, s = cfg.distill, cfg.ssl
+    if not d.teacher:
+        return
+    _check_choice(d.kind, CONSISTENCIES, "distill.kind", "kind")
+    _check_choice(d.cache_teacher, CACHE_TEACHER, "distill.cache_teacher", "setting")
+    _check(d.weight >= 0, "distill.weight", d.weight, "must be >= 0")
+    _check(d.teacher_tau > 0, "distill.teacher_tau", d.teacher_tau, "must be positive")
+    _check(s.mode != "off", "ssl.mode", s.mode, "distillation reads its unlabeled crops through ssl: use semi (labels "
+           "and unlabeled crops) or unsup_only (`sagepose distill` picks one)")
+    if cfg.data.datasets:
+        raise ConfigError("distill.teacher with data.datasets: distillation into a multi-dataset student is not "
+                          "supported; distil into one schema", key="distill.teacher")
+    if d.cache_teacher == "always" and not teacher_view_fixed(s):
+        raise ConfigError("distill.cache_teacher=always: the teacher's view must be fixed (ssl.weak: rotate 0, "
+                          "scale [1, 1], shift 0, flip_prob 0, photometric_prob 0; ssl.fusion false)",
+                          key="distill.cache_teacher")
+
+
+def teacher_view_fixed(s) -> bool:
+    """Whether ``ssl``'s teacher view is the plain crop every time (no fusion, no random weak view)."""
+    w = s.weak
+    return (not s.fusion and w.rotate == 0 and tuple(w.scale) == (1.0, 1.0) and w.shift == 0 and w.flip_prob == 0
+            and w.photometric_prob == 0)

@@ -142,26 +142,34 @@ def sample_view_affines(keys: torch.Tensor, input_size: tuple[int, int], params:
     return torch.stack([x_row, y_row], 1), flipped, zoom
 
 
-def warp_images(images: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, C) 0-255 uint8 or float, A (B, 2, 3) base px -> view px -> (B, H, W, C) float32 0-255.
+def warp_images(images: torch.Tensor, A: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, H, W, C) 0-255 uint8 or float, A (B, 2, 3) base px -> view px -> (B, H, W, C) float32 0-255 (H, W from
+    ``out_size`` (w, h) if given).
 
     One batched bilinear ``grid_sample`` (:func:`sagepose.geometry.warp_affine_torch`), zeros outside the base crop,
     in float32 whatever the autocast.
     """
-    return geometry.warp_affine_torch(images.permute(0, 3, 1, 2), A).permute(0, 2, 3, 1).contiguous()
+    return geometry.warp_affine_torch(images.permute(0, 3, 1, 2), A, out_size).permute(0, 2, 3, 1).contiguous()
 
 
-def make_views(crops: torch.Tensor, keys: torch.Tensor, spec: ViewSpec, stream: int) -> Views:
+def make_views(crops: torch.Tensor, keys: torch.Tensor, spec: ViewSpec, stream: int,
+               out_size: tuple[int, int] | None = None, udp: bool = False) -> Views:
     """crops (B, H, W, 3) uint8 BGR, keys (B,) -> :class:`Views` of kind ``spec``, drawn from view stream ``stream``.
 
     The view's warp, then ``batch_aug.photometric``, ``batch_aug.degrade`` and ``batch_aug.coarse_dropout`` (each
     when ``spec`` gives its config) with the view's own key; ``affine``, ``flipped`` and ``zoom`` are
-    :func:`sample_view_affines`'.
+    :func:`sample_view_affines`'. ``out_size`` (w, h): views of another resolution than the crops (distillation's
+    teacher and student), the crop fitted into it (:func:`sagepose.geometry.fit_affine` with ``udp``) after the
+    view's affine; ``affine`` and ``zoom`` include that fit.
     """
     b, h, w, _ = crops.shape
     keys = keys.to(crops.device)
     A, flipped, zoom = sample_view_affines(keys, (w, h), spec.geometry, stream)
-    images = warp_images(crops, A)
+    if out_size is not None and tuple(out_size) != (w, h):
+        fit = torch.from_numpy(geometry.fit_affine((w, h), out_size, udp)).to(A.device)
+        A = geometry.compose_affine_torch(fit.expand(b, 2, 3), A)
+        zoom = zoom * fit[0, 0]
+    images = warp_images(crops, A, out_size)
     vkeys = view_keys(keys, stream)
     if spec.photometric is not None:
         images = batch_aug.photometric(images, vkeys, spec.photometric)

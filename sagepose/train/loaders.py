@@ -121,16 +121,20 @@ def build_multi_loaders(cfg: Config, plan: DatasetPlan, model, train: bool = Tru
 
 def unlabeled_records(cfg: Config, verbose: bool = True):
     """The records of ``ssl.unlabeled`` (video frames cached in ``ssl.cache_dir``, default ``OUT/unlabeled_cache``)."""
-    s = cfg.ssl
+    s, d = cfg.ssl, cfg.data
     cache = s.cache_dir or str(Path(cfg.trainer.out_dir) / "unlabeled_cache")
-    return load_unlabeled(s.unlabeled, root=s.unlabeled_root, cache_dir=cache, every_n=s.every_n,
+    sources = [s.unlabeled] if isinstance(s.unlabeled, (str, dict)) else list(s.unlabeled)
+    if cfg.distill.teacher and cfg.distill.labeled and d.train_json:  # the labeled images' boxes, for the teacher
+        sources.append({"path": d.train_json, "kind": "coco", **({"root": d.image_root} if d.image_root else {})})
+    return load_unlabeled(sources, root=s.unlabeled_root, cache_dir=cache, every_n=s.every_n,
                           score_thr=s.det_score_thr, temporal=s.lambda_temporal > 0, verbose=verbose)
 
 
-def build_unlabeled_loader(cfg: Config, model, records, rank: int = 0, world_size: int = 1):
-    """Rank ``rank``'s resumable shard of the unlabeled crops (a seeded permutation per epoch, as training's)."""
+def build_unlabeled_loader(cfg: Config, model, records, rank: int = 0, world_size: int = 1, crop_size=None):
+    """Rank ``rank``'s resumable shard of the unlabeled crops (a seeded permutation per epoch, as training's), cut at
+    ``crop_size`` (w, h) (default: the model's input size)."""
     d, s = cfg.data, cfg.ssl
-    ds = UnlabeledDataset(records, tuple(model.input_size), udp=model.codec.udp, seed=cfg.trainer.seed,
+    ds = UnlabeledDataset(records, tuple(crop_size or model.input_size), udp=model.codec.udp, seed=cfg.trainer.seed,
                           cache_images=d.cache_images)
     shard = ShardSampler(len(ds), seed=cfg.trainer.seed + 1, shuffle=True, rank=rank, world_size=world_size)
     return ResumableLoader(ds, shard, batch_size=s.batch_size, drop_last=len(shard) > s.batch_size,
@@ -163,13 +167,17 @@ class SemiSupervisedData(TopDownData):
     loader, so it is the supervised run's epoch when the unlabeled set is the larger) or unlabeled batches only
     (``"unsup_only"``). Video frames are cached once, by local rank 0, before any loader is built."""
 
+    def __init__(self, cfg: Config, model, crop_size=None):
+        super().__init__(cfg, model)
+        self.crop_size = crop_size  # distillation's: at the teacher's resolution
+
     def prepare_data(self):
         unlabeled_records(self.cfg)
 
     def train_dataloader(self):
         rank, world = self.trainer.global_rank, self.trainer.world_size
         unlabeled = build_unlabeled_loader(self.cfg, self.model, unlabeled_records(self.cfg, verbose=False),
-                                           rank, world)
+                                           rank, world, self.crop_size)
         if self.cfg.ssl.mode == "unsup_only":
             return unlabeled
         return CombinedLoader({"labeled": self._loaders(train=True)["train"], "unlabeled": unlabeled},

@@ -100,6 +100,11 @@ def fit(cfg: Config, resume: bool = False, callbacks=(), overwrite: bool = False
     if cfg.ssl.mode == "off":
         module = TopDownModule(cfg)
         datamodule = TopDownData(cfg, module.model)
+    elif cfg.distill.teacher:
+        from sagepose.train.distill_module import DistillModule
+
+        module = DistillModule(cfg)
+        datamodule = SemiSupervisedData(cfg, module.model, crop_size=module.crop_size)
     else:
         module = SemiSupervisedModule(cfg)
         datamodule = SemiSupervisedData(cfg, module.model)
