@@ -2,8 +2,8 @@
 the labels alone; same labeled data, student steps and seeds, both arms and the teacher in one table, with each
 model's CPU latency in ONNX Runtime (2 threads, batch 1).
 
-    python benchmarks/bench_distill.py [--part mirror-mouse] [--seeds 0 1] [--student custom_distill]
-        [--override KEY=VALUE ...] [--out DIR] [--root DIR] [--threads 2]
+    python benchmarks/bench_distill.py [--part mirror-mouse|synthetic|all] [--seeds 0 1] [--student custom_distill]
+        [--override KEY=VALUE ...] [--out DIR] [--root DIR] [--threads 2] [--init CKPT]
 
 ``mirror-mouse`` (bench_ssl.py's split: 30 labeled train frames, 10 val, 50 test; the video unlabeled):
 
@@ -15,7 +15,15 @@ model's CPU latency in ONNX Runtime (2 threads, batch 1).
   labels, steps and seed, the teacher's distributions on the video's crops (and the labeled frames') beside the labels.
 
 Every arm is tested on the test frames (pixel_error, lower is better). Floors (issue 30): student_distilled <= 1.1 x
-teacher and <= 0.85 x student_supervised; the student >= 4x faster than the teacher. Latency: each best.ckpt exported
+teacher and <= 0.85 x student_supervised; the student >= 4x faster than the teacher.
+
+``synthetic`` (bench_ssl.py's domain shift: every arm starts from the ``sagepose demo`` model, ``--init``; 300 labeled
+``default``-style images, 5000 unlabeled and 300 test images of ``surveillance`` style; recipe ``demo_tiny_vit`` with
+the demo's ssl sizing, 1500 steps each, last checkpoint): ``teacher`` the semi arm, ``student_supervised`` the
+supervised arm, ``student_distilled`` the same model, start, data and steps distilled from the teacher on the
+unlabeled images (teacher view fixed: cached). Metric: COCO AP on the target test set. Floors: student_distilled >=
+teacher - 0.02 and >= student_supervised + 0.03. The student is the teacher's architecture here: the part measures
+what distillation carries across the shift, not speed. Latency: each best.ckpt exported
 by ``sagepose export``'s code (float32, batch 1) and run in onnxruntime with ``--threads`` threads on random crops of
 its input size; best and median of ``--repeats`` rounds of 50 calls (ms per call).
 
@@ -33,10 +41,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_ssl import real_plan  # noqa: E402  (beside this file)
+from bench_ssl import QUICK, real_plan, synthetic_plan  # noqa: E402  (beside this file)
 from machine import describe_machine  # noqa: E402
 
-PARTS = ("mirror-mouse",)
+PARTS = ("mirror-mouse", "synthetic")
+# the teacher's view fixed, so its outputs are cached per crop (custom_distill's setting, given to demo_tiny_vit)
+FIXED_TEACHER_VIEW = ["ssl.fusion=false", "ssl.weak.rotate=0", "ssl.weak.scale=[1, 1]", "ssl.weak.shift=0",
+                      "ssl.weak.flip_prob=0", "ssl.weak.photometric_prob=0"]
 
 
 def onnx_latency(checkpoint: str, out: Path, threads: int, repeats: int, calls: int = 50) -> dict:
@@ -106,19 +117,55 @@ def run_mouse(plan: dict, seeds, student: str, extra: list[str], out: Path, thre
     return rows
 
 
+def run_synthetic(plan: dict, seeds, out: Path, threads: int, repeats: int, extra: list[str]) -> list[dict]:
+    """bench_ssl's synthetic arms from the demo model: ``teacher`` its semi arm, ``student_supervised`` its supervised
+    arm, ``student_distilled`` the same recipe, init and steps distilled from the teacher's last checkpoint on the
+    unlabeled target-style images; each scored on its last checkpoint (COCO AP on the target test set)."""
+    from sagepose.config import load_config
+    from sagepose.train.run import fit, test
+
+    arms = {arm: (recipe, overrides) for arm, recipe, overrides in plan["arms"]}
+    unlabeled = next(o for o in arms["semi"][1] if o.startswith("ssl.unlabeled="))
+    rows = []
+    for seed in seeds:
+        teacher_ckpt = None
+        for arm, (recipe, overrides) in (("teacher", arms["semi"]), ("student_supervised", arms["supervised"]),
+                                         ("student_distilled", arms["supervised"])):
+            if arm == "student_distilled":
+                overrides = ["ssl.mode=semi", unlabeled, *FIXED_TEACHER_VIEW, f"distill.teacher={teacher_ckpt}"]
+            run = out / f"{arm}-seed{seed}"
+            cfg = load_config(recipe, [*plan["common"], *extra, f"trainer.out_dir={run}", f"trainer.seed={seed}",
+                                       *overrides, f"data.val_json={plan['test_json']}"])
+            summary = fit(cfg, resume=True)
+            ckpt = summary["last_checkpoint"]
+            teacher_ckpt = teacher_ckpt or ckpt
+            m = test(cfg, ckpt, out_dir=run)
+            rows.append({"arm": arm, "seed": seed, "steps": summary["steps"], "train_minutes": summary["train_minutes"],
+                         "checkpoint": ckpt, "AP": m["AP"], **onnx_latency(ckpt, run, threads, repeats)})
+            print(f"synthetic {arm} seed {seed}: AP {m['AP']:.3f}", flush=True)
+    return rows
+
+
 def table(header: str, rows: list[dict]) -> str:
+    """Mean over seeds per arm, against the teacher and the supervised student; pixel error as a ratio (lower is
+    better), AP as a difference (higher is better)."""
+    metric = "pixel_error" if "pixel_error" in rows[0] else "AP"
     arms = list(dict.fromkeys(r["arm"] for r in rows))
-    mean = {a: statistics.mean(r["pixel_error"] for r in rows if r["arm"] == a) for a in arms}
+    mean = {a: statistics.mean(r[metric] for r in rows if r["arm"] == a) for a in arms}
     ms = {a: statistics.mean(r["best_ms"] for r in rows if r["arm"] == a) for a in arms}
-    lines = [header, "", "| arm | pixel_error (per seed) | vs teacher | vs student_supervised | parameters | "
+
+    def vs(a: str, b: str) -> str:
+        if b not in mean:
+            return "-"
+        return f"{mean[a] / mean[b]:.2f}x" if metric == "pixel_error" else f"{mean[a] - mean[b]:+.3f}"
+
+    lines = [header, "", f"| arm | {metric} (per seed) | vs teacher | vs student_supervised | parameters | "
              "onnxruntime ms (best) | speed vs teacher |", "|---|---|---|---|---|---|---|"]
     for a in arms:
-        seeds = ", ".join(f"{r['pixel_error']:.2f}" for r in rows if r["arm"] == a)
+        seeds = ", ".join(f"{r[metric]:.3f}" for r in rows if r["arm"] == a)
         params = next(r["params"] for r in rows if r["arm"] == a)
-        sup = mean.get("student_supervised")
-        lines.append(f"| {a} | {mean[a]:.2f} ({seeds}) | {mean[a] / mean['teacher']:.2f}x | "
-                     f"{(mean[a] / sup) if sup else float('nan'):.2f}x | {params:,} | {ms[a]:.3f} | "
-                     f"{ms['teacher'] / ms[a]:.2f}x |")
+        lines.append(f"| {a} | {mean[a]:.3f} ({seeds}) | {vs(a, 'teacher')} | {vs(a, 'student_supervised')} | "
+                     f"{params:,} | {ms[a]:.3f} | {ms['teacher'] / ms[a]:.2f}x |")
     return "\n".join(lines)
 
 
@@ -133,18 +180,37 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", default=None)
+    p.add_argument("--init", default=None, help="synthetic: the checkpoint every arm starts from (default: the "
+                                                "sagepose demo model, trained once in OUT/synthetic/pretrained)")
+    p.add_argument("--quick", action="store_true", help="synthetic: a smoke run (tiny sizes, model and steps)")
     args = p.parse_args(argv)
-    args.quick, args.steps, args.rows = False, None, "main"
+    args.steps = QUICK["steps"] if args.quick else None
+    args.rows = "main"
+    if args.quick:
+        args.repeats = 1
     out = Path(args.out)
     results = {}
     for part in (PARTS if args.part == "all" else (args.part,)):
         part_out = out / part
-        plan = real_plan(part, 30, args, part_out, [])
-        rows = run_mouse(plan, args.seeds, args.student, args.override, part_out, args.threads, args.repeats)
-        header = (f"{part}: {plan['header']}\nTeacher: the semi arm above. Students: `{args.student}` "
-                  f"{' '.join(args.override)}, supervised (`ssl.mode=off`) and distilled (`sagepose distill "
-                  f"{args.student} --teacher` the teacher's best.ckpt, the same video). Latency: onnxruntime, "
-                  f"{args.threads} threads, batch 1. {describe_machine()}")
+        if part == "mirror-mouse":
+            plan = real_plan(part, 30, args, part_out, [])
+            rows = run_mouse(plan, args.seeds, args.student, args.override, part_out, args.threads, args.repeats)
+            how = (f"Teacher: the semi arm above. Students: `{args.student}` {' '.join(args.override)}, supervised "
+                   f"(`ssl.mode=off`) and distilled (`sagepose distill {args.student} --teacher` the teacher's "
+                   "best.ckpt, the same video).")
+        else:
+            data = part_out / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            ns = argparse.Namespace(**vars(args), labeled=300, unlabeled=5000, test=300, pretrain=5000,
+                                    workers=2, style="surveillance")
+            extra = list(QUICK["overrides"]) if args.quick else []
+            plan = synthetic_plan(ns, data, extra)
+            rows = run_synthetic(plan, args.seeds, part_out, args.threads, args.repeats, extra)
+            how = ("Teacher: the semi arm; students: the same model from the same start, supervised (the supervised "
+                   "arm) and distilled from the teacher's last checkpoint on the unlabeled target images "
+                   f"(`distill.teacher`, `{' '.join(FIXED_TEACHER_VIEW)}`), the same steps.")
+        header = (f"{part}: {plan['header']}\n{how} Latency: onnxruntime, {args.threads} threads, batch 1. "
+                  f"{describe_machine()}")
         text = table(header, rows)
         print(text)
         (out / f"distill_{part}.md").write_text(text + "\n")
