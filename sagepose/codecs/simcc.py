@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from sagepose.codecs.decode import finite_or_zero
+
 
 def _as_tensor(x) -> tuple[torch.Tensor, bool]:
     if isinstance(x, torch.Tensor):
@@ -52,7 +54,8 @@ def blur_1d(vectors: torch.Tensor, kernel_size: int) -> torch.Tensor:
     tap = i[:, None] - i[None, :] + kernel_size // 2
     band = torch.where((tap >= 0) & (tap < kernel_size), taps[tap.clamp(0, kernel_size - 1)], taps.new_zeros(()))
     blurred = vectors @ band
-    return blurred * (vectors.amax(-1, keepdim=True) / blurred.amax(-1, keepdim=True))
+    peak = blurred.amax(-1, keepdim=True)  # 0 only for an all-zero vector (MMPose divides by it: NaN), kept 0 here
+    return blurred * (vectors.amax(-1, keepdim=True) / torch.where(peak == 0, torch.ones_like(peak), peak))
 
 
 def refine_dark_1d(bins: torch.Tensor, vectors: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -152,9 +155,10 @@ class SimCCLabel:
 
     def decode(self, logits):
         """logits (B, K, Wx + Wy) -> keypoints (B, K, 2) input px (each axis' argmax bin / split ratio, DARK-refined
-        where ``use_dark``), scores (B, K) = the smaller of the two axes' maximum logits."""
+        where ``use_dark``), scores (B, K) = the smaller of the two axes' maximum logits. NaN and +-inf logits count
+        as 0, as in the heatmap decodes (a diverged network: finite keypoints, score 0 where no logit is finite)."""
         lg, to_numpy = _as_tensor(logits)
-        x, y = self.split(lg.float())
+        x, y = self.split(finite_or_zero(lg.float()))
         locs, scores = simcc_maximum(x, y)
         if self.use_dark:  # MMPose's blur sizes from sigma (its DARK targets' rule)
             sizes = [int((s * 20 - 7) // 3) for s in self.sigma]

@@ -16,6 +16,12 @@ that stores none (MMPose, ViTPose, Sapiens ``.pth``), the built-in schema its he
 unambiguously (:data:`SCHEMA_BY_COUNT`), else ``kp0 .. kp{K-1}`` (:func:`sagepose.keypoints.generic_schema`),
 which only a ``model.head_map`` can match. A file storing no schema whose head already has the model's channel
 count loads as it is (the behaviour before transplants).
+
+A head whose keypoints attend to each other (RTMPose's RTMCC head: ``joints_attend``) predicts a joint from the
+whole joint set, so its copied rows reproduce the checkpoint only for the checkpoint's own joints, each once, in any
+order (in its order where the attention is positional): :func:`carries_over`. For any other joint set the copy is
+no transplant (an RTMPose fitted to six mirror-mouse frames to ~2 px: 6 of its joints copied into an 8-joint head
+moved 38 px, median, from its predictions; ``tests/test_rtmpose_pieces.py``) and it is not made.
 """
 from __future__ import annotations
 
@@ -102,6 +108,18 @@ def channel_sources(source: KeypointSchema, target: KeypointSchema,
         found = ((),) * target.num_keypoints
     return [source.index(head_map[j]) if j in head_map else (s[0] if s else None)
             for j, s in zip(target.keypoints, found)]
+
+
+def carries_over(head: nn.Module, sources: list[int | None], num_source: int) -> bool:
+    """Whether copying the checkpoint's rows ``sources`` (:func:`channel_sources`) makes ``head`` predict those joints
+    as the checkpoint does: always for a head that computes each joint apart (heatmap heads); for one whose joints
+    attend to each other only when ``sources`` is the checkpoint's ``num_source`` joints, each once -- in their order
+    where :attr:`~sagepose.models.rtmcc_head.RTMCCHead.joint_order_matters`."""
+    if not getattr(head, "joints_attend", False):
+        return True
+    if head.joint_order_matters:
+        return list(sources) == list(range(num_source))
+    return None not in sources and sorted(sources) == list(range(num_source))
 
 
 def transplant_head(model: nn.Module, sd: Mapping[str, torch.Tensor], sources: list[int | None],

@@ -168,7 +168,8 @@ class PerDatasetHeads(nn.Module):
 def per_dataset_heads(head: nn.Module, union) -> PerDatasetHeads:
     """One copy of ``head`` (built for the union's outputs) per member of ``union``
     (:class:`sagepose.keypoint_maps.UnionSchema`), its last convolution cut to the member's joints (the union
-    head's rows for them: every copy starts as the shared head would)."""
+    head's rows for them: every copy starts as the shared head would -- for the RTMCC head, whose joints attend to
+    each other, from its weights, its joints then attending to their own dataset's only)."""
     import copy
 
     if union is None:

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from sagepose import hub
+from sagepose.keypoint_maps import MappingError
 from sagepose.models import head_transplant
 from sagepose.models.checkpoint import CheckpointMismatchError, convert_state_dict, load_checkpoint, read_checkpoint
 from sagepose.models.estimator import TopDownEstimator
@@ -55,6 +56,18 @@ def load_init_checkpoint(model: TopDownEstimator, init, head_map: dict | None, l
                       f"layer ({', '.join(head_shaped)}); those layers start from their initialisation", stacklevel=3)
         return False
     sources = head_transplant.channel_sources(source, target, head_map)
+    n = sum(s is not None for s in sources)
+    if n and not head_transplant.carries_over(model.head, sources, source.num_keypoints):
+        why = (f"{type(model.head).__name__}'s joints attend to each other, so copying {n} of {target.name}'s "
+               f"{target.num_keypoints} joints from {source.name}'s {source.num_keypoints} would not predict them as "
+               "the checkpoint does (only its own joint set, each once, does)")
+        if head_map:
+            raise MappingError(f"model.head_map: {init}: {why}; map each of its joints to one of yours, or leave "
+                               "model.head_map empty (the head's final conv then starts new)")
+        head_transplant.transplant_head(model, sd, [None] * len(sources), before)
+        warnings.warn(f"{init}: the backbone and the head's shared layers loaded; its final conv is new: {why}",
+                      stacklevel=3)
+        return False
     n = head_transplant.transplant_head(model, sd, sources, before)
     line = f"head: {n} of {target.num_keypoints} channels from the checkpoint ({target.name} <- {source.name})"
     if n:

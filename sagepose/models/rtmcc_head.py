@@ -95,7 +95,14 @@ class RTMCCHead(nn.Module):
 
     ``feature_size`` (w, h) of the map (the flattened token is w x h long), ``simcc_size`` (Wx, Wy) the bins;
     ``hidden`` the token width, ``s`` / ``expansion`` / ``act`` / ``rel_bias`` / ``pos_enc`` the attention unit's.
+
+    Its keypoints attend to each other, so a keypoint's logits depend on the whole keypoint set -- and on the tokens'
+    order where the attention has a positional term (``rel_bias``, ``pos_enc``): what
+    :mod:`sagepose.models.head_transplant` asks (``joints_attend``, :attr:`joint_order_matters`) before it copies
+    a checkpoint's keypoint rows.
     """
+
+    joints_attend = True
 
     def __init__(self, in_channels: int, num_keypoints: int, feature_size: tuple[int, int],
                  simcc_size: tuple[int, int], final_kernel_size: int = 7, hidden: int = 256, s: int = 128,
@@ -115,6 +122,11 @@ class RTMCCHead(nn.Module):
         nn.init.zeros_(self.final_conv.bias)
         for fc in (self.mlp.fc, self.gau.uv, self.gau.o, self.cls_x, self.cls_y):
             nn.init.normal_(fc.weight, std=0.01)
+
+    @property
+    def joint_order_matters(self) -> bool:
+        """Whether reordering the keypoints changes their logits (the attention's relative bias or rotary encoding)."""
+        return self.gau.w is not None or self.gau.pos_enc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.feature_size[::-1]:
