@@ -133,6 +133,12 @@ def test_distill_settings_fail_in_one_line():
         load_config("custom_tiny_vit_ssl", ["distill.teacher=t.ckpt", "distill.cache_teacher=always"])
     with pytest.raises(ConfigError, match="distill.kind"):
         load_config("custom_tiny_vit_ssl", ["distill.teacher=t.ckpt", "distill.kind=l2"])
+    from sagepose.train.checks import check_run
+
+    for teacher in ("no-such.ckpt", "vitpose-b"):  # a missing file; a zoo name without weights
+        with pytest.raises(ConfigError, match="neither a checkpoint file nor published weights") as e:
+            check_run(load_config("custom_distill", [f"distill.teacher={teacher}", "ssl.unlabeled=v.mp4"]))
+        assert "\n" not in str(e.value) and e.value.key == "distill.teacher"
 
 
 @pytest.mark.slow

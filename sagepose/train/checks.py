@@ -15,7 +15,23 @@ def check_run(cfg: Config) -> None:
     validate(cfg)
     if cfg.ssl.warm_start and not is_checkpoint_spec(cfg.ssl.warm_start):
         stage_config(cfg)  # an unknown recipe or a missing file: one line before any work
+    if cfg.distill.teacher:
+        check_teacher(cfg.distill.teacher)
     check_accelerator(cfg)
+
+
+def check_teacher(spec: str) -> None:
+    """``distill.teacher`` names a file or published weights (:data:`sagepose.hub.WEIGHTS`): one line otherwise,
+    before the run folder is made (the file's content is read when the run starts)."""
+    from pathlib import Path
+
+    from sagepose.hub import WEIGHTS
+
+    if Path(spec).is_file() or spec in WEIGHTS:
+        return
+    raise ConfigError(f"distill.teacher={spec}: neither a checkpoint file nor published weights (a sagepose.hub name, "
+                      "e.g. vitpose-b-coco); a zoo name alone has no trained weights to teach with",
+                      key="distill.teacher")
 
 
 def check_accelerator(cfg: Config) -> None:
