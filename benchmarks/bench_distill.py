@@ -3,7 +3,7 @@ the labels alone; same labeled data, student steps and seeds, both arms and the 
 model's CPU latency in ONNX Runtime (2 threads, batch 1).
 
     python benchmarks/bench_distill.py [--part mirror-mouse|synthetic|all] [--seeds 0 1] [--student custom_distill]
-        [--override KEY=VALUE ...] [--out DIR] [--root DIR] [--threads 2] [--init CKPT]
+        [--override KEY=VALUE ...] [--tag -NAME] [--out DIR] [--root DIR] [--threads 2] [--init CKPT]
 
 ``mirror-mouse`` (bench_ssl.py's split: 30 labeled train frames, 10 val, 50 test; the video unlabeled):
 
@@ -25,7 +25,8 @@ unlabeled images (teacher view fixed: cached). Metric: COCO AP on the target tes
 teacher - 0.02 and >= student_supervised + 0.03. The student is the teacher's architecture here: the part measures
 what distillation carries across the shift, not speed. Latency: each best.ckpt exported
 by ``sagepose export``'s code (float32, batch 1) and run in onnxruntime with ``--threads`` threads on random crops of
-its input size; best and median of ``--repeats`` rounds of 50 calls (ms per call).
+its input size, the arms in turn within each of ``--repeats`` rounds of 50 calls; the best round's ms per call (the
+median beside it in the json), once training is over (a training process beside it would time the load).
 
 Writes ``distill_{part}.md`` (the table, also printed) and ``distill_{part}.json`` under ``--out`` (default
 ``benchmarks/results/distill``), beside the run folders. Finished runs are reused (each is resumed).
@@ -50,36 +51,55 @@ FIXED_TEACHER_VIEW = ["ssl.fusion=false", "ssl.weak.rotate=0", "ssl.weak.scale=[
                       "ssl.weak.flip_prob=0", "ssl.weak.photometric_prob=0"]
 
 
-def onnx_latency(checkpoint: str, out: Path, threads: int, repeats: int, calls: int = 50) -> dict:
-    """``checkpoint`` -> ONNX (float32, batch 1) -> onnxruntime on ``threads`` threads: {best_ms, median_ms, params}."""
+def onnx_latency(checkpoints: dict[str, str], out: Path, threads: int, repeats: int, calls: int = 50) -> dict:
+    """{arm: checkpoint} -> {arm: {best_ms, median_ms, params, input_size}}: each exported to ONNX (float32, batch 1)
+    and run in onnxruntime on ``threads`` threads, the arms timed in turn within each of ``repeats`` rounds of
+    ``calls`` calls (a load from other processes hits them alike)."""
     import numpy as np
     import onnxruntime as ort
 
     import sagepose
     from sagepose.onnx_model import export_onnx
 
-    model = sagepose.load(checkpoint=checkpoint, fuse=False)
-    path = out / "model.onnx"
-    export_onnx(model, path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    w, h = model.input_size
-    x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
-    for _ in range(10):
-        session.run(None, {name: x})
-    rounds = []
+    sessions = {}
+    for arm, ckpt in checkpoints.items():
+        model = sagepose.load(checkpoint=ckpt, fuse=False)
+        path = out / f"{arm}.onnx"
+        export_onnx(model, path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        w, h = model.input_size
+        x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
+        feed = {session.get_inputs()[0].name: x}
+        for _ in range(10):
+            session.run(None, feed)
+        sessions[arm] = (session, feed, sum(p.numel() for p in model.parameters()), list(model.input_size))
+    rounds: dict[str, list[float]] = {arm: [] for arm in sessions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            session.run(None, {name: x})
-        rounds.append((time.perf_counter() - start) * 1000.0 / calls)
-    return {"best_ms": min(rounds), "median_ms": statistics.median(rounds),
-            "params": sum(p.numel() for p in model.parameters()), "input_size": list(model.input_size)}
+        for arm, (session, feed, _, _) in sessions.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                session.run(None, feed)
+            rounds[arm].append((time.perf_counter() - start) * 1000.0 / calls)
+    return {arm: {"best_ms": min(rounds[arm]), "median_ms": statistics.median(rounds[arm]), "params": params,
+                  "input_size": size} for arm, (_, _, params, size) in sessions.items()}
 
 
-def run_mouse(plan: dict, seeds, student: str, extra: list[str], out: Path, threads: int, repeats: int) -> list[dict]:
+def add_latency(rows: list[dict], out: Path, threads: int, repeats: int) -> None:
+    """Each arm's latency (its first seed's checkpoint; the seeds share the architecture) into its rows."""
+    first = {}
+    for r in rows:
+        first.setdefault(r["arm"], r["checkpoint"])
+    latency = onnx_latency(first, out, threads, repeats)
+    for r in rows:
+        r.update(latency[r["arm"]])
+
+
+def run_mouse(plan: dict, seeds, student: str, extra: list[str], out: Path, threads: int, repeats: int,
+              tag: str = "") -> list[dict]:
+    """Each seed: the teacher (bench_ssl's semi arm), the student supervised and distilled; each best.ckpt scored on
+    the test frames; then the arms' latencies side by side."""
     from sagepose.config import load_config
     from sagepose.data.coco import read_json
     from sagepose.demo import score_checkpoint
@@ -87,14 +107,13 @@ def run_mouse(plan: dict, seeds, student: str, extra: list[str], out: Path, thre
 
     common, rows = plan["common"], []
 
-    def score(arm: str, seed: int, recipe: str, ckpt: str, steps: int, minutes: float, latency: dict) -> None:
-        test_out = out / f"{arm}-seed{seed}" / "test"
+    def score(arm: str, seed: int, recipe: str, ckpt: str, steps: int, minutes: float) -> None:
+        test_out = out / f"{arm}{'' if arm == 'teacher' else tag}-seed{seed}" / "test"
         m = score_checkpoint(recipe, [*common, *(extra if recipe == student else []),
                                       f"data.val_json={plan['test_json']}"], ckpt, test_out)
         rows.append({"arm": arm, "seed": seed, "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": ckpt,
-                     "pixel_error": m["pixel_error"], **latency})
-        print(f"mirror-mouse {arm} seed {seed}: {m['pixel_error']:.3f} px, onnxruntime {latency['best_ms']:.3f} ms",
-              flush=True)
+                     "pixel_error": m["pixel_error"]})
+        print(f"mirror-mouse {arm} seed {seed}: {m['pixel_error']:.3f} px", flush=True)
 
     for seed in seeds:
         run = out / f"teacher-seed{seed}"
@@ -103,17 +122,16 @@ def run_mouse(plan: dict, seeds, student: str, extra: list[str], out: Path, thre
         stage0 = read_json(run / "warm_start" / "train_summary.json")
         t_ckpt = teacher["best_checkpoint"]
         score("teacher", seed, "custom_tiny_vit", t_ckpt, teacher["steps"] + stage0["steps"],
-              teacher["train_minutes"] + stage0["train_minutes"], onnx_latency(t_ckpt, run, threads, repeats))
-        run = out / f"student_supervised-seed{seed}"
+              teacher["train_minutes"] + stage0["train_minutes"])
+        run = out / f"student_supervised{tag}-seed{seed}"
         sup = fit(load_config(student, [*common, *extra, "ssl.mode=off", "ssl.unlabeled=[]", f"trainer.out_dir={run}",
                                         f"trainer.seed={seed}"]), resume=True)
-        score("student_supervised", seed, student, sup["best_checkpoint"], sup["steps"], sup["train_minutes"],
-              onnx_latency(sup["best_checkpoint"], run, threads, repeats))
-        run = out / f"student_distilled-seed{seed}"
+        score("student_supervised", seed, student, sup["best_checkpoint"], sup["steps"], sup["train_minutes"])
+        run = out / f"student_distilled{tag}-seed{seed}"
         dist = fit(load_config(student, [*common, *extra, *plan["semi"], "ssl.mode=semi", f"distill.teacher={t_ckpt}",
                                          f"trainer.out_dir={run}", f"trainer.seed={seed}"]), resume=True)
-        score("student_distilled", seed, student, dist["best_checkpoint"], dist["steps"], dist["train_minutes"],
-              onnx_latency(dist["best_checkpoint"], run, threads, repeats))
+        score("student_distilled", seed, student, dist["best_checkpoint"], dist["steps"], dist["train_minutes"])
+    add_latency(rows, out, threads, repeats)
     return rows
 
 
@@ -141,8 +159,9 @@ def run_synthetic(plan: dict, seeds, out: Path, threads: int, repeats: int, extr
             teacher_ckpt = teacher_ckpt or ckpt
             m = test(cfg, ckpt, out_dir=run)
             rows.append({"arm": arm, "seed": seed, "steps": summary["steps"], "train_minutes": summary["train_minutes"],
-                         "checkpoint": ckpt, "AP": m["AP"], **onnx_latency(ckpt, run, threads, repeats)})
+                         "checkpoint": ckpt, "AP": m["AP"]})
             print(f"synthetic {arm} seed {seed}: AP {m['AP']:.3f}", flush=True)
+    add_latency(rows, out, threads, repeats)
     return rows
 
 
@@ -182,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--precision", default=None)
     p.add_argument("--init", default=None, help="synthetic: the checkpoint every arm starts from (default: the "
                                                 "sagepose demo model, trained once in OUT/synthetic/pretrained)")
+    p.add_argument("--tag", default="", help="mirror-mouse: a suffix for another student's run folders and table "
+                                              "(e.g. -rtmpose-t); the teacher is shared")
     p.add_argument("--quick", action="store_true", help="synthetic: a smoke run (tiny sizes, model and steps)")
     args = p.parse_args(argv)
     args.steps = QUICK["steps"] if args.quick else None
@@ -194,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
         part_out = out / part
         if part == "mirror-mouse":
             plan = real_plan(part, 30, args, part_out, [])
-            rows = run_mouse(plan, args.seeds, args.student, args.override, part_out, args.threads, args.repeats)
+            rows = run_mouse(plan, args.seeds, args.student, args.override, part_out, args.threads, args.repeats,
+                             args.tag)
             how = (f"Teacher: the semi arm above. Students: `{args.student}` {' '.join(args.override)}, supervised "
                    f"(`ssl.mode=off`) and distilled (`sagepose distill {args.student} --teacher` the teacher's "
                    "best.ckpt, the same video).")
@@ -213,8 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{describe_machine()}")
         text = table(header, rows)
         print(text)
-        (out / f"distill_{part}.md").write_text(text + "\n")
-        (out / f"distill_{part}.json").write_text(json.dumps(rows, indent=1))
+        (out / f"distill_{part}{args.tag}.md").write_text(text + "\n")
+        (out / f"distill_{part}{args.tag}.json").write_text(json.dumps(rows, indent=1))
         results[part] = rows
     return results
 
