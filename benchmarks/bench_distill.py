@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--init", default=None, help="synthetic: the checkpoint every arm starts from (default: the "
                                                 "sagepose demo model, trained once in OUT/synthetic/pretrained)")
     p.add_argument("--tag", default="", help="mirror-mouse: a suffix for another student's run folders and table "
-                                              "(e.g. -rtmpose-t); the teacher is shared")
+                                              "(e.g. --tag=-rtmpose-t); the teacher is shared")
     p.add_argument("--quick", action="store_true", help="synthetic: a smoke run (tiny sizes, model and steps)")
     args = p.parse_args(argv)
     args.steps = QUICK["steps"] if args.quick else None
