@@ -209,7 +209,12 @@ def distribution_loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Te
                       tau: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The student's raw output against target probabilities (:func:`render`'s layout) -> (loss, logs):
     :func:`sagepose.ssl.losses.consistency_loss` (``kind`` kl / js / mse, joints weighted by ``weights`` (B, K)) on
-    the heatmap, or on each SimCC axis as a 1-row map of ``softmax(beta * logits / tau)`` (the two axes summed)."""
+    the heatmap, or on each SimCC axis as a 1-row map of ``softmax(beta * logits / tau)``, the two axes summed.
+
+    SimCC's is put on the scale of the supervised loss it joins (:func:`sagepose.train.losses.simcc_kl`, MMPose's
+    KLDiscretLoss: a joint's divergence averaged over its bins, summed over the batch): each axis' mean over joints
+    times B / bins. A heatmap model's supervised losses are means over joints like this one, so ``ssl.lambda_u`` and
+    ``distill.weight`` weigh the unlabeled term alike for both kinds."""
     if not is_simcc(model):
         kind_map = "logits" if model.heatmap_output == "softmax" else "heatmap"
         return consistency_loss(out, target, weights, kind=kind, tau=tau, map_kind=kind_map)
@@ -218,7 +223,7 @@ def distribution_loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Te
     for o, t in zip(out.tensor_split([wx], -1), target.tensor_split([wx], -1)):
         loss_a, logs = consistency_loss(o[:, :, None], t[:, :, None], weights, kind=kind, tau=tau / SIMCC_BETA,
                                         map_kind="logits")
-        loss = loss + loss_a
+        loss = loss + loss_a * (out.shape[0] / o.shape[-1])
     return loss, {"loss": loss.detach(), "kept": logs["kept"]}
 
 
