@@ -172,17 +172,23 @@ def in_view(m: Moments, input_size: tuple[int, int]) -> torch.Tensor:
     return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).float()
 
 
-def _gauss_1d(mean: torch.Tensor, var: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, K) bins -> (B, K, n) normalised Gaussians over bins 0..n-1."""
+def _simcc_label(mean: torch.Tensor, var: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, K) bins -> (B, K, n): softmax over bins 0..n-1 of beta times a peak-1 Gaussian (SimCC's label, softmax-ed
+    as its loss does)."""
     idx = torch.arange(n, device=mean.device, dtype=torch.float32)
-    logit = -(idx - mean[..., None]).square() / (2 * var[..., None])
-    return torch.softmax(logit, dim=-1)
+    gauss = torch.exp(-(idx - mean[..., None]).square() / (2 * var[..., None]))
+    return torch.softmax(SIMCC_BETA * gauss, dim=-1)
 
 
 def render(m: Moments, model) -> torch.Tensor:
-    """Moments in ``model``'s input px -> its target probabilities: SimCC (B, K, Wx + Wy), each axis a normalised
-    Gaussian over its bins; a heatmap model (B, K, h, w), a normalised 2-D Gaussian (full covariance) over the map's
-    pixels. Each axis' variance is at least the model's own label sigma squared (in its bins / heatmap px)."""
+    """Moments in ``model``'s input px -> its target probabilities, in the family of its own supervised targets, each
+    axis' variance at least its label sigma squared (in its bins / heatmap px):
+
+    * SimCC (B, K, Wx + Wy): per axis ``softmax(beta * exp(-(b - mean)^2 / (2 var)))`` over the bins b -- RTMPose's
+      supervised target (KLDiscretLoss on softmax-ed Gaussian labels) moved to the teacher's mean and, where the
+      teacher is less sure than the label, widened;
+    * a heatmap model (B, K, h, w): a normalised 2-D Gaussian (full covariance) over the map's pixels.
+    """
     codec = model.codec
     mean, cov = m.mean.float(), m.cov.float()
     if is_simcc(model):
@@ -190,7 +196,7 @@ def render(m: Moments, model) -> torch.Tensor:
         sx, sy = codec.sigma
         vx = (cov[..., 0, 0] * r * r).clamp_min(sx * sx)
         vy = (cov[..., 1, 1] * r * r).clamp_min(sy * sy)
-        return torch.cat([_gauss_1d(mean[..., 0] * r, vx, wx), _gauss_1d(mean[..., 1] * r, vy, wy)], -1)
+        return torch.cat([_simcc_label(mean[..., 0] * r, vx, wx), _simcc_label(mean[..., 1] * r, vy, wy)], -1)
     scale = codec.heatmap_scale.to(mean.device).float()
     w, h = codec.heatmap_size
     mu = mean * scale
