@@ -173,3 +173,13 @@ def test_sagepose_distill_trains_an_rtmpose_student_from_a_heatmap_teacher_and_k
     assert summary["steps"] == 4
     assert main(["distill", str(out / "config.yaml"), "--teacher", args[3], "--resume", "trainer.max_steps=6"]) == 0
     assert json.loads((out / "train_summary.json").read_text())["steps"] == 6
+    # the student is a model like any other: exported, then inferred with in onnxruntime, equal to torch
+    pytest.importorskip("onnxruntime")
+    import sagepose
+
+    onnx = tmp_path / "student.onnx"
+    assert main(["export", str(out / "checkpoints" / "last.ckpt"), "--out", str(onnx)]) == 0
+    image = next((tmp_path / "l" / "train").glob("*.jpg"))
+    ours = sagepose.load(str(out / "checkpoints" / "last.ckpt")).predict(str(image))
+    theirs = sagepose.load(str(onnx)).predict(str(image))
+    assert np.abs(ours.keypoints - theirs.keypoints).max() < 1e-2
