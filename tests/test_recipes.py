@@ -22,7 +22,7 @@ from sagepose.train.loaders import build_loaders
 
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
 PUBLISHED = [p for p in ALL if not p.stem.startswith(("demo_", "finetune_", "custom_", "multi_", "sapiens2_",
-                                                      "rtmpose_"))]
+                                                      "distill_", "rtmpose_"))]
 # RTMPose (SimCC, 420 epochs, its own optimizer and schedule): checked against its source below
 RTMPOSE = [p for p in ALL if p.stem.startswith("rtmpose_")]
 # COCO-17 from Sapiens2: its 308-keypoint training's settings (Sapiens2 has no COCO config, reports no COCO AP)
