@@ -61,16 +61,6 @@ RTMPOSE_SMALL = ["model.name=rtmpose-t", "model.input_size=[64, 96]",
                  "model.arch={'widen': 0.25, 'deepen': 0.33, 'hidden': 64, 's': 32}"]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: as fast for this small model, and far faster than two on a machine whose other core is
-    busy (OpenMP's threads then wait on each other: 560 s instead of 18 s measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_rtmpose_training_step_fits_synthetic_people_far_below_the_mean_pose(tmp_path, one_thread):
     """The production step of a SimCC model -- codec labels, KLDiscretLoss, AdamW, warm-up + cosine -- fits 33

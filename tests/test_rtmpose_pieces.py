@@ -44,13 +44,7 @@ MOUSE_PAIRS = {("paw1LH_top", "paw4RH_top"), ("paw2LF_top", "paw3RF_top"),
                ("paw1LH_bot", "paw4RH_bot"), ("paw2LF_bot", "paw3RF_bot")}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: as fast for this small model, far faster than two when the other core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

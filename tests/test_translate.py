@@ -79,13 +79,7 @@ def annotation(ann_id, image_id, kp, labeled, bbox=None, **extra):
 N_IMAGES = 1000  # two people each: 2000 pairs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Matrices this small train fastest on one thread; two threads on a shared 2-core machine run ~7x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
