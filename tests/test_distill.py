@@ -183,3 +183,28 @@ def test_sagepose_distill_trains_an_rtmpose_student_from_a_heatmap_teacher_and_k
     ours = sagepose.load(str(out / "checkpoints" / "last.ckpt")).predict(str(image))
     theirs = sagepose.load(str(onnx)).predict(str(image))
     assert np.abs(ours.keypoints - theirs.keypoints).max() < 1e-2
+
+
+def test_a_simcc_students_target_sits_on_the_dot_its_mirrored_view_shows():
+    """The same through a SimCC student (RTMPose's plain crop convention, not UDP): the rendered bins decode onto the
+    dot in the view's pixels, the mirrored joint's channel."""
+    from sagepose.codecs import SimCCLabel
+
+    module = _module(DOTS, dot_teacher(), ["model.name=rtmpose-t", "model.heatmap_output=raw", "model.codec={}",
+                                           "ssl.strong.flip_prob=1.0", "ssl.strong.rotate=25",
+                                           "ssl.strong.photometric_prob=0", "ssl.strong.coarse_dropout_prob=0",
+                                           "ssl.strong.blur_prob=0", "ssl.strong.noise_prob=0"])
+    assert isinstance(module.model.codec, SimCCLabel) and not module.model.codec.udp
+    crops, _ = _crops(6, module.crop_size, np.random.default_rng(3))
+    keys = torch.arange(6)
+    base = module.teacher_moments(crops, keys, keys)
+    view = views.make_views(crops, keys, module.strong, stream=views.STUDENT_STREAM, out_size=(64, 64), udp=False)
+    decoded, _ = module.model.codec.decode(mo.render(mo.transform(base, view.affine, view.flipped, DOTS.flip_indices),
+                                                     module.model))
+    img = view.images.numpy()
+    ys, xs = np.mgrid[:64, :64]
+    for i in range(6):
+        for k, channel, other in ((0, 2, 0), (1, 1, 2)):
+            w = np.clip(img[i, :, :, channel] - img[i, :, :, other], 0, None)
+            seen = np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+            assert np.linalg.norm(np.asarray(decoded)[i, DOTS.flip_indices[k]] - seen) < 0.6  # half-px bins
