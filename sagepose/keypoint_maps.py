@@ -61,7 +61,9 @@ class KeypointMap:
         """(K_target,) bool: the target joints this map gives."""
         return np.array([bool(s) for s in self.sources])
 
-    def _gather(self) -> tuple[np.ndarray, np.ndarray]:
+    def ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K_target,) int64 twice: each target joint's first and last source joint (the same one for a copy; 0 for a
+        joint the map does not give)."""
         first = np.array([s[0] if s else 0 for s in self.sources], np.int64)
         second = np.array([s[-1] if s else 0 for s in self.sources], np.int64)
         return first, second
@@ -70,7 +72,7 @@ class KeypointMap:
         """(..., K_source, 2) coordinates and (..., K_source) visibility (or scores) -> the target's. A midpoint's
         visibility is the smaller of its two; a joint the map does not give is at 0 with visibility 0."""
         kp, vis = np.asarray(keypoints, np.float64), np.asarray(visible, np.float64)
-        first, second = self._gather()
+        first, second = self.ends()
         out = 0.5 * (kp[..., first, :] + kp[..., second, :])
         out_vis = np.minimum(vis[..., first], vis[..., second])
         covered = self.covered
@@ -82,7 +84,7 @@ class KeypointMap:
         """:meth:`apply` for torch tensors (same rules, on their device and dtype)."""
         import torch
 
-        first, second = (torch.as_tensor(a, device=keypoints.device) for a in self._gather())
+        first, second = (torch.as_tensor(a, device=keypoints.device) for a in self.ends())
         covered = torch.as_tensor(self.covered, device=keypoints.device)
         out = 0.5 * (keypoints[..., first, :] + keypoints[..., second, :])
         out_vis = torch.minimum(visible[..., first], visible[..., second])

@@ -119,7 +119,7 @@ def translate(m: Moments, keypoint_map) -> Moments:
     (:class:`sagepose.keypoint_maps.KeypointMap`): a copied joint keeps its moments, a midpoint of two (taken as
     independent) has the mean of the means and a quarter of the summed covariances; its confidence is the smaller
     one; a joint the map does not give has confidence 0."""
-    first, second = (torch.as_tensor(a, device=m.mean.device) for a in keypoint_map._gather())
+    first, second = (torch.as_tensor(a, device=m.mean.device) for a in keypoint_map.ends())
     same = (first == second)[:, None, None]
     covered = torch.as_tensor(keypoint_map.covered, device=m.mean.device)
     mean = 0.5 * (m.mean[:, first] + m.mean[:, second])
@@ -233,15 +233,8 @@ def distribution_loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Te
     return loss, {"loss": loss.detach(), "kept": logs["kept"]}
 
 
-def soft_coords(out: torch.Tensor, model, tau: float = 1.0) -> torch.Tensor:
-    """A student's raw output -> (B, K, 2) expected coordinates in input px, differentiable (the whole distribution,
-    no window: the priors' and the temporal term's coordinates)."""
-    if is_simcc(model):
-        ratio = model.codec.simcc_split_ratio
-        axes = [torch.softmax(a.float() * (SIMCC_BETA / tau), -1) for a in model.codec.split(out)]
-        return torch.stack([_axis_moments(p)[0] for p in axes], -1) / ratio
-    kind = "logits" if model.heatmap_output == "softmax" else "heatmap"
-    p = to_probabilities(out, tau, kind)
-    mx, _ = _axis_moments(p.sum(2))
-    my, _ = _axis_moments(p.sum(3))
-    return torch.stack([mx, my], -1) / model.codec.heatmap_scale.to(p.device).float()
+def simcc_coords(out: torch.Tensor, model, tau: float = 1.0) -> torch.Tensor:
+    """A SimCC student's raw output -> (B, K, 2) expected coordinates in input px, differentiable (each axis' whole
+    ``softmax(beta * logits / tau)``, no window: the priors' and the temporal term's coordinates)."""
+    axes = [torch.softmax(a.float() * (SIMCC_BETA / tau), -1) for a in model.codec.split(out)]
+    return torch.stack([_axis_moments(p)[0] for p in axes], -1) / model.codec.simcc_split_ratio

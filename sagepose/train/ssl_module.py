@@ -184,7 +184,7 @@ class SemiSupervisedModule(TopDownModule):
     def _input_coords(self, out: torch.Tensor, hm_scale: torch.Tensor) -> torch.Tensor:
         """Raw student output -> soft-argmax coordinates (B, K, 2) in its view's input pixels."""
         if moments.is_simcc(self.model):
-            return moments.soft_coords(out, self.model, self.cfg.ssl.prob_tau)
+            return moments.simcc_coords(out, self.model, self.cfg.ssl.prob_tau)
         probs = losses.to_probabilities(out, self.cfg.ssl.prob_tau, self.map_kind)
         return losses.soft_argmax(probs) / hm_scale
 
